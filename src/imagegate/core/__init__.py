@@ -1,0 +1,1 @@
+"""Canonical request/result types and the error hierarchy shared by every layer."""

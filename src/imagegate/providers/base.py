@@ -1,0 +1,111 @@
+"""The provider interface every adapter implements.
+
+An adapter turns a validated ``ImageRequest`` into upstream wire calls and returns an
+``ImageResult`` with image bytes. It knows nothing of keys, credits or routing; it raises
+``UpstreamError`` (retryable or not) and lets the router decide what happens next.
+"""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import httpx
+
+from imagegate.core.errors import InvalidRequest
+from imagegate.core.types import ImageRequest, ImageResult, Operation, OutputFormat
+
+# Fetches an upstream-returned image URL (size and time capped); returns the bytes.
+UrlFetcher = Callable[[str], Awaitable[bytes]]
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What an adapter can do natively; the gateway normalises the rest or refuses."""
+
+    operations: frozenset[Operation] = frozenset({"generate", "edit", "variation"})
+    max_input_images: int = 16
+    supports_mask: bool = True
+    output_formats: frozenset[OutputFormat] = frozenset({"png", "jpeg", "webp"})
+    transparent_background: bool = True
+    supports_seed: bool = True
+    max_n_per_call: int = 10
+
+
+@dataclass(slots=True)
+class ProviderConfig:
+    """One entry of the config file's ``providers`` list (or a built-in one)."""
+
+    id: str
+    type: str
+    base_url: str | None = None
+    api_key: str | None = None
+    api_key_env: str | None = None
+    status: str = "stable"
+    timeout_s: float = 120.0
+    options: dict[str, Any] = field(default_factory=dict)
+
+    def resolved_api_key(self) -> str | None:
+        if self.api_key:
+            return self.api_key
+        if self.api_key_env:
+            return os.environ.get(self.api_key_env) or None
+        return None
+
+
+@dataclass(slots=True)
+class ProviderContext:
+    """Shared resources handed to adapters: one pooled HTTP client and a URL fetcher."""
+
+    http: httpx.AsyncClient
+    fetch_url: UrlFetcher
+
+
+class Provider(ABC):
+    """Base class of all adapters. Subclasses set ``type_name`` and ``capabilities``."""
+
+    type_name: ClassVar[str]
+    capabilities: ClassVar[Capabilities] = Capabilities()
+    requires_credentials: ClassVar[bool] = True
+
+    def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
+        self.config = config
+        self.context = context
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def available(self) -> bool:
+        """True when the adapter has what it needs to call its upstream."""
+        return not self.requires_credentials or self.config.resolved_api_key() is not None
+
+    async def run(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        """Dispatch on the request's operation."""
+        if request.operation not in self.capabilities.operations:
+            raise InvalidRequest(
+                f"Provider '{self.id}' does not support {request.operation}.",
+                param="model",
+                code="unsupported_operation",
+            )
+        if request.operation == "generate":
+            return await self.generate(request, upstream_model)
+        if request.operation == "edit":
+            return await self.edit(request, upstream_model)
+        return await self.variation(request, upstream_model)
+
+    @abstractmethod
+    async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult: ...
+
+    async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        raise InvalidRequest(f"Provider '{self.id}' does not support edits.", param="model")
+
+    async def variation(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        raise InvalidRequest(f"Provider '{self.id}' does not support variations.", param="model")
+
+    async def aclose(self) -> None:
+        """Release adapter-owned resources (the shared HTTP client is closed elsewhere)."""
