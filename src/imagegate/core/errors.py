@@ -33,6 +33,7 @@ class GatewayError(Exception):
         if status is not None:
             self.status = status
         self.headers = headers or {}
+        self.attempts: list[Any] = []
 
     def to_dict(self) -> dict[str, Any]:
         return {

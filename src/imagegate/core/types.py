@@ -91,6 +91,7 @@ class GeneratedImage:
     width: int
     height: int
     revised_prompt: str | None = None
+    b64: str | None = None  # the upstream's own base64 of ``data``, reused to skip re-encoding
 
 
 @dataclass(slots=True)

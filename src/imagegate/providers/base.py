@@ -33,6 +33,7 @@ class Capabilities:
     transparent_background: bool = True
     supports_seed: bool = True
     max_n_per_call: int = 10
+    native_compression: bool = False  # honours output_compression itself
 
 
 @dataclass(slots=True)

@@ -1,1 +1,50 @@
-"""storage layer."""
+"""Storage of generated images for ``response_format=url``, and URL signing.
+
+``open_store`` picks the backend from ``IMAGEGATE_STORAGE_URL``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from imagegate.storage.base import ImageStore, StoredFile, new_file_id, parse_file_id
+from imagegate.storage.filesystem import FilesystemStore
+from imagegate.storage.signing import UrlSigner, load_or_create_secret
+
+__all__ = [
+    "FilesystemStore",
+    "ImageStore",
+    "StoredFile",
+    "UrlSigner",
+    "load_or_create_secret",
+    "new_file_id",
+    "open_store",
+    "parse_file_id",
+]
+
+
+def open_store(storage_url: str | None, data_dir: Path, ttl_s: int) -> ImageStore:
+    """The store named by ``storage_url``; None means ``<data_dir>/images``.
+
+    ``file:///abs/path`` and ``file://relative/path`` (as in ``file://./.imagegate/images``)
+    both work: everything after ``file://`` is the path.
+    """
+    if not storage_url:
+        return FilesystemStore(Path(data_dir) / "images", ttl_s)
+    scheme = urlsplit(storage_url).scheme.lower()
+    if scheme == "file":
+        raw = unquote(storage_url.split(":", 1)[1].removeprefix("//"))
+        if raw.startswith("localhost/"):
+            raw = raw[len("localhost") :]
+        if not raw:
+            raise ValueError(f"storage URL {storage_url!r} names no directory")
+        return FilesystemStore(Path(raw).expanduser(), ttl_s)
+    if scheme == "s3":
+        raise ValueError(
+            "S3 storage needs the S3 backend (boto3, `pip install imagegate[s3]`), which is "
+            "not available in this build yet; use a file:// storage URL"
+        )
+    raise ValueError(
+        f"unsupported storage URL scheme {scheme!r} in {storage_url!r}: use file:// or s3://"
+    )

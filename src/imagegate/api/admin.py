@@ -1,0 +1,82 @@
+"""Admin API: create, list and revoke API keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate.accounts.keys import ApiKey
+from imagegate.api.auth import require_admin
+from imagegate.api.body import read_json
+from imagegate.api.fields import as_bool, as_int, as_str_list
+from imagegate.api.state import gateway
+from imagegate.core.errors import InvalidRequest, NotFound
+
+_KEY_FIELDS = {"name", "models", "admin", "credits", "rpm"}
+
+
+def key_json(key: ApiKey) -> dict[str, Any]:
+    return {
+        "id": key.id,
+        "object": "api_key",
+        "name": key.name,
+        "admin": key.is_admin,
+        "models": list(key.models) if key.models is not None else None,
+        "credits_usd": key.credits_micro / 1_000_000 if key.credits_micro is not None else None,
+        "rpm": key.rpm,
+        "created_at": int(key.created_at.timestamp()),
+        "revoked_at": int(key.revoked_at.timestamp()) if key.revoked_at else None,
+    }
+
+
+def _json(body: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+async def create_key(request: Request) -> Response:
+    await require_admin(request)
+    gw = gateway(request)
+    raw = await read_json(request, 64 * 1024)
+    unknown = set(raw) - _KEY_FIELDS
+    if unknown:
+        name = sorted(unknown)[0]
+        raise InvalidRequest(f"Unknown field '{name}'.", param=name, code="unknown_parameter")
+    name = raw.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise InvalidRequest("'name' is required.", param="name",
+                             code="missing_required_parameter")
+    models = as_str_list("models", raw["models"]) if raw.get("models") is not None else None
+    if models is not None:
+        for model in models:
+            gw.catalog.resolve(model)
+    credits = raw.get("credits")
+    if credits is not None and (isinstance(credits, bool) or not isinstance(credits, int | float)
+                                or credits < 0):
+        raise InvalidRequest("'credits' must be a number of USD >= 0.", param="credits")
+    rpm = as_int("rpm", raw["rpm"]) if raw.get("rpm") is not None else None
+    if rpm is not None and rpm < 1:
+        raise InvalidRequest("'rpm' must be >= 1.", param="rpm")
+    admin = as_bool("admin", raw.get("admin", False))
+    key, plaintext = await run_in_threadpool(
+        lambda: gw.keys.create(name.strip(), models=models, admin=admin,
+                               credits_usd=credits, rpm=rpm)
+    )
+    return _json({**key_json(key), "key": plaintext}, status=201)
+
+
+async def list_keys(request: Request) -> Response:
+    await require_admin(request)
+    keys = await run_in_threadpool(gateway(request).keys.list)
+    return _json({"object": "list", "data": [key_json(k) for k in keys]})
+
+
+async def revoke_key(request: Request) -> Response:
+    await require_admin(request)
+    key_id = request.path_params["key_id"]
+    if not await run_in_threadpool(gateway(request).keys.revoke, key_id):
+        raise NotFound(f"No API key with id '{key_id}'.", param="key_id", code="key_not_found")
+    return _json({"id": key_id, "object": "api_key", "deleted": True})

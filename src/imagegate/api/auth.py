@@ -1,0 +1,34 @@
+"""Bearer-key authentication; the key store is read on every request so revocation is
+immediate."""
+
+from __future__ import annotations
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+
+from imagegate.accounts.keys import ApiKey, bearer_token
+from imagegate.api.state import gateway
+from imagegate.catalog.spec import ModelSpec
+from imagegate.core.errors import Forbidden
+
+
+async def authenticate(request: Request) -> ApiKey:
+    token = bearer_token(request.headers.get("authorization"))
+    key = await run_in_threadpool(gateway(request).keys.authenticate, token)
+    request.state.key_id = key.id
+    return key
+
+
+async def require_admin(request: Request) -> ApiKey:
+    key = await authenticate(request)
+    if not key.is_admin:
+        raise Forbidden("This endpoint needs an admin key.", code="admin_required")
+    return key
+
+
+def authorize_model(key: ApiKey, spec: ModelSpec) -> None:
+    if not key.allows_model(spec.id, spec.aliases):
+        raise Forbidden(
+            f"This API key is not allowed to use model '{spec.id}'.", param="model",
+            code="model_not_allowed",
+        )

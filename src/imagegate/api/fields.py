@@ -1,0 +1,186 @@
+"""Turn a JSON object or multipart fields into one validated ``ImageRequest``.
+
+Both encodings meet here as a plain dict, so each field has one coercion rule and one
+error message. Multipart values are strings, so numbers and booleans are parsed from
+text; bracket-encoded keys (``provider[order][]=a``, as openai-python sends
+``extra_body``) are folded into nested values first.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import orjson
+
+from imagegate.core.errors import InvalidRequest
+from imagegate.core.types import ImageRequest, Operation, RoutingPreferences
+
+_STRINGS = (
+    "model", "prompt", "size", "quality", "style", "response_format", "output_format",
+    "background", "moderation", "user", "input_fidelity",
+)
+_INTS = ("n", "output_compression", "partial_images", "seed")
+_BOOLS = ("stream", "meta", "usage")
+_IMAGE_FIELDS = ("image", "images", "mask")
+_CHOICES = {
+    "response_format": ("url", "b64_json"),
+    "output_format": ("png", "jpeg", "webp"),
+}
+_SORTS = ("price", "latency", "throughput")
+_KEY_PART = re.compile(r"\[([^\]]*)\]")
+
+
+def fold_form_fields(fields: list[tuple[str, str]]) -> dict[str, Any]:
+    """Fold multipart text fields into a dict, decoding bracket notation into nesting."""
+    out: dict[str, Any] = {}
+    for name, value in fields:
+        head, _, rest = name.partition("[")
+        path = [head] + (_KEY_PART.findall("[" + rest) if rest else [])
+        _insert(out, path, value)
+    return out
+
+
+def _insert(target: dict[str, Any], path: list[str], value: str) -> None:
+    key, rest = path[0], path[1:]
+    if not rest:
+        if key in target:  # repeated plain field: becomes a list
+            existing = target[key]
+            target[key] = [*existing, value] if isinstance(existing, list) else [existing, value]
+        else:
+            target[key] = value
+        return
+    if rest == [""] or (len(rest) == 1 and rest[0].isdigit()):  # key[] or key[0]
+        existing = target.get(key)
+        items = existing if isinstance(existing, list) else ([] if existing is None else [existing])
+        items.append(value)
+        target[key] = items
+        return
+    child = target.get(key)
+    if not isinstance(child, dict):
+        child = {}
+        target[key] = child
+    _insert(child, rest, value)
+
+
+def build_request(operation: Operation, raw: dict[str, Any]) -> ImageRequest:
+    """Coerce and check the scalar fields; image inputs are resolved separately."""
+    req = ImageRequest(operation=operation, model="")
+    for name, value in raw.items():
+        if value is None or name in _IMAGE_FIELDS:
+            continue
+        if name in _STRINGS:
+            setattr(req, name, _string(name, value))
+        elif name in _INTS:
+            setattr(req, name, as_int(name, value))
+        elif name in _BOOLS:
+            setattr(req, name, as_bool(name, value))
+        elif name == "provider":
+            req.provider = _routing(value)
+        else:
+            req.extra[name] = value
+    if not req.model:
+        raise InvalidRequest(
+            "Missing required parameter: 'model'.", param="model",
+            code="missing_required_parameter",
+        )
+    return req
+
+
+def _string(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise InvalidRequest(f"'{name}' must be a string.", param=name, code="invalid_type")
+    allowed = _CHOICES.get(name)
+    if allowed is not None and value not in allowed:
+        raise InvalidRequest(
+            f"Invalid {name} '{value}'. Supported: {', '.join(allowed)}.", param=name,
+            code="invalid_value",
+        )
+    return value
+
+
+def as_int(name: str, value: Any) -> int:
+    if isinstance(value, bool):
+        raise InvalidRequest(f"'{name}' must be an integer.", param=name, code="invalid_type")
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and re.fullmatch(r"-?\d{1,19}", value.strip()):
+        return int(value)
+    raise InvalidRequest(f"'{name}' must be an integer.", param=name, code="invalid_type")
+
+
+def as_bool(name: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        lowered = value.strip().lower()
+        if lowered in ("true", "1"):
+            return True
+        if lowered in ("false", "0"):
+            return False
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    raise InvalidRequest(
+        f"'{name}' must be a boolean (true/false).", param=name, code="invalid_type"
+    )
+
+
+def _routing(value: Any) -> RoutingPreferences:
+    if isinstance(value, str):
+        try:
+            value = orjson.loads(value)
+        except orjson.JSONDecodeError:
+            raise InvalidRequest(
+                "'provider' must be an object (or a JSON string of one).", param="provider",
+                code="invalid_type",
+            ) from None
+    if not isinstance(value, dict):
+        raise InvalidRequest("'provider' must be an object.", param="provider", code="invalid_type")
+    prefs = RoutingPreferences()
+    for key, item in value.items():
+        param = f"provider.{key}"
+        if item is None:
+            continue
+        if key in ("order", "only", "ignore"):
+            setattr(prefs, key, as_str_list(param, item))
+        elif key in ("include_alpha", "allow_fallbacks", "require_parameters"):
+            setattr(prefs, key, as_bool(param, item))
+        elif key == "sort":
+            if item not in _SORTS:
+                raise InvalidRequest(
+                    f"Invalid {param} '{item}'. Supported: {', '.join(_SORTS)}.", param=param
+                )
+            prefs.sort = item
+        elif key == "max_price":
+            prefs.max_price = _price(param, item)
+        else:
+            raise InvalidRequest(
+                f"Unknown routing option '{key}' in 'provider'.", param=param,
+                code="unknown_parameter",
+            )
+    return prefs
+
+
+def as_str_list(param: str, value: Any) -> list[str]:
+    if isinstance(value, str):
+        value = [v for v in (s.strip() for s in value.split(",")) if v]
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidRequest(f"'{param}' must be a list of provider ids.", param=param,
+                             code="invalid_type")
+    return value
+
+
+def _price(param: str, value: Any) -> float:
+    if isinstance(value, dict):
+        value = value.get("image", value.get("per_image"))
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            value = None
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise InvalidRequest(f"'{param}' must be a number of USD per image >= 0.", param=param,
+                             code="invalid_type")
+    return float(value)

@@ -1,0 +1,90 @@
+"""Models list, health check and signed file downloads."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate.api.auth import authenticate
+from imagegate.api.state import gateway
+from imagegate.core.errors import NotFound
+
+
+def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
+                    headers=headers)
+
+
+async def list_models(request: Request) -> Response:
+    """GET /v1/models: every catalog model, its operations, status and availability."""
+    gw = gateway(request)
+    key = await authenticate(request)
+    created = int(gw.settings.data_dir.stat().st_mtime) if gw.settings.data_dir.exists() else 0
+    data = []
+    for spec in gw.catalog:
+        if not key.allows_model(spec.id, spec.aliases):
+            continue
+        endpoints = []
+        for endpoint in spec.endpoints:
+            provider = gw.providers.get(endpoint.provider)
+            endpoints.append({
+                "provider": endpoint.provider,
+                "upstream_model": endpoint.upstream_model,
+                "status": provider.config.status if provider else "unknown",
+                "available": bool(provider and provider.available),
+                "price_per_image_usd": 0.0 if endpoint.pricing.free else endpoint.pricing.per_image,
+            })
+        statuses = {e["status"] for e in endpoints}
+        data.append({
+            "id": spec.id,
+            "object": "model",
+            "created": created,
+            "owned_by": spec.id.split("/", 1)[0],
+            "aliases": list(spec.aliases),
+            "description": spec.description,
+            "operations": sorted(spec.operations),
+            "status": "stable" if "stable" in statuses else (sorted(statuses) or ["unknown"])[0],
+            "available": any(e["available"] for e in endpoints),
+            "sizes": list(spec.sizes),
+            "free_size": _free_size(spec.free_size),
+            "max_n": spec.n_max,
+            "endpoints": endpoints,
+        })
+    return _json({"object": "list", "data": data})
+
+
+def _free_size(rule: Any) -> dict[str, Any] | None:
+    if rule is None:
+        return None
+    return {k: getattr(rule, k) for k in rule.__dataclass_fields__}
+
+
+async def healthz(request: Request) -> Response:
+    gw = gateway(request)
+    return _json({"status": "ok", "providers": {
+        pid: {"available": p.available, "status": p.config.status}
+        for pid, p in gw.providers.items()
+    }})
+
+
+async def get_file(request: Request) -> Response:
+    """GET /v1/files/{id}?exp=&sig=: the link is the credential. Any failure looks alike."""
+    gw = gateway(request)
+    file_id = request.path_params["file_id"]
+    exp = request.query_params.get("exp", "")
+    sig = request.query_params.get("sig", "")
+    stored = None
+    if gw.signer.verify(file_id, exp, sig, time.time()):
+        stored = await gw.store.get(file_id)
+    if stored is None:
+        raise NotFound("File not found, or the link is invalid or has expired.",
+                       code="file_not_found")
+    remaining = max(0, int(exp) - int(time.time()))
+    return Response(stored.data, media_type=stored.content_type, headers={
+        "cache-control": f"private, max-age={remaining}",
+        "x-content-type-options": "nosniff",
+    })

@@ -1,0 +1,45 @@
+"""The running gateway's shared parts, built once at start-up and reached by routes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from starlette.requests import Request
+
+from imagegate.accounts.keys import KeyStore
+from imagegate.api.inputs import InputResolver
+from imagegate.catalog.catalog import Catalog
+from imagegate.config import Settings
+from imagegate.db.session import Database
+from imagegate.media.fetch import SafeFetcher
+from imagegate.providers.base import Provider
+from imagegate.routing.router import Router
+from imagegate.storage.base import ImageStore
+from imagegate.storage.signing import UrlSigner
+
+
+@dataclass(slots=True)
+class Gateway:
+    settings: Settings
+    db: Database
+    keys: KeyStore
+    catalog: Catalog
+    providers: dict[str, Provider]
+    router: Router
+    store: ImageStore
+    signer: UrlSigner
+    fetcher: SafeFetcher
+    resolver: InputResolver
+    http: httpx.AsyncClient
+
+    def public_base(self, request: Request) -> str:
+        """Base of returned URLs: IMAGEGATE_PUBLIC_URL, else the URL the client used."""
+        if self.settings.public_url:
+            return self.settings.public_url.rstrip("/")
+        return f"{request.url.scheme}://{request.url.netloc}"
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw

@@ -1,0 +1,86 @@
+"""The model catalog: built-in entries merged with the operator's config file."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from importlib import resources
+from typing import Any
+
+import yaml
+
+from imagegate.catalog.spec import CatalogError, ModelSpec, parse_model
+from imagegate.core.errors import NotFound
+from imagegate.providers.base import ProviderConfig
+
+
+def builtin_document() -> dict[str, Any]:
+    text = resources.files("imagegate.catalog").joinpath("models.yaml").read_text("utf-8")
+    doc: dict[str, Any] = yaml.safe_load(text)
+    return doc
+
+
+def builtin_providers() -> list[ProviderConfig]:
+    return [ProviderConfig(**item) for item in builtin_document()["providers"]]
+
+
+def merge_providers(configured: list[ProviderConfig]) -> list[ProviderConfig]:
+    """Built-in providers, with configured ones added or replacing by id."""
+    merged = {p.id: p for p in builtin_providers()}
+    for provider in configured:
+        base = merged.get(provider.id)
+        if base is not None and provider.type == base.type:
+            provider = replace(
+                provider,
+                base_url=provider.base_url or base.base_url,
+                api_key_env=provider.api_key_env or base.api_key_env,
+            )
+        merged[provider.id] = provider
+    return list(merged.values())
+
+
+class Catalog:
+    """Resolves public model ids and aliases to ``ModelSpec``s."""
+
+    def __init__(self, models: list[ModelSpec]) -> None:
+        self._models = {m.id: m for m in models}
+        self._lookup: dict[str, ModelSpec] = {}
+        for model in models:
+            self._lookup[model.id] = model
+            for alias in model.aliases:
+                self._lookup.setdefault(alias, model)
+
+    @classmethod
+    def load(
+        cls, extra: list[dict[str, Any]] | None = None, provider_ids: set[str] | None = None
+    ) -> Catalog:
+        """Parse built-in models, then the configured ones (same id replaces)."""
+        entries: dict[str, ModelSpec] = {}
+        for raw in builtin_document()["models"]:
+            spec = parse_model(raw)
+            entries[spec.id] = spec
+        for raw in extra or []:
+            spec = parse_model(raw)
+            entries[spec.id] = spec
+        if provider_ids is not None:
+            for spec in entries.values():
+                for i, endpoint in enumerate(spec.endpoints):
+                    if endpoint.provider not in provider_ids:
+                        raise CatalogError(
+                            f"model '{spec.id}': endpoints[{i}].provider: unknown provider "
+                            f"'{endpoint.provider}'"
+                        )
+        return cls(list(entries.values()))
+
+    def resolve(self, model_id: str) -> ModelSpec:
+        spec = self._lookup.get(model_id)
+        if spec is None:
+            raise NotFound(
+                f"The model '{model_id}' does not exist. GET /v1/models lists the models "
+                "this gateway serves.",
+                param="model",
+                code="model_not_found",
+            )
+        return spec
+
+    def __iter__(self) -> Any:
+        return iter(self._models.values())

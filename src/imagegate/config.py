@@ -1,0 +1,268 @@
+"""Settings from the environment and an optional YAML file (DESIGN.md's contract).
+
+The YAML file is parsed node by node so that every error names the key path and the
+line it is on; a bad file stops start-up instead of being half-applied.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imagegate.providers.base import ProviderConfig
+
+PROVIDER_TYPES = (
+    "openai", "azure", "google", "bfl", "stability", "replicate", "fal", "together", "xai",
+    "openai_compatible", "sandbox", "local",
+)
+STATUSES = ("stable", "beta", "alpha")
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+MB = 1024 * 1024
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the key path and line that caused it."""
+
+
+@dataclass(slots=True)
+class Limits:
+    max_image_bytes: int = 50 * MB
+    max_json_bytes: int = 200 * MB
+    max_image_pixels: int = 8192 * 8192
+    max_form_fields: int = 200
+
+
+@dataclass(slots=True)
+class FetchSettings:
+    allow_hosts: list[str] = field(default_factory=list)
+    timeout_s: float = 15.0
+    max_redirects: int = 3
+
+
+@dataclass(slots=True)
+class RoutingSettings:
+    max_attempts: int = 3
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str | None = None
+    redis_url: str | None = None
+    storage_url: str | None = None
+    public_url: str | None = None
+    admin_key: str | None = None
+    url_ttl_s: int = 3600
+    sweep_interval_s: int = 300
+    config_file: Path | None = None
+    providers: list[ProviderConfig] = field(default_factory=list)
+    models: list[dict[str, Any]] = field(default_factory=list)
+    model_lines: dict[str, int] = field(default_factory=dict)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    limits: Limits = field(default_factory=Limits)
+    fetch: FetchSettings = field(default_factory=FetchSettings)
+
+
+def load_settings(config_file: str | Path | None = None) -> Settings:
+    """Build settings from the environment, then apply the YAML file if one is given."""
+    env = os.environ
+    path = config_file or env.get("IMAGEGATE_CONFIG") or None
+    settings = Settings(
+        data_dir=Path(env.get("IMAGEGATE_DATA_DIR", "./.imagegate")).resolve(),
+        database_url=env.get("IMAGEGATE_DATABASE_URL") or None,
+        redis_url=env.get("IMAGEGATE_REDIS_URL") or None,
+        storage_url=env.get("IMAGEGATE_STORAGE_URL") or None,
+        public_url=(env.get("IMAGEGATE_PUBLIC_URL") or None),
+        admin_key=env.get("IMAGEGATE_ADMIN_KEY") or None,
+    )
+    if path:
+        settings.config_file = Path(path)
+        _apply_file(settings, Path(path))
+    return settings
+
+
+def _apply_file(settings: Settings, path: Path) -> None:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}:{where} invalid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if root is None:
+        return
+    doc = _Doc(path)
+    top = doc.mapping(root, "")
+    known = {"providers", "models", "routing", "server", "limits", "fetch", "storage"}
+    for key, node in top.items():
+        if key not in known:
+            raise doc.error(node, key, f"unknown key (expected one of {', '.join(sorted(known))})")
+    if "providers" in top:
+        settings.providers = [
+            _provider(doc, item, f"providers[{i}]")
+            for i, item in enumerate(doc.sequence(top["providers"], "providers"))
+        ]
+    if "models" in top:
+        for i, item in enumerate(doc.sequence(top["models"], "models")):
+            model = doc.plain(item)
+            if not isinstance(model, dict) or not isinstance(model.get("id"), str):
+                raise doc.error(item, f"models[{i}]", "each model needs a string 'id'")
+            settings.models.append(model)
+            settings.model_lines[model["id"]] = item.start_mark.line + 1
+    if "routing" in top:
+        _routing(doc, top["routing"], settings.routing)
+    if "server" in top:
+        server = doc.mapping(top["server"], "server")
+        for key, node in server.items():
+            if key == "public_url":
+                settings.public_url = settings.public_url or doc.string(node, "server.public_url")
+            elif key == "data_dir":
+                settings.data_dir = Path(doc.string(node, "server.data_dir")).resolve()
+            else:
+                raise doc.error(node, f"server.{key}", "unknown key (expected public_url, data_dir)")
+    if "storage" in top:
+        storage = doc.mapping(top["storage"], "storage")
+        for key, node in storage.items():
+            if key == "url":
+                settings.storage_url = settings.storage_url or doc.string(node, "storage.url")
+            elif key == "url_ttl_s":
+                settings.url_ttl_s = doc.integer(node, "storage.url_ttl_s", minimum=1)
+            elif key == "sweep_interval_s":
+                settings.sweep_interval_s = doc.integer(node, "storage.sweep_interval_s", minimum=1)
+            else:
+                raise doc.error(node, f"storage.{key}", "unknown key")
+    if "limits" in top:
+        limits = doc.mapping(top["limits"], "limits")
+        for key, node in limits.items():
+            if key == "max_image_mb":
+                settings.limits.max_image_bytes = int(doc.number(node, "limits.max_image_mb") * MB)
+            elif key == "max_json_mb":
+                settings.limits.max_json_bytes = int(doc.number(node, "limits.max_json_mb") * MB)
+            elif key == "max_image_pixels":
+                settings.limits.max_image_pixels = doc.integer(node, "limits.max_image_pixels", 1)
+            else:
+                raise doc.error(node, f"limits.{key}", "unknown key")
+    if "fetch" in top:
+        fetch = doc.mapping(top["fetch"], "fetch")
+        for key, node in fetch.items():
+            if key == "allow_hosts":
+                hosts = doc.sequence(node, "fetch.allow_hosts")
+                settings.fetch.allow_hosts = [
+                    doc.string(h, f"fetch.allow_hosts[{i}]") for i, h in enumerate(hosts)
+                ]
+            elif key == "timeout_s":
+                settings.fetch.timeout_s = doc.number(node, "fetch.timeout_s")
+            elif key == "max_redirects":
+                settings.fetch.max_redirects = doc.integer(node, "fetch.max_redirects", 0)
+            else:
+                raise doc.error(node, f"fetch.{key}", "unknown key")
+
+
+def _provider(doc: _Doc, node: yaml.Node, where: str) -> ProviderConfig:
+    fields = doc.mapping(node, where)
+    if "id" not in fields:
+        raise doc.error(node, where, "missing required key 'id'")
+    if "type" not in fields:
+        raise doc.error(node, where, "missing required key 'type'")
+    ptype = doc.string(fields["type"], f"{where}.type")
+    if ptype not in PROVIDER_TYPES:
+        raise doc.error(
+            fields["type"], f"{where}.type",
+            f"unknown adapter '{ptype}' (expected one of {', '.join(PROVIDER_TYPES)})",
+        )
+    config = ProviderConfig(id=doc.string(fields["id"], f"{where}.id"), type=ptype)
+    for key, value in fields.items():
+        path = f"{where}.{key}"
+        if key in ("id", "type"):
+            continue
+        if key == "base_url":
+            config.base_url = doc.string(value, path).rstrip("/")
+        elif key == "api_key":
+            config.api_key = doc.string(value, path) or None
+        elif key == "status":
+            status = doc.string(value, path)
+            if status not in STATUSES:
+                raise doc.error(value, path, f"must be one of {', '.join(STATUSES)}")
+            config.status = status
+        elif key == "timeout_s":
+            config.timeout_s = doc.number(value, path)
+        else:
+            config.options[key] = doc.plain(value)
+    return config
+
+
+def _routing(doc: _Doc, node: yaml.Node, routing: RoutingSettings) -> None:
+    for key, value in doc.mapping(node, "routing").items():
+        if key == "max_attempts":
+            routing.max_attempts = doc.integer(value, "routing.max_attempts", minimum=1)
+        else:
+            routing.options[key] = doc.plain(value)
+
+
+class _Doc:
+    """Typed access to YAML nodes that reports errors with the file, key path and line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._constructor = yaml.SafeLoader("")
+
+    def error(self, node: yaml.Node, where: str, message: str) -> ConfigError:
+        return ConfigError(f"{self.path} line {node.start_mark.line + 1}: {where}: {message}")
+
+    def mapping(self, node: yaml.Node, where: str) -> dict[str, yaml.Node]:
+        if not isinstance(node, yaml.MappingNode):
+            raise self.error(node, where or "top level", "expected a mapping")
+        out: dict[str, yaml.Node] = {}
+        for key_node, value in node.value:
+            key = self.plain(key_node)
+            if not isinstance(key, str):
+                raise self.error(key_node, where, "keys must be strings")
+            out[key] = value
+        return out
+
+    def sequence(self, node: yaml.Node, where: str) -> list[yaml.Node]:
+        if not isinstance(node, yaml.SequenceNode):
+            raise self.error(node, where, "expected a list")
+        return list(node.value)
+
+    def plain(self, node: yaml.Node) -> Any:
+        value = self._constructor.construct_object(node, deep=True)
+        return _expand(value)
+
+    def string(self, node: yaml.Node, where: str) -> str:
+        value = self.plain(node)
+        if not isinstance(value, str):
+            raise self.error(node, where, "expected a string")
+        return value
+
+    def number(self, node: yaml.Node, where: str) -> float:
+        value = self.plain(node)
+        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+            raise self.error(node, where, "expected a positive number")
+        return float(value)
+
+    def integer(self, node: yaml.Node, where: str, minimum: int = 0) -> int:
+        value = self.plain(node)
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise self.error(node, where, f"expected an integer >= {minimum}")
+        return value
+
+
+def _expand(value: Any) -> Any:
+    """Expand ``${VAR}`` and ``${VAR:-default}`` in every string of a plain value."""
+    if isinstance(value, str):
+        return _ENV_REF.sub(lambda m: os.environ.get(m.group(1)) or (m.group(2) or ""), value)
+    if isinstance(value, list):
+        return [_expand(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _expand(v) for k, v in value.items()}
+    return value

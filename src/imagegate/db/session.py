@@ -1,0 +1,129 @@
+"""Engine, sessions and schema migrations for SQLite and PostgreSQL.
+
+One :class:`Database` per process wraps a synchronous SQLAlchemy engine. SQLite is the
+zero-configuration default; PostgreSQL is for several workers or hosts sharing one state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, func, select
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.orm import Session, sessionmaker
+
+MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Key of the PostgreSQL advisory lock that serialises migrations and bootstrap across
+# processes ("imagega" as a 56-bit integer; advisory locks are per database).
+_PG_LOCK_KEY = 0x696D6167656761
+
+
+def database_url_for(data_dir: Path, env_url: str | None) -> str:
+    """The URL to use: ``IMAGEGATE_DATABASE_URL`` if set, else SQLite in the data dir."""
+    if env_url and env_url.strip():
+        return env_url.strip()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    path = (data_dir / "imagegate.db").absolute()
+    return URL.create("sqlite", database=str(path)).render_as_string(hide_password=False)
+
+
+def normalize_url(url: str) -> URL:
+    """Parse ``url``, pointing bare ``postgresql://`` (and ``postgres://``) at psycopg 3."""
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def _configure_sqlite(dbapi_connection: Any, _record: Any) -> None:
+    # busy_timeout first: switching to WAL needs a lock that a concurrent starter may hold.
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+    finally:
+        cursor.close()
+
+
+class Database:
+    """A sync engine plus a session factory for one database URL."""
+
+    def __init__(self, url: str, *, echo: bool = False) -> None:
+        self.url = normalize_url(url)
+        kwargs: dict[str, Any] = {"echo": echo}
+        if self.is_postgresql:
+            kwargs["pool_pre_ping"] = True
+        self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _configure_sqlite)
+        self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.url.get_backend_name() == "sqlite"
+
+    @property
+    def is_postgresql(self) -> bool:
+        return self.url.get_backend_name() == "postgresql"
+
+    def session(self) -> Session:
+        """A new ORM session; use it as a context manager."""
+        return self.sessions()
+
+    @contextmanager
+    def exclusive(self) -> Iterator[Connection]:
+        """A connection in a transaction that no other process can run alongside.
+
+        PostgreSQL takes a transaction-scoped advisory lock; SQLite starts the transaction
+        with ``BEGIN IMMEDIATE`` (the write lock). Commits on success, rolls back on error.
+        For short check-then-write steps at startup (migrations, admin bootstrap); do not
+        nest it, since a second connection would wait for the first.
+        """
+        with self.engine.connect() as conn, conn.begin():
+            if self.is_sqlite:
+                # pysqlite begins transactions lazily, so this is the first statement.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            elif self.is_postgresql:
+                conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+            yield conn
+
+    def alembic_config(self) -> Config:
+        """An Alembic config built in code: no ``alembic.ini`` is needed at runtime."""
+        config = Config()
+        config.set_main_option("script_location", str(MIGRATIONS_DIR))
+        # Kept out of set_main_option, which would %-interpolate an escaped password.
+        config.attributes["database"] = self
+        return config
+
+    def migrate(self, revision: str = "head") -> None:
+        """Upgrade the schema to ``revision``; safe when several processes start at once.
+
+        The whole upgrade runs in one :meth:`exclusive` transaction, so a second process
+        waits and then finds the schema already current.
+        """
+        config = self.alembic_config()
+        with self.exclusive() as conn:
+            config.attributes["connection"] = conn
+            command.upgrade(config, revision)
+
+    def current_revision(self) -> str | None:
+        """The schema revision the database is at, or None before the first migration."""
+        from alembic.runtime.migration import MigrationContext
+
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+
+    def dispose(self) -> None:
+        """Close pooled connections (at shutdown, and in tests)."""
+        self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Database({self.url.render_as_string(hide_password=True)!r})"

@@ -1,0 +1,71 @@
+"""The image store interface behind ``response_format=url``.
+
+Stores hold generated images for a limited time under random, unguessable ids; the API
+layer hands out signed URLs naming those ids. Every backend shares the id rules here so a
+URL path can never be turned into a path traversal or an arbitrary key.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from types import TracebackType
+
+from imagegate.core.types import MIME_TYPES, OUTPUT_FORMATS, OutputFormat
+
+# 18 random bytes -> 24 urlsafe characters, then one extension naming the format.
+_FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}\.(" + "|".join(OUTPUT_FORMATS) + r")")
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFile:
+    """A stored image's bytes and the content type to serve them with."""
+
+    data: bytes
+    content_type: str
+
+
+def new_file_id(fmt: OutputFormat) -> str:
+    """A fresh URL-safe id such as ``Qx3..._A.png``; the extension records the format."""
+    if fmt not in MIME_TYPES:
+        raise ValueError(f"unknown image format {fmt!r}")
+    return f"{secrets.token_urlsafe(18)}.{fmt}"
+
+
+def parse_file_id(file_id: str) -> str | None:
+    """The content type for a well-formed id, or None for anything else (``../x``, ``a.b.png``)."""
+    match = _FILE_ID_RE.fullmatch(file_id) if isinstance(file_id, str) else None
+    return MIME_TYPES[match.group(1)] if match else None
+
+
+class ImageStore(ABC):
+    """Where images live between a ``url`` response and the caller's download."""
+
+    @abstractmethod
+    async def put(self, data: bytes, fmt: OutputFormat) -> str:
+        """Store ``data`` and return its new, unguessable file id."""
+
+    @abstractmethod
+    async def get(self, file_id: str) -> StoredFile | None:
+        """The file, or None if the id is unknown, malformed or expired."""
+
+    @abstractmethod
+    async def sweep(self, now: float | None = None) -> int:
+        """Delete expired files; return how many were deleted."""
+
+    async def aclose(self) -> None:
+        """Release resources (connections, clients); the default holds none."""
+        return None
+
+    async def __aenter__(self) -> ImageStore:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
