@@ -120,11 +120,12 @@ def serve_http(
     routes: Mapping[str, Route] | None = None,
     *,
     host: str = "127.0.0.1",
+    port: int = 0,
     ssl_context: ssl.SSLContext | None = None,
 ) -> Iterator[FakeHTTPServer]:
-    """Serve ``routes`` on ``host`` (an IPv4 or IPv6 loopback literal) on a free port."""
+    """Serve ``routes`` on ``host`` (a loopback literal, v4 or v6); ``port=0`` picks a free one."""
     server_cls = type("_Server6", (_Server,), {"address_family": socket.AF_INET6})
-    server = (server_cls if ":" in host else _Server)((host, 0), _Handler)
+    server = (server_cls if ":" in host else _Server)((host, port), _Handler)
     if ssl_context is not None:
         server.socket = ssl_context.wrap_socket(server.socket, server_side=True)
     port = server.server_address[1]

@@ -7,6 +7,7 @@ python-multipart so that an oversized part is refused as soon as it crosses its 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import parse_qsl
 
 import orjson
 from python_multipart.exceptions import FormParserError
@@ -43,17 +44,7 @@ def _declared_length(request: Request) -> int | None:
 
 async def read_json(request: Request, max_bytes: int) -> dict[str, object]:
     """Read and parse a JSON object body; 413 past ``max_bytes``, 400 on bad JSON."""
-    declared = _declared_length(request)
-    if declared is not None and declared > max_bytes:
-        raise _too_large(max_bytes)
-    chunks: list[bytes] = []
-    total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > max_bytes:
-            raise _too_large(max_bytes)
-        chunks.append(chunk)
-    raw = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+    raw = await _read_capped(request, max_bytes)
     if not raw:
         raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
     try:
@@ -65,6 +56,26 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, object]:
     return body
 
 
+async def read_urlencoded(request: Request, max_bytes: int) -> list[tuple[str, str]]:
+    """Read an application/x-www-form-urlencoded body as (name, value) pairs."""
+    raw = await _read_capped(request, max_bytes)
+    return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
+
+
+async def _read_capped(request: Request, max_bytes: int) -> bytes:
+    declared = _declared_length(request)
+    if declared is not None and declared > max_bytes:
+        raise _too_large(max_bytes)
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > max_bytes:
+            raise _too_large(max_bytes)
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
 def content_kind(request: Request) -> str:
     """'json' or 'multipart'; anything else is a 415."""
     content_type = request.headers.get("content-type", "")
@@ -73,9 +84,11 @@ def content_kind(request: Request) -> str:
         return "json"
     if kind == "multipart/form-data":
         return "multipart"
+    if kind == "application/x-www-form-urlencoded":
+        return "form"
     raise UnsupportedMediaType(
-        f"Unsupported Content-Type '{kind or 'none'}': send application/json or "
-        "multipart/form-data.",
+        f"Unsupported Content-Type '{kind or 'none'}': send application/json, "
+        "multipart/form-data or application/x-www-form-urlencoded.",
         code="unsupported_content_type",
     )
 

@@ -13,7 +13,7 @@ from starlette.responses import Response
 
 from imagegate.accounts.keys import ApiKey
 from imagegate.api.auth import authenticate, authorize_model
-from imagegate.api.body import content_kind, read_json, read_multipart
+from imagegate.api.body import content_kind, read_json, read_multipart, read_urlencoded
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
 from imagegate.api.render import response_body
@@ -56,10 +56,15 @@ async def _with_images(request: Request, operation: Operation) -> Response:
     gw = gateway(request)
     key = await authenticate(request)
     limits = gw.settings.limits
-    if content_kind(request) == "json":
+    kind = content_kind(request)
+    if kind == "json":
         raw = await read_json(request, limits.max_json_bytes)
         req, spec = _prepare(gw, key, operation, raw)
         req.images, req.mask = await json_inputs(gw.resolver, raw)
+    elif kind == "form":
+        raw = fold_form_fields(await read_urlencoded(request, limits.max_json_bytes))
+        req, spec = _prepare(gw, key, operation, raw)
+        req.images, req.mask = await multipart_inputs(gw.resolver, [], raw)
     else:
         form = await read_multipart(
             request,

@@ -83,7 +83,7 @@ def parse_model(raw: dict[str, Any]) -> ModelSpec:
     model_id = raw.get("id")
     if not isinstance(model_id, str) or "/" not in model_id:
         raise CatalogError(f"model id {model_id!r} must be a string of the form 'org/name'")
-    known = set(ModelSpec.__dataclass_fields__) | {"n", "status", "limits"}
+    known = set(ModelSpec.__dataclass_fields__) | {"limits", "max_image_mb"}
     for key in raw:
         if key not in known:
             raise CatalogError(f"model '{model_id}': unknown field '{key}'")

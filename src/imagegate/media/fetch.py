@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import re
 import socket
 from collections.abc import Iterable
 from types import TracebackType
@@ -56,6 +57,7 @@ _V6_CLASSES = _classes(
 )
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+_HOSTNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
 
@@ -210,8 +212,12 @@ class SafeFetcher:
                 if reason is not None:
                     raise _not_allowed(reason, param)
 
+        # Identity encoding: the byte cap then bounds what we hold, not a compressed size.
         headers = {"Accept": "image/*", "Accept-Encoding": "identity"}
         extensions: dict[str, str] = {}
+        # Pinned requests pool by IP: a kept-alive TLS connection verified for one name may
+        # carry a later request for another name that resolved to the same checked address.
+        # The address check, which is what stops SSRF, holds either way.
         if literal is None:
             headers["Host"] = url.netloc.decode("ascii")
             if url.scheme == "https":
@@ -277,7 +283,13 @@ async def _resolve(host: str, port: int, param: str) -> list[IPAddress]:
 
 
 def _checked_url(url: httpx.URL, param: str) -> httpx.URL:
-    if url.scheme not in ("http", "https") or not url.raw_host:
+    """Only http(s) with a plausible host: odd names (``exa%20mple``) never reach DNS."""
+    host = url.raw_host.decode("ascii")
+    if (
+        url.scheme not in ("http", "https")
+        or not (_HOSTNAME_RE.fullmatch(host) or ":" in host)  # IPv6 literals were parsed
+        or not 0 < (url.port or 80) < 65536
+    ):
         raise _invalid_url(param)
     return url
 

@@ -1,0 +1,158 @@
+"""ASGI app wiring: builds the gateway's parts at start-up and mounts the routes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
+
+import httpx
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from imagegate import __version__
+from imagegate.accounts.keys import KeyStore
+from imagegate.api import admin, images, misc
+from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
+from imagegate.api.inputs import InputLimits, InputResolver
+from imagegate.api.middleware import RequestContextMiddleware
+from imagegate.api.openapi import edit_body, generation_body, variation_body
+from imagegate.api.state import Gateway
+from imagegate.catalog.catalog import Catalog, merge_providers
+from imagegate.catalog.spec import CatalogError
+from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.core.errors import GatewayError
+from imagegate.db.session import Database, database_url_for
+from imagegate.media.fetch import SafeFetcher
+from imagegate.providers.base import ProviderContext
+from imagegate.providers.registry import ADAPTERS, build_providers
+from imagegate.routing.router import Router
+from imagegate.storage import open_store
+from imagegate.storage.signing import UrlSigner, load_or_create_secret
+
+log = logging.getLogger("imagegate")
+
+
+def prepare_database(settings: Settings) -> tuple[Database, KeyStore]:
+    """Open and migrate the database, and make sure an admin key exists."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(database_url_for(settings.data_dir, settings.database_url))
+    db.migrate()
+    keys = KeyStore(db)
+    path = keys.ensure_admin(settings.admin_key, settings.data_dir)
+    if path is not None:
+        print(f"imagegate: generated an admin key; it is in {path}", flush=True)
+    return db, keys
+
+
+def check_settings(settings: Settings) -> None:
+    """Fail fast on a catalog or provider entry that cannot be used, naming its line."""
+    configs = merge_providers(settings.providers)
+    for config in configs:
+        if config.type not in ADAPTERS:
+            raise ConfigError(
+                f"provider '{config.id}': adapter type '{config.type}' is not available in this "
+                f"build (available: {', '.join(sorted(ADAPTERS))})"
+            )
+    try:
+        Catalog.load(settings.models, {c.id for c in configs})
+    except CatalogError as exc:
+        model_id = str(exc).split("'")[1] if "'" in str(exc) else ""
+        line = settings.model_lines.get(model_id)
+        where = f"{settings.config_file} line {line}: " if line else ""
+        raise ConfigError(f"{where}models: {exc}") from None
+
+
+async def build_gateway(settings: Settings) -> Gateway:
+    db, keys = prepare_database(settings)
+    http = httpx.AsyncClient(
+        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+        timeout=httpx.Timeout(120.0, connect=10.0),
+    )
+    limits = settings.limits
+    fetcher = SafeFetcher(
+        allow_hosts=settings.fetch.allow_hosts, max_bytes=limits.max_image_bytes,
+        timeout_s=settings.fetch.timeout_s, max_redirects=settings.fetch.max_redirects,
+    )
+    provider_configs = merge_providers(settings.providers)
+    upstream_hosts = [urlsplit(p.base_url).netloc for p in provider_configs if p.base_url]
+    upstream_fetcher = fetcher.with_extra_allowed_hosts(upstream_hosts)
+
+    async def fetch_upstream(url: str) -> bytes:
+        return await upstream_fetcher.fetch(url, param="upstream")
+
+    providers = build_providers(provider_configs, ProviderContext(http, fetch_upstream))
+    catalog = Catalog.load(settings.models, set(providers))
+    store = open_store(settings.storage_url, settings.data_dir, settings.url_ttl_s)
+    resolver = InputResolver(
+        fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
+    )
+    return Gateway(
+        settings=settings, db=db, keys=keys, catalog=catalog, providers=providers,
+        router=Router(providers, settings.routing.max_attempts), store=store,
+        signer=UrlSigner(load_or_create_secret(settings.data_dir)), fetcher=fetcher,
+        resolver=resolver, http=http,
+    )
+
+
+async def _sweep_forever(gw: Gateway) -> None:
+    while True:
+        try:
+            removed = await gw.store.sweep()
+            if removed:
+                log.info("swept expired files", extra={"removed": removed})
+        except Exception:
+            log.exception("file sweep failed")
+        await asyncio.sleep(gw.settings.sweep_interval_s)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        gw = await build_gateway(settings)
+        app.state.gateway = gw
+        sweeper = asyncio.create_task(_sweep_forever(gw))
+        try:
+            yield
+        finally:
+            sweeper.cancel()
+            for provider in gw.providers.values():
+                await provider.aclose()
+            await gw.http.aclose()
+            await gw.fetcher.aclose()
+            await gw.store.aclose()
+            gw.db.dispose()
+
+    app = FastAPI(
+        title="imagegate", version=__version__, lifespan=lifespan,
+        description="OpenAI-compatible Images API gateway.",
+    )
+    app.add_middleware(RequestContextMiddleware)
+    app.add_exception_handler(GatewayError, gateway_error_handler)
+    app.add_exception_handler(HTTPException, http_error_handler)
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    _routes(app)
+    return app
+
+
+def _routes(app: FastAPI) -> None:
+    post = {"methods": ["POST"], "response_model": None}
+    get = {"methods": ["GET"], "response_model": None}
+    app.add_api_route("/v1/images/generations", images.create_image,
+                      openapi_extra=generation_body(), tags=["images"], **post)
+    app.add_api_route("/v1/images/edits", images.create_image_edit,
+                      openapi_extra=edit_body(), tags=["images"], **post)
+    app.add_api_route("/v1/images/variations", images.create_image_variation,
+                      openapi_extra=variation_body(), tags=["images"], **post)
+    app.add_api_route("/v1/models", misc.list_models, tags=["models"], **get)
+    app.add_api_route("/v1/files/{file_id}", misc.get_file, tags=["files"], **get)
+    app.add_api_route("/healthz", misc.healthz, tags=["health"], **get)
+    app.add_api_route("/v1/admin/keys", admin.create_key, tags=["admin"], **post)
+    app.add_api_route("/v1/admin/keys", admin.list_keys, tags=["admin"], **get)
+    app.add_api_route("/v1/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"],
+                      response_model=None, tags=["admin"])

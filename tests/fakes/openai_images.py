@@ -1,0 +1,149 @@
+"""A loopback fake of OpenAI's Images API, for the ``openai_compatible`` adapter.
+
+Follows the OpenAI API reference, "Images" (platform.openai.com/docs/api-reference/images):
+``POST /v1/images/generations`` (JSON), ``/v1/images/edits`` and ``/v1/images/variations``
+(multipart/form-data; several edit inputs as repeated ``image[]`` parts), ``Authorization:
+Bearer <key>``; a success is ``{"created", "data": [{"b64_json" | "url",
+"revised_prompt"?}], "usage"?}``; failures are ``{"error": {"message", "type", "param",
+"code"}}`` with the HTTP status. Images it returns are real PNGs of the requested size.
+
+``fail_status`` makes every call fail with that status (the failover tests);
+``response_format='url'`` returns URLs served by the fake itself, as dall-e models do.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+
+@dataclass
+class Call:
+    path: str
+    auth: str | None
+    fields: dict[str, Any]
+    files: dict[str, list[bytes]]
+
+
+@dataclass
+class FakeOpenAI:
+    api_key: str = "sk-fake"
+    fail_status: int | None = None
+    calls: list[Call] = field(default_factory=list)
+    url: str = ""
+    _png_store: dict[str, bytes] = field(default_factory=dict)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[
+            Route("/v1/images/generations", self._generations, methods=["POST"]),
+            Route("/v1/images/edits", self._edits, methods=["POST"]),
+            Route("/v1/images/variations", self._variations, methods=["POST"]),
+            Route("/files/{name}", self._file, methods=["GET"]),
+        ])
+
+    async def _generations(self, request: Request) -> Response:
+        body = await request.json()
+        return self._answer(request, "/v1/images/generations", body, {})
+
+    async def _edits(self, request: Request) -> Response:
+        fields, files = await _form(request)
+        return self._answer(request, "/v1/images/edits", fields, files)
+
+    async def _variations(self, request: Request) -> Response:
+        fields, files = await _form(request)
+        return self._answer(request, "/v1/images/variations", fields, files)
+
+    async def _file(self, request: Request) -> Response:
+        data = self._png_store.get(request.path_params["name"])
+        if data is None:
+            return Response(status_code=404)
+        return Response(data, media_type="image/png")
+
+    def _answer(self, request: Request, path: str, fields: dict[str, Any],
+                files: dict[str, list[bytes]]) -> Response:
+        auth = request.headers.get("authorization")
+        self.calls.append(Call(path, auth, fields, files))
+        if auth != f"Bearer {self.api_key}":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error",
+                          "invalid_api_key")
+        if self.fail_status is not None:
+            return _error(self.fail_status, "The server had an error processing your request.",
+                          "server_error", None)
+        if str(fields.get("prompt", "")).startswith("forbidden"):
+            return _error(400, "Your request was rejected by the safety system.",
+                          "invalid_request_error", "content_policy_violation")
+        size = str(fields.get("size") or "1024x1024")
+        width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
+        data = []
+        for i in range(int(fields.get("n") or 1)):
+            png = _png(width, height, i)
+            if fields.get("response_format") == "url":
+                name = f"img{len(self._png_store)}.png"
+                self._png_store[name] = png
+                data.append({"url": f"{self.url}/files/{name}"})
+            else:
+                data.append({"b64_json": base64.b64encode(png).decode(),
+                             "revised_prompt": f"revised: {fields.get('prompt')}"})
+        body = {"created": int(time.time()), "data": data,
+                "usage": {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30,
+                          "input_tokens_details": {"text_tokens": 10, "image_tokens": 0}}}
+        return JSONResponse(body)
+
+
+async def _form(request: Request) -> tuple[dict[str, Any], dict[str, list[bytes]]]:
+    form = await request.form()
+    fields: dict[str, Any] = {}
+    files: dict[str, list[bytes]] = {}
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            fields[key] = value
+        else:
+            files.setdefault(key, []).append(await value.read())
+    return fields, files
+
+
+def _error(status: int, message: str, kind: str, code: str | None) -> Response:
+    return JSONResponse({"error": {"message": message, "type": kind, "param": None,
+                                   "code": code}}, status_code=status)
+
+
+def _png(width: int, height: int, index: int) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (40 * index % 255, 120, 200)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@contextmanager
+def serve_fake(fake: FakeOpenAI) -> Iterator[FakeOpenAI]:
+    """Run ``fake`` on a free loopback port in a background thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    fake.url = f"http://127.0.0.1:{port}"
+    config = uvicorn.Config(fake.app(), log_level="warning", lifespan="off")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield fake
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()

@@ -1,0 +1,83 @@
+"""Start a real imagegate server process on a loopback port for end-to-end tests."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ADMIN_KEY = "ig_testadmin01_" + "s" * 43
+SIGNING_SECRET = "test-signing-secret"
+
+
+@dataclass
+class RunningGateway:
+    url: str
+    admin_key: str
+    data_dir: Path
+    log_path: Path
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def run_gateway(tmp: Path, config_yaml: str | None = None,
+                env: dict[str, str] | None = None) -> Iterator[RunningGateway]:
+    port = free_port()
+    data_dir = tmp / "data"
+    args = [sys.executable, "-m", "imagegate", "serve", "--port", str(port)]
+    if config_yaml is not None:
+        config = tmp / "imagegate.yaml"
+        config.write_text(config_yaml)
+        args += ["--config", str(config)]
+    full_env = {
+        **os.environ, "IMAGEGATE_DATA_DIR": str(data_dir), "IMAGEGATE_ADMIN_KEY": ADMIN_KEY,
+        "IMAGEGATE_SIGNING_SECRET": SIGNING_SECRET, **(env or {}),
+    }
+    full_env.pop("IMAGEGATE_CONFIG", None)
+    log_path = tmp / "gateway.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(args, env=full_env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(url, proc, log_path)
+        yield RunningGateway(url, ADMIN_KEY, data_dir, log_path)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def _wait_ready(url: str, proc: subprocess.Popen[bytes], log_path: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited early:\n{log_path.read_text()}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"gateway did not start:\n{log_path.read_text()}")
