@@ -20,7 +20,7 @@ from imagegate.api.render import response_body
 from imagegate.api.state import Gateway, gateway
 from imagegate.catalog.rules import check_request
 from imagegate.catalog.spec import ModelSpec
-from imagegate.core.errors import InvalidRequest
+from imagegate.core.errors import InvalidRequest, UnsupportedMediaType
 from imagegate.core.types import GeneratedImage, ImageRequest, Operation
 from imagegate.media.images import conform
 from imagegate.providers.base import Capabilities
@@ -33,7 +33,7 @@ async def create_image(request: Request) -> Response:
     gw = gateway(request)
     key = await authenticate(request)
     if content_kind(request) != "json":
-        raise InvalidRequest(
+        raise UnsupportedMediaType(
             "/v1/images/generations takes a JSON body (Content-Type: application/json).",
             code="unsupported_content_type",
         )

@@ -268,7 +268,7 @@ def _vary(source: Image.Image, size: tuple[int, int], rng: random.Random) -> Ima
 def _render(prompt: str, size: tuple[int, int], seed: int, *, transparent: bool) -> Image.Image:
     """The labelled placeholder: RGB, or RGBA on a fully transparent background."""
     rng = _rng("render", prompt, size, seed)
-    first, second = _colour(rng), _colour(rng)
+    first, second = _colour(rng), _colour(rng)  # drawn either way: same shapes as opaque
     if transparent:
         img = Image.new("RGBA", size, (0, 0, 0, 0))
     else:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from imagegate.storage.base import ImageStore, StoredFile, new_file_id, parse_file_id
+from imagegate.storage.base import ImageStore, StoredFile, file_id_content_type, new_file_id
 from imagegate.storage.filesystem import FilesystemStore
 from imagegate.storage.signing import UrlSigner, load_or_create_secret
 
@@ -17,10 +17,10 @@ __all__ = [
     "ImageStore",
     "StoredFile",
     "UrlSigner",
+    "file_id_content_type",
     "load_or_create_secret",
     "new_file_id",
     "open_store",
-    "parse_file_id",
 ]
 
 

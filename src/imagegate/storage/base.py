@@ -34,7 +34,7 @@ def new_file_id(fmt: OutputFormat) -> str:
     return f"{secrets.token_urlsafe(18)}.{fmt}"
 
 
-def parse_file_id(file_id: str) -> str | None:
+def file_id_content_type(file_id: str) -> str | None:
     """The content type for a well-formed id, or None for anything else (``../x``, ``a.b.png``)."""
     match = _FILE_ID_RE.fullmatch(file_id) if isinstance(file_id, str) else None
     return MIME_TYPES[match.group(1)] if match else None

@@ -16,7 +16,7 @@ from pathlib import Path
 import anyio.to_thread
 
 from imagegate.core.types import OutputFormat
-from imagegate.storage.base import ImageStore, StoredFile, new_file_id, parse_file_id
+from imagegate.storage.base import ImageStore, StoredFile, file_id_content_type, new_file_id
 
 GRACE_S = 60.0
 _TMP_PREFIX = ".tmp-"
@@ -57,7 +57,7 @@ class FilesystemStore(ImageStore):
             raise
 
     async def get(self, file_id: str) -> StoredFile | None:
-        content_type = parse_file_id(file_id)
+        content_type = file_id_content_type(file_id)
         if content_type is None:
             return None
         data = await anyio.to_thread.run_sync(self._read, file_id)
@@ -81,7 +81,9 @@ class FilesystemStore(ImageStore):
         deleted = 0
         with os.scandir(self.root) as entries:
             for entry in entries:
-                ours = parse_file_id(entry.name) is not None or entry.name.startswith(_TMP_PREFIX)
+                ours = file_id_content_type(entry.name) is not None or entry.name.startswith(
+                    _TMP_PREFIX
+                )
                 try:
                     if not ours or not entry.is_file(follow_symlinks=False):
                         continue
