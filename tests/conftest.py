@@ -76,3 +76,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         url: str = request.getfixturevalue("pg_url")
         return url
     return f"sqlite:///{tmp_path / 'imagegate.db'}"
+
+
+# The end-to-end stack (fake upstreams + one gateway process), shared by the e2e tests.
+from e2e_support import stack  # noqa: E402, F401

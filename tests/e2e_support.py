@@ -16,8 +16,9 @@ from fakes.openai_images import FakeOpenAI, serve_fake
 from gateway import RunningGateway, run_gateway
 
 
-def png_bytes(width: int = 64, height: int = 64, color: tuple[int, ...] = (200, 30, 30),
-              mode: str = "RGB") -> bytes:
+def png_bytes(
+    width: int = 64, height: int = 64, color: tuple[int, ...] = (200, 30, 30), mode: str = "RGB"
+) -> bytes:
     buffer = io.BytesIO()
     Image.new(mode, (width, height), color).save(buffer, "PNG")
     return buffer.getvalue()
@@ -93,12 +94,17 @@ fetch:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp: Path = tmp_path_factory.mktemp("gw")
     slow_reply = Reply(status=200, body=b"{}", delay_s=3.0)
-    with serve_fake(FakeOpenAI(fail_status=500)) as flaky, serve_fake(FakeOpenAI()) as good, \
-            serve_fake(FakeOpenAI()) as urlish, \
-            serve_http({"/images/generations": slow_reply}) as slow, \
-            serve_http({"/red.png": Reply(body=png_bytes(96, 64),
-                                          headers={"Content-Type": "image/png"})}) as images:
-        config = CONFIG.format(flaky=flaky.url, good=good.url, urlish=urlish.url, slow=slow.url,
-                               image_port=images.port)
+    with (
+        serve_fake(FakeOpenAI(fail_status=500)) as flaky,
+        serve_fake(FakeOpenAI()) as good,
+        serve_fake(FakeOpenAI()) as urlish,
+        serve_http({"/images/generations": slow_reply}) as slow,
+        serve_http(
+            {"/red.png": Reply(body=png_bytes(96, 64), headers={"Content-Type": "image/png"})}
+        ) as images,
+    ):
+        config = CONFIG.format(
+            flaky=flaky.url, good=good.url, urlish=urlish.url, slow=slow.url, image_port=images.port
+        )
         with run_gateway(tmp, config, env={"TEST_GOOD_KEY": "sk-fake"}) as gateway:
             yield Stack(gateway, flaky, good, urlish, images)

@@ -40,8 +40,9 @@ def free_port() -> int:
 
 
 @contextmanager
-def run_gateway(tmp: Path, config_yaml: str | None = None,
-                env: dict[str, str] | None = None) -> Iterator[RunningGateway]:
+def run_gateway(
+    tmp: Path, config_yaml: str | None = None, env: dict[str, str] | None = None
+) -> Iterator[RunningGateway]:
     port = free_port()
     data_dir = tmp / "data"
     args = [sys.executable, "-m", "imagegate", "serve", "--port", str(port)]
@@ -50,8 +51,11 @@ def run_gateway(tmp: Path, config_yaml: str | None = None,
         config.write_text(config_yaml)
         args += ["--config", str(config)]
     full_env = {
-        **os.environ, "IMAGEGATE_DATA_DIR": str(data_dir), "IMAGEGATE_ADMIN_KEY": ADMIN_KEY,
-        "IMAGEGATE_SIGNING_SECRET": SIGNING_SECRET, **(env or {}),
+        **os.environ,
+        "IMAGEGATE_DATA_DIR": str(data_dir),
+        "IMAGEGATE_ADMIN_KEY": ADMIN_KEY,
+        "IMAGEGATE_SIGNING_SECRET": SIGNING_SECRET,
+        **(env or {}),
     }
     full_env.pop("IMAGEGATE_CONFIG", None)
     log_path = tmp / "gateway.log"

@@ -9,13 +9,17 @@ from pathlib import Path
 
 import httpx
 
-from e2e_support import Stack, stack  # noqa: F401
+from e2e_support import Stack
 
 
 def admin(stack: Stack, method: str, path: str, **kwargs: object) -> httpx.Response:
-    return httpx.request(method, f"{stack.gateway.v1}/admin{path}", timeout=10,
-                         headers={"Authorization": f"Bearer {stack.gateway.admin_key}"},
-                         **kwargs)  # type: ignore[arg-type]
+    return httpx.request(
+        method,
+        f"{stack.gateway.v1}/admin{path}",
+        timeout=10,
+        headers={"Authorization": f"Bearer {stack.gateway.admin_key}"},
+        **kwargs,
+    )  # type: ignore[arg-type]
 
 
 def test_key_lifecycle_and_immediate_revocation(stack: Stack) -> None:
@@ -47,8 +51,9 @@ def test_create_key_validation(stack: Stack) -> None:
 
 
 def test_models_lists_catalog_with_availability(stack: Stack) -> None:
-    response = httpx.get(f"{stack.gateway.v1}/models",
-                         headers={"Authorization": f"Bearer {stack.gateway.admin_key}"})
+    response = httpx.get(
+        f"{stack.gateway.v1}/models", headers={"Authorization": f"Bearer {stack.gateway.admin_key}"}
+    )
     models = {m["id"]: m for m in response.json()["data"]}
     sandbox = models["imagegate/sandbox"]
     assert sandbox["available"] is True and sandbox["aliases"] == ["sandbox"]
@@ -65,7 +70,10 @@ def test_bad_config_stops_startup_naming_key_and_line(tmp_path: Path) -> None:
     env = {**os.environ, "IMAGEGATE_DATA_DIR": str(tmp_path / "d")}
     result = subprocess.run(
         [sys.executable, "-m", "imagegate", "serve", "--port", "1", "--config", str(config)],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert result.returncode == 2
     assert "line 4" in result.stderr and "providers[0].status" in result.stderr

@@ -10,18 +10,24 @@ import httpx
 import pytest
 from PIL import Image
 
-from e2e_support import Stack, png_bytes, stack  # noqa: F401
+from e2e_support import Stack, png_bytes
 from gateway import SIGNING_SECRET
 
 
 def call(stack: Stack, path: str, *, key: str | None = None, **kwargs: Any) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key or stack.gateway.admin_key}"}
-    return httpx.request(kwargs.pop("method", "POST"), f"{stack.gateway.v1}{path}",
-                         headers=headers, timeout=30, **kwargs)
+    return httpx.request(
+        kwargs.pop("method", "POST"),
+        f"{stack.gateway.v1}{path}",
+        headers=headers,
+        timeout=30,
+        **kwargs,
+    )
 
 
-def assert_error(response: httpx.Response, status: int, kind: str, code: str | None,
-                 param: str | None) -> dict[str, Any]:
+def assert_error(
+    response: httpx.Response, status: int, kind: str, code: str | None, param: str | None
+) -> dict[str, Any]:
     assert response.status_code == status, response.text
     error = response.json()["error"]
     assert (error["type"], error["code"], error["param"]) == (kind, code, param), error
@@ -33,66 +39,115 @@ def assert_error(response: httpx.Response, status: int, kind: str, code: str | N
 GEN = "/images/generations"
 
 
-@pytest.mark.parametrize(("body", "code", "param"), [
-    ({"model": "sandbox", "prompt": "x", "size": "10x10"}, "invalid_size", "size"),
-    ({"model": "sandbox", "prompt": "x", "size": "big"}, "invalid_size", "size"),
-    ({"model": "openai/gpt-image-1", "prompt": "x", "size": "800x800"}, "invalid_size", "size"),
-    ({"model": "openai/gpt-image-2", "prompt": "x", "size": "1000x1000"}, "invalid_size", "size"),
-    ({"model": "openai/gpt-image-2", "prompt": "x", "size": "3840x1024"}, "invalid_size", "size"),
-    ({"model": "sandbox", "prompt": "x", "n": 11}, "invalid_value", "n"),
-    ({"model": "sandbox", "prompt": "x", "n": "two"}, "invalid_type", "n"),
-    ({"model": "openai/dall-e-3", "prompt": "x", "n": 2}, "invalid_value", "n"),
-    ({"model": "openai/dall-e-2", "prompt": "x" * 1001}, "string_above_max_length", "prompt"),
-    ({"model": "sandbox"}, "missing_required_parameter", "prompt"),
-    ({"prompt": "x"}, "missing_required_parameter", "model"),
-    ({"model": "sandbox", "prompt": "x", "output_format": "png", "output_compression": 50},
-     "unsupported_parameter", "output_compression"),
-    ({"model": "sandbox", "prompt": "x", "output_format": "jpeg", "background": "transparent"},
-     "unsupported_parameter", "background"),
-    ({"model": "openai/gpt-image-1", "prompt": "x", "style": "vivid"},
-     "unsupported_parameter", "style"),
-    ({"model": "openai/dall-e-3", "prompt": "x", "quality": "ultra"}, "invalid_value", "quality"),
-    ({"model": "sandbox", "prompt": "x", "response_format": "xml"}, "invalid_value",
-     "response_format"),
-    ({"model": "sandbox", "prompt": "x", "meta": "maybe"}, "invalid_type", "meta"),
-    ({"model": "sandbox", "prompt": "x", "provider": {"sort": "vibes"}}, "invalid_value",
-     "provider.sort"),
-    ({"model": "sandbox", "prompt": "x", "provider": {"colour": 1}}, "unknown_parameter",
-     "provider.colour"),
-    ({"model": "sandbox", "prompt": "x", "stream": True}, "unsupported_parameter", "stream"),
-])
+@pytest.mark.parametrize(
+    ("body", "code", "param"),
+    [
+        ({"model": "sandbox", "prompt": "x", "size": "10x10"}, "invalid_size", "size"),
+        ({"model": "sandbox", "prompt": "x", "size": "big"}, "invalid_size", "size"),
+        ({"model": "openai/gpt-image-1", "prompt": "x", "size": "800x800"}, "invalid_size", "size"),
+        (
+            {"model": "openai/gpt-image-2", "prompt": "x", "size": "1000x1000"},
+            "invalid_size",
+            "size",
+        ),
+        (
+            {"model": "openai/gpt-image-2", "prompt": "x", "size": "3840x1024"},
+            "invalid_size",
+            "size",
+        ),
+        ({"model": "sandbox", "prompt": "x", "n": 11}, "invalid_value", "n"),
+        ({"model": "sandbox", "prompt": "x", "n": "two"}, "invalid_type", "n"),
+        ({"model": "openai/dall-e-3", "prompt": "x", "n": 2}, "invalid_value", "n"),
+        ({"model": "openai/dall-e-2", "prompt": "x" * 1001}, "string_above_max_length", "prompt"),
+        ({"model": "sandbox"}, "missing_required_parameter", "prompt"),
+        ({"prompt": "x"}, "missing_required_parameter", "model"),
+        (
+            {"model": "sandbox", "prompt": "x", "output_format": "png", "output_compression": 50},
+            "unsupported_parameter",
+            "output_compression",
+        ),
+        (
+            {
+                "model": "sandbox",
+                "prompt": "x",
+                "output_format": "jpeg",
+                "background": "transparent",
+            },
+            "unsupported_parameter",
+            "background",
+        ),
+        (
+            {"model": "openai/gpt-image-1", "prompt": "x", "style": "vivid"},
+            "unsupported_parameter",
+            "style",
+        ),
+        (
+            {"model": "openai/dall-e-3", "prompt": "x", "quality": "ultra"},
+            "invalid_value",
+            "quality",
+        ),
+        (
+            {"model": "sandbox", "prompt": "x", "response_format": "xml"},
+            "invalid_value",
+            "response_format",
+        ),
+        ({"model": "sandbox", "prompt": "x", "meta": "maybe"}, "invalid_type", "meta"),
+        (
+            {"model": "sandbox", "prompt": "x", "provider": {"sort": "vibes"}},
+            "invalid_value",
+            "provider.sort",
+        ),
+        (
+            {"model": "sandbox", "prompt": "x", "provider": {"colour": 1}},
+            "unknown_parameter",
+            "provider.colour",
+        ),
+        ({"model": "sandbox", "prompt": "x", "stream": True}, "unsupported_parameter", "stream"),
+    ],
+)
 def test_400_names_the_field(stack: Stack, body: dict[str, Any], code: str, param: str) -> None:
     assert_error(call(stack, GEN, json=body), 400, "invalid_request_error", code, param)
 
 
 def test_400_bad_json_and_edit_without_image(stack: Stack) -> None:
     bad = httpx.post(
-        f"{stack.gateway.v1}{GEN}", content=b"{nope",
-        headers={"Authorization": f"Bearer {stack.gateway.admin_key}",
-                 "Content-Type": "application/json"})
+        f"{stack.gateway.v1}{GEN}",
+        content=b"{nope",
+        headers={
+            "Authorization": f"Bearer {stack.gateway.admin_key}",
+            "Content-Type": "application/json",
+        },
+    )
     assert_error(bad, 400, "invalid_request_error", "invalid_json", None)
     missing = call(stack, "/images/edits", json={"model": "sandbox", "prompt": "x"})
     assert_error(missing, 400, "invalid_request_error", "missing_required_parameter", "image")
 
 
 def test_400_mask_must_match_image(stack: Stack) -> None:
-    response = call(stack, "/images/edits", files={
-        "image": ("a.png", png_bytes(64, 64)), "mask": ("m.png", png_bytes(32, 32))},
-        data={"model": "sandbox", "prompt": "x"})
+    response = call(
+        stack,
+        "/images/edits",
+        files={"image": ("a.png", png_bytes(64, 64)), "mask": ("m.png", png_bytes(32, 32))},
+        data={"model": "sandbox", "prompt": "x"},
+    )
     assert_error(response, 400, "invalid_request_error", "invalid_mask", "mask")
 
 
 def test_400_too_many_images_for_model(stack: Stack) -> None:
     files = [("image[]", (f"{i}.png", png_bytes(32, 32))) for i in range(2)]
-    response = call(stack, "/images/edits", files=files,
-                    data={"model": "openai/dall-e-2", "prompt": "x"})
+    response = call(
+        stack, "/images/edits", files=files, data={"model": "openai/dall-e-2", "prompt": "x"}
+    )
     assert_error(response, 400, "invalid_request_error", "too_many_images", "image")
 
 
 @pytest.mark.parametrize("token", ["", "nope", "ig_unknown_secret", "ig_testadmin01_wrong"])
 def test_401_bad_key(stack: Stack, token: str) -> None:
-    response = httpx.post(f"{stack.gateway.v1}{GEN}", json={"model": "sandbox", "prompt": "x"},
-                          headers={"Authorization": f"Bearer {token}"} if token else {})
+    response = httpx.post(
+        f"{stack.gateway.v1}{GEN}",
+        json={"model": "sandbox", "prompt": "x"},
+        headers={"Authorization": f"Bearer {token}"} if token else {},
+    )
     assert_error(response, 401, "authentication_error", "invalid_api_key", None)
 
 
@@ -107,54 +162,93 @@ def test_403_model_not_allowed_and_admin_only(stack: Stack) -> None:
 
 
 def test_404_unknown_model_file_and_route(stack: Stack) -> None:
-    assert_error(call(stack, GEN, json={"model": "nope/nothing", "prompt": "x"}),
-                 404, "invalid_request_error", "model_not_found", "model")
-    missing_file = call(stack, "/images/edits", json={
-        "model": "sandbox", "prompt": "x", "images": [{"file_id": "doesnotexist.png"}]})
+    assert_error(
+        call(stack, GEN, json={"model": "nope/nothing", "prompt": "x"}),
+        404,
+        "invalid_request_error",
+        "model_not_found",
+        "model",
+    )
+    missing_file = call(
+        stack,
+        "/images/edits",
+        json={"model": "sandbox", "prompt": "x", "images": [{"file_id": "doesnotexist.png"}]},
+    )
     assert_error(missing_file, 404, "invalid_request_error", "file_not_found", "images")
-    assert_error(call(stack, "/nothing/here", method="GET"), 404, "invalid_request_error",
-                 "unknown_url", None)
+    assert_error(
+        call(stack, "/nothing/here", method="GET"),
+        404,
+        "invalid_request_error",
+        "unknown_url",
+        None,
+    )
 
 
 def test_405_method(stack: Stack) -> None:
-    assert_error(call(stack, GEN, method="GET"), 405, "invalid_request_error",
-                 "method_not_allowed", None)
+    assert_error(
+        call(stack, GEN, method="GET"), 405, "invalid_request_error", "method_not_allowed", None
+    )
 
 
 def test_413_upload_over_global_cap_and_model_cap(stack: Stack) -> None:
     huge = b"\x89PNG\r\n\x1a\n" + b"\0" * (9 * 1024 * 1024)
-    response = call(stack, "/images/edits", files={"image": ("a.png", huge)},
-                    data={"model": "sandbox", "prompt": "x"})
+    response = call(
+        stack,
+        "/images/edits",
+        files={"image": ("a.png", huge)},
+        data={"model": "sandbox", "prompt": "x"},
+    )
     assert_error(response, 413, "invalid_request_error", "payload_too_large", "image")
     noise = Image.effect_noise((1300, 1300), 100).convert("RGB")
     buffer = io.BytesIO()
     noise.save(buffer, "PNG", compress_level=0)
     assert 4 * 1024 * 1024 < len(buffer.getvalue()) < 8 * 1024 * 1024
-    response = call(stack, "/images/variations", files={"image": ("a.png", buffer.getvalue())},
-                    data={"model": "openai/dall-e-2"})
+    response = call(
+        stack,
+        "/images/variations",
+        files={"image": ("a.png", buffer.getvalue())},
+        data={"model": "openai/dall-e-2"},
+    )
     assert_error(response, 413, "invalid_request_error", "payload_too_large", "image")
 
 
 def test_413_decompression_bomb(stack: Stack) -> None:
     buffer = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buffer, "PNG")
-    response = call(stack, "/images/edits", files={"image": ("bomb.png", buffer.getvalue())},
-                    data={"model": "sandbox", "prompt": "x"})
+    response = call(
+        stack,
+        "/images/edits",
+        files={"image": ("bomb.png", buffer.getvalue())},
+        data={"model": "sandbox", "prompt": "x"},
+    )
     assert_error(response, 413, "invalid_request_error", "image_too_large", "image")
 
 
 def test_415_unsupported_types(stack: Stack) -> None:
     text = httpx.post(
-        f"{stack.gateway.v1}{GEN}", content=b"hello",
-        headers={"Authorization": f"Bearer {stack.gateway.admin_key}",
-                 "Content-Type": "text/plain"})
+        f"{stack.gateway.v1}{GEN}",
+        content=b"hello",
+        headers={
+            "Authorization": f"Bearer {stack.gateway.admin_key}",
+            "Content-Type": "text/plain",
+        },
+    )
     assert_error(text, 415, "invalid_request_error", "unsupported_content_type", None)
-    edit = httpx.post(f"{stack.gateway.v1}/images/edits", content=b"hello",
-                      headers={"Authorization": f"Bearer {stack.gateway.admin_key}",
-                               "Content-Type": "text/plain"})
+    edit = httpx.post(
+        f"{stack.gateway.v1}/images/edits",
+        content=b"hello",
+        headers={
+            "Authorization": f"Bearer {stack.gateway.admin_key}",
+            "Content-Type": "text/plain",
+        },
+    )
     assert_error(edit, 415, "invalid_request_error", "unsupported_content_type", None)
-    gif = call(stack, "/images/edits", files={"image": ("a.gif", b"GIF89a" + b"\0" * 64)},
-               data={"model": "sandbox", "prompt": "x"})
+    gif = call(
+        stack,
+        "/images/edits",
+        files={"image": ("a.gif", b"GIF89a" + b"\0" * 64)},
+        data={"model": "sandbox", "prompt": "x"},
+    )
     assert_error(gif, 415, "invalid_request_error", "unsupported_media_type", "image")
 
 
@@ -174,8 +268,11 @@ def test_signed_urls_refuse_tampering_and_expiry(stack: Stack) -> None:
     import hashlib
     import hmac
 
-    made = call(stack, GEN, json={"model": "sandbox", "prompt": "x", "size": "64x64",
-                                  "response_format": "url"}).json()
+    made = call(
+        stack,
+        GEN,
+        json={"model": "sandbox", "prompt": "x", "size": "64x64", "response_format": "url"},
+    ).json()
     url = made["data"][0]["url"]
     assert httpx.get(url).status_code == 200
     file_id = url.split("/v1/files/")[1].split("?")[0]
@@ -206,26 +303,49 @@ def test_signed_urls_refuse_tampering_and_expiry(stack: Stack) -> None:
     assert len(messages) == 1  # refused without saying which check failed
 
 
-@pytest.mark.parametrize("host", [
-    "127.0.0.1", "[::1]", "10.0.0.1", "172.16.0.1", "192.168.1.1", "169.254.169.254",
-    "100.64.0.1", "0.0.0.0", "[fc00::1]", "[fe80::1]", "[::ffff:127.0.0.1]", "localhost",
-])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "127.0.0.1",
+        "[::1]",
+        "10.0.0.1",
+        "172.16.0.1",
+        "192.168.1.1",
+        "169.254.169.254",
+        "100.64.0.1",
+        "0.0.0.0",
+        "[fc00::1]",
+        "[fe80::1]",
+        "[::ffff:127.0.0.1]",
+        "localhost",
+    ],
+)
 def test_ssrf_blocked_address_classes(stack: Stack, host: str) -> None:
-    response = call(stack, "/images/edits", json={
-        "model": "sandbox", "prompt": "x", "images": [{"image_url": f"http://{host}/a.png"}]})
+    response = call(
+        stack,
+        "/images/edits",
+        json={"model": "sandbox", "prompt": "x", "images": [{"image_url": f"http://{host}/a.png"}]},
+    )
     assert_error(response, 400, "invalid_request_error", "url_not_allowed", "images")
 
 
 def test_ssrf_redirect_to_blocked_host_and_bad_scheme(stack: Stack) -> None:
     from fakes.http_server import Reply
 
-    stack.images.routes["/hop"] = Reply(status=302, headers={
-        "Location": f"http://localhost:{stack.images.port}/red.png"})
-    redirected = call(stack, "/images/edits", json={
-        "model": "sandbox", "prompt": "x", "image": f"{stack.images.url}/hop"})
+    stack.images.routes["/hop"] = Reply(
+        status=302, headers={"Location": f"http://localhost:{stack.images.port}/red.png"}
+    )
+    redirected = call(
+        stack,
+        "/images/edits",
+        json={"model": "sandbox", "prompt": "x", "image": f"{stack.images.url}/hop"},
+    )
     assert_error(redirected, 400, "invalid_request_error", "url_not_allowed", "image")
-    scheme = call(stack, "/images/edits", json={
-        "model": "sandbox", "prompt": "x", "image": "file:///etc/passwd"})
+    scheme = call(
+        stack,
+        "/images/edits",
+        json={"model": "sandbox", "prompt": "x", "image": "file:///etc/passwd"},
+    )
     assert scheme.status_code == 400 and scheme.json()["error"]["param"] == "image"
 
 

@@ -8,13 +8,17 @@ from typing import Any
 import httpx
 from openai import BadRequestError, OpenAI
 
-from e2e_support import Stack, open_image, png_bytes, stack  # noqa: F401
+from e2e_support import Stack, open_image, png_bytes
 
 
 def generate(stack: Stack, **body: Any) -> httpx.Response:
     payload = {"prompt": "a cat", "size": "256x256", "meta": True, **body}
-    return httpx.post(f"{stack.gateway.v1}/images/generations", json=payload, timeout=30,
-                      headers={"Authorization": f"Bearer {stack.gateway.admin_key}"})
+    return httpx.post(
+        f"{stack.gateway.v1}/images/generations",
+        json=payload,
+        timeout=30,
+        headers={"Authorization": f"Bearer {stack.gateway.admin_key}"},
+    )
 
 
 def test_failover_from_500_to_second_endpoint(stack: Stack) -> None:
@@ -80,8 +84,7 @@ def test_upstream_urls_are_rehosted(stack: Stack) -> None:
     item = b64_response.json()["data"][0]
     assert "url" not in item
     assert open_image(base64.b64decode(item["b64_json"])).size == (256, 256)
-    url_response = generate(stack, model="test/urls", response_format="url",
-                            output_format="jpeg")
+    url_response = generate(stack, model="test/urls", response_format="url", output_format="jpeg")
     url = url_response.json()["data"][0]["url"]
     assert url.startswith(stack.gateway.url) and stack.urlish.url not in url
     image = open_image(httpx.get(url).content)
@@ -91,11 +94,16 @@ def test_upstream_urls_are_rehosted(stack: Stack) -> None:
 def test_edit_and_variation_through_openai_compatible(stack: Stack) -> None:
     client = OpenAI(base_url=stack.gateway.v1, api_key=stack.gateway.admin_key, max_retries=0)
     before = len(stack.good.calls)
-    client.images.edit(model="failover", image=("a.png", png_bytes(), "image/png"),
-                       mask=("m.png", png_bytes(mode="RGBA", color=(0, 0, 0, 0)), "image/png"),
-                       prompt="p", size="256x256")
-    client.images.create_variation(model="failover", image=("a.png", png_bytes(), "image/png"),
-                                   size="512x512")
-    edit, variation = stack.good.calls[before:before + 2]
+    client.images.edit(
+        model="failover",
+        image=("a.png", png_bytes(), "image/png"),
+        mask=("m.png", png_bytes(mode="RGBA", color=(0, 0, 0, 0)), "image/png"),
+        prompt="p",
+        size="256x256",
+    )
+    client.images.create_variation(
+        model="failover", image=("a.png", png_bytes(), "image/png"), size="512x512"
+    )
+    edit, variation = stack.good.calls[before : before + 2]
     assert edit.path == "/v1/images/edits" and set(edit.files) == {"image", "mask"}
     assert variation.path == "/v1/images/variations" and variation.fields["size"] == "512x512"

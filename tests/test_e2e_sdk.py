@@ -10,7 +10,7 @@ import pytest
 from openai import OpenAI
 from PIL import Image, ImageChops
 
-from e2e_support import Stack, b64, open_image, png_bytes, stack  # noqa: F401
+from e2e_support import Stack, b64, open_image, png_bytes
 
 
 @pytest.fixture
@@ -20,7 +20,10 @@ def client(stack: Stack) -> OpenAI:
 
 def test_generate_b64_honours_size_n_and_format(client: OpenAI) -> None:
     result = client.images.generate(
-        model="imagegate/sandbox", prompt="a lighthouse at dusk", n=2, size="320x192",
+        model="imagegate/sandbox",
+        prompt="a lighthouse at dusk",
+        n=2,
+        size="320x192",
         output_format="webp",
     )
     assert len(result.data) == 2
@@ -33,9 +36,17 @@ def test_generate_b64_honours_size_n_and_format(client: OpenAI) -> None:
 
 def test_generate_is_deterministic_for_prompt_size_seed(client: OpenAI) -> None:
     def one(seed: int) -> str:
-        return client.images.generate(
-            model="sandbox", prompt="same", size="128x128", extra_body={"seed": seed},
-        ).data[0].b64_json or ""
+        return (
+            client.images.generate(
+                model="sandbox",
+                prompt="same",
+                size="128x128",
+                extra_body={"seed": seed},
+            )
+            .data[0]
+            .b64_json
+            or ""
+        )
 
     assert one(7) == one(7)
     assert one(7) != one(8)
@@ -44,7 +55,10 @@ def test_generate_is_deterministic_for_prompt_size_seed(client: OpenAI) -> None:
 def test_url_response_is_fetchable_image_of_requested_size(client: OpenAI) -> None:
     for fmt, pil_name in (("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")):
         result = client.images.generate(
-            model="sandbox", prompt="bridge", size="200x120", response_format="url",
+            model="sandbox",
+            prompt="bridge",
+            size="200x120",
+            response_format="url",
             output_format=fmt,  # type: ignore[arg-type]
         )
         url = result.data[0].url or ""
@@ -58,7 +72,9 @@ def test_url_response_is_fetchable_image_of_requested_size(client: OpenAI) -> No
 
 def test_edit_one_image(client: OpenAI) -> None:
     result = client.images.edit(
-        model="sandbox", image=("in.png", png_bytes(160, 96), "image/png"), prompt="add a hat",
+        model="sandbox",
+        image=("in.png", png_bytes(160, 96), "image/png"),
+        prompt="add a hat",
     )
     assert open_image(base64.b64decode(result.data[0].b64_json or "")).size == (160, 96)
 
@@ -83,8 +99,10 @@ def test_edit_with_mask_changes_only_masked_pixels(client: OpenAI) -> None:
     mask_buffer = io.BytesIO()
     mask.save(mask_buffer, "PNG")
     result = client.images.edit(
-        model="sandbox", image=("base.png", buffer.getvalue(), "image/png"),
-        mask=("mask.png", mask_buffer.getvalue(), "image/png"), prompt="a red square",
+        model="sandbox",
+        image=("base.png", buffer.getvalue(), "image/png"),
+        mask=("mask.png", mask_buffer.getvalue(), "image/png"),
+        prompt="a red square",
     )
     out = open_image(base64.b64decode(result.data[0].b64_json or "")).convert("RGB")
     assert out.size == (128, 128)
@@ -98,7 +116,9 @@ def test_edit_with_mask_changes_only_masked_pixels(client: OpenAI) -> None:
 def test_create_variation(client: OpenAI) -> None:
     source = png_bytes(96, 96, (10, 200, 40))
     result = client.images.create_variation(
-        model="sandbox", image=("v.png", source, "image/png"), n=2,
+        model="sandbox",
+        image=("v.png", source, "image/png"),
+        n=2,
     )
     outs = [base64.b64decode(item.b64_json or "") for item in result.data]
     assert len(outs) == 2 and outs[0] != outs[1]
@@ -107,8 +127,11 @@ def test_create_variation(client: OpenAI) -> None:
 
 def test_json_edit_openai_images_form(stack: Stack) -> None:
     data_url = "data:image/png;base64," + b64(png_bytes(80, 48))
-    body = {"model": "sandbox", "prompt": "p", "images": [
-        {"image_url": data_url}, {"image_url": f"{stack.images.url}/red.png"}]}
+    body = {
+        "model": "sandbox",
+        "prompt": "p",
+        "images": [{"image_url": data_url}, {"image_url": f"{stack.images.url}/red.png"}],
+    }
     response = _post_json(stack, "/images/edits", body)
     assert response.status_code == 200, response.text
     out = open_image(base64.b64decode(response.json()["data"][0]["b64_json"]))
@@ -117,8 +140,13 @@ def test_json_edit_openai_images_form(stack: Stack) -> None:
 
 def test_json_edit_simple_image_and_mask_strings(stack: Stack) -> None:
     mask = png_bytes(70, 40, (0, 0, 0, 0), mode="RGBA")
-    body = {"model": "sandbox", "prompt": "p", "image": b64(png_bytes(70, 40)),
-            "mask": "data:image/png;base64," + b64(mask), "response_format": "url"}
+    body = {
+        "model": "sandbox",
+        "prompt": "p",
+        "image": b64(png_bytes(70, 40)),
+        "mask": "data:image/png;base64," + b64(mask),
+        "response_format": "url",
+    }
     response = _post_json(stack, "/images/edits", body)
     assert response.status_code == 200, response.text
     url = response.json()["data"][0]["url"]
@@ -126,12 +154,17 @@ def test_json_edit_simple_image_and_mask_strings(stack: Stack) -> None:
 
 
 def test_json_edit_by_file_id_of_a_stored_image(stack: Stack) -> None:
-    made = _post_json(stack, "/images/generations",
-                      {"model": "sandbox", "prompt": "x", "size": "64x64",
-                       "response_format": "url"}).json()
+    made = _post_json(
+        stack,
+        "/images/generations",
+        {"model": "sandbox", "prompt": "x", "size": "64x64", "response_format": "url"},
+    ).json()
     file_id = made["data"][0]["url"].split("/v1/files/")[1].split("?")[0]
-    response = _post_json(stack, "/images/edits", {"model": "sandbox", "prompt": "p",
-                                                   "images": [{"file_id": file_id}]})
+    response = _post_json(
+        stack,
+        "/images/edits",
+        {"model": "sandbox", "prompt": "p", "images": [{"file_id": file_id}]},
+    )
     assert response.status_code == 200, response.text
 
 
@@ -140,10 +173,18 @@ def test_multipart_text_fields_and_bracketed_provider(stack: Stack) -> None:
     response = httpx.post(
         f"{stack.gateway.v1}/images/edits",
         headers={"Authorization": f"Bearer {stack.gateway.admin_key}"},
-        files=[(name, (None, value)) for name, value in [
-            ("model", "test/failover"), ("prompt", "p"), ("size", "256x256"),
-            ("image", "data:image/png;base64," + b64(png_bytes(64, 64))),
-            ("provider[ignore][]", "flaky"), ("meta", "1"), ("usage", "true")]],
+        files=[
+            (name, (None, value))
+            for name, value in [
+                ("model", "test/failover"),
+                ("prompt", "p"),
+                ("size", "256x256"),
+                ("image", "data:image/png;base64," + b64(png_bytes(64, 64))),
+                ("provider[ignore][]", "flaky"),
+                ("meta", "1"),
+                ("usage", "true"),
+            ]
+        ],
     )
     assert response.request.headers["content-type"].startswith("multipart/form-data")
     assert response.status_code == 200, response.text
@@ -154,16 +195,24 @@ def test_multipart_text_fields_and_bracketed_provider(stack: Stack) -> None:
 
 
 def _post_json(stack: Stack, path: str, body: dict[str, object]) -> httpx.Response:
-    return httpx.post(f"{stack.gateway.v1}{path}", json=body, timeout=30,
-                      headers={"Authorization": f"Bearer {stack.gateway.admin_key}"})
+    return httpx.post(
+        f"{stack.gateway.v1}{path}",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {stack.gateway.admin_key}"},
+    )
 
 
 def test_urlencoded_variation_with_image_url_and_json_provider(stack: Stack) -> None:
     response = httpx.post(
         f"{stack.gateway.v1}/images/variations",
         headers={"Authorization": f"Bearer {stack.gateway.admin_key}"},
-        data={"model": "sandbox", "image": f"{stack.images.url}/red.png",
-              "provider": '{"only": ["sandbox"]}', "meta": "true"},
+        data={
+            "model": "sandbox",
+            "image": f"{stack.images.url}/red.png",
+            "provider": '{"only": ["sandbox"]}',
+            "meta": "true",
+        },
     )
     assert response.status_code == 200, response.text
     assert response.json()["meta"]["provider"] == "sandbox"

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -74,8 +75,10 @@ async def build_gateway(settings: Settings) -> Gateway:
     )
     limits = settings.limits
     fetcher = SafeFetcher(
-        allow_hosts=settings.fetch.allow_hosts, max_bytes=limits.max_image_bytes,
-        timeout_s=settings.fetch.timeout_s, max_redirects=settings.fetch.max_redirects,
+        allow_hosts=settings.fetch.allow_hosts,
+        max_bytes=limits.max_image_bytes,
+        timeout_s=settings.fetch.timeout_s,
+        max_redirects=settings.fetch.max_redirects,
     )
     provider_configs = merge_providers(settings.providers)
     upstream_hosts = [urlsplit(p.base_url).netloc for p in provider_configs if p.base_url]
@@ -91,10 +94,17 @@ async def build_gateway(settings: Settings) -> Gateway:
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
     )
     return Gateway(
-        settings=settings, db=db, keys=keys, catalog=catalog, providers=providers,
-        router=Router(providers, settings.routing.max_attempts), store=store,
-        signer=UrlSigner(load_or_create_secret(settings.data_dir)), fetcher=fetcher,
-        resolver=resolver, http=http,
+        settings=settings,
+        db=db,
+        keys=keys,
+        catalog=catalog,
+        providers=providers,
+        router=Router(providers, settings.routing.max_attempts),
+        store=store,
+        signer=UrlSigner(load_or_create_secret(settings.data_dir)),
+        fetcher=fetcher,
+        resolver=resolver,
+        http=http,
     )
 
 
@@ -129,7 +139,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gw.db.dispose()
 
     app = FastAPI(
-        title="imagegate", version=__version__, lifespan=lifespan,
+        title="imagegate",
+        version=__version__,
+        lifespan=lifespan,
         description="OpenAI-compatible Images API gateway.",
     )
     app.add_middleware(RequestContextMiddleware)
@@ -141,18 +153,29 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
 
 def _routes(app: FastAPI) -> None:
-    post = {"methods": ["POST"], "response_model": None}
-    get = {"methods": ["GET"], "response_model": None}
-    app.add_api_route("/v1/images/generations", images.create_image,
-                      openapi_extra=generation_body(), tags=["images"], **post)
-    app.add_api_route("/v1/images/edits", images.create_image_edit,
-                      openapi_extra=edit_body(), tags=["images"], **post)
-    app.add_api_route("/v1/images/variations", images.create_image_variation,
-                      openapi_extra=variation_body(), tags=["images"], **post)
-    app.add_api_route("/v1/models", misc.list_models, tags=["models"], **get)
-    app.add_api_route("/v1/files/{file_id}", misc.get_file, tags=["files"], **get)
-    app.add_api_route("/healthz", misc.healthz, tags=["health"], **get)
-    app.add_api_route("/v1/admin/keys", admin.create_key, tags=["admin"], **post)
-    app.add_api_route("/v1/admin/keys", admin.list_keys, tags=["admin"], **get)
-    app.add_api_route("/v1/admin/keys/{key_id}", admin.revoke_key, methods=["DELETE"],
-                      response_model=None, tags=["admin"])
+    def route(path: str, endpoint: Any, method: str, tag: str, **extra: Any) -> None:
+        app.add_api_route(
+            path, endpoint, methods=[method], response_model=None, tags=[tag], **extra
+        )
+
+    route(
+        "/v1/images/generations",
+        images.create_image,
+        "POST",
+        "images",
+        openapi_extra=generation_body(),
+    )
+    route("/v1/images/edits", images.create_image_edit, "POST", "images", openapi_extra=edit_body())
+    route(
+        "/v1/images/variations",
+        images.create_image_variation,
+        "POST",
+        "images",
+        openapi_extra=variation_body(),
+    )
+    route("/v1/models", misc.list_models, "GET", "models")
+    route("/v1/files/{file_id}", misc.get_file, "GET", "files")
+    route("/healthz", misc.healthz, "GET", "health")
+    route("/v1/admin/keys", admin.create_key, "POST", "admin")
+    route("/v1/admin/keys", admin.list_keys, "GET", "admin")
+    route("/v1/admin/keys/{key_id}", admin.revoke_key, "DELETE", "admin")

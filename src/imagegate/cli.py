@@ -13,8 +13,11 @@ from rich.table import Table
 from imagegate.accounts.keys import KeyStore
 from imagegate.config import ConfigError, Settings, load_settings
 
-app = typer.Typer(help="imagegate: an OpenAI-compatible Images API gateway.",
-                  no_args_is_help=True, add_completion=False)
+app = typer.Typer(
+    help="imagegate: an OpenAI-compatible Images API gateway.",
+    no_args_is_help=True,
+    add_completion=False,
+)
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 console = Console()
@@ -53,8 +56,15 @@ def serve(
         typer.echo(f"imagegate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
     print(f"imagegate: serving on http://{host}:{port}/v1 (docs at /docs)", flush=True)
-    uvicorn.run(application, host=host, port=port, log_config=None, access_log=False,
-                log_level=log_level.lower(), timeout_graceful_shutdown=10)
+    uvicorn.run(
+        application,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=False,
+        log_level=log_level.lower(),
+        timeout_graceful_shutdown=10,
+    )
 
 
 @keys_app.command("create")
@@ -70,8 +80,9 @@ def keys_create(
     keys = _keystore(config)
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
     key, plaintext = keys.create(name, models=allowed, admin=admin, credits_usd=credits, rpm=rpm)
-    typer.echo(f"created key {key.id} ({'admin' if key.is_admin else 'user'}) named {key.name!r}",
-               err=True)
+    typer.echo(
+        f"created key {key.id} ({'admin' if key.is_admin else 'user'}) named {key.name!r}", err=True
+    )
     typer.echo(plaintext)
 
 
@@ -81,7 +92,9 @@ def keys_list(config: ConfigOption = None) -> None:
     table = Table("id", "name", "admin", "models", "credits", "rpm", "created", "revoked")
     for key in _keystore(config).list():
         table.add_row(
-            key.id, key.name, "yes" if key.is_admin else "",
+            key.id,
+            key.name,
+            "yes" if key.is_admin else "",
             ",".join(key.models) if key.models else "all",
             f"{key.credits_micro / 1e6:.2f}" if key.credits_micro is not None else "-",
             str(key.rpm) if key.rpm else "-",
@@ -92,8 +105,10 @@ def keys_list(config: ConfigOption = None) -> None:
 
 
 @keys_app.command("revoke")
-def keys_revoke(key_id: Annotated[str, typer.Argument(help="Key id (ig_<id>_...).")],
-                config: ConfigOption = None) -> None:
+def keys_revoke(
+    key_id: Annotated[str, typer.Argument(help="Key id (ig_<id>_...).")],
+    config: ConfigOption = None,
+) -> None:
     """Revoke a key; it stops working at once."""
     key_id = key_id.split("_")[1] if key_id.startswith("ig_") else key_id
     if not _keystore(config).revoke(key_id):
@@ -113,8 +128,13 @@ def models(config: ConfigOption = None) -> None:
     table = Table("model", "aliases", "operations", "providers", "available")
     for spec in Catalog.load(settings.models, set(configs)):
         available = any(_has_credentials(configs[e.provider]) for e in spec.endpoints)
-        table.add_row(spec.id, ", ".join(spec.aliases), ", ".join(sorted(spec.operations)),
-                      ", ".join(e.provider for e in spec.endpoints), "yes" if available else "no")
+        table.add_row(
+            spec.id,
+            ", ".join(spec.aliases),
+            ", ".join(sorted(spec.operations)),
+            ", ".join(e.provider for e in spec.endpoints),
+            "yes" if available else "no",
+        )
     console.print(table)
 
 

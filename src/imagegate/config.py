@@ -17,8 +17,18 @@ import yaml
 from imagegate.providers.base import ProviderConfig
 
 PROVIDER_TYPES = (
-    "openai", "azure", "google", "bfl", "stability", "replicate", "fal", "together", "xai",
-    "openai_compatible", "sandbox", "local",
+    "openai",
+    "azure",
+    "google",
+    "bfl",
+    "stability",
+    "replicate",
+    "fal",
+    "together",
+    "xai",
+    "openai_compatible",
+    "sandbox",
+    "local",
 )
 STATUSES = ("stable", "beta", "alpha")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -128,7 +138,9 @@ def _apply_file(settings: Settings, path: Path) -> None:
             elif key == "data_dir":
                 settings.data_dir = Path(doc.string(node, "server.data_dir")).resolve()
             else:
-                raise doc.error(node, f"server.{key}", "unknown key (expected public_url, data_dir)")
+                raise doc.error(
+                    node, f"server.{key}", "unknown key (expected public_url, data_dir)"
+                )
     if "storage" in top:
         storage = doc.mapping(top["storage"], "storage")
         for key, node in storage.items():
@@ -176,7 +188,8 @@ def _provider(doc: _Doc, node: yaml.Node, where: str) -> ProviderConfig:
     ptype = doc.string(fields["type"], f"{where}.type")
     if ptype not in PROVIDER_TYPES:
         raise doc.error(
-            fields["type"], f"{where}.type",
+            fields["type"],
+            f"{where}.type",
             f"unknown adapter '{ptype}' (expected one of {', '.join(PROVIDER_TYPES)})",
         )
     config = ProviderConfig(id=doc.string(fields["id"], f"{where}.id"), type=ptype)

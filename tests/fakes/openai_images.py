@@ -48,12 +48,14 @@ class FakeOpenAI:
     _png_store: dict[str, bytes] = field(default_factory=dict)
 
     def app(self) -> Starlette:
-        return Starlette(routes=[
-            Route("/v1/images/generations", self._generations, methods=["POST"]),
-            Route("/v1/images/edits", self._edits, methods=["POST"]),
-            Route("/v1/images/variations", self._variations, methods=["POST"]),
-            Route("/files/{name}", self._file, methods=["GET"]),
-        ])
+        return Starlette(
+            routes=[
+                Route("/v1/images/generations", self._generations, methods=["POST"]),
+                Route("/v1/images/edits", self._edits, methods=["POST"]),
+                Route("/v1/images/variations", self._variations, methods=["POST"]),
+                Route("/files/{name}", self._file, methods=["GET"]),
+            ]
+        )
 
     async def _generations(self, request: Request) -> Response:
         body = await request.json()
@@ -73,19 +75,29 @@ class FakeOpenAI:
             return Response(status_code=404)
         return Response(data, media_type="image/png")
 
-    def _answer(self, request: Request, path: str, fields: dict[str, Any],
-                files: dict[str, list[bytes]]) -> Response:
+    def _answer(
+        self, request: Request, path: str, fields: dict[str, Any], files: dict[str, list[bytes]]
+    ) -> Response:
         auth = request.headers.get("authorization")
         self.calls.append(Call(path, auth, fields, files))
         if auth != f"Bearer {self.api_key}":
-            return _error(401, "Incorrect API key provided.", "invalid_request_error",
-                          "invalid_api_key")
+            return _error(
+                401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
+            )
         if self.fail_status is not None:
-            return _error(self.fail_status, "The server had an error processing your request.",
-                          "server_error", None)
+            return _error(
+                self.fail_status,
+                "The server had an error processing your request.",
+                "server_error",
+                None,
+            )
         if str(fields.get("prompt", "")).startswith("forbidden"):
-            return _error(400, "Your request was rejected by the safety system.",
-                          "invalid_request_error", "content_policy_violation")
+            return _error(
+                400,
+                "Your request was rejected by the safety system.",
+                "invalid_request_error",
+                "content_policy_violation",
+            )
         size = str(fields.get("size") or "1024x1024")
         width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
         data = []
@@ -96,11 +108,22 @@ class FakeOpenAI:
                 self._png_store[name] = png
                 data.append({"url": f"{self.url}/files/{name}"})
             else:
-                data.append({"b64_json": base64.b64encode(png).decode(),
-                             "revised_prompt": f"revised: {fields.get('prompt')}"})
-        body = {"created": int(time.time()), "data": data,
-                "usage": {"input_tokens": 10, "output_tokens": 20, "total_tokens": 30,
-                          "input_tokens_details": {"text_tokens": 10, "image_tokens": 0}}}
+                data.append(
+                    {
+                        "b64_json": base64.b64encode(png).decode(),
+                        "revised_prompt": f"revised: {fields.get('prompt')}",
+                    }
+                )
+        body = {
+            "created": int(time.time()),
+            "data": data,
+            "usage": {
+                "input_tokens": 10,
+                "output_tokens": 20,
+                "total_tokens": 30,
+                "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+            },
+        }
         return JSONResponse(body)
 
 
@@ -117,8 +140,10 @@ async def _form(request: Request) -> tuple[dict[str, Any], dict[str, list[bytes]
 
 
 def _error(status: int, message: str, kind: str, code: str | None) -> Response:
-    return JSONResponse({"error": {"message": message, "type": kind, "param": None,
-                                   "code": code}}, status_code=status)
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        status_code=status,
+    )
 
 
 def _png(width: int, height: int, index: int) -> bytes:

@@ -43,27 +43,28 @@ async def create_key(request: Request) -> Response:
     raw = await read_json(request, 64 * 1024)
     unknown = set(raw) - _KEY_FIELDS
     if unknown:
-        name = sorted(unknown)[0]
-        raise InvalidRequest(f"Unknown field '{name}'.", param=name, code="unknown_parameter")
+        field = sorted(unknown)[0]
+        raise InvalidRequest(f"Unknown field '{field}'.", param=field, code="unknown_parameter")
     name = raw.get("name")
     if not isinstance(name, str) or not name.strip():
-        raise InvalidRequest("'name' is required.", param="name",
-                             code="missing_required_parameter")
+        raise InvalidRequest("'name' is required.", param="name", code="missing_required_parameter")
     models = as_str_list("models", raw["models"]) if raw.get("models") is not None else None
     if models is not None:
         for model in models:
             gw.catalog.resolve(model)
     credits = raw.get("credits")
-    if credits is not None and (isinstance(credits, bool) or not isinstance(credits, int | float)
-                                or credits < 0):
+    if credits is not None and (
+        isinstance(credits, bool) or not isinstance(credits, int | float) or credits < 0
+    ):
         raise InvalidRequest("'credits' must be a number of USD >= 0.", param="credits")
     rpm = as_int("rpm", raw["rpm"]) if raw.get("rpm") is not None else None
     if rpm is not None and rpm < 1:
         raise InvalidRequest("'rpm' must be >= 1.", param="rpm")
     admin = as_bool("admin", raw.get("admin", False))
     key, plaintext = await run_in_threadpool(
-        lambda: gw.keys.create(name.strip(), models=models, admin=admin,
-                               credits_usd=credits, rpm=rpm)
+        lambda: gw.keys.create(
+            name.strip(), models=models, admin=admin, credits_usd=credits, rpm=rpm
+        )
     )
     return _json({**key_json(key), "key": plaintext}, status=201)
 

@@ -29,6 +29,7 @@ async def require_admin(request: Request) -> ApiKey:
 def authorize_model(key: ApiKey, spec: ModelSpec) -> None:
     if not key.allows_model(spec.id, spec.aliases):
         raise Forbidden(
-            f"This API key is not allowed to use model '{spec.id}'.", param="model",
+            f"This API key is not allowed to use model '{spec.id}'.",
+            param="model",
             code="model_not_allowed",
         )

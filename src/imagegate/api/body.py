@@ -7,12 +7,16 @@ python-multipart so that an oversized part is refused as soon as it crosses its 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
 
 import orjson
 from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
+
+if TYPE_CHECKING:
+    from python_multipart.multipart import MultipartCallbacks
 
 from imagegate.core.errors import InvalidRequest, PayloadTooLarge, UnsupportedMediaType
 
@@ -46,11 +50,15 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, object]:
     """Read and parse a JSON object body; 413 past ``max_bytes``, 400 on bad JSON."""
     raw = await _read_capped(request, max_bytes)
     if not raw:
-        raise InvalidRequest("The request body is empty; expected a JSON object.", code="invalid_json")
+        raise InvalidRequest(
+            "The request body is empty; expected a JSON object.", code="invalid_json"
+        )
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise InvalidRequest(f"The request body is not valid JSON: {exc}", code="invalid_json") from None
+        raise InvalidRequest(
+            f"The request body is not valid JSON: {exc}", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return body
@@ -140,7 +148,7 @@ class _PartCollector:
         self._content_type = ""
         self._count = 0
 
-    def callbacks(self) -> dict[str, object]:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self.on_part_begin,
             "on_part_data": self.on_part_data,
@@ -196,9 +204,7 @@ class _PartCollector:
         data = bytes(self._buffer)
         self._buffer = bytearray()
         if self._filename is not None:
-            self.result.files.append(
-                FilePart(self._name, self._filename, self._content_type, data)
-            )
+            self.result.files.append(FilePart(self._name, self._filename, self._content_type, data))
         else:
             self.result.fields.append((self._name, data.decode("utf-8", "replace")))
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
@@ -26,7 +27,9 @@ def envelope_response(error: GatewayError) -> Response:
     if request_id:
         headers["x-request-id"] = request_id
     return Response(
-        orjson.dumps(error.to_dict()), status_code=error.status, headers=headers,
+        orjson.dumps(error.to_dict()),
+        status_code=error.status,
+        headers=headers,
         media_type="application/json",
     )
 
@@ -40,13 +43,15 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     error: GatewayError
     if exc.status_code == 404:
-        error = NotFound(f"Unknown request URL: {request.method} {request.url.path}.",
-                         code="unknown_url")
+        error = NotFound(
+            f"Unknown request URL: {request.method} {request.url.path}.", code="unknown_url"
+        )
     else:
         kind, code = _STATUS_ERRORS.get(exc.status_code, ("invalid_request_error", "http_error"))
         message = (
             f"Method {request.method} is not allowed on {request.url.path}."
-            if exc.status_code == 405 else str(exc.detail)
+            if exc.status_code == 405
+            else str(exc.detail)
         )
         error = InvalidRequest(message, code=code, status=exc.status_code)
         error.type = kind
@@ -57,10 +62,11 @@ async def http_error_handler(request: Request, exc: Exception) -> Response:
 
 async def validation_error_handler(request: Request, exc: Exception) -> Response:
     """FastAPI's own 422s become 400s naming the first offending field."""
-    errors = getattr(exc, "errors", lambda: [])()
+    errors: list[dict[str, Any]] = getattr(exc, "errors", list)()
     first = errors[0] if errors else {}
     loc = [str(p) for p in first.get("loc", []) if p not in ("body", "query", "path")]
     param = ".".join(loc) or None
     message = first.get("msg", "Invalid request.")
-    return envelope_response(InvalidRequest(f"{param}: {message}" if param else message,
-                                            param=param))
+    return envelope_response(
+        InvalidRequest(f"{param}: {message}" if param else message, param=param)
+    )

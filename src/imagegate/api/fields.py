@@ -17,8 +17,17 @@ from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import ImageRequest, Operation, RoutingPreferences
 
 _STRINGS = (
-    "model", "prompt", "size", "quality", "style", "response_format", "output_format",
-    "background", "moderation", "user", "input_fidelity",
+    "model",
+    "prompt",
+    "size",
+    "quality",
+    "style",
+    "response_format",
+    "output_format",
+    "background",
+    "moderation",
+    "user",
+    "input_fidelity",
 )
 _INTS = ("n", "output_compression", "partial_images", "seed")
 _BOOLS = ("stream", "meta", "usage")
@@ -81,7 +90,8 @@ def build_request(operation: Operation, raw: dict[str, Any]) -> ImageRequest:
             req.extra[name] = value
     if not req.model:
         raise InvalidRequest(
-            "Missing required parameter: 'model'.", param="model",
+            "Missing required parameter: 'model'.",
+            param="model",
             code="missing_required_parameter",
         )
     return req
@@ -93,7 +103,8 @@ def _string(name: str, value: Any) -> str:
     allowed = _CHOICES.get(name)
     if allowed is not None and value not in allowed:
         raise InvalidRequest(
-            f"Invalid {name} '{value}'. Supported: {', '.join(allowed)}.", param=name,
+            f"Invalid {name} '{value}'. Supported: {', '.join(allowed)}.",
+            param=name,
             code="invalid_value",
         )
     return value
@@ -133,7 +144,8 @@ def _routing(value: Any) -> RoutingPreferences:
             value = orjson.loads(value)
         except orjson.JSONDecodeError:
             raise InvalidRequest(
-                "'provider' must be an object (or a JSON string of one).", param="provider",
+                "'provider' must be an object (or a JSON string of one).",
+                param="provider",
                 code="invalid_type",
             ) from None
     if not isinstance(value, dict):
@@ -157,7 +169,8 @@ def _routing(value: Any) -> RoutingPreferences:
             prefs.max_price = _price(param, item)
         else:
             raise InvalidRequest(
-                f"Unknown routing option '{key}' in 'provider'.", param=param,
+                f"Unknown routing option '{key}' in 'provider'.",
+                param=param,
                 code="unknown_parameter",
             )
     return prefs
@@ -167,8 +180,9 @@ def as_str_list(param: str, value: Any) -> list[str]:
     if isinstance(value, str):
         value = [v for v in (s.strip() for s in value.split(",")) if v]
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise InvalidRequest(f"'{param}' must be a list of provider ids.", param=param,
-                             code="invalid_type")
+        raise InvalidRequest(
+            f"'{param}' must be a list of provider ids.", param=param, code="invalid_type"
+        )
     return value
 
 
@@ -181,6 +195,7 @@ def _price(param: str, value: Any) -> float:
         except ValueError:
             value = None
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidRequest(f"'{param}' must be a number of USD per image >= 0.", param=param,
-                             code="invalid_type")
+        raise InvalidRequest(
+            f"'{param}' must be a number of USD per image >= 0.", param=param, code="invalid_type"
+        )
     return float(value)

@@ -97,7 +97,8 @@ async def _execute(gw: Gateway, request: Request, req: ImageRequest, spec: Model
     if req.stream:
         raise InvalidRequest(
             "Streaming responses are not available in this version of the gateway yet.",
-            param="stream", code="unsupported_parameter",
+            param="stream",
+            code="unsupported_parameter",
         )
     routed = await gw.router.route(spec, req)
     request.state.provider = routed.provider.id
@@ -109,8 +110,14 @@ async def _execute(gw: Gateway, request: Request, req: ImageRequest, spec: Model
     cost = routed.endpoint.pricing.cost(len(images))
     generation_id = "gen_" + secrets.token_hex(12)
     body = response_body(
-        req, routed, images, urls, model_id=spec.id, generation_id=generation_id,
-        cost_usd=cost, latency_ms=(time.perf_counter() - started) * 1000,
+        req,
+        routed,
+        images,
+        urls,
+        model_id=spec.id,
+        generation_id=generation_id,
+        cost_usd=cost,
+        latency_ms=(time.perf_counter() - started) * 1000,
     )
     headers = {
         "x-imagegate-provider": routed.provider.id,

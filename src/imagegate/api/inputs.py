@@ -37,8 +37,11 @@ class InputResolver:
 
     def probe(self, data: bytes, param: str, filename: str = "image") -> InputImage:
         return probe_image(
-            data, param=param, max_bytes=self.limits.max_bytes,
-            max_pixels=self.limits.max_pixels, filename=filename,
+            data,
+            param=param,
+            max_bytes=self.limits.max_bytes,
+            max_pixels=self.limits.max_pixels,
+            filename=filename,
         )
 
     async def from_value(self, value: Any, param: str) -> InputImage:
@@ -49,13 +52,15 @@ class InputResolver:
             if isinstance(value.get("file_id"), str):
                 return await self.from_file_id(value["file_id"], param)
             raise InvalidRequest(
-                f"Each entry of '{param}' needs an 'image_url' or a 'file_id'.", param=param,
+                f"Each entry of '{param}' needs an 'image_url' or a 'file_id'.",
+                param=param,
                 code="invalid_image",
             )
         if isinstance(value, str):
             return await self.from_string(value, param)
         raise InvalidRequest(
-            f"'{param}' must be an image URL, a data URL or base64 data.", param=param,
+            f"'{param}' must be an image URL, a data URL or base64 data.",
+            param=param,
             code="invalid_type",
         )
 
@@ -69,13 +74,15 @@ class InputResolver:
             if not sep or ";base64" not in header.lower():
                 raise InvalidRequest(
                     f"'{param}' data URL must be base64-encoded (data:image/png;base64,...).",
-                    param=param, code="invalid_image",
+                    param=param,
+                    code="invalid_image",
                 )
             return self.probe(_b64decode(payload, param), param)
         if len(text) < 16:
             raise InvalidRequest(
                 f"'{param}' is not an image URL, a data URL or base64 image data.",
-                param=param, code="invalid_image",
+                param=param,
+                code="invalid_image",
             )
         return self.probe(_b64decode(text, param), param)
 
@@ -89,7 +96,8 @@ class InputResolver:
         if len(values) > MAX_INPUT_IMAGES:
             raise InvalidRequest(
                 f"At most {MAX_INPUT_IMAGES} images may be sent; got {len(values)}.",
-                param=param, code="too_many_images",
+                param=param,
+                code="too_many_images",
             )
         return [await self.from_value(v, param) for v in values]
 
@@ -100,7 +108,8 @@ def _b64decode(payload: str, param: str) -> bytes:
     except (binascii.Error, ValueError):
         raise InvalidRequest(
             f"'{param}' is not an image URL, a data URL or valid base64 image data.",
-            param=param, code="invalid_image",
+            param=param,
+            code="invalid_image",
         ) from None
 
 
@@ -130,7 +139,8 @@ async def multipart_inputs(
         if base == "image":
             if len(images) >= MAX_INPUT_IMAGES:
                 raise InvalidRequest(
-                    f"At most {MAX_INPUT_IMAGES} images may be sent.", param="image",
+                    f"At most {MAX_INPUT_IMAGES} images may be sent.",
+                    param="image",
                     code="too_many_images",
                 )
             images.append(resolver.probe(part.data, "image", part.filename))
@@ -139,7 +149,9 @@ async def multipart_inputs(
         else:
             raise InvalidRequest(
                 f"Unexpected file field '{part.name}'; only 'image', 'image[]' and 'mask' take "
-                "files.", param=base, code="unknown_parameter",
+                "files.",
+                param=base,
+                code="unknown_parameter",
             )
     text_images = folded.get("image")
     if text_images is not None:

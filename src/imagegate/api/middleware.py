@@ -77,19 +77,25 @@ def _incoming_id(scope: Scope) -> str | None:
 
 
 async def _send_internal_error(send: Send, request_id: str) -> None:
-    body = orjson.dumps({
-        "error": {
-            "message": f"The server had an error while processing your request "
-                       f"(request id {request_id}).",
-            "type": "server_error",
-            "param": None,
-            "code": "internal_error",
+    body = orjson.dumps(
+        {
+            "error": {
+                "message": f"The server had an error while processing your request "
+                f"(request id {request_id}).",
+                "type": "server_error",
+                "param": None,
+                "code": "internal_error",
+            }
         }
-    })
-    await send({
-        "type": "http.response.start",
-        "status": 500,
-        "headers": [(b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode())],
-    })
+    )
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 500,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": body})

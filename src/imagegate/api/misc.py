@@ -15,8 +15,9 @@ from imagegate.core.errors import NotFound
 
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json",
-                    headers=headers)
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 async def list_models(request: Request) -> Response:
@@ -31,29 +32,37 @@ async def list_models(request: Request) -> Response:
         endpoints = []
         for endpoint in spec.endpoints:
             provider = gw.providers.get(endpoint.provider)
-            endpoints.append({
-                "provider": endpoint.provider,
-                "upstream_model": endpoint.upstream_model,
-                "status": provider.config.status if provider else "unknown",
-                "available": bool(provider and provider.available),
-                "price_per_image_usd": 0.0 if endpoint.pricing.free else endpoint.pricing.per_image,
-            })
+            endpoints.append(
+                {
+                    "provider": endpoint.provider,
+                    "upstream_model": endpoint.upstream_model,
+                    "status": provider.config.status if provider else "unknown",
+                    "available": bool(provider and provider.available),
+                    "price_per_image_usd": 0.0
+                    if endpoint.pricing.free
+                    else endpoint.pricing.per_image,
+                }
+            )
         statuses = {e["status"] for e in endpoints}
-        data.append({
-            "id": spec.id,
-            "object": "model",
-            "created": created,
-            "owned_by": spec.id.split("/", 1)[0],
-            "aliases": list(spec.aliases),
-            "description": spec.description,
-            "operations": sorted(spec.operations),
-            "status": "stable" if "stable" in statuses else (sorted(statuses) or ["unknown"])[0],
-            "available": any(e["available"] for e in endpoints),
-            "sizes": list(spec.sizes),
-            "free_size": _free_size(spec.free_size),
-            "max_n": spec.n_max,
-            "endpoints": endpoints,
-        })
+        data.append(
+            {
+                "id": spec.id,
+                "object": "model",
+                "created": created,
+                "owned_by": spec.id.split("/", 1)[0],
+                "aliases": list(spec.aliases),
+                "description": spec.description,
+                "operations": sorted(spec.operations),
+                "status": "stable"
+                if "stable" in statuses
+                else (sorted(statuses) or ["unknown"])[0],
+                "available": any(e["available"] for e in endpoints),
+                "sizes": list(spec.sizes),
+                "free_size": _free_size(spec.free_size),
+                "max_n": spec.n_max,
+                "endpoints": endpoints,
+            }
+        )
     return _json({"object": "list", "data": data})
 
 
@@ -65,10 +74,15 @@ def _free_size(rule: Any) -> dict[str, Any] | None:
 
 async def healthz(request: Request) -> Response:
     gw = gateway(request)
-    return _json({"status": "ok", "providers": {
-        pid: {"available": p.available, "status": p.config.status}
-        for pid, p in gw.providers.items()
-    }})
+    return _json(
+        {
+            "status": "ok",
+            "providers": {
+                pid: {"available": p.available, "status": p.config.status}
+                for pid, p in gw.providers.items()
+            },
+        }
+    )
 
 
 async def get_file(request: Request) -> Response:
@@ -81,10 +95,15 @@ async def get_file(request: Request) -> Response:
     if gw.signer.verify(file_id, exp, sig, time.time()):
         stored = await gw.store.get(file_id)
     if stored is None:
-        raise NotFound("File not found, or the link is invalid or has expired.",
-                       code="file_not_found")
+        raise NotFound(
+            "File not found, or the link is invalid or has expired.", code="file_not_found"
+        )
     remaining = max(0, int(exp) - int(time.time()))
-    return Response(stored.data, media_type=stored.content_type, headers={
-        "cache-control": f"private, max-age={remaining}",
-        "x-content-type-options": "nosniff",
-    })
+    return Response(
+        stored.data,
+        media_type=stored.content_type,
+        headers={
+            "cache-control": f"private, max-age={remaining}",
+            "x-content-type-options": "nosniff",
+        },
+    )

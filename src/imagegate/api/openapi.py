@@ -49,38 +49,59 @@ _IMAGE_TEXT = {"type": "string", "description": "A file, or an https URL, base64
 
 
 def _schema(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": props,
-            "additionalProperties": True}
+    return {
+        "type": "object",
+        "required": required,
+        "properties": props,
+        "additionalProperties": True,
+    }
 
 
 def generation_body() -> dict[str, Any]:
     schema = _schema(["model", "prompt"], {**_COMMON, **_GENERATION})
-    return {"requestBody": {"required": True,
-                            "content": {"application/json": {"schema": schema}}}}
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
 def edit_body() -> dict[str, Any]:
-    multipart = _schema(["model", "image", "prompt"], {
-        **_COMMON, **_GENERATION,
-        "image": {"oneOf": [_IMAGE_TEXT, {"type": "array", "items": _IMAGE_TEXT}]},
-        "mask": _IMAGE_TEXT,
-        "input_fidelity": {"type": "string", "enum": ["high", "low"]},
-    })
-    ref = {"type": "object", "properties": {"image_url": {"type": "string"},
-                                            "file_id": {"type": "string"}}}
-    as_json = _schema(["model", "prompt"], {
-        **_COMMON, **_GENERATION,
-        "images": {"type": "array", "items": ref, "maxItems": 16},
-        "image": {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]},
-        "mask": {"oneOf": [{"type": "string"}, ref]},
-    })
-    return {"requestBody": {"required": True, "content": {
-        "multipart/form-data": {"schema": multipart},
-        "application/json": {"schema": as_json},
-    }}}
+    multipart = _schema(
+        ["model", "image", "prompt"],
+        {
+            **_COMMON,
+            **_GENERATION,
+            "image": {"oneOf": [_IMAGE_TEXT, {"type": "array", "items": _IMAGE_TEXT}]},
+            "mask": _IMAGE_TEXT,
+            "input_fidelity": {"type": "string", "enum": ["high", "low"]},
+        },
+    )
+    ref = {
+        "type": "object",
+        "properties": {"image_url": {"type": "string"}, "file_id": {"type": "string"}},
+    }
+    as_json = _schema(
+        ["model", "prompt"],
+        {
+            **_COMMON,
+            **_GENERATION,
+            "images": {"type": "array", "items": ref, "maxItems": 16},
+            "image": {
+                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
+            },
+            "mask": {"oneOf": [{"type": "string"}, ref]},
+        },
+    )
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "multipart/form-data": {"schema": multipart},
+                "application/json": {"schema": as_json},
+            },
+        }
+    }
 
 
 def variation_body() -> dict[str, Any]:
     multipart = _schema(["model", "image"], {**_COMMON, "image": _IMAGE_TEXT})
-    return {"requestBody": {"required": True,
-                            "content": {"multipart/form-data": {"schema": multipart}}}}
+    return {
+        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": multipart}}}
+    }

@@ -6,7 +6,7 @@ import base64
 import time
 from typing import Any
 
-from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, TokenUsage
+from imagegate.core.types import GeneratedImage, ImageRequest, TokenUsage
 from imagegate.routing.router import Routed
 
 
@@ -77,5 +77,3 @@ def _usage(
         usage["images"] = images
         usage["cost_usd"] = cost_usd
     return usage
-
-

@@ -55,7 +55,8 @@ def resolve_size(spec: ModelSpec, req: ImageRequest) -> tuple[int, int]:
     problem = _free_problem(rule, *dims)
     if problem:
         raise InvalidRequest(
-            f"Invalid size '{size}' for model '{spec.id}': {problem}.", param="size",
+            f"Invalid size '{size}' for model '{spec.id}': {problem}.",
+            param="size",
             code="invalid_size",
         )
     return dims
@@ -106,7 +107,8 @@ def _check_prompt(spec: ModelSpec, req: ImageRequest) -> None:
         return
     if not req.prompt or not req.prompt.strip():
         raise InvalidRequest(
-            "Missing required parameter: 'prompt'.", param="prompt",
+            "Missing required parameter: 'prompt'.",
+            param="prompt",
             code="missing_required_parameter",
         )
     if len(req.prompt) > spec.prompt_max_chars:
@@ -127,7 +129,9 @@ def _check_n(spec: ModelSpec, req: ImageRequest) -> None:
         )
 
 
-def _choice(value: str | None, allowed: tuple[str, ...] | None, param: str, spec: ModelSpec) -> None:
+def _choice(
+    value: str | None, allowed: tuple[str, ...] | None, param: str, spec: ModelSpec
+) -> None:
     if value is None or allowed is None or value in allowed:
         return
     if not allowed:
@@ -176,7 +180,8 @@ def _check_inputs(spec: ModelSpec, req: ImageRequest) -> None:
         return
     if not req.images:
         raise InvalidRequest(
-            "Missing required parameter: 'image'.", param="image",
+            "Missing required parameter: 'image'.",
+            param="image",
             code="missing_required_parameter",
         )
     limit = 1 if req.operation == "variation" else spec.max_input_images
@@ -191,7 +196,8 @@ def _check_inputs(spec: ModelSpec, req: ImageRequest) -> None:
     if req.mask is not None:
         if not spec.supports_mask or req.operation != "edit":
             raise InvalidRequest(
-                f"Model '{spec.id}' does not accept a mask.", param="mask",
+                f"Model '{spec.id}' does not accept a mask.",
+                param="mask",
                 code="unsupported_parameter",
             )
         first = req.images[0]

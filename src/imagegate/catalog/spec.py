@@ -119,13 +119,21 @@ def parse_model(raw: dict[str, Any]) -> ModelSpec:
         prompt_max_chars=int(merged.get("prompt_max_chars", 32000)),
         qualities=_optional_list(merged.get("qualities"), "qualities", err),
         styles=tuple(_str_list(merged.get("styles", []), "styles", err)),
-        output_formats=tuple(_str_list(merged.get("output_formats", OUTPUT_FORMATS), "output_formats", err)),
-        backgrounds=tuple(_str_list(merged.get("backgrounds", ["auto", "transparent", "opaque"]), "backgrounds", err)),
+        output_formats=tuple(
+            _str_list(merged.get("output_formats", OUTPUT_FORMATS), "output_formats", err)
+        ),
+        backgrounds=tuple(
+            _str_list(
+                merged.get("backgrounds", ["auto", "transparent", "opaque"]), "backgrounds", err
+            )
+        ),
         moderations=_optional_list(merged.get("moderations"), "moderations", err),
         max_input_images=int(merged.get("max_input_images", 16)),
         supports_mask=bool(merged.get("supports_mask", True)),
         max_image_bytes=int(max_mb * MB) if isinstance(max_mb, int | float) else None,
-        input_formats=tuple(_str_list(merged.get("input_formats", OUTPUT_FORMATS), "input_formats", err)),
+        input_formats=tuple(
+            _str_list(merged.get("input_formats", OUTPUT_FORMATS), "input_formats", err)
+        ),
         square_inputs_only=bool(merged.get("square_inputs_only", False)),
         default_response_format=str(merged.get("default_response_format", "b64_json")),
         endpoints=endpoints,

@@ -110,3 +110,4 @@ class Provider(ABC):
 
     async def aclose(self) -> None:
         """Release adapter-owned resources (the shared HTTP client is closed elsewhere)."""
+        return None

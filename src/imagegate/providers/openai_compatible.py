@@ -33,8 +33,14 @@ from imagegate.media.images import probe_image
 from imagegate.providers.base import Capabilities, Provider
 
 _PASSTHROUGH = (
-    "quality", "style", "output_format", "output_compression", "background", "moderation",
-    "user", "input_fidelity",
+    "quality",
+    "style",
+    "output_format",
+    "output_compression",
+    "background",
+    "moderation",
+    "user",
+    "input_fidelity",
 )
 _MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 _MAX_OUTPUT_PIXELS = 16384 * 16384
@@ -101,7 +107,9 @@ class OpenAICompatibleProvider(Provider):
         if json_body is not None:
             headers["Content-Type"] = "application/json"
             response = await self.context.http.post(
-                url, content=orjson.dumps(json_body), headers=headers,
+                url,
+                content=orjson.dumps(json_body),
+                headers=headers,
                 timeout=self.config.timeout_s,
             )
         else:
@@ -114,7 +122,9 @@ class OpenAICompatibleProvider(Provider):
         try:
             payload = orjson.loads(response.content)
         except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"{self.id} returned invalid JSON", status=502, retryable=True) from exc
+            raise UpstreamError(
+                f"{self.id} returned invalid JSON", status=502, retryable=True
+            ) from exc
         return await self._result(payload)
 
     async def _result(self, payload: Any) -> ImageResult:
@@ -137,23 +147,33 @@ class OpenAICompatibleProvider(Provider):
             try:
                 data = base64.b64decode(b64, validate=True)
             except (binascii.Error, ValueError) as exc:
-                raise UpstreamError(f"{self.id} returned invalid base64", status=502, retryable=True) from exc
+                raise UpstreamError(
+                    f"{self.id} returned invalid base64", status=502, retryable=True
+                ) from exc
         elif isinstance(url, str):
             data = await self.context.fetch_url(url)
             b64 = None
         else:
-            raise UpstreamError(f"{self.id} returned an image with neither b64_json nor url",
-                                status=502, retryable=True)
+            raise UpstreamError(
+                f"{self.id} returned an image with neither b64_json nor url",
+                status=502,
+                retryable=True,
+            )
         try:
             probed = probe_image(
                 data, param="upstream", max_bytes=_MAX_OUTPUT_BYTES, max_pixels=_MAX_OUTPUT_PIXELS
             )
         except GatewayError as exc:
-            raise UpstreamError(f"{self.id} returned an unreadable image: {exc.message}",
-                                status=502, retryable=True) from exc
+            raise UpstreamError(
+                f"{self.id} returned an unreadable image: {exc.message}", status=502, retryable=True
+            ) from exc
         return GeneratedImage(
-            data=data, format=probed.format, width=probed.width, height=probed.height,
-            revised_prompt=item.get("revised_prompt"), b64=b64,
+            data=data,
+            format=probed.format,
+            width=probed.width,
+            height=probed.height,
+            revised_prompt=item.get("revised_prompt"),
+            b64=b64,
         )
 
     def _error(self, response: httpx.Response) -> UpstreamError:
@@ -161,16 +181,22 @@ class OpenAICompatibleProvider(Provider):
         message, code = _error_details(response)
         text = f"{self.id} returned {status}: {message}"
         if is_retryable_status(status) or status in (401, 403):
-            return UpstreamError(text, status=status, retryable=True,
-                                 retry_after_s=_retry_after(response))
+            return UpstreamError(
+                text, status=status, retryable=True, retry_after_s=_retry_after(response)
+            )
         client: GatewayError
         if status == 404:
             client = NotFound(f"Upstream {self.id}: {message}", code=code or "upstream_not_found")
         elif code in ("content_policy_violation", "moderation_blocked"):
-            client = InvalidRequest(f"Upstream {self.id}: {message}", code="content_policy_violation")
+            client = InvalidRequest(
+                f"Upstream {self.id}: {message}", code="content_policy_violation"
+            )
         else:
-            client = InvalidRequest(f"Upstream {self.id}: {message}", code=code or "upstream_rejected",
-                                    param=_error_param(response))
+            client = InvalidRequest(
+                f"Upstream {self.id}: {message}",
+                code=code or "upstream_rejected",
+                param=_error_param(response),
+            )
         return UpstreamError(text, status=status, retryable=False, client_error=client)
 
 

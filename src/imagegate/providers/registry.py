@@ -19,9 +19,7 @@ class UnknownAdapter(ValueError):
     pass
 
 
-def build_providers(
-    configs: list[ProviderConfig], context: ProviderContext
-) -> dict[str, Provider]:
+def build_providers(configs: list[ProviderConfig], context: ProviderContext) -> dict[str, Provider]:
     providers: dict[str, Provider] = {}
     for config in configs:
         adapter = ADAPTERS.get(config.type)

@@ -124,7 +124,9 @@ class Router:
         except TimeoutError as exc:
             raise UpstreamError(
                 f"{provider.id} did not answer within {provider.config.timeout_s:g}s",
-                retryable=True, timeout=True, status=504,
+                retryable=True,
+                timeout=True,
+                status=504,
             ) from exc
         except httpx.TimeoutException as exc:
             raise UpstreamError(
@@ -142,7 +144,9 @@ def _caller_error(exc: UpstreamError, attempts: list[Attempt]) -> GatewayError:
     return error
 
 
-def _exhausted(spec: ModelSpec, last: UpstreamError | None, attempts: list[Attempt]) -> GatewayError:
+def _exhausted(
+    spec: ModelSpec, last: UpstreamError | None, attempts: list[Attempt]
+) -> GatewayError:
     summary = "; ".join(f"{a.provider}: {a.error or a.status}" for a in attempts)
     error: GatewayError
     if attempts and all(a.status == 504 for a in attempts):
