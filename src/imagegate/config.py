@@ -43,7 +43,7 @@ class ConfigError(Exception):
 class Limits:
     max_image_bytes: int = 50 * MB
     max_json_bytes: int = 200 * MB
-    max_image_pixels: int = 8192 * 8192
+    max_image_pixels: int = 36_000_000  # the same bomb guard the media layer uses
     max_form_fields: int = 200
 
 

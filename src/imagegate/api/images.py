@@ -20,7 +20,12 @@ from imagegate.api.render import response_body
 from imagegate.api.state import Gateway, gateway
 from imagegate.catalog.rules import check_request
 from imagegate.catalog.spec import ModelSpec
-from imagegate.core.errors import InvalidRequest, UnsupportedMediaType
+from imagegate.core.errors import (
+    InvalidRequest,
+    UnsupportedMediaType,
+    UpstreamError,
+    UpstreamFailed,
+)
 from imagegate.core.types import GeneratedImage, ImageRequest, Operation
 from imagegate.media.images import conform
 from imagegate.providers.base import Capabilities
@@ -143,7 +148,13 @@ async def _conform_all(
             and not caps.native_compression
         )
         if needs_work:
-            image = await run_in_threadpool(conform, image, target, req.output_compression)
+            try:
+                image = await run_in_threadpool(conform, image, target, req.output_compression)
+            except UpstreamError as exc:
+                raise UpstreamFailed(
+                    f"The upstream returned an unusable image: {exc.message}"
+                ) from exc
+
         out.append(image)
     return out
 
