@@ -26,8 +26,13 @@ def _localise(code: str, stack: Stack, workdir: Path) -> str:
 
 def test_readme_python_example(stack: Stack, tmp_path: Path) -> None:
     code = next(b for b in _blocks("python") if "OpenAI(" in b)
-    result = subprocess.run([sys.executable, "-c", _localise(code, stack, tmp_path)],
-                            cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", _localise(code, stack, tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["1", "1"]
     assert (tmp_path / "fox.png").read_bytes().startswith(b"\x89PNG")
@@ -35,8 +40,13 @@ def test_readme_python_example(stack: Stack, tmp_path: Path) -> None:
 
 def test_readme_curl_example(stack: Stack, tmp_path: Path) -> None:
     code = next(b for b in _blocks("bash") if "curl" in b)
-    result = subprocess.run(["bash", "-c", _localise(code, stack, tmp_path)], cwd=tmp_path,
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        ["bash", "-c", _localise(code, stack, tmp_path)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["data"][0]["url"].startswith(stack.gateway.url)

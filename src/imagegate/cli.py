@@ -20,7 +20,8 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-console = Console()
+# Piped output gets a wide console so ids and model names are never truncated.
+console = Console(width=None if sys.stdout.isatty() else 200)
 ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML config file.")]
 
 

@@ -63,6 +63,7 @@ class SandboxProvider(Provider):
         transparent_background=True,
         supports_seed=True,
         max_n_per_call=10,
+        native_compression=True,
     )
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
