@@ -125,13 +125,17 @@ def test_foreign_format_plaintext_gets_a_stable_derived_id(store: KeyStore) -> N
 def test_revoke_takes_effect_at_once_in_every_worker(database_url: str, store: KeyStore) -> None:
     key, token = store.create("erin")
     other_key, other_token = store.create("frank")
-    other_worker = KeyStore(Database(database_url))
-    assert other_worker.authenticate(token) == key
-    assert store.revoke(key.id) is True
-    for keys in (store, other_worker):
-        with pytest.raises(Unauthorized) as info:
-            keys.authenticate(token)
-        assert info.value.message == REVOKED_KEY_MESSAGE
+    other_db = Database(database_url)
+    try:
+        other_worker = KeyStore(other_db)
+        assert other_worker.authenticate(token) == key
+        assert store.revoke(key.id) is True
+        for keys in (store, other_worker):
+            with pytest.raises(Unauthorized) as info:
+                keys.authenticate(token)
+            assert info.value.message == REVOKED_KEY_MESSAGE
+    finally:
+        other_db.dispose()
     revoked = store.get(key.id)
     assert revoked is not None and revoked.revoked_at is not None
     assert store.revoke(key.id) is True

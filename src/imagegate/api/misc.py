@@ -13,6 +13,8 @@ from imagegate.api.auth import authenticate
 from imagegate.api.state import gateway
 from imagegate.core.errors import NotFound
 
+_STARTED = int(time.time())  # catalog entries carry no creation date; report start-up
+
 
 def _json(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(
@@ -24,7 +26,6 @@ async def list_models(request: Request) -> Response:
     """GET /v1/models: every catalog model, its operations, status and availability."""
     gw = gateway(request)
     key = await authenticate(request)
-    created = int(gw.settings.data_dir.stat().st_mtime) if gw.settings.data_dir.exists() else 0
     data = []
     for spec in gw.catalog:
         if not key.allows_model(spec.id, spec.aliases):
@@ -48,7 +49,7 @@ async def list_models(request: Request) -> Response:
             {
                 "id": spec.id,
                 "object": "model",
-                "created": created,
+                "created": _STARTED,
                 "owned_by": spec.id.split("/", 1)[0],
                 "aliases": list(spec.aliases),
                 "description": spec.description,
