@@ -14,9 +14,34 @@ from imagegate.providers.base import ProviderConfig
 
 
 def builtin_document() -> dict[str, Any]:
-    text = resources.files("imagegate.catalog").joinpath("models.yaml").read_text("utf-8")
-    doc: dict[str, Any] = yaml.safe_load(text)
+    """``models.yaml`` plus one file per provider family in ``builtin/``, in name order."""
+    package = resources.files("imagegate.catalog")
+    texts = [package.joinpath("models.yaml").read_text("utf-8")]
+    builtin = package.joinpath("builtin")
+    if builtin.is_dir():
+        files = sorted(
+            (f for f in builtin.iterdir() if f.name.endswith(".yaml")), key=lambda f: f.name
+        )
+        texts += [f.read_text("utf-8") for f in files]
+    doc: dict[str, Any] = {"providers": [], "models": []}
+    models: dict[str, dict[str, Any]] = {}
+    for text in texts:
+        part = yaml.safe_load(text) or {}
+        doc["providers"] += part.get("providers") or []
+        for model in part.get("models") or []:
+            _merge_builtin_model(models, model)
+    doc["models"] = list(models.values())
     return doc
+
+
+def _merge_builtin_model(models: dict[str, dict[str, Any]], model: dict[str, Any]) -> None:
+    """A model served by several providers is declared once (its limits) and each
+    provider's file adds an entry with just ``id`` and ``endpoints``."""
+    existing = models.get(model["id"])
+    if existing is None:
+        models[model["id"]] = {**model, "endpoints": list(model.get("endpoints") or [])}
+    else:
+        existing["endpoints"] = existing["endpoints"] + list(model.get("endpoints") or [])
 
 
 def builtin_providers() -> list[ProviderConfig]:

@@ -8,19 +8,13 @@ repeated ``image[]`` parts; ``Authorization: Bearer``; errors as
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import httpx
 import orjson
 
 from imagegate.core.errors import (
-    GatewayError,
-    InvalidRequest,
-    NotFound,
     UpstreamError,
-    is_retryable_status,
 )
 from imagegate.core.types import (
     GeneratedImage,
@@ -29,8 +23,14 @@ from imagegate.core.types import (
     InputImage,
     TokenUsage,
 )
-from imagegate.media.images import probe_image
 from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.common import (
+    bad_upstream,
+    image_from_b64,
+    image_from_bytes,
+    retry_after,
+    upstream_error,
+)
 
 _PASSTHROUGH = (
     "quality",
@@ -42,8 +42,6 @@ _PASSTHROUGH = (
     "user",
     "input_fidelity",
 )
-_MAX_OUTPUT_BYTES = 64 * 1024 * 1024
-_MAX_OUTPUT_PIXELS = 16384 * 16384
 
 
 class OpenAICompatibleProvider(Provider):
@@ -130,7 +128,7 @@ class OpenAICompatibleProvider(Provider):
     async def _result(self, payload: Any) -> ImageResult:
         items = payload.get("data") if isinstance(payload, dict) else None
         if not isinstance(items, list) or not items:
-            raise UpstreamError(f"{self.id} returned no images", status=502, retryable=True)
+            raise bad_upstream(self.id, "returned no images")
         images = [await self._image(item) for item in items]
         usage = _usage(payload.get("usage"))
         return ImageResult(
@@ -141,63 +139,29 @@ class OpenAICompatibleProvider(Provider):
         )
 
     async def _image(self, item: Any) -> GeneratedImage:
-        b64 = item.get("b64_json") if isinstance(item, dict) else None
-        url = item.get("url") if isinstance(item, dict) else None
-        if isinstance(b64, str):
-            try:
-                data = base64.b64decode(b64, validate=True)
-            except (binascii.Error, ValueError) as exc:
-                raise UpstreamError(
-                    f"{self.id} returned invalid base64", status=502, retryable=True
-                ) from exc
-        elif isinstance(url, str):
-            data = await self.context.fetch_url(url)
-            b64 = None
-        else:
-            raise UpstreamError(
-                f"{self.id} returned an image with neither b64_json nor url",
-                status=502,
-                retryable=True,
-            )
-        try:
-            probed = probe_image(
-                data, param="upstream", max_bytes=_MAX_OUTPUT_BYTES, max_pixels=_MAX_OUTPUT_PIXELS
-            )
-        except GatewayError as exc:
-            raise UpstreamError(
-                f"{self.id} returned an unreadable image: {exc.message}", status=502, retryable=True
-            ) from exc
-        return GeneratedImage(
-            data=data,
-            format=probed.format,
-            width=probed.width,
-            height=probed.height,
-            revised_prompt=item.get("revised_prompt"),
-            b64=b64,
-        )
+        if not isinstance(item, dict):
+            raise bad_upstream(self.id, "returned a malformed image entry")
+        revised = item.get("revised_prompt")
+        if isinstance(item.get("b64_json"), str):
+            return image_from_b64(self.id, item["b64_json"], revised_prompt=revised)
+        if isinstance(item.get("url"), str):
+            data = await self.context.fetch_url(item["url"])
+            return image_from_bytes(self.id, data, revised_prompt=revised)
+        raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        status = response.status_code
-        message, code = _error_details(response)
-        text = f"{self.id} returned {status}: {message}"
-        if is_retryable_status(status) or status in (401, 403):
-            return UpstreamError(
-                text, status=status, retryable=True, retry_after_s=_retry_after(response)
-            )
-        client: GatewayError
-        if status == 404:
-            client = NotFound(f"Upstream {self.id}: {message}", code=code or "upstream_not_found")
-        elif code in ("content_policy_violation", "moderation_blocked"):
-            client = InvalidRequest(
-                f"Upstream {self.id}: {message}", code="content_policy_violation"
-            )
-        else:
-            client = InvalidRequest(
-                f"Upstream {self.id}: {message}",
-                code=code or "upstream_rejected",
-                param=_error_param(response),
-            )
-        return UpstreamError(text, status=status, retryable=False, client_error=client)
+        error = _error_body(response)
+        message = error.get("message") if isinstance(error.get("message"), str) else None
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+        return upstream_error(
+            self.id,
+            response.status_code,
+            (message or response.reason_phrase or "error")[:500],
+            code=code,
+            param=param,
+            retry_after_s=retry_after(response),
+        )
 
 
 def _file(image: InputImage) -> tuple[str, bytes, str]:
@@ -219,26 +183,6 @@ def _error_body(response: httpx.Response) -> dict[str, Any]:
         return {}
     error = body.get("error") if isinstance(body, dict) else None
     return error if isinstance(error, dict) else {}
-
-
-def _error_details(response: httpx.Response) -> tuple[str, str | None]:
-    error = _error_body(response)
-    message = error.get("message") if isinstance(error.get("message"), str) else None
-    code = error.get("code") if isinstance(error.get("code"), str) else None
-    return (message or response.reason_phrase or "error")[:500], code
-
-
-def _error_param(response: httpx.Response) -> str | None:
-    param = _error_body(response).get("param")
-    return param if isinstance(param, str) else None
-
-
-def _retry_after(response: httpx.Response) -> float | None:
-    value = response.headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
 
 
 def _usage(raw: Any) -> TokenUsage | None:

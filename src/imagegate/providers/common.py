@@ -1,0 +1,154 @@
+"""Helpers every adapter needs: error mapping, output decoding, size mapping, fan-out
+and polling. Provider quirks stay in the adapters; only the shared mechanics live here."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TypeVar
+
+import httpx
+
+from imagegate.core.errors import (
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    UpstreamError,
+    is_retryable_status,
+)
+from imagegate.core.types import GeneratedImage
+from imagegate.media.images import probe_image
+
+T = TypeVar("T")
+MAX_OUTPUT_BYTES = 64 * 1024 * 1024
+MAX_OUTPUT_PIXELS = 16384 * 16384
+CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
+
+
+def upstream_error(
+    provider_id: str,
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    param: str | None = None,
+    retry_after_s: float | None = None,
+    content_policy: bool = False,
+) -> UpstreamError:
+    """Classify an upstream HTTP failure: retryable (failover) or the caller's own mistake.
+
+    408/429/5xx fail over; 401/403 mean the gateway's credentials for this provider are
+    wrong, which another provider may not share, so they fail over too. Other 4xx are the
+    caller's request: they map to a 400 (or 404) that keeps the upstream's message.
+    """
+    text = f"{provider_id} returned {status}: {message}"
+    if content_policy or (code in CONTENT_POLICY_CODES):
+        client: GatewayError = InvalidRequest(
+            f"Upstream {provider_id}: {message}", code="content_policy_violation"
+        )
+        return UpstreamError(text, status=status, retryable=False, client_error=client)
+    if is_retryable_status(status) or status in (401, 403):
+        return UpstreamError(text, status=status, retryable=True, retry_after_s=retry_after_s)
+    if status == 404:
+        client = NotFound(f"Upstream {provider_id}: {message}", code=code or "upstream_not_found")
+    else:
+        client = InvalidRequest(
+            f"Upstream {provider_id}: {message}", code=code or "upstream_rejected", param=param
+        )
+    return UpstreamError(text, status=status, retryable=False, client_error=client)
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def bad_upstream(provider_id: str, what: str) -> UpstreamError:
+    """A malformed upstream answer: another provider may do better, so fail over."""
+    return UpstreamError(f"{provider_id} {what}", status=502, retryable=True)
+
+
+def image_from_bytes(
+    provider_id: str, data: bytes, *, b64: str | None = None, revised_prompt: str | None = None
+) -> GeneratedImage:
+    """Verify upstream output bytes and read their real format and size."""
+    try:
+        probed = probe_image(
+            data, param="upstream", max_bytes=MAX_OUTPUT_BYTES, max_pixels=MAX_OUTPUT_PIXELS
+        )
+    except GatewayError as exc:
+        raise bad_upstream(provider_id, f"returned an unreadable image: {exc.message}") from exc
+    return GeneratedImage(
+        data=data,
+        format=probed.format,
+        width=probed.width,
+        height=probed.height,
+        revised_prompt=revised_prompt,
+        b64=b64,
+    )
+
+
+def image_from_b64(
+    provider_id: str, b64: str, *, revised_prompt: str | None = None
+) -> GeneratedImage:
+    if b64.startswith("data:"):
+        b64 = b64.partition(",")[2]
+    try:
+        data = base64.b64decode(b64, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise bad_upstream(provider_id, "returned invalid base64") from exc
+    return image_from_bytes(provider_id, data, b64=b64, revised_prompt=revised_prompt)
+
+
+def nearest_aspect_ratio(width: int, height: int, options: Sequence[str]) -> str:
+    """The option ("W:H") whose ratio is closest to width/height, compared in log space so
+    2:1 and 1:2 are equally far from 1:1."""
+    import math
+
+    target = math.log(width / height)
+
+    def distance(option: str) -> float:
+        w, h = option.split(":")
+        return abs(math.log(float(w) / float(h)) - target)
+
+    return min(options, key=distance)
+
+
+async def fan_out(n: int, per_call: int, call: Callable[[int], Awaitable[list[T]]]) -> list[T]:
+    """Make ``n`` outputs from an API that makes at most ``per_call`` per request: calls run
+    concurrently, ``call(k)`` asks for ``k`` outputs, results keep call order."""
+    sizes = [per_call] * (n // per_call) + ([n % per_call] if n % per_call else [])
+    batches = await asyncio.gather(*(call(k) for k in sizes))
+    return [item for batch in batches for item in batch]
+
+
+async def poll(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    interval_s: float,
+    timeout_s: float,
+    provider_id: str,
+    max_interval_s: float = 5.0,
+) -> T:
+    """Call ``check`` until it returns a value; back off gently; time out as a 504 attempt."""
+    deadline = time.monotonic() + timeout_s
+    delay = interval_s
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        if time.monotonic() + delay > deadline:
+            raise UpstreamError(
+                f"{provider_id} did not finish within {timeout_s:g}s",
+                status=504,
+                retryable=True,
+                timeout=True,
+            )
+        await asyncio.sleep(delay)
+        delay = min(delay * 1.5, max_interval_s)
