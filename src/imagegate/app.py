@@ -28,9 +28,10 @@ from imagegate.config import ConfigError, Settings, load_settings
 from imagegate.core.errors import GatewayError
 from imagegate.db.session import Database, database_url_for
 from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderContext
+from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.registry import ADAPTERS, build_providers
-from imagegate.routing.router import Router
+from imagegate.routing.health import BreakerSettings, HealthBook
+from imagegate.routing.router import Router, RouterSettings
 from imagegate.storage import open_store
 from imagegate.storage.signing import UrlSigner, load_or_create_secret
 
@@ -99,12 +100,27 @@ async def build_gateway(settings: Settings) -> Gateway:
         keys=keys,
         catalog=catalog,
         providers=providers,
-        router=Router(providers, settings.routing.max_attempts),
+        router=_router(settings, providers),
         store=store,
         signer=UrlSigner(load_or_create_secret(settings.data_dir)),
         fetcher=fetcher,
         resolver=resolver,
         http=http,
+    )
+
+
+def _router(settings: Settings, providers: dict[str, Provider]) -> Router:
+    routing = settings.routing
+    return Router(
+        providers,
+        RouterSettings(
+            max_attempts=routing.max_attempts,
+            deadline_s=routing.deadline_s,
+            max_retry_wait_s=routing.max_retry_wait_s,
+            hedge=routing.hedge,
+            hedge_min_samples=routing.hedge_min_samples,
+        ),
+        HealthBook(BreakerSettings(routing.breaker_failure_threshold, routing.breaker_cooldown_s)),
     )
 
 

@@ -57,7 +57,12 @@ class FetchSettings:
 @dataclass(slots=True)
 class RoutingSettings:
     max_attempts: int = 3
-    options: dict[str, Any] = field(default_factory=dict)
+    deadline_s: float = 300.0
+    max_retry_wait_s: float = 5.0
+    hedge: bool = False
+    hedge_min_samples: int = 20
+    breaker_failure_threshold: int = 5
+    breaker_cooldown_s: float = 30.0
 
 
 @dataclass(slots=True)
@@ -215,10 +220,31 @@ def _provider(doc: _Doc, node: yaml.Node, where: str) -> ProviderConfig:
 
 def _routing(doc: _Doc, node: yaml.Node, routing: RoutingSettings) -> None:
     for key, value in doc.mapping(node, "routing").items():
+        path = f"routing.{key}"
         if key == "max_attempts":
-            routing.max_attempts = doc.integer(value, "routing.max_attempts", minimum=1)
+            routing.max_attempts = doc.integer(value, path, minimum=1)
+        elif key == "deadline_s":
+            routing.deadline_s = doc.number(value, path)
+        elif key == "max_retry_wait_s":
+            routing.max_retry_wait_s = doc.number(value, path)
+        elif key == "breaker":
+            for sub, item in doc.mapping(value, path).items():
+                if sub == "failure_threshold":
+                    routing.breaker_failure_threshold = doc.integer(item, f"{path}.{sub}", 1)
+                elif sub == "cooldown_s":
+                    routing.breaker_cooldown_s = doc.number(item, f"{path}.{sub}")
+                else:
+                    raise doc.error(item, f"{path}.{sub}", "unknown key")
+        elif key == "hedge":
+            for sub, item in doc.mapping(value, path).items():
+                if sub == "enabled":
+                    routing.hedge = doc.boolean(item, f"{path}.{sub}")
+                elif sub == "min_samples":
+                    routing.hedge_min_samples = doc.integer(item, f"{path}.{sub}", 1)
+                else:
+                    raise doc.error(item, f"{path}.{sub}", "unknown key")
         else:
-            routing.options[key] = doc.plain(value)
+            raise doc.error(value, path, "unknown key")
 
 
 class _Doc:
@@ -262,6 +288,12 @@ class _Doc:
         if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
             raise self.error(node, where, "expected a positive number")
         return float(value)
+
+    def boolean(self, node: yaml.Node, where: str) -> bool:
+        value = self.plain(node)
+        if not isinstance(value, bool):
+            raise self.error(node, where, "expected true or false")
+        return value
 
     def integer(self, node: yaml.Node, where: str, minimum: int = 0) -> int:
         value = self.plain(node)

@@ -13,6 +13,7 @@ Bearer <key>``; a success is ``{"created", "data": [{"b64_json" | "url",
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import socket
@@ -43,6 +44,9 @@ class Call:
 class FakeOpenAI:
     api_key: str = "sk-fake"
     fail_status: int | None = None
+    fail_first: int = 0  # fail only the first N calls (with fail_status)
+    retry_after: str | None = None  # Retry-After header sent with failures
+    delay_s: float = 0.0
     calls: list[Call] = field(default_factory=list)
     url: str = ""
     _png_store: dict[str, bytes] = field(default_factory=dict)
@@ -59,7 +63,10 @@ class FakeOpenAI:
 
     async def _generations(self, request: Request) -> Response:
         body = await request.json()
-        return self._answer(request, "/v1/images/generations", body, {})
+        response = self._answer(request, "/v1/images/generations", body, {})
+        if self.delay_s:  # the call is recorded before the delay
+            await asyncio.sleep(self.delay_s)
+        return response
 
     async def _edits(self, request: Request) -> Response:
         fields, files = await _form(request)
@@ -84,13 +91,19 @@ class FakeOpenAI:
             return _error(
                 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
             )
-        if self.fail_status is not None:
-            return _error(
-                self.fail_status,
+        failing = self.fail_status is not None and (
+            not self.fail_first or len(self.calls) <= self.fail_first
+        )
+        if failing:
+            response = _error(
+                self.fail_status or 500,
                 "The server had an error processing your request.",
                 "server_error",
                 None,
             )
+            if self.retry_after is not None:
+                response.headers["Retry-After"] = self.retry_after
+            return response
         if str(fields.get("prompt", "")).startswith("forbidden"):
             return _error(
                 400,

@@ -75,15 +75,11 @@ def _free_size(rule: Any) -> dict[str, Any] | None:
 
 async def healthz(request: Request) -> Response:
     gw = gateway(request)
-    return _json(
-        {
-            "status": "ok",
-            "providers": {
-                pid: {"available": p.available, "status": p.config.status}
-                for pid, p in gw.providers.items()
-            },
-        }
-    )
+    providers = {
+        pid: {"available": p.available, "status": p.config.status}
+        for pid, p in gw.providers.items()
+    }
+    return _json({"status": "ok", "providers": providers, "endpoints": gw.router.health.snapshot()})
 
 
 async def get_file(request: Request) -> Response:

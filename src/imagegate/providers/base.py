@@ -35,6 +35,26 @@ class Capabilities:
     max_n_per_call: int = 10
     native_compression: bool = False  # honours output_compression itself
 
+    def unsupported(self, request: ImageRequest) -> list[str]:
+        """The request's parameters this adapter cannot honour natively (for the router's
+        ``require_parameters``); an empty list means it can honour them all."""
+        missing: list[str] = []
+        if request.operation not in self.operations:
+            missing.append("operation")
+        if len(request.images) > self.max_input_images:
+            missing.append("image")
+        if request.mask is not None and not self.supports_mask:
+            missing.append("mask")
+        if request.output_format is not None and request.output_format not in self.output_formats:
+            missing.append("output_format")
+        if request.background == "transparent" and not self.transparent_background:
+            missing.append("background")
+        if request.seed is not None and not self.supports_seed:
+            missing.append("seed")
+        if request.output_compression is not None and not self.native_compression:
+            missing.append("output_compression")
+        return missing
+
 
 @dataclass(slots=True)
 class ProviderConfig:

@@ -1,15 +1,17 @@
 """Route a request over its model's endpoints, failing over on retryable upstream errors.
 
-The router knows endpoints and provider ids, never a provider by name. The full router
-(sorting, price caps, circuit breakers, hedging) is a later issue; this one takes the
-catalog order, applies the caller's ``provider`` filters and fails over on
-408/429/5xx, timeouts and connection errors.
+The router knows endpoints and provider ids, never a provider by name. It filters the
+catalog's endpoints by the caller's ``provider`` preferences and by health, orders them
+(catalog order weighted by health, or ``sort``), then tries them in turn within one
+deadline, failing over on 408/429/5xx, timeouts and connection errors. A caller's own
+mistake is never retried on another provider.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -18,16 +20,27 @@ import httpx
 from imagegate.catalog.spec import EndpointSpec, ModelSpec
 from imagegate.core.errors import (
     GatewayError,
+    InsufficientCredits,
     InvalidRequest,
     NoProviderAvailable,
     UpstreamError,
     UpstreamFailed,
     UpstreamTimeout,
 )
-from imagegate.core.types import ImageRequest, ImageResult, RoutingPreferences
+from imagegate.core.types import ImageRequest, ImageResult
 from imagegate.providers.base import Provider
+from imagegate.routing.health import BreakerState, HealthBook
 
 log = logging.getLogger("imagegate.routing")
+
+
+@dataclass(slots=True)
+class RouterSettings:
+    max_attempts: int = 3
+    deadline_s: float = 300.0
+    max_retry_wait_s: float = 5.0  # wait out an upstream 429 only when nothing else is left
+    hedge: bool = False  # start a second endpoint once the first passes its observed p95
+    hedge_min_samples: int = 20
 
 
 @dataclass(slots=True)
@@ -47,6 +60,19 @@ class Attempt:
 
 
 @dataclass(slots=True)
+class Candidate:
+    endpoint: EndpointSpec
+    provider: Provider
+
+    @property
+    def price(self) -> float:
+        pricing = self.endpoint.pricing
+        if pricing.free:
+            return 0.0
+        return pricing.per_image if pricing.per_image is not None else math.inf
+
+
+@dataclass(slots=True)
 class Routed:
     result: ImageResult
     endpoint: EndpointSpec
@@ -54,16 +80,54 @@ class Routed:
     attempts: list[Attempt] = field(default_factory=list)
 
 
-class Router:
-    def __init__(self, providers: dict[str, Provider], max_attempts: int = 3) -> None:
-        self.providers = providers
-        self.max_attempts = max_attempts
+@dataclass(slots=True)
+class _Outcome:
+    candidate: Candidate
+    result: ImageResult | None = None
+    error: UpstreamError | None = None
+    caller_error: GatewayError | None = None
 
-    def candidates(
-        self, spec: ModelSpec, prefs: RoutingPreferences
-    ) -> list[tuple[EndpointSpec, Provider]]:
-        """The endpoints to try, in order, after the caller's filters."""
-        chosen: list[tuple[EndpointSpec, Provider]] = []
+
+class Router:
+    def __init__(
+        self,
+        providers: dict[str, Provider],
+        settings: RouterSettings | None = None,
+        health: HealthBook | None = None,
+    ) -> None:
+        self.providers = providers
+        self.settings = settings or RouterSettings()
+        self.health = health or HealthBook()
+
+    def plan(self, spec: ModelSpec, request: ImageRequest) -> list[Candidate]:
+        """The endpoints to try, in order, after preferences, prices and health."""
+        prefs = request.provider
+        pool = self._eligible(spec, request)
+        if prefs.max_price is not None:
+            affordable = [c for c in pool if c.price <= prefs.max_price]
+            if pool and not affordable:
+                cheapest = min(pool, key=lambda c: c.price)
+                raise InsufficientCredits(
+                    f"No endpoint for '{spec.id}' costs at most ${prefs.max_price:g} per image; "
+                    f"the cheapest is '{cheapest.provider.id}' at ${cheapest.price:g}.",
+                    param="provider.max_price",
+                    code="max_price_exceeded",
+                )
+            pool = affordable
+        if not pool:
+            raise NoProviderAvailable(
+                f"No provider is available for model '{spec.id}' with these routing "
+                "preferences (credentials missing, or every endpoint filtered out).",
+                param="provider",
+            )
+        ordered = self._order(pool, request)
+        if not prefs.allow_fallbacks:
+            ordered = ordered[:1]
+        return ordered[: self.settings.max_attempts]
+
+    def _eligible(self, spec: ModelSpec, request: ImageRequest) -> list[Candidate]:
+        prefs = request.provider
+        chosen: list[Candidate] = []
         for endpoint in spec.endpoints:
             provider = self.providers.get(endpoint.provider)
             if provider is None or not provider.available:
@@ -74,56 +138,166 @@ class Router:
                 continue
             if prefs.ignore and endpoint.provider in prefs.ignore:
                 continue
-            chosen.append((endpoint, provider))
+            if prefs.require_parameters and provider.capabilities.unsupported(request):
+                continue
+            chosen.append(Candidate(endpoint, provider))
+        return chosen
+
+    def _order(self, pool: list[Candidate], request: ImageRequest) -> list[Candidate]:
+        prefs = request.provider
+        if prefs.sort == "price":
+            pool = sorted(pool, key=lambda c: c.price)
+        elif prefs.sort in ("latency", "throughput"):
+            pool = sorted(pool, key=lambda c: self._speed(c, prefs.sort == "throughput"))
+        else:
+            pool = sorted(pool, key=self._health_penalty)
         if prefs.order:
             rank = {pid: i for i, pid in enumerate(prefs.order)}
-            chosen.sort(key=lambda pair: rank.get(pair[0].provider, len(rank)))
-        if not prefs.allow_fallbacks:
-            chosen = chosen[:1]
-        return chosen[: self.max_attempts]
+            pool = sorted(pool, key=lambda c: rank.get(c.endpoint.provider, len(rank)))
+        return pool
+
+    def _health_penalty(self, candidate: Candidate) -> int:
+        key = (candidate.endpoint.provider, candidate.endpoint.upstream_model)
+        if self.health.state(*key) is BreakerState.OPEN:
+            return 2
+        return 1 if self.health.get(*key).success_ewma < 0.5 else 0
+
+    def _speed(self, candidate: Candidate, per_image: bool) -> float:
+        entry = self.health.get(candidate.endpoint.provider, candidate.endpoint.upstream_model)
+        value = entry.ms_per_image_ewma if per_image else entry.latency_ewma_ms
+        return value if value is not None else math.inf
 
     async def route(self, spec: ModelSpec, request: ImageRequest) -> Routed:
-        candidates = self.candidates(spec, request.provider)
-        if not candidates:
-            raise NoProviderAvailable(
-                f"No provider is available for model '{spec.id}' with these routing "
-                "preferences (credentials missing, or every endpoint filtered out).",
-                param="provider",
-            )
+        candidates = self.plan(spec, request)
+        deadline = time.monotonic() + self.settings.deadline_s
         attempts: list[Attempt] = []
         last: UpstreamError | None = None
-        for endpoint, provider in candidates:
-            started = time.perf_counter()
-            try:
-                result = await self._call(provider, request, endpoint.upstream_model)
-            except UpstreamError as exc:
-                elapsed = (time.perf_counter() - started) * 1000
-                attempts.append(Attempt(provider.id, exc.status or "error", elapsed, exc.message))
-                if not exc.retryable:
-                    raise _caller_error(exc, attempts) from exc
-                log.warning(
-                    "upstream attempt failed",
-                    extra={"provider": provider.id, "status": exc.status, "error": exc.message},
-                )
-                last = exc
+        queue = list(candidates)
+        admitted_any = False
+        while queue:
+            candidate = queue.pop(0)
+            key = (candidate.endpoint.provider, candidate.endpoint.upstream_model)
+            if not self.health.admit(*key):
                 continue
-            except GatewayError as exc:
-                elapsed = (time.perf_counter() - started) * 1000
-                attempts.append(Attempt(provider.id, exc.status, elapsed, exc.message))
-                exc.attempts = attempts
-                raise
-            elapsed = (time.perf_counter() - started) * 1000
-            attempts.append(Attempt(provider.id, 200, elapsed))
-            return Routed(result, endpoint, provider, attempts)
+            admitted_any = True
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            outcome = await self._try(candidate, queue, request, remaining, attempts)
+            if outcome.result is not None:
+                winner = outcome.candidate
+                return Routed(outcome.result, winner.endpoint, winner.provider, attempts)
+            if outcome.caller_error is not None:
+                outcome.caller_error.attempts = attempts
+                raise outcome.caller_error
+            last = outcome.error
+            if last is not None and self._wait_and_retry(last, queue, deadline):
+                await asyncio.sleep(last.retry_after_s or 0)
+                queue.insert(0, candidate)
+        if not admitted_any:
+            raise NoProviderAvailable(
+                f"Every endpoint for '{spec.id}' is failing (circuit breakers open); "
+                "try again shortly.",
+                param="provider",
+                headers={"Retry-After": str(math.ceil(self.health.breaker.cooldown_s))},
+            )
         raise _exhausted(spec, last, attempts)
 
-    async def _call(self, provider: Provider, request: ImageRequest, upstream: str) -> ImageResult:
+    def _wait_and_retry(
+        self, error: UpstreamError, queue: list[Candidate], deadline: float
+    ) -> bool:
+        """On a 429 with Retry-After and nothing else to try, wait if it fits the deadline."""
+        wait = error.retry_after_s
+        return (
+            not queue
+            and error.status == 429
+            and wait is not None
+            and wait <= self.settings.max_retry_wait_s
+            and time.monotonic() + wait < deadline
+        )
+
+    async def _try(
+        self,
+        candidate: Candidate,
+        queue: list[Candidate],
+        request: ImageRequest,
+        remaining: float,
+        attempts: list[Attempt],
+    ) -> _Outcome:
+        entry = self.health.get(candidate.endpoint.provider, candidate.endpoint.upstream_model)
+        p95 = entry.p95_ms()
+        hedge_ok = (
+            self.settings.hedge
+            and queue
+            and p95 is not None
+            and len(entry.recent_latencies) >= self.settings.hedge_min_samples
+        )
+        if not hedge_ok:
+            return await self._attempt(candidate, request, remaining, attempts)
+        assert p95 is not None
+        first = asyncio.create_task(self._attempt(candidate, request, remaining, attempts))
+        done, _ = await asyncio.wait({first}, timeout=p95 / 1000)
+        if done:
+            return first.result()
+        backup = queue.pop(0)
+        if not self.health.admit(backup.endpoint.provider, backup.endpoint.upstream_model):
+            return await first
+        second = asyncio.create_task(self._attempt(backup, request, remaining, attempts))
+        pending = {first, second}
+        outcome = _Outcome(candidate)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                outcome = task.result()
+                if outcome.result is not None or outcome.caller_error is not None:
+                    for other in pending:
+                        other.cancel()
+                    return outcome
+        return outcome
+
+    async def _attempt(
+        self, candidate: Candidate, request: ImageRequest, remaining: float, attempts: list[Attempt]
+    ) -> _Outcome:
+        provider, endpoint = candidate.provider, candidate.endpoint
+        key = (endpoint.provider, endpoint.upstream_model)
+        started = time.perf_counter()
         try:
-            async with asyncio.timeout(provider.config.timeout_s):
+            result = await self._call(provider, request, endpoint.upstream_model, remaining)
+        except UpstreamError as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            attempts.append(Attempt(provider.id, exc.status or "error", elapsed, exc.message))
+            if not exc.retryable:
+                self.health.release_probe(*key)
+                return _Outcome(candidate, caller_error=_caller_error(exc))
+            self.health.record_failure(*key)
+            log.warning(
+                "upstream attempt failed",
+                extra={"provider": provider.id, "status": exc.status, "error": exc.message},
+            )
+            return _Outcome(candidate, error=exc)
+        except GatewayError as exc:
+            elapsed = (time.perf_counter() - started) * 1000
+            attempts.append(Attempt(provider.id, exc.status, elapsed, exc.message))
+            self.health.release_probe(*key)
+            return _Outcome(candidate, caller_error=exc)
+        except asyncio.CancelledError:
+            self.health.release_probe(*key)
+            raise
+        elapsed = (time.perf_counter() - started) * 1000
+        attempts.append(Attempt(provider.id, 200, elapsed))
+        self.health.record_success(*key, elapsed, len(result.images))
+        return _Outcome(candidate, result=result)
+
+    async def _call(
+        self, provider: Provider, request: ImageRequest, upstream: str, remaining: float
+    ) -> ImageResult:
+        limit = min(provider.config.timeout_s, remaining)
+        try:
+            async with asyncio.timeout(limit):
                 return await provider.run(request, upstream)
         except TimeoutError as exc:
             raise UpstreamError(
-                f"{provider.id} did not answer within {provider.config.timeout_s:g}s",
+                f"{provider.id} did not answer within {limit:g}s",
                 retryable=True,
                 timeout=True,
                 status=504,
@@ -138,10 +312,8 @@ class Router:
             ) from exc
 
 
-def _caller_error(exc: UpstreamError, attempts: list[Attempt]) -> GatewayError:
-    error = exc.client_error or InvalidRequest(exc.message, code="upstream_rejected")
-    error.attempts = attempts
-    return error
+def _caller_error(exc: UpstreamError) -> GatewayError:
+    return exc.client_error or InvalidRequest(exc.message, code="upstream_rejected")
 
 
 def _exhausted(
@@ -156,7 +328,8 @@ def _exhausted(
         if last is not None and last.retry_after_s is not None and last.status == 429:
             headers["Retry-After"] = str(max(1, round(last.retry_after_s)))
         error = UpstreamFailed(
-            f"Every upstream attempt for '{spec.id}' failed ({summary}).", headers=headers
+            f"Every upstream attempt for '{spec.id}' failed ({summary or 'deadline passed'}).",
+            headers=headers,
         )
     error.attempts = attempts
     return error
