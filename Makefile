@@ -22,7 +22,7 @@ serve: $(SERVE_STAMP)
 	$(BIN)/imagegate serve --host 127.0.0.1 --port 8080
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
