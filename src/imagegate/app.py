@@ -25,7 +25,7 @@ from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.spec import CatalogError
 from imagegate.config import ConfigError, Settings, load_settings
-from imagegate.core.errors import GatewayError
+from imagegate.core.errors import GatewayError, UpstreamError
 from imagegate.db.session import Database, database_url_for
 from imagegate.media.fetch import SafeFetcher
 from imagegate.providers.base import Provider, ProviderContext
@@ -83,10 +83,19 @@ async def build_gateway(settings: Settings) -> Gateway:
     )
     provider_configs = merge_providers(settings.providers)
     upstream_hosts = [urlsplit(p.base_url).netloc for p in provider_configs if p.base_url]
+    for config in provider_configs:  # hosts an adapter's results are delivered from
+        upstream_hosts += list(config.options.get("result_hosts") or [])
     upstream_fetcher = fetcher.with_extra_allowed_hosts(upstream_hosts)
 
     async def fetch_upstream(url: str) -> bytes:
-        return await upstream_fetcher.fetch(url, param="upstream")
+        """An upstream's result URL that can't be fetched is the upstream's failure (fail
+        over), never the caller's mistake."""
+        try:
+            return await upstream_fetcher.fetch(url, param="upstream")
+        except GatewayError as exc:
+            raise UpstreamError(
+                f"could not fetch the upstream's result: {exc.message}", status=502, retryable=True
+            ) from exc
 
     providers = build_providers(provider_configs, ProviderContext(http, fetch_upstream))
     catalog = Catalog.load(settings.models, set(providers))

@@ -2,16 +2,31 @@
 
 from __future__ import annotations
 
+from imagegate.providers.azure import AzureOpenAIProvider
 from imagegate.providers.base import Provider, ProviderConfig, ProviderContext
+from imagegate.providers.bfl import BFLProvider
+from imagegate.providers.fal import FalProvider
+from imagegate.providers.google import GoogleProvider
+from imagegate.providers.openai import OpenAIProvider
 from imagegate.providers.openai_compatible import OpenAICompatibleProvider
+from imagegate.providers.replicate import ReplicateProvider
 from imagegate.providers.sandbox import SandboxProvider
+from imagegate.providers.stability import StabilityProvider
+from imagegate.providers.together import TogetherProvider
+from imagegate.providers.xai import XAIProvider
 
 ADAPTERS: dict[str, type[Provider]] = {
     "sandbox": SandboxProvider,
     "openai_compatible": OpenAICompatibleProvider,
-    # OpenAI itself speaks the protocol the compatible adapter implements; a dedicated
-    # adapter (streaming passthrough, token pricing) replaces this in the adapters issue.
-    "openai": OpenAICompatibleProvider,
+    "openai": OpenAIProvider,
+    "azure": AzureOpenAIProvider,
+    "google": GoogleProvider,
+    "bfl": BFLProvider,
+    "stability": StabilityProvider,
+    "replicate": ReplicateProvider,
+    "fal": FalProvider,
+    "together": TogetherProvider,
+    "xai": XAIProvider,
 }
 
 

@@ -1,0 +1,424 @@
+"""Adapter for OpenAI's Images API: gpt-image-2 / 1.5 / 1 / 1-mini, dall-e-3 and dall-e-2.
+
+Wire protocol, from the OpenAI API reference "Images"
+(platform.openai.com/docs/api-reference/images) and the official SDK (openai/openai-python:
+``src/openai/resources/images.py``, ``src/openai/types/image_generate_params.py``,
+``image_edit_params.py``, ``image_create_variation_params.py``, ``images_response.py``):
+``POST /images/generations`` (JSON), ``/images/edits`` and ``/images/variations``
+(multipart/form-data; several edit inputs as repeated ``image[]`` parts, as the SDK sends a
+list), ``Authorization: Bearer <key>``; success is ``{"created", "data": [{"b64_json" |
+"url", "revised_prompt"?}], "usage"?, "quality"?, "background"?}``; failures are
+``{"error": {"message", "type", "param", "code"}}``.
+
+Quirks handled here, by model family (read from ``upstream_model``):
+
+* gpt-image-*: always answer base64, so ``response_format`` is never sent. ``quality``,
+  ``background``, ``output_format``, ``output_compression`` (only with jpeg/webp),
+  ``moderation`` (generations) and ``input_fidelity`` (edits) pass through; token usage
+  comes back in ``usage``. Up to 16 input images; the mask applies to the first.
+* dall-e-3: generations only, one image per call, so ``n`` fans out in parallel;
+  ``quality`` (standard/hd) and ``style``. ``response_format=b64_json`` is always sent, so no
+  result URL has to be fetched (one is fetched if it comes anyway).
+* dall-e-2: generations, edits (one square PNG) and variations; ``response_format=b64_json``.
+
+Size rule: gpt-image models get ``auto`` when the caller sent ``auto``; gpt-image-2 takes the
+resolved ``WIDTHxHEIGHT`` as is (the catalog checks its limits); gpt-image-1.x and dall-e-3
+get the listed size nearest in aspect ratio (compared in log space); dall-e-2 gets the square
+size nearest in pixel count. The gateway reports the size actually produced.
+
+Masks are rewritten to OpenAI's convention (fully transparent = edit, same size as the first
+image), so callers may also send white-means-edit masks. OpenAI has no ``seed``: it is not
+sent (``supports_seed=False``). Unknown caller fields are not forwarded, since OpenAI rejects
+unrecognised arguments and that would turn a portable request into a 400.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, ClassVar, Literal
+
+import anyio.to_thread
+import httpx
+import orjson
+from PIL import Image, ImageOps
+
+from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.types import (
+    OPERATIONS,
+    OUTPUT_FORMATS,
+    GeneratedImage,
+    ImageRequest,
+    ImageResult,
+    InputImage,
+    Operation,
+    TokenUsage,
+)
+from imagegate.media.images import decode, encode
+from imagegate.media.mask import edit_region
+from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.common import (
+    bad_upstream,
+    fan_out,
+    image_from_b64,
+    image_from_bytes,
+    nearest_aspect_ratio,
+    retry_after,
+    upstream_error,
+)
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
+DALLE3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
+DALLE2_SIDES = (256, 512, 1024)
+MAX_GPT_IMAGE_INPUTS = 16
+MAX_N_PER_CALL = 10
+
+Family = Literal["gpt-image", "dall-e-3", "dall-e-2"]
+FilePart = tuple[str, tuple[str, bytes, str]]
+
+
+def model_family(model: str) -> Family:
+    """dall-e models by name; everything else (gpt-image-*, chatgpt-image-*) is GPT image."""
+    name = model.lower()
+    if name.startswith("dall-e-3"):
+        return "dall-e-3"
+    if name.startswith("dall-e-2"):
+        return "dall-e-2"
+    return "gpt-image"
+
+
+def upstream_size(model: str, request: ImageRequest) -> str:
+    """The ``size`` to send for ``model`` (see the module docstring for the rule)."""
+    family = model_family(model)
+    width, height = request.width, request.height
+    if family == "gpt-image":
+        if request.size == "auto":
+            return "auto"
+        if model.lower().startswith("gpt-image-2"):
+            return f"{width}x{height}"
+        return _nearest_size(GPT_IMAGE_SIZES, width, height)
+    if family == "dall-e-3":
+        return _nearest_size(DALLE3_SIZES, width, height)
+    target = math.sqrt(width * height)
+    side = min(DALLE2_SIDES, key=lambda s: abs(math.log(s / target)))
+    return f"{side}x{side}"
+
+
+def _nearest_size(sizes: Sequence[str], width: int, height: int) -> str:
+    ratio = nearest_aspect_ratio(width, height, [s.replace("x", ":") for s in sizes])
+    return ratio.replace(":", "x")
+
+
+def openai_mask(mask: InputImage, image: InputImage) -> bytes:
+    """The caller's mask (either convention) as a PNG whose transparent pixels mark the
+    edit region, at the first image's size."""
+    region = edit_region(decode(mask, param="mask"), (image.width, image.height))
+    rgba = Image.new("RGBA", region.size, (0, 0, 0, 0))
+    rgba.putalpha(ImageOps.invert(region))  # edit (255) -> alpha 0
+    return encode(rgba, "png")
+
+
+class OpenAIProvider(Provider):
+    """OpenAI's own Images API. ``options``: ``organization`` and ``project`` (sent as the
+    ``OpenAI-Organization`` / ``OpenAI-Project`` headers, as the SDK does)."""
+
+    type_name: ClassVar[str] = "openai"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        operations=frozenset(OPERATIONS),
+        max_input_images=MAX_GPT_IMAGE_INPUTS,
+        supports_mask=True,
+        output_formats=frozenset(OUTPUT_FORMATS),
+        transparent_background=True,
+        supports_seed=False,
+        max_n_per_call=MAX_N_PER_CALL,
+        native_compression=True,
+    )
+    # Output formats for which ``output_compression`` is documented.
+    compression_formats: ClassVar[frozenset[str]] = frozenset({"jpeg", "webp"})
+    edit_families: ClassVar[frozenset[str]] = frozenset({"gpt-image", "dall-e-2"})
+
+    # -- operations -------------------------------------------------------------------
+
+    async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        model = upstream_model
+        fields = self._fields(request, model, "generate")
+        fields["prompt"] = request.prompt
+
+        async def call(k: int) -> list[ImageResult]:
+            body = {**fields, "n": k}
+            return [await self._send("generations", upstream_model, json_body=body)]
+
+        return await self._fan_out(request.n, model, call)
+
+    async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        model = upstream_model
+        family = model_family(model)
+        if family not in self.edit_families:
+            raise _unsupported(self.id, model, "edits")
+        limit = MAX_GPT_IMAGE_INPUTS if family == "gpt-image" else 1
+        if not request.images:
+            raise InvalidRequest(
+                "An edit needs at least one 'image'.",
+                param="image",
+                code="missing_required_parameter",
+            )
+        if len(request.images) > limit:
+            raise InvalidRequest(
+                f"Model '{model}' on provider '{self.id}' accepts at most {limit} input "
+                f"image(s); got {len(request.images)}.",
+                param="image",
+                code="too_many_images",
+            )
+        fields = self._fields(request, model, "edit")
+        fields["prompt"] = request.prompt
+        key = "image[]" if len(request.images) > 1 else "image"
+        files: list[FilePart] = [(key, _file(img)) for img in request.images]
+        if request.mask is not None:
+            mask = await anyio.to_thread.run_sync(openai_mask, request.mask, request.images[0])
+            files.append(("mask", ("mask.png", mask, "image/png")))
+
+        async def call(k: int) -> list[ImageResult]:
+            form = {**fields, "n": k}
+            return [await self._send("edits", upstream_model, form=form, files=files)]
+
+        return await self._fan_out(request.n, model, call)
+
+    async def variation(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        model = upstream_model
+        if model_family(model) != "dall-e-2":
+            raise _unsupported(self.id, model, "variations")
+        fields = self._fields(request, model, "variation")
+        files = [("image", _file(request.images[0]))]
+
+        async def call(k: int) -> list[ImageResult]:
+            form = {**fields, "n": k}
+            return [await self._send("variations", upstream_model, form=form, files=files)]
+
+        return await self._fan_out(request.n, model, call)
+
+    # -- hooks the Azure adapter overrides ----------------------------------------------
+
+    def url(self, operation: str, upstream_model: str) -> tuple[str, dict[str, str]]:
+        """The URL and query parameters of ``/images/<operation>``."""
+        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        return f"{base}/images/{operation}", {}
+
+    def auth_headers(self) -> dict[str, str]:
+        headers = {"Authorization": f"Bearer {self.config.resolved_api_key() or ''}"}
+        for option, header in (
+            ("organization", "OpenAI-Organization"),
+            ("project", "OpenAI-Project"),
+        ):
+            value = self.config.options.get(option)
+            if value:
+                headers[header] = str(value)
+        return headers
+
+    def is_content_policy(self, error: dict[str, Any]) -> bool:
+        """``content_policy_violation`` (dall-e) and ``moderation_blocked`` (gpt-image) are
+        recognised by ``upstream_error`` itself."""
+        return False
+
+    def output_format(self, requested: str | None) -> str | None:
+        """The ``output_format`` to send; None lets the upstream default (png) stand and
+        leaves conversion to the gateway."""
+        return requested if requested in self.capabilities.output_formats else None
+
+    # -- request building -----------------------------------------------------------------
+
+    def _fields(self, request: ImageRequest, model: str, operation: Operation) -> dict[str, Any]:
+        family = model_family(model)
+        fields: dict[str, Any] = {"model": model, "size": upstream_size(model, request)}
+        if request.user:
+            fields["user"] = request.user
+        if family == "gpt-image":
+            fmt = self.output_format(request.output_format)
+            if fmt is not None:
+                fields["output_format"] = fmt
+                if request.output_compression is not None and fmt in self.compression_formats:
+                    fields["output_compression"] = request.output_compression
+            for name in ("quality", "background"):
+                if getattr(request, name) is not None:
+                    fields[name] = getattr(request, name)
+            if operation == "generate" and request.moderation is not None:
+                fields["moderation"] = request.moderation
+            if operation == "edit" and request.input_fidelity is not None:
+                fields["input_fidelity"] = request.input_fidelity
+            return fields
+        fields["response_format"] = "b64_json"
+        if operation != "variation" and request.quality is not None:
+            fields["quality"] = request.quality
+        if family == "dall-e-3" and request.style is not None:
+            fields["style"] = request.style
+        return fields
+
+    async def _fan_out(
+        self, n: int, model: str, call: Callable[[int], Awaitable[list[ImageResult]]]
+    ) -> ImageResult:
+        per_call = 1 if model_family(model) == "dall-e-3" else self.capabilities.max_n_per_call
+        return merge_results(await fan_out(n, per_call, call))
+
+    async def _send(
+        self,
+        operation: str,
+        upstream_model: str,
+        *,
+        json_body: dict[str, Any] | None = None,
+        form: dict[str, Any] | None = None,
+        files: list[FilePart] | None = None,
+    ) -> ImageResult:
+        url, params = self.url(operation, upstream_model)
+        headers = {"Accept": "application/json", **self.auth_headers()}
+        timeout = self.config.timeout_s
+        if json_body is not None:
+            headers["Content-Type"] = "application/json"
+            response = await self.context.http.post(
+                url,
+                params=params,
+                content=orjson.dumps(json_body),
+                headers=headers,
+                timeout=timeout,
+            )
+        else:
+            data = {k: _form_value(v) for k, v in (form or {}).items()}
+            response = await self.context.http.post(
+                url, params=params, data=data, files=files, headers=headers, timeout=timeout
+            )
+        if response.status_code >= 400:
+            raise self._error(response)
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise bad_upstream(self.id, "returned invalid JSON") from exc
+        return await self._result(payload, upstream_model)
+
+    # -- response parsing -----------------------------------------------------------------
+
+    async def _result(self, payload: Any, upstream_model: str) -> ImageResult:
+        items = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(items, list) or not items:
+            raise bad_upstream(self.id, "returned no images")
+        images = [await self._image(item) for item in items]
+        return ImageResult(
+            images=images,
+            usage=_usage(payload.get("usage")),
+            upstream_model=upstream_model,
+            quality=_str(payload.get("quality")),
+            background=_str(payload.get("background")),
+        )
+
+    async def _image(self, item: Any) -> GeneratedImage:
+        if not isinstance(item, dict):
+            raise bad_upstream(self.id, "returned a malformed image entry")
+        revised = _str(item.get("revised_prompt"))
+        if isinstance(item.get("b64_json"), str):
+            return image_from_b64(self.id, item["b64_json"], revised_prompt=revised)
+        if isinstance(item.get("url"), str):
+            try:
+                data = await self.context.fetch_url(item["url"])
+            except GatewayError as exc:
+                message = f"result URL could not be fetched: {exc.message}"
+                raise bad_upstream(self.id, message) from exc
+            return image_from_bytes(self.id, data, revised_prompt=revised)
+        raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
+
+    def _error(self, response: httpx.Response) -> UpstreamError:
+        error = _error_body(response)
+        message = _str(error.get("message")) or response.reason_phrase or "error"
+        return upstream_error(
+            self.id,
+            response.status_code,
+            message[:500],
+            code=_str(error.get("code")),
+            param=_str(error.get("param")) or None,
+            retry_after_s=_retry_after(response),
+            content_policy=self.is_content_policy(error),
+        )
+
+
+def merge_results(results: list[ImageResult]) -> ImageResult:
+    """One result from fanned-out calls: images in call order, token usage summed."""
+    first = results[0]
+    if len(results) == 1:
+        return first
+    usages = [r.usage for r in results if r.usage is not None]
+    usage = None
+    if usages:
+        details: dict[str, int] = {}
+        for u in usages:
+            for key, value in (u.input_tokens_details or {}).items():
+                details[key] = details.get(key, 0) + value
+        usage = TokenUsage(
+            input_tokens=sum(u.input_tokens for u in usages),
+            output_tokens=sum(u.output_tokens for u in usages),
+            total_tokens=sum(u.total_tokens for u in usages),
+            input_tokens_details=details or None,
+        )
+    return ImageResult(
+        images=[image for r in results for image in r.images],
+        usage=usage,
+        upstream_model=first.upstream_model,
+        quality=first.quality,
+        background=first.background,
+    )
+
+
+def _unsupported(provider_id: str, model: str, what: str) -> InvalidRequest:
+    return InvalidRequest(
+        f"Model '{model}' on provider '{provider_id}' does not support {what}.",
+        param="model",
+        code="unsupported_operation",
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``retry-after-ms`` (which OpenAI and Azure send, more precise) before ``retry-after``."""
+    value = response.headers.get("retry-after-ms")
+    if value is not None:
+        try:
+            return float(value) / 1000
+        except ValueError:
+            pass
+    return retry_after(response)
+
+
+def _file(image: InputImage) -> tuple[str, bytes, str]:
+    return (f"{image.filename or 'image'}.{image.format}", image.data, image.mime_type)
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    return error if isinstance(error, dict) else {}
+
+
+def _usage(raw: Any) -> TokenUsage | None:
+    if not isinstance(raw, dict):
+        return None
+    details = raw.get("input_tokens_details")
+    return TokenUsage(
+        input_tokens=_int(raw.get("input_tokens")),
+        output_tokens=_int(raw.get("output_tokens")),
+        total_tokens=_int(raw.get("total_tokens")),
+        input_tokens_details=(
+            {k: _int(v) for k, v in details.items()} if isinstance(details, dict) else None
+        ),
+    )
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0

@@ -1,0 +1,243 @@
+"""Adapter for Stability AI's v2beta Stable Image API (api.stability.ai).
+
+Wire protocol (platform.stability.ai/docs/api-reference, "Stable Image" generate and edit
+sections; Stability's official ComfyUI nodes, Stability-AI/ComfyUI-SAI_API
+``stability_api.py``): every call is ``POST`` ``multipart/form-data`` with
+``Authorization: Bearer <key>``. We send ``Accept: application/json`` and read
+``{"image": <base64>, "finish_reason": "SUCCESS" | "CONTENT_FILTERED", "seed"}``; a
+``CONTENT_FILTERED`` image is blurred, so it becomes 400 ``content_policy_violation``
+rather than an output. Errors are ``{"id", "name", "errors": [...]}`` with 400, 401, 402,
+403 (``name: content_moderation`` is the caller's content), 404, 413, 422, 429, 500.
+
+Which endpoint each upstream model uses:
+
+* ``core`` / ``ultra``: ``/v2beta/stable-image/generate/core|ultra``.
+* ``sd3.5-large``, ``sd3.5-large-turbo``, ``sd3.5-medium``, ... (any ``sd3*``):
+  ``/v2beta/stable-image/generate/sd3`` with ``model=<upstream model>``.
+* ``inpaint``: ``/v2beta/stable-image/edit/inpaint`` with ``image`` and a black/white
+  ``mask`` (white = edit), converted from the OpenAI mask (transparent = edit) and resized
+  to the image; without a mask the image's own transparent pixels are the region.
+
+Generations send ``aspect_ratio``: the nearest of 21:9, 16:9, 3:2, 5:4, 1:1, 4:5, 2:3,
+9:16, 9:21 to the resolved size (the gateway reports the size actually produced).
+Unmasked edits on ``ultra`` and ``sd3*`` are image-to-image: the input as ``image`` plus
+``strength`` (0 keeps the input, 1 ignores it; ``extra.strength``, else
+``options.strength``, else 0.7) and, for sd3, ``mode=image-to-image``; the output keeps
+the input's aspect ratio. ``core`` has no image input. One image per call, so ``n`` fans
+out. ``negative_prompt``, ``style_preset``, ``cfg_scale`` and ``grow_mask`` pass through
+from the request's extra fields; ``seed`` passes through.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import anyio.to_thread
+import httpx
+import orjson
+
+from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
+from imagegate.media.images import decode
+from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_white_means_edit
+from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.common import (
+    bad_upstream,
+    fan_out,
+    image_from_b64,
+    nearest_aspect_ratio,
+    retry_after,
+    upstream_error,
+)
+
+DEFAULT_BASE_URL = "https://api.stability.ai"
+ASPECT_RATIOS = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21")
+DEFAULT_STRENGTH = 0.7
+_GENERATE = "/v2beta/stable-image/generate/"
+_INPAINT = "/v2beta/stable-image/edit/inpaint"
+_IMAGE_TO_IMAGE = ("ultra", "sd3")  # model families whose generate endpoint takes an image
+_PASSTHROUGH = ("negative_prompt", "style_preset", "cfg_scale")
+_Part = tuple[str, tuple[str | None, bytes | str, str | None]]
+
+
+class StabilityProvider(Provider):
+    """Stable Image Core / Ultra, Stable Diffusion 3.5 and inpainting via Stability AI."""
+
+    type_name: ClassVar[str] = "stability"
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        operations=frozenset({"generate", "edit"}),
+        max_input_images=1,
+        supports_mask=True,
+        output_formats=frozenset({"png", "jpeg", "webp"}),
+        transparent_background=False,
+        supports_seed=True,
+        max_n_per_call=1,
+    )
+
+    @property
+    def base_url(self) -> str:
+        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        if upstream_model == "inpaint":
+            raise InvalidRequest(
+                "Stability inpainting only edits; send an image and a mask.",
+                param="model",
+                code="unsupported_operation",
+            )
+        fields = self._fields(request, upstream_model)
+        fields["aspect_ratio"] = nearest_aspect_ratio(request.width, request.height, ASPECT_RATIOS)
+        if _is_sd3(upstream_model):
+            fields["mode"] = "text-to-image"
+        return await self._run(request, upstream_model, self._path(upstream_model), fields, [])
+
+    async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        if len(request.images) != 1:
+            raise InvalidRequest(
+                f"Stability '{upstream_model}' edits exactly one image.",
+                param="image",
+                code="too_many_images",
+            )
+        image = request.images[0]
+        if upstream_model == "inpaint":
+            mask = await anyio.to_thread.run_sync(_white_mask, image, request.mask)
+            fields = self._fields(request, upstream_model)
+            if "grow_mask" in request.extra:
+                fields["grow_mask"] = request.extra["grow_mask"]
+            files = [_file("image", image), ("mask", ("mask.png", mask, "image/png"))]
+            return await self._run(request, upstream_model, _INPAINT, fields, files)
+        if request.mask is not None:
+            raise InvalidRequest(
+                f"Stability '{upstream_model}' edits the whole image and takes no mask; use "
+                "the inpainting model for masked edits.",
+                param="mask",
+                code="unsupported_parameter",
+            )
+        if not upstream_model.startswith(_IMAGE_TO_IMAGE):
+            raise InvalidRequest(
+                f"Stability '{upstream_model}' does not take input images.",
+                param="model",
+                code="unsupported_operation",
+            )
+        fields = self._fields(request, upstream_model)
+        strength = request.extra.get("strength", self.config.options.get("strength"))
+        fields["strength"] = DEFAULT_STRENGTH if strength is None else strength
+        if _is_sd3(upstream_model):
+            fields["mode"] = "image-to-image"
+        files = [_file("image", image)]
+        return await self._run(request, upstream_model, self._path(upstream_model), fields, files)
+
+    def _path(self, upstream_model: str) -> str:
+        return _GENERATE + ("sd3" if _is_sd3(upstream_model) else upstream_model)
+
+    def _fields(self, request: ImageRequest, upstream_model: str) -> dict[str, Any]:
+        fields: dict[str, Any] = {"prompt": request.prompt or ""}
+        fmt = request.output_format or "png"
+        if _is_sd3(upstream_model):
+            fields["model"] = upstream_model
+            fmt = "jpeg" if fmt == "jpeg" else "png"  # sd3 makes png or jpeg only
+        fields["output_format"] = fmt
+        if request.seed is not None:
+            fields["seed"] = request.seed
+        for name in _PASSTHROUGH:
+            if name in request.extra:
+                fields[name] = request.extra[name]
+        return fields
+
+    async def _run(
+        self,
+        request: ImageRequest,
+        upstream_model: str,
+        path: str,
+        fields: dict[str, Any],
+        files: list[_Part],
+    ) -> ImageResult:
+        parts: list[_Part] = [(k, (None, _form_value(v), None)) for k, v in fields.items()]
+        parts += files
+
+        async def one(_: int) -> list[GeneratedImage]:
+            return [await self._one(path, parts)]
+
+        images = await fan_out(request.n, 1, one)
+        return ImageResult(images=images, upstream_model=upstream_model)
+
+    async def _one(self, path: str, parts: list[_Part]) -> GeneratedImage:
+        headers = {"Accept": "application/json"}
+        key = self.config.resolved_api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        response = await self.context.http.post(
+            f"{self.base_url}{path}", files=parts, headers=headers, timeout=self.config.timeout_s
+        )
+        if response.status_code >= 400:
+            raise self._error(response)
+        try:
+            payload = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise bad_upstream(self.id, "returned invalid JSON") from exc
+        if not isinstance(payload, dict):
+            raise bad_upstream(self.id, "returned a JSON value that is not an object")
+        if payload.get("finish_reason") == "CONTENT_FILTERED":
+            raise upstream_error(
+                self.id, 400, "the output was flagged by content moderation", content_policy=True
+            )
+        b64 = payload.get("image")
+        if not isinstance(b64, str) or not b64:
+            raise bad_upstream(self.id, "returned no image")
+        return image_from_b64(self.id, b64)
+
+    def _error(self, response: httpx.Response) -> UpstreamError:
+        try:
+            body = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            body = None
+        body = body if isinstance(body, dict) else {}
+        name = body.get("name") if isinstance(body.get("name"), str) else None
+        errors = body.get("errors")
+        texts = [str(e) for e in errors] if isinstance(errors, list) else []
+        message = ("; ".join(texts) or name or response.reason_phrase or "error")[:500]
+        status = response.status_code
+        if status in (402, 404):
+            # 402: the gateway's Stability account is out of credits; 404: the endpoint or
+            # model is gone (a stale catalog entry). Neither is the caller's doing: fail over.
+            return UpstreamError(
+                f"{self.id} returned {status}: {message}", status=status, retryable=True
+            )
+        return upstream_error(
+            self.id,
+            status,
+            message,
+            retry_after_s=retry_after(response),
+            content_policy=name == "content_moderation",
+        )
+
+
+def _is_sd3(upstream_model: str) -> bool:
+    return upstream_model.startswith("sd3")
+
+
+def _file(name: str, image: InputImage) -> _Part:
+    return (name, (f"{image.filename or 'image'}.{image.format}", image.data, image.mime_type))
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def _white_mask(image: InputImage, mask: InputImage | None) -> bytes:
+    """A white-means-edit PNG the size of ``image`` (Stability's inpaint convention)."""
+    if mask is not None:
+        region = edit_region(decode(mask, param="mask"), (image.width, image.height))
+    else:
+        found = edit_region_from_image_alpha(decode(image))
+        if found is None:
+            raise InvalidRequest(
+                "Inpainting needs a mask, or an image whose transparent pixels mark the area "
+                "to edit.",
+                param="mask",
+                code="missing_required_parameter",
+            )
+        region = found
+    return to_white_means_edit(region)

@@ -1,0 +1,251 @@
+"""Adapter for Together AI's image endpoint.
+
+Wire protocol (Together API reference, "Create image", docs.together.ai/reference/
+post-images-generations; official SDK togethercomputer/together-py
+``src/together/types/image_generate_params.py``): one synchronous ``POST
+/v1/images/generations`` with ``Authorization: Bearer``, a JSON body ``{model, prompt,
+width, height, n, seed, steps, negative_prompt, response_format: "base64" | "url",
+output_format: "jpeg" | "png", image_url, ...}`` and a reply ``{"id", "model",
+"object": "list", "data": [{"index", "b64_json" | "url"}]}``. Failures are
+``{"error": {"message", "type", "param", "code"}}`` (together-python
+``types/error.py``); statuses per docs.together.ai/docs/error-codes.
+
+Normalisation:
+
+* Size: Together takes any ``width``/``height``. The requested size is scaled down (aspect
+  kept) until both sides fit ``[min_side, max_side]`` (256..1920 by default, options
+  ``min_side``/``max_side``), then each side is rounded to the nearest multiple of
+  ``size_multiple`` (16). The gateway reports the size the image really has.
+* ``n``: at most ``max_n_per_call`` (4) per request; more fan out in parallel, and call
+  ``k`` gets ``seed + <index of its first image>`` so batches never repeat each other. A
+  reply with fewer images than asked is topped up once.
+* Edits: Kontext models take the single input image as ``image_url`` (sent as a data
+  URL). Masks are not supported; more than one image is refused naming the limit.
+* Output: ``jpeg``/``png`` are passed as ``output_format``; webp is re-encoded by the
+  gateway. Result URLs are fetched through the gateway's guarded fetcher.
+* Errors: 402 (the account's spending limit) fails over like 401; a 4xx whose message
+  names NSFW/unsafe content becomes ``content_policy_violation`` (Together documents no
+  code for it, so the message is the only signal).
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Awaitable
+from typing import Any
+
+import httpx
+import orjson
+
+from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
+from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.common import (
+    bad_upstream,
+    fan_out,
+    image_from_b64,
+    image_from_bytes,
+    retry_after,
+    upstream_error,
+)
+
+DEFAULT_BASE_URL = "https://api.together.xyz/v1"
+MAX_N_PER_CALL = 4
+MAX_INPUT_IMAGES = 1
+# Caller fields Together understands, forwarded from ``ImageRequest.extra`` as given.
+_EXTRA_FIELDS = (
+    "steps",
+    "negative_prompt",
+    "guidance_scale",
+    "guidance",
+    "disable_safety_checker",
+    "image_loras",
+    "prompt_upsampling",
+)
+_POLICY_WORDS = ("nsfw", "unsafe content", "content policy", "safety filter", "moderation")
+
+
+class TogetherProvider(Provider):
+    type_name = "together"
+    capabilities = Capabilities(
+        operations=frozenset({"generate", "edit"}),
+        max_input_images=MAX_INPUT_IMAGES,
+        supports_mask=False,
+        output_formats=frozenset({"png", "jpeg"}),
+        transparent_background=False,
+        supports_seed=True,
+        max_n_per_call=MAX_N_PER_CALL,
+    )
+
+    @property
+    def base_url(self) -> str:
+        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        body = self._body(request, upstream_model)
+        return await self._run(request, body, upstream_model)
+
+    async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        if request.mask is not None:
+            raise InvalidRequest(
+                f"Provider '{self.id}' does not accept a mask: Kontext edits follow the "
+                "prompt over the whole image.",
+                param="mask",
+                code="unsupported_parameter",
+            )
+        if len(request.images) > MAX_INPUT_IMAGES:
+            raise InvalidRequest(
+                f"Provider '{self.id}' accepts at most {MAX_INPUT_IMAGES} input image for "
+                f"edits; got {len(request.images)}.",
+                param="image",
+                code="too_many_images",
+            )
+        body = self._body(request, upstream_model)
+        body["image_url"] = _data_url(request.images[0])
+        return await self._run(request, body, upstream_model)
+
+    def _body(self, request: ImageRequest, upstream_model: str) -> dict[str, Any]:
+        width, height = self._dimensions(request.width, request.height)
+        body: dict[str, Any] = {
+            "model": upstream_model,
+            "prompt": request.prompt,
+            "width": width,
+            "height": height,
+            "response_format": self.config.options.get("response_format", "base64"),
+        }
+        if request.output_format in ("png", "jpeg"):
+            body["output_format"] = request.output_format
+        for name in _EXTRA_FIELDS:
+            if name in request.extra:
+                body[name] = request.extra[name]
+        return body
+
+    def _dimensions(self, width: int, height: int) -> tuple[int, int]:
+        """Fit ``width`` x ``height`` into Together's bounds (see the module docstring)."""
+        options = self.config.options
+        low = int(options.get("min_side", 256))
+        high = int(options.get("max_side", 1920))
+        step = int(options.get("size_multiple", 16))
+        scale = min(1.0, high / max(width, height))
+        if min(width, height) * scale < low:  # too small (or too thin): grow the short side
+            scale = low / min(width, height)
+
+        def fit(side: int) -> int:
+            rounded = int(side * scale / step + 0.5) * step  # half up, not to even
+            return min(max(rounded, low), high)
+
+        return fit(width), fit(height)
+
+    async def _run(
+        self, request: ImageRequest, body: dict[str, Any], upstream_model: str
+    ) -> ImageResult:
+        per_call = int(self.config.options.get("max_n_per_call", MAX_N_PER_CALL))
+        first = [0]  # index of the next batch's first image
+
+        def batch(k: int) -> Awaitable[list[GeneratedImage]]:
+            # fan_out calls this in order as it creates the calls, so every batch gets
+            # its own seeds before any of them runs.
+            offset, first[0] = first[0], first[0] + k
+            return self._batch(body, k, request.seed, offset)
+
+        images = await fan_out(request.n, per_call, batch)
+        if len(images) < request.n:  # some models make fewer than asked: top up once
+            missing = request.n - len(images)
+            images += await fan_out(missing, per_call, batch)
+        if len(images) < request.n:
+            raise bad_upstream(self.id, f"returned {len(images)} of {request.n} images")
+        return ImageResult(images=images[: request.n], upstream_model=upstream_model)
+
+    async def _batch(
+        self, body: dict[str, Any], n: int, seed: int | None, offset: int
+    ) -> list[GeneratedImage]:
+        payload = {**body, "n": n}
+        if seed is not None:
+            payload["seed"] = seed + offset
+        return await self._post(payload)
+
+    async def _post(self, payload: dict[str, Any]) -> list[GeneratedImage]:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        key = self.config.resolved_api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        try:
+            response = await self.context.http.post(
+                f"{self.base_url}/images/generations",
+                content=orjson.dumps(payload),
+                headers=headers,
+                timeout=self.config.timeout_s,
+            )
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(
+                f"{self.id} timed out", status=504, retryable=True, timeout=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"{self.id} unreachable: {type(exc).__name__}", status=502, retryable=True
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        try:
+            reply = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise bad_upstream(self.id, "returned invalid JSON") from exc
+        items = reply.get("data") if isinstance(reply, dict) else None
+        if not isinstance(items, list) or not items:
+            raise bad_upstream(self.id, "returned no images")
+        return [await self._image(item) for item in items]
+
+    async def _image(self, item: Any) -> GeneratedImage:
+        if not isinstance(item, dict):
+            raise bad_upstream(self.id, "returned a malformed image entry")
+        if isinstance(item.get("b64_json"), str):
+            return image_from_b64(self.id, item["b64_json"])
+        if isinstance(item.get("url"), str):
+            return image_from_bytes(self.id, await self._fetch(item["url"]))
+        raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
+
+    async def _fetch(self, url: str) -> bytes:
+        """Download a result URL; failing to is the upstream's fault, so fail over."""
+        try:
+            return await self.context.fetch_url(url)
+        except GatewayError as exc:
+            raise bad_upstream(self.id, f"result URL could not be fetched: {exc.message}") from exc
+
+    def _error(self, response: httpx.Response) -> UpstreamError:
+        error = _error_body(response)
+        message = str(error.get("message") or response.reason_phrase or "error")[:500]
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+        param = error.get("param") if isinstance(error.get("param"), str) else None
+        status = response.status_code
+        if status == 402:  # the gateway's account is out of funds: another provider may serve
+            return UpstreamError(
+                f"{self.id} returned 402: {message}",
+                status=402,
+                retryable=True,
+                retry_after_s=retry_after(response),
+            )
+        policy = 400 <= status < 500 and any(w in message.lower() for w in _POLICY_WORDS)
+        return upstream_error(
+            self.id,
+            status,
+            message,
+            code=code,
+            param=param,
+            retry_after_s=retry_after(response),
+            content_policy=policy,
+        )
+
+
+def _data_url(image: InputImage) -> str:
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def _error_body(response: httpx.Response) -> dict[str, Any]:
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return {}
+    error = body.get("error") if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        return error
+    return {"message": error} if isinstance(error, str) else {}

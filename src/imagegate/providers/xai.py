@@ -1,0 +1,235 @@
+"""Adapter for xAI's Grok Imagine image API.
+
+Wire protocol (docs.x.ai "Image Generation" / "Imagine overview" and "Debugging Errors";
+the request enums match the official SDK xai-org/xai-sdk-python
+``src/xai_sdk/types/image.py``; the REST edit body matches Vercel's ``@ai-sdk/xai``
+``packages/xai/src/xai-image-model.ts``): ``Authorization: Bearer``, JSON only.
+
+* ``POST /v1/images/generations`` ``{model, prompt, n (1-10), response_format: "url" |
+  "b64_json", aspect_ratio, resolution: "1k" | "2k", user}``.
+* ``POST /v1/images/edits`` the same plus ``image: {"type": "image_url", "url"}`` (a URL or
+  a base64 data URI) or ``images: [...]`` for up to 3 sources. xAI documents no mask.
+* Reply ``{"data": [{"b64_json" | "url", "mime_type"?, "revised_prompt"?}]}``; an image
+  withheld by moderation has ``respect_moderation: false`` and no bytes.
+* Errors come as ``{"code": "<status text>", "error": "<message>"}`` (what the API sends
+  today) or OpenAI-style ``{"error": {"message", "code"}}``; both are read. Per the
+  debugging page a wrong API key is a *400* whose message says so: it is treated as 401.
+
+Normalisation: xAI takes no ``size``. A sized request maps to the nearest documented
+``aspect_ratio`` (compared in log space) and to ``resolution`` "2k" when it asks for more
+than 2 megapixels (the log-space midpoint of 1k and 2k), else "1k"; ``size: auto`` sends
+neither and lets xAI choose. A single-image edit keeps its input's aspect ratio (xAI's
+rule), so only multi-image edits send ``aspect_ratio``. The gateway reports the size the
+image really has. Output is JPEG; other formats are re-encoded by the gateway. ``seed``
+is not supported by xAI.
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Any
+
+import httpx
+import orjson
+
+from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
+from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.common import (
+    bad_upstream,
+    image_from_b64,
+    image_from_bytes,
+    nearest_aspect_ratio,
+    retry_after,
+    upstream_error,
+)
+
+DEFAULT_BASE_URL = "https://api.x.ai/v1"
+MAX_N = 10
+MAX_INPUT_IMAGES = 3
+ASPECT_RATIOS = (
+    "1:1",
+    "3:4",
+    "4:3",
+    "9:16",
+    "16:9",
+    "2:3",
+    "3:2",
+    "9:19.5",
+    "19.5:9",
+    "9:20",
+    "20:9",
+    "1:2",
+    "2:1",
+)
+TWO_K_ABOVE_PIXELS = 2 * 1024 * 1024
+_POLICY_WORDS = ("moderation", "content policy", "safety", "violat")
+
+
+class XAIProvider(Provider):
+    type_name = "xai"
+    capabilities = Capabilities(
+        operations=frozenset({"generate", "edit"}),
+        max_input_images=MAX_INPUT_IMAGES,
+        supports_mask=False,
+        output_formats=frozenset({"jpeg"}),
+        transparent_background=False,
+        supports_seed=False,
+        max_n_per_call=MAX_N,
+    )
+
+    @property
+    def base_url(self) -> str:
+        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+
+    async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        body = self._body(request, upstream_model, aspect=True)
+        return await self._collect("/images/generations", body, request.n, upstream_model)
+
+    async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
+        if request.mask is not None:
+            raise InvalidRequest(
+                f"Provider '{self.id}' does not accept a mask: xAI edits follow the prompt "
+                "over the whole image.",
+                param="mask",
+                code="unsupported_parameter",
+            )
+        if len(request.images) > MAX_INPUT_IMAGES:
+            raise InvalidRequest(
+                f"Provider '{self.id}' accepts at most {MAX_INPUT_IMAGES} input images for "
+                f"edits; got {len(request.images)}.",
+                param="image",
+                code="too_many_images",
+            )
+        sources = [{"type": "image_url", "url": _data_url(img)} for img in request.images]
+        body = self._body(request, upstream_model, aspect=len(sources) > 1)
+        if len(sources) == 1:
+            body["image"] = sources[0]
+        else:
+            body["images"] = sources
+        return await self._collect("/images/edits", body, request.n, upstream_model)
+
+    def _body(self, request: ImageRequest, upstream_model: str, *, aspect: bool) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": upstream_model,
+            "prompt": request.prompt,
+            "response_format": self.config.options.get("response_format", "b64_json"),
+        }
+        if request.size != "auto":
+            if aspect:
+                body["aspect_ratio"] = nearest_aspect_ratio(
+                    request.width, request.height, ASPECT_RATIOS
+                )
+            pixels = request.width * request.height
+            body["resolution"] = "2k" if pixels > TWO_K_ABOVE_PIXELS else "1k"
+        if request.user:
+            body["user"] = request.user
+        return body
+
+    async def _collect(
+        self, path: str, body: dict[str, Any], n: int, upstream_model: str
+    ) -> ImageResult:
+        """Ask for ``n`` images; if fewer come back, ask once more for the rest."""
+        images = await self._post(path, {**body, "n": n})
+        if 0 < len(images) < n:
+            images += await self._post(path, {**body, "n": n - len(images)})
+        if len(images) < n:
+            raise bad_upstream(self.id, f"returned {len(images)} of {n} images")
+        return ImageResult(images=images[:n], upstream_model=upstream_model)
+
+    async def _post(self, path: str, payload: dict[str, Any]) -> list[GeneratedImage]:
+        headers = {"Accept": "application/json", "Content-Type": "application/json"}
+        key = self.config.resolved_api_key()
+        if key:
+            headers["Authorization"] = f"Bearer {key}"
+        try:
+            response = await self.context.http.post(
+                f"{self.base_url}{path}",
+                content=orjson.dumps(payload),
+                headers=headers,
+                timeout=self.config.timeout_s,
+            )
+        except httpx.TimeoutException as exc:
+            raise UpstreamError(
+                f"{self.id} timed out", status=504, retryable=True, timeout=True
+            ) from exc
+        except httpx.HTTPError as exc:
+            raise UpstreamError(
+                f"{self.id} unreachable: {type(exc).__name__}", status=502, retryable=True
+            ) from exc
+        if response.status_code >= 400:
+            raise self._error(response)
+        try:
+            reply = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise bad_upstream(self.id, "returned invalid JSON") from exc
+        items = reply.get("data") if isinstance(reply, dict) else None
+        if not isinstance(items, list) or not items:
+            raise bad_upstream(self.id, "returned no images")
+        return [await self._image(item) for item in items]
+
+    async def _image(self, item: Any) -> GeneratedImage:
+        if not isinstance(item, dict):
+            raise bad_upstream(self.id, "returned a malformed image entry")
+        revised = item.get("revised_prompt")
+        revised = revised if isinstance(revised, str) else None
+        if isinstance(item.get("b64_json"), str) and item["b64_json"]:
+            return image_from_b64(self.id, item["b64_json"], revised_prompt=revised)
+        if isinstance(item.get("url"), str) and item["url"]:
+            data = await self._fetch(item["url"])
+            return image_from_bytes(self.id, data, revised_prompt=revised)
+        if item.get("respect_moderation") is False:
+            raise upstream_error(
+                self.id, 400, "the image was withheld by xAI's moderation", content_policy=True
+            )
+        raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
+
+    async def _fetch(self, url: str) -> bytes:
+        """Download a result URL; failing to is the upstream's fault, so fail over."""
+        try:
+            return await self.context.fetch_url(url)
+        except GatewayError as exc:
+            raise bad_upstream(self.id, f"result URL could not be fetched: {exc.message}") from exc
+
+    def _error(self, response: httpx.Response) -> UpstreamError:
+        message, code = _error_fields(response)
+        message = (message or response.reason_phrase or "error")[:500]
+        status = response.status_code
+        lowered = message.lower()
+        if status == 400 and "api key" in lowered:
+            status = 401  # xAI answers a wrong key with 400; it is ours, not the caller's
+        policy = status in (400, 403, 422) and any(w in lowered for w in _POLICY_WORDS)
+        error = upstream_error(
+            self.id,
+            status,
+            message,
+            code=code,
+            retry_after_s=retry_after(response),
+            content_policy=policy,
+        )
+        error.status = response.status_code  # classified as 401, reported as sent
+        return error
+
+
+def _data_url(image: InputImage) -> str:
+    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
+
+
+def _error_fields(response: httpx.Response) -> tuple[str | None, str | None]:
+    """``(message, code)`` from either error shape xAI uses; the code only if it is a
+    machine-readable token (the flat shape's ``code`` is a sentence)."""
+    try:
+        body = orjson.loads(response.content)
+    except orjson.JSONDecodeError:
+        return None, None
+    if not isinstance(body, dict):
+        return None, None
+    error = body.get("error")
+    if isinstance(error, dict):
+        message = error.get("message")
+        code = error.get("code")
+    else:
+        message, code = error, body.get("code")
+    message = message if isinstance(message, str) else None
+    code = code if isinstance(code, str) and code.isidentifier() else None
+    return message, code

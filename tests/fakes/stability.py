@@ -1,0 +1,246 @@
+"""A loopback fake of Stability AI's v2beta Stable Image API, for the ``stability`` adapter.
+
+Follows platform.stability.ai/docs/api-reference ("Generate: Stable Image Ultra / Core,
+Stable Diffusion 3.5", "Edit: Inpaint"; the 200/400/403/413/422/429/500 response
+descriptions) and Stability's official ComfyUI nodes (Stability-AI/ComfyUI-SAI_API,
+``stability_api.py``: endpoints, multipart fields, per-endpoint output formats and
+aspect-ratio dimensions, error ``name`` values):
+
+* ``POST /v2beta/stable-image/generate/{core,ultra,sd3}`` and
+  ``/v2beta/stable-image/edit/inpaint``, ``multipart/form-data``, ``Authorization: Bearer``.
+* ``Accept: application/json`` answers ``{"image": <base64>, "finish_reason", "seed"}``;
+  ``Accept: image/*`` answers the bytes with ``finish-reason`` and ``seed`` headers.
+* Fields: ``prompt`` (required), ``aspect_ratio`` (16:9 1:1 21:9 2:3 3:2 4:5 5:4 9:16
+  9:21), ``output_format`` (sd3: png/jpeg; others png/jpeg/webp), ``seed``
+  (0..4294967294), ``negative_prompt``, ``style_preset``; sd3 adds ``model`` and ``mode``
+  (image-to-image needs ``image`` and ``strength``); ultra takes ``image`` + ``strength``;
+  inpaint takes ``image`` and an optional black/white ``mask`` (white = inpaint).
+* Errors are ``{"id", "name", "errors": [...]}``; a prompt starting with "forbidden" is
+  refused with 403 ``content_moderation``.
+
+Knobs: ``fail_status``/``fail_name`` fail every call, ``retry_after`` sets that header,
+``filter_output`` answers 200 with ``finish_reason: CONTENT_FILTERED`` (a blurred image).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
+SD3_MODELS = (
+    "sd3.5-large",
+    "sd3.5-large-turbo",
+    "sd3.5-medium",
+    "sd3.5-flash",
+    "sd3-large",
+    "sd3-large-turbo",
+    "sd3-medium",
+)
+# Output sizes per aspect ratio, as labelled in Stability's ComfyUI nodes.
+_ONE_MP = {"1:1": (1024, 1024), "5:4": (1088, 896), "3:2": (1216, 832), "16:9": (1344, 768)}
+_ONE_MP["21:9"] = (1536, 640)
+_CORE = {"1:1": (1536, 1536), "5:4": (1632, 1344), "3:2": (1824, 1248), "16:9": (2016, 1152)}
+_CORE["21:9"] = (2304, 960)
+for _table in (_ONE_MP, _CORE):
+    for _ratio, (_w, _h) in list(_table.items()):
+        _a, _b = _ratio.split(":")
+        _table[f"{_b}:{_a}"] = (_h, _w)
+SIZES = {"core": _CORE, "ultra": _ONE_MP, "sd3": _ONE_MP}
+
+
+@dataclass
+class Call:
+    path: str
+    headers: dict[str, str]
+    fields: dict[str, str]
+    files: dict[str, bytes]
+
+
+@dataclass
+class FakeStability:
+    api_key: str = "sk-stability-fake"
+    fail_status: int | None = None
+    fail_name: str = "internal_error"
+    retry_after: str | None = None
+    filter_output: bool = False
+    url: str = ""
+    calls: list[Call] = field(default_factory=list)
+
+    def reset(self) -> None:
+        """Back to defaults and empty records, keeping the server (tests share it)."""
+        self.__dict__.update(FakeStability(api_key=self.api_key, url=self.url).__dict__)
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v2beta/stable-image/generate/{kind}", self._generate, methods=["POST"]),
+                Route("/v2beta/stable-image/edit/inpaint", self._inpaint, methods=["POST"]),
+            ]
+        )
+
+    async def _generate(self, request: Request) -> Response:
+        kind = request.path_params["kind"]
+        if kind not in SIZES:
+            return _error(404, "not_found", [f"unknown endpoint generate/{kind}"])
+        return await self._handle(request, kind)
+
+    async def _inpaint(self, request: Request) -> Response:
+        return await self._handle(request, "inpaint")
+
+    async def _handle(self, request: Request, kind: str) -> Response:
+        fields, files = await _form(request)
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.calls.append(Call(request.url.path, headers, fields, files))
+        if headers.get("authorization") != f"Bearer {self.api_key}":
+            return _error(401, "unauthorized", ["authorization: invalid or missing"])
+        if self.fail_status is not None:
+            extra = {"Retry-After": self.retry_after} if self.retry_after else None
+            return _error(self.fail_status, self.fail_name, ["simulated failure"], extra)
+        accept = headers.get("accept", "")
+        problems = _check(kind, fields, files, headers)
+        if problems:
+            return _error(400, "bad_request", problems)
+        if fields["prompt"].startswith("forbidden"):
+            return _error(
+                403,
+                "content_moderation",
+                ["Your request was flagged by our content moderation system."],
+            )
+        size = _output_size(kind, fields, files)
+        fmt = fields.get("output_format", "png")
+        data = _image(*size, fmt)
+        reason = "CONTENT_FILTERED" if self.filter_output else "SUCCESS"
+        seed = int(fields.get("seed") or 1234)
+        if accept.startswith("image/"):
+            return Response(
+                data,
+                media_type=f"image/{fmt}",
+                headers={"finish-reason": reason, "seed": str(seed)},
+            )
+        return JSONResponse(
+            {"image": base64.b64encode(data).decode(), "finish_reason": reason, "seed": seed}
+        )
+
+
+def _check(
+    kind: str, fields: dict[str, str], files: dict[str, bytes], headers: dict[str, str]
+) -> list[str]:
+    problems = []
+    if not headers.get("content-type", "").startswith("multipart/form-data"):
+        problems.append("content-type: must be multipart/form-data")
+    if headers.get("accept") not in ("application/json", "image/*"):
+        problems.append("accept: must be image/* or application/json")
+    if not 1 <= len(fields.get("prompt", "")) <= 10000:
+        problems.append("prompt: is required and at most 10000 characters")
+    if "aspect_ratio" in fields and fields["aspect_ratio"] not in ASPECT_RATIOS:
+        problems.append(f"aspect_ratio: must be one of {', '.join(ASPECT_RATIOS)}")
+    formats = ("png", "jpeg") if kind == "sd3" else ("png", "jpeg", "webp")
+    if fields.get("output_format", "png") not in formats:
+        problems.append(f"output_format: must be one of {', '.join(formats)}")
+    if "seed" in fields and not 0 <= int(fields["seed"]) <= 4294967294:
+        problems.append("seed: must be between 0 and 4294967294")
+    image_to_image = "image" in files and kind in ("ultra", "sd3")
+    if kind == "sd3":
+        if fields.get("model", "sd3.5-large") not in SD3_MODELS:
+            problems.append("model: unknown model")
+        mode = fields.get("mode", "text-to-image")
+        if mode not in ("text-to-image", "image-to-image"):
+            problems.append("mode: must be text-to-image or image-to-image")
+        if mode == "image-to-image" and "image" not in files:
+            problems.append("image: is required for image-to-image")
+        image_to_image = mode == "image-to-image"
+    if kind == "core" and "image" in files:
+        problems.append("image: is not accepted")
+    if image_to_image and not 0 <= float(fields.get("strength", "-1")) <= 1:
+        problems.append("strength: is required with image, between 0 and 1")
+    if kind == "inpaint" and "image" not in files:
+        problems.append("image: is required")
+    for name in ("image", "mask"):
+        if name in files and not _readable(files[name]):
+            problems.append(f"{name}: is not a valid image")
+    return problems
+
+
+def _output_size(kind: str, fields: dict[str, str], files: dict[str, bytes]) -> tuple[int, int]:
+    if "image" in files:
+        with Image.open(io.BytesIO(files["image"])) as img:
+            width, height = img.size
+        if kind == "inpaint":
+            return width, height
+        ratio = width / height  # image-to-image keeps the input's aspect ratio
+        return round((1024 * 1024 * ratio) ** 0.5 / 64) * 64, round(
+            (1024 * 1024 / ratio) ** 0.5 / 64
+        ) * 64
+    return SIZES[kind][fields.get("aspect_ratio", "1:1")]
+
+
+def _readable(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.verify()
+        return True
+    except Exception:
+        return False
+
+
+async def _form(request: Request) -> tuple[dict[str, str], dict[str, bytes]]:
+    fields: dict[str, str] = {}
+    files: dict[str, bytes] = {}
+    if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+        return fields, files
+    form = await request.form()
+    for key, value in form.multi_items():
+        if isinstance(value, str):
+            fields[key] = value
+        else:
+            files[key] = await value.read()
+    return fields, files
+
+
+def _error(
+    status: int, name: str, errors: list[str], headers: dict[str, str] | None = None
+) -> Response:
+    body: dict[str, Any] = {"id": uuid.uuid4().hex, "name": name, "errors": errors}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _image(width: int, height: int, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (30, 160, 90)).save(buffer, fmt.upper())
+    return buffer.getvalue()
+
+
+@contextmanager
+def serve_fake(fake: FakeStability) -> Iterator[FakeStability]:
+    """Run ``fake`` on a free loopback port in a background thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    fake.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(fake.app(), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield fake
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()

@@ -1,0 +1,186 @@
+"""A loopback fake of Together AI's image endpoint, for the ``together`` adapter.
+
+Follows the Together API reference "Create image" (docs.together.ai/reference/
+post-images-generations) and the official SDK togethercomputer/together-py
+``src/together/types/image_generate_params.py``: ``POST /v1/images/generations`` with
+``Authorization: Bearer <key>`` and a JSON body ``{model, prompt, width, height, n,
+seed, steps, response_format: "base64" | "url", output_format: "jpeg" | "png",
+image_url, ...}``. A success is ``{"id", "model", "object": "list", "data": [{"index",
+"b64_json" | "url", "type"}]}`` (response shape from togethercomputer/skills
+``skills/together-images/references/api-reference.md``); failures are ``{"error":
+{"message", "type", "param", "code"}}`` (together-python ``src/together/types/error.py``)
+with the statuses of docs.together.ai/docs/error-codes (401, 402, 429, 500, 503...).
+
+What it enforces (so adapter mistakes show up as failures): the bearer key, a known
+field set, ``n`` within 1..``max_n``, width/height multiples of 16 within 256..1920, and
+``image_url`` only for Kontext models. Images are real JPEGs (PNGs when asked) of the
+requested size. ``fail`` makes every call answer that ``(status, message, code)``;
+``short_by`` makes a call return fewer images than asked; ``break_urls`` hands out result
+URLs that answer 404.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from PIL import Image
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+KNOWN_FIELDS = frozenset(
+    {
+        "model",
+        "prompt",
+        "width",
+        "height",
+        "n",
+        "seed",
+        "steps",
+        "negative_prompt",
+        "response_format",
+        "output_format",
+        "image_url",
+        "guidance_scale",
+        "guidance",
+        "disable_safety_checker",
+        "image_loras",
+        "prompt_upsampling",
+        "reference_images",
+    }
+)
+
+
+@dataclass
+class Call:
+    auth: str | None
+    body: dict[str, Any]
+
+
+@dataclass
+class FakeTogether:
+    api_key: str = "together-test-key"
+    max_n: int = 4
+    fail: tuple[int, str, str | None] | None = None
+    retry_after: str | None = None
+    short_by: int = 0
+    break_urls: bool = False  # result URLs that answer 404
+    calls: list[Call] = field(default_factory=list)
+    url: str = ""
+    _files: dict[str, bytes] = field(default_factory=dict)
+
+    def app(self) -> Starlette:
+        return Starlette(
+            routes=[
+                Route("/v1/images/generations", self._generations, methods=["POST"]),
+                Route("/files/{name}", self._file, methods=["GET"]),
+            ]
+        )
+
+    async def _file(self, request: Request) -> Response:
+        data = self._files.get(request.path_params["name"])
+        if data is None:
+            return Response(status_code=404)
+        return Response(data, media_type="image/jpeg")
+
+    async def _generations(self, request: Request) -> Response:
+        auth = request.headers.get("authorization")
+        body = await request.json()
+        self.calls.append(Call(auth, body))
+        if auth != f"Bearer {self.api_key}":
+            return _error(
+                401, "Invalid API key provided.", "invalid_request_error", "invalid_api_key"
+            )
+        if self.fail is not None:
+            status, message, code = self.fail
+            headers = {"Retry-After": self.retry_after} if self.retry_after else None
+            return _error(status, message, "invalid_request_error", code, headers)
+        problem = _problem(body, self.max_n)
+        if problem:
+            return _error(400, problem, "invalid_request_error", None)
+        fmt = "PNG" if body.get("output_format") == "png" else "JPEG"
+        count = max(1, int(body.get("n", 1)) - self.short_by)
+        data = []
+        for index in range(count):
+            image = _image(int(body["width"]), int(body["height"]), index, fmt)
+            if body.get("response_format") == "url":
+                name = f"img{len(self._files)}"
+                if not self.break_urls:
+                    self._files[name] = image
+                data.append({"index": index, "url": f"{self.url}/files/{name}", "type": "url"})
+            else:
+                encoded = base64.b64encode(image).decode()
+                data.append({"index": index, "b64_json": encoded, "type": "b64_json"})
+        return JSONResponse(
+            {"id": f"img-{len(self.calls)}", "model": body["model"], "object": "list", "data": data}
+        )
+
+
+def _problem(body: dict[str, Any], max_n: int) -> str | None:
+    unknown = set(body) - KNOWN_FIELDS
+    if unknown:
+        return f"Unknown field(s): {', '.join(sorted(unknown))}"
+    if not body.get("model") or not body.get("prompt"):
+        return "model and prompt are required"
+    n = body.get("n", 1)
+    if not isinstance(n, int) or not 1 <= n <= max_n:
+        return f"n must be between 1 and {max_n}"
+    for side in ("width", "height"):
+        value = body.get(side)
+        if not isinstance(value, int) or value % 16 or not 256 <= value <= 1920:
+            return f"{side} must be a multiple of 16 between 256 and 1920"
+    if body.get("response_format") not in (None, "base64", "url"):
+        return "response_format must be base64 or url"
+    if "image_url" in body and "kontext" not in str(body["model"]).lower():
+        return f"Model {body['model']} does not support image_url"
+    return None
+
+
+def _error(
+    status: int,
+    message: str,
+    kind: str,
+    code: str | None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return JSONResponse(
+        {"error": {"message": message, "type": kind, "param": None, "code": code}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+def _image(width: int, height: int, index: int, fmt: str) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (30 * index % 255, 90, 160)).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+@contextmanager
+def serve_fake(fake: FakeTogether) -> Iterator[FakeTogether]:
+    """Run ``fake`` on a free loopback port in a background thread."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    fake.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(fake.app(), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    try:
+        yield fake
+    finally:
+        server.should_exit = True
+        thread.join(timeout=5)
+        sock.close()

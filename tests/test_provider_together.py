@@ -1,0 +1,269 @@
+"""The ``together`` adapter against a loopback fake of Together's image endpoint."""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from PIL import Image
+
+from fakes.http_server import free_port
+from fakes.together import FakeTogether, serve_fake
+from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.types import ImageRequest, InputImage
+from imagegate.media.fetch import SafeFetcher
+from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.together import TogetherProvider
+
+SCHNELL = "black-forest-labs/FLUX.1-schnell"
+KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
+
+
+@pytest.fixture
+def fake() -> Iterator[FakeTogether]:
+    with serve_fake(FakeTogether()) as running:
+        yield running
+
+
+@pytest.fixture
+async def context(fake: FakeTogether) -> AsyncIterator[ProviderContext]:
+    host = fake.url.removeprefix("http://")
+    async with (
+        httpx.AsyncClient() as http,
+        SafeFetcher(allow_hosts=[host], max_bytes=8 * 1024 * 1024, timeout_s=5) as fetcher,
+    ):
+        yield ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
+
+
+def provider(
+    fake: FakeTogether, context: ProviderContext, api_key: str | None = None, **options: Any
+) -> TogetherProvider:
+    config = ProviderConfig(
+        id="together",
+        type="together",
+        base_url=f"{fake.url}/v1",
+        api_key=api_key or fake.api_key,
+        timeout_s=10,
+        options=options,
+    )
+    return TogetherProvider(config, context)
+
+
+def png(width: int, height: int) -> InputImage:
+    buffer = io.BytesIO()
+    Image.new("RGB", (width, height), (200, 10, 10)).save(buffer, "PNG")
+    return InputImage(data=buffer.getvalue(), format="png", width=width, height=height)
+
+
+def request(**fields: Any) -> ImageRequest:
+    fields.setdefault("prompt", "a lighthouse at dusk")
+    return ImageRequest(operation=fields.pop("operation", "generate"), model="m", **fields)
+
+
+async def test_generate_sends_documented_fields_and_decodes_base64(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    adapter = provider(fake, context)
+    result = await adapter.run(
+        request(size="1024x768", width=1024, height=768, seed=7, extra={"steps": 4}), SCHNELL
+    )
+    [call] = fake.calls
+    assert call.auth == f"Bearer {fake.api_key}"
+    assert call.body == {
+        "model": SCHNELL,
+        "prompt": "a lighthouse at dusk",
+        "width": 1024,
+        "height": 768,
+        "n": 1,
+        "seed": 7,
+        "steps": 4,
+        "response_format": "base64",
+    }
+    [image] = result.images
+    assert (image.width, image.height, image.format) == (1024, 768, "jpeg")
+    assert result.upstream_model == SCHNELL
+
+
+async def test_output_format_png_is_passed_and_webp_left_to_the_gateway(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    adapter = provider(fake, context)
+    result = await adapter.run(request(output_format="png"), SCHNELL)
+    assert fake.calls[0].body["output_format"] == "png"
+    assert result.images[0].format == "png"
+    await adapter.run(request(output_format="webp"), SCHNELL)
+    assert "output_format" not in fake.calls[1].body
+
+
+async def test_url_results_are_fetched_not_returned(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    result = await provider(fake, context, response_format="url").run(request(n=2), SCHNELL)
+    assert fake.calls[0].body["response_format"] == "url"
+    assert [(i.width, i.height, i.format) for i in result.images] == [(1024, 1024, "jpeg")] * 2
+
+
+async def test_a_result_url_that_fails_is_retryable(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    fake.break_urls = True
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context, response_format="url").run(request(), SCHNELL)
+    assert info.value.retryable
+
+
+@pytest.mark.parametrize(
+    ("asked", "sent"),
+    [
+        ((1000, 700), (1008, 704)),  # rounded to multiples of 16
+        ((1024, 1024), (1024, 1024)),
+        ((4000, 2000), (1920, 960)),  # scaled into 1920 keeping 2:1
+        ((300, 1900), (304, 1904)),
+    ],
+)
+async def test_size_is_fitted_to_togethers_bounds(
+    fake: FakeTogether,
+    context: ProviderContext,
+    asked: tuple[int, int],
+    sent: tuple[int, int],
+) -> None:
+    width, height = asked
+    result = await provider(fake, context).run(
+        request(size=f"{width}x{height}", width=width, height=height), SCHNELL
+    )
+    assert (fake.calls[0].body["width"], fake.calls[0].body["height"]) == sent
+    assert (result.images[0].width, result.images[0].height) == sent
+
+
+async def test_n_fans_out_in_batches_of_four_with_distinct_seeds(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    result = await provider(fake, context).run(request(n=6, seed=100), SCHNELL)
+    assert len(result.images) == 6
+    sent = sorted((c.body["n"], c.body["seed"]) for c in fake.calls)
+    assert sent == [(2, 104), (4, 100)]
+
+
+async def test_a_short_batch_is_topped_up(fake: FakeTogether, context: ProviderContext) -> None:
+    fake.short_by = 1
+    result = await provider(fake, context).run(request(n=3), SCHNELL)
+    assert len(result.images) == 3
+    assert [c.body["n"] for c in fake.calls] == [3, 1]
+
+
+async def test_kontext_edit_sends_the_image_as_a_data_url(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    source = png(640, 480)
+    result = await provider(fake, context).run(
+        request(operation="edit", images=[source], size="auto", width=640, height=480), KONTEXT
+    )
+    body = fake.calls[0].body
+    prefix = "data:image/png;base64,"
+    assert body["image_url"].startswith(prefix)
+    assert base64.b64decode(body["image_url"].removeprefix(prefix)) == source.data
+    assert (body["width"], body["height"]) == (640, 480)
+    assert (result.images[0].width, result.images[0].height) == (640, 480)
+
+
+async def test_edit_with_a_mask_is_refused_before_any_call(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await provider(fake, context).run(
+            request(operation="edit", images=[png(64, 64)], mask=png(64, 64)), KONTEXT
+        )
+    assert info.value.param == "mask"
+    assert fake.calls == []
+
+
+async def test_edit_with_two_images_names_the_limit(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        await provider(fake, context).run(
+            request(operation="edit", images=[png(64, 64), png(64, 64)]), KONTEXT
+        )
+    assert (info.value.param, info.value.code) == ("image", "too_many_images")
+    assert "at most 1" in info.value.message
+
+
+async def test_variation_is_not_supported(fake: FakeTogether, context: ProviderContext) -> None:
+    with pytest.raises(InvalidRequest):
+        await provider(fake, context).run(
+            request(operation="variation", prompt=None, images=[png(64, 64)]), SCHNELL
+        )
+
+
+async def test_wrong_key_fails_over(fake: FakeTogether, context: ProviderContext) -> None:
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context, api_key="wrong").run(request(), SCHNELL)
+    assert (info.value.status, info.value.retryable) == (401, True)
+
+
+@pytest.mark.parametrize(
+    ("status", "retry_after", "expected_wait"),
+    [(429, "7", 7.0), (500, None, None), (503, None, None), (402, None, None)],
+)
+async def test_upstream_failures_are_retryable(
+    fake: FakeTogether,
+    context: ProviderContext,
+    status: int,
+    retry_after: str | None,
+    expected_wait: float | None,
+) -> None:
+    fake.fail = (status, "The engine is currently overloaded", None)
+    fake.retry_after = retry_after
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(), SCHNELL)
+    assert info.value.retryable
+    assert info.value.status == status
+    assert info.value.retry_after_s == expected_wait
+
+
+async def test_bad_request_is_the_callers_and_keeps_the_message(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    fake.fail = (400, "steps must be between 1 and 4 for this model", None)
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(extra={"steps": 50}), SCHNELL)
+    assert not info.value.retryable
+    client = info.value.client_error
+    assert isinstance(client, InvalidRequest)
+    assert "steps must be between 1 and 4" in client.message
+
+
+async def test_nsfw_rejection_is_a_content_policy_violation(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    fake.fail = (422, "NSFW content was detected in the prompt", None)
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(), SCHNELL)
+    assert not info.value.retryable
+    assert info.value.client_error is not None
+    assert info.value.client_error.code == "content_policy_violation"
+
+
+async def test_connection_refused_is_retryable(context: ProviderContext) -> None:
+    config = ProviderConfig(
+        id="together", type="together", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k"
+    )
+    with pytest.raises(UpstreamError) as info:
+        await TogetherProvider(config, context).run(request(), SCHNELL)
+    assert info.value.retryable
+
+
+async def test_defaults_point_at_together() -> None:
+    config = ProviderConfig(id="together", type="together", api_key_env="TOGETHER_API_KEY")
+    async with httpx.AsyncClient() as http:
+        adapter = TogetherProvider(config, ProviderContext(http, _no_fetch))
+        assert adapter.base_url == "https://api.together.xyz/v1"
+    assert TogetherProvider.type_name == "together"
+
+
+async def _no_fetch(url: str) -> bytes:
+    raise AssertionError(url)
