@@ -177,10 +177,13 @@ class BFLProvider(Provider):
     async def _run(
         self, request: ImageRequest, upstream_model: str, body: dict[str, Any]
     ) -> ImageResult:
-        payload = orjson.dumps(body)
+        indexes = iter(range(request.n))
 
         async def one(_: int) -> list[GeneratedImage]:
-            return [await self._one(upstream_model, payload)]
+            # One image per task: task i uses seed + i so n seeded images differ.
+            index = next(indexes)
+            call = {**body, "seed": body["seed"] + index} if "seed" in body else body
+            return [await self._one(upstream_model, orjson.dumps(call))]
 
         images = await fan_out(request.n, 1, one)
         return ImageResult(images=images, upstream_model=upstream_model)

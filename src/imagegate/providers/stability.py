@@ -152,11 +152,14 @@ class StabilityProvider(Provider):
         fields: dict[str, Any],
         files: list[_Part],
     ) -> ImageResult:
-        parts: list[_Part] = [(k, (None, _form_value(v), None)) for k, v in fields.items()]
-        parts += files
+        indexes = iter(range(request.n))
 
         async def one(_: int) -> list[GeneratedImage]:
-            return [await self._one(path, parts)]
+            # One image per call: call i uses seed + i so n seeded images differ.
+            index = next(indexes)
+            values = {**fields, "seed": fields["seed"] + index} if "seed" in fields else fields
+            parts: list[_Part] = [(k, (None, _form_value(v), None)) for k, v in values.items()]
+            return [await self._one(path, parts + files)]
 
         images = await fan_out(request.n, 1, one)
         return ImageResult(images=images, upstream_model=upstream_model)
