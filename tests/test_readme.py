@@ -51,3 +51,15 @@ def test_readme_curl_example(stack: Stack, tmp_path: Path) -> None:
     body = json.loads(result.stdout)
     assert body["data"][0]["url"].startswith(stack.gateway.url)
     assert body["meta"]["provider"] == "sandbox" and body["size"] == "512x512"
+
+
+def test_readme_config_example_is_valid(tmp_path: Path) -> None:
+    from imagegate.app import check_settings
+    from imagegate.config import load_settings
+
+    config = tmp_path / "imagegate.yaml"
+    config.write_text(next(b for b in _blocks("yaml") if "providers:" in b))
+    settings = load_settings(config)
+    check_settings(settings)
+    assert settings.routing.breaker_failure_threshold == 5
+    assert settings.models[0]["id"] == "acme/fast-image"
