@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import httpx
+from PIL import Image
 
 from imagegate.core.errors import (
     GatewayError,
@@ -19,8 +20,9 @@ from imagegate.core.errors import (
     UpstreamError,
     is_retryable_status,
 )
-from imagegate.core.types import GeneratedImage
-from imagegate.media.images import probe_image
+from imagegate.core.types import GeneratedImage, InputImage
+from imagegate.media.images import decode, probe_image
+from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_white_means_edit
 
 T = TypeVar("T")
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -152,3 +154,32 @@ async def poll(
             )
         await asyncio.sleep(delay)
         delay = min(delay * 1.5, max_interval_s)
+
+
+def data_url(data: bytes, mime_type: str) -> str:
+    """Inline bytes as a base64 data URL (how several providers take input images)."""
+    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
+
+
+def white_edit_mask(image: InputImage, mask: InputImage | None) -> bytes:
+    """The edit region as a white-means-edit PNG at the image's size (Stability, BFL, fal,
+    Replicate). Without a mask: the image's transparent pixels, else the whole image."""
+    size = (image.width, image.height)
+    region: Image.Image | None
+    if mask is not None:
+        region = edit_region(decode(mask, param="mask"), size)
+    else:
+        region = edit_region_from_image_alpha(decode(image)) or Image.new("L", size, 255)
+    return to_white_means_edit(region)
+
+
+def host_allowed(url: str, hosts: Sequence[str]) -> bool:
+    """Is the URL's host one of ``hosts`` (exact, or ``*.suffix`` wildcards)?"""
+    try:
+        host = httpx.URL(url).host.lower()
+    except httpx.InvalidURL:
+        return False
+    return any(
+        host.endswith(entry[1:]) if entry.startswith("*.") else host == entry
+        for entry in (h.lower() for h in hosts)
+    )

@@ -40,7 +40,6 @@ default ``https://fal.run``; ``config.base_url`` is the queue base), ``poll_inte
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import time
 from dataclasses import dataclass, replace
@@ -48,22 +47,22 @@ from typing import Any, ClassVar
 
 import httpx
 import orjson
-from PIL import Image
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
-from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
-from imagegate.media.images import decode
-from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_white_means_edit
+from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    data_url,
     fan_out,
+    host_allowed,
     image_from_b64,
     image_from_bytes,
     nearest_aspect_ratio,
     poll,
     retry_after,
     upstream_error,
+    white_edit_mask,
 )
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
@@ -191,9 +190,9 @@ class FalProvider(Provider):
                 code="too_many_images",
             )
         image = request.images[0]
-        fields: dict[str, Any] = {spec.image_field: _data_url(image.data, image.mime_type)}
+        fields: dict[str, Any] = {spec.image_field: data_url(image.data, image.mime_type)}
         if spec.mask_field is not None:
-            fields[spec.mask_field] = _data_url(_white_mask(request, image), "image/png")
+            fields[spec.mask_field] = data_url(white_edit_mask(image, request.mask), "image/png")
         elif request.mask is not None:
             raise InvalidRequest(
                 "This model does not take a mask.", param="mask", code="mask_not_supported"
@@ -310,7 +309,7 @@ class FalProvider(Provider):
             raise bad_upstream(self.id, "returned an image without a URL")
         if url.startswith("data:"):
             return image_from_b64(self.id, url)
-        if not _host_allowed(url, self._result_hosts()):
+        if not host_allowed(url, self._result_hosts()):
             raise bad_upstream(self.id, f"returned an image on an unexpected host: {url[:200]}")
         try:
             data = await self.context.fetch_url(url)
@@ -347,31 +346,3 @@ class FalProvider(Provider):
             retry_after_s=retry_after(response),
             content_policy="content_policy_violation" in types,
         )
-
-
-def _data_url(data: bytes, mime_type: str) -> str:
-    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _white_mask(request: ImageRequest, image: InputImage) -> bytes:
-    """The edit region as white = edit, sized to the image (see module docstring)."""
-    size = (image.width, image.height)
-    region: Image.Image | None
-    if request.mask is not None:
-        region = edit_region(decode(request.mask, param="mask"), size)
-    else:
-        region = edit_region_from_image_alpha(decode(image))
-        if region is None:
-            region = Image.new("L", size, 255)
-    return to_white_means_edit(region)
-
-
-def _host_allowed(url: str, hosts: list[str]) -> bool:
-    try:
-        host = httpx.URL(url).host.lower()
-    except httpx.InvalidURL:
-        return False
-    return any(
-        host.endswith(entry[1:]) if entry.startswith("*.") else host == entry
-        for entry in (h.lower() for h in hosts)
-    )

@@ -42,7 +42,6 @@ and its subdomains, plus the API host), ``models``.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import time
 from dataclasses import dataclass, replace
@@ -50,22 +49,22 @@ from typing import Any, ClassVar
 
 import httpx
 import orjson
-from PIL import Image
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
-from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
-from imagegate.media.images import decode
-from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_white_means_edit
+from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    data_url,
     fan_out,
+    host_allowed,
     image_from_b64,
     image_from_bytes,
     nearest_aspect_ratio,
     poll,
     retry_after,
     upstream_error,
+    white_edit_mask,
 )
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
@@ -203,9 +202,9 @@ class ReplicateProvider(Provider):
                 code="too_many_images",
             )
         image = request.images[0]
-        fields: dict[str, Any] = {spec.image_field: _data_url(image.data, image.mime_type)}
+        fields: dict[str, Any] = {spec.image_field: data_url(image.data, image.mime_type)}
         if spec.mask_field is not None:
-            fields[spec.mask_field] = _data_url(_white_mask(request, image), "image/png")
+            fields[spec.mask_field] = data_url(white_edit_mask(image, request.mask), "image/png")
         elif request.mask is not None:
             raise InvalidRequest(
                 "This model edits by instruction and does not take a mask.",
@@ -326,7 +325,7 @@ class ReplicateProvider(Provider):
     async def _image(self, url: str) -> GeneratedImage:
         if url.startswith("data:"):
             return image_from_b64(self.id, url)
-        if not _host_allowed(url, self._result_hosts()):
+        if not host_allowed(url, self._result_hosts()):
             raise bad_upstream(self.id, f"returned an output on an unexpected host: {url[:200]}")
         try:
             data = await self.context.fetch_url(url)
@@ -364,35 +363,3 @@ def _is_nsfw(message: str) -> bool:
 
 def _multiple_of_32(side: int) -> int:
     return max(256, min(1440, round(side / 32) * 32))
-
-
-def _data_url(data: bytes, mime_type: str) -> str:
-    return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
-
-
-def _white_mask(request: ImageRequest, image: InputImage) -> bytes:
-    """The edit region as white = edit, sized to the image (see module docstring)."""
-    size = (image.width, image.height)
-    region: Image.Image | None
-    if request.mask is not None:
-        region = edit_region(decode(request.mask, param="mask"), size)
-    else:
-        region = edit_region_from_image_alpha(decode(image))
-        if region is None:
-            region = Image.new("L", size, 255)
-    return to_white_means_edit(region)
-
-
-def _host_allowed(url: str, hosts: list[str]) -> bool:
-    try:
-        host = httpx.URL(url).host.lower()
-    except httpx.InvalidURL:
-        return False
-    for entry in hosts:
-        entry = entry.lower()
-        if entry.startswith("*."):
-            if host.endswith(entry[1:]):
-                return True
-        elif host == entry:
-            return True
-    return False

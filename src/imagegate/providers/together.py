@@ -30,7 +30,6 @@ Normalisation:
 
 from __future__ import annotations
 
-import base64
 from collections.abc import Awaitable
 from typing import Any
 
@@ -38,10 +37,11 @@ import httpx
 import orjson
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
-from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
+from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    data_url,
     fan_out,
     image_from_b64,
     image_from_bytes,
@@ -101,7 +101,7 @@ class TogetherProvider(Provider):
                 code="too_many_images",
             )
         body = self._body(request, upstream_model)
-        body["image_url"] = _data_url(request.images[0])
+        body["image_url"] = data_url(request.images[0].data, request.images[0].mime_type)
         return await self._run(request, body, upstream_model)
 
     def _body(self, request: ImageRequest, upstream_model: str) -> dict[str, Any]:
@@ -234,10 +234,6 @@ class TogetherProvider(Provider):
             retry_after_s=retry_after(response),
             content_policy=policy,
         )
-
-
-def _data_url(image: InputImage) -> str:
-    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:

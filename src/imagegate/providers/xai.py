@@ -26,17 +26,17 @@ is not supported by xAI.
 
 from __future__ import annotations
 
-import base64
 from typing import Any
 
 import httpx
 import orjson
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
-from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
+from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    data_url,
     image_from_b64,
     image_from_bytes,
     nearest_aspect_ratio,
@@ -101,7 +101,10 @@ class XAIProvider(Provider):
                 param="image",
                 code="too_many_images",
             )
-        sources = [{"type": "image_url", "url": _data_url(img)} for img in request.images]
+        sources = [
+            {"type": "image_url", "url": data_url(img.data, img.mime_type)}
+            for img in request.images
+        ]
         body = self._body(request, upstream_model, aspect=len(sources) > 1)
         if len(sources) == 1:
             body["image"] = sources[0]
@@ -209,10 +212,6 @@ class XAIProvider(Provider):
         )
         error.status = response.status_code  # classified as 401, reported as sent
         return error
-
-
-def _data_url(image: InputImage) -> str:
-    return f"data:{image.mime_type};base64,{base64.b64encode(image.data).decode('ascii')}"
 
 
 def _error_fields(response: httpx.Response) -> tuple[str | None, str | None]:
