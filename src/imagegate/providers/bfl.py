@@ -261,14 +261,6 @@ class BFLProvider(Provider):
             body = None
         detail = body.get("detail") if isinstance(body, dict) else None
         message = _detail_text(detail) or response.reason_phrase or "error"
-        if response.status_code in (402, 404):
-            # 402: the gateway's BFL account is out of credits; 404: the model path or task
-            # is gone (a stale catalog entry). Neither is the caller's doing: fail over.
-            return UpstreamError(
-                f"{self.id} returned {response.status_code}: {message[:500]}",
-                status=response.status_code,
-                retryable=True,
-            )
         return upstream_error(
             self.id, response.status_code, message[:500], retry_after_s=retry_after(response)
         )

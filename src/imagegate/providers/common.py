@@ -16,7 +16,6 @@ from PIL import Image
 from imagegate.core.errors import (
     GatewayError,
     InvalidRequest,
-    NotFound,
     UpstreamError,
     is_retryable_status,
 )
@@ -27,6 +26,7 @@ from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_w
 T = TypeVar("T")
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
 MAX_OUTPUT_PIXELS = 16384 * 16384
+GATEWAY_SIDE_STATUSES = frozenset({401, 402, 403, 404})
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
 
 
@@ -42,9 +42,11 @@ def upstream_error(
 ) -> UpstreamError:
     """Classify an upstream HTTP failure: retryable (failover) or the caller's own mistake.
 
-    408/429/5xx fail over; 401/403 mean the gateway's credentials for this provider are
-    wrong, which another provider may not share, so they fail over too. Other 4xx are the
-    caller's request: they map to a 400 (or 404) that keeps the upstream's message.
+    408/429/5xx fail over. So do the statuses that describe the gateway's side of the
+    contract, never the caller's: 401/403 (our credentials), 402 (our account with the
+    provider is out of funds) and 404 (the catalog's upstream model or path is gone; the
+    caller's own model id was already resolved by the catalog). Other 4xx are the caller's
+    request: they map to a 400 that keeps the upstream's message.
     """
     text = f"{provider_id} returned {status}: {message}"
     if content_policy or (code in CONTENT_POLICY_CODES):
@@ -52,14 +54,11 @@ def upstream_error(
             f"Upstream {provider_id}: {message}", code="content_policy_violation"
         )
         return UpstreamError(text, status=status, retryable=False, client_error=client)
-    if is_retryable_status(status) or status in (401, 403):
+    if is_retryable_status(status) or status in GATEWAY_SIDE_STATUSES:
         return UpstreamError(text, status=status, retryable=True, retry_after_s=retry_after_s)
-    if status == 404:
-        client = NotFound(f"Upstream {provider_id}: {message}", code=code or "upstream_not_found")
-    else:
-        client = InvalidRequest(
-            f"Upstream {provider_id}: {message}", code=code or "upstream_rejected", param=param
-        )
+    client = InvalidRequest(
+        f"Upstream {provider_id}: {message}", code=code or "upstream_rejected", param=param
+    )
     return UpstreamError(text, status=status, retryable=False, client_error=client)
 
 

@@ -200,12 +200,6 @@ class StabilityProvider(Provider):
         texts = [str(e) for e in errors] if isinstance(errors, list) else []
         message = ("; ".join(texts) or name or response.reason_phrase or "error")[:500]
         status = response.status_code
-        if status in (402, 404):
-            # 402: the gateway's Stability account is out of credits; 404: the endpoint or
-            # model is gone (a stale catalog entry). Neither is the caller's doing: fail over.
-            return UpstreamError(
-                f"{self.id} returned {status}: {message}", status=status, retryable=True
-            )
         return upstream_error(
             self.id,
             status,

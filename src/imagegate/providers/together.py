@@ -217,13 +217,6 @@ class TogetherProvider(Provider):
         code = error.get("code") if isinstance(error.get("code"), str) else None
         param = error.get("param") if isinstance(error.get("param"), str) else None
         status = response.status_code
-        if status == 402:  # the gateway's account is out of funds: another provider may serve
-            return UpstreamError(
-                f"{self.id} returned 402: {message}",
-                status=402,
-                retryable=True,
-                retry_after_s=retry_after(response),
-            )
         policy = 400 <= status < 500 and any(w in message.lower() for w in _POLICY_WORDS)
         return upstream_error(
             self.id,
