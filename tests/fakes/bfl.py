@@ -29,21 +29,19 @@ from __future__ import annotations
 import base64
 import io
 import math
-import socket
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-import uvicorn
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from fakes.asgi import serve_app
 
 SIZE_MODELS = ("flux-pro-1.1", "flux-dev", "flux-pro")
 KONTEXT_MODELS = ("flux-kontext-pro", "flux-kontext-max")
@@ -243,26 +241,6 @@ def _image(width: int, height: int, fmt: str) -> bytes:
     img = Image.new("RGB", (width, height), (90, 140, 210))
     img.save(buffer, "PNG" if fmt == "png" else "JPEG")
     return buffer.getvalue()
-
-
-@contextmanager
-def serve_app(app: Starlette) -> Iterator[str]:
-    """Run ``app`` on a free loopback port in a background thread; yield its base URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
 
 
 @contextmanager
