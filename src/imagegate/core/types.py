@@ -113,3 +113,19 @@ class ImageResult:
     upstream_model: str | None = None
     quality: str | None = None
     background: str | None = None
+
+
+@dataclass(slots=True)
+class PartialImage:
+    """A preview of output image ``index`` while it forms (``stream: true``).
+
+    ``partial_index`` counts from 0 per output image, as OpenAI's ``partial_image_index``.
+    """
+
+    index: int
+    partial_index: int
+    image: GeneratedImage
+
+
+# What Provider.stream yields: any number of partial images, then exactly one result.
+StreamEvent = PartialImage | ImageResult

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import httpx
 
 from imagegate.core.errors import InvalidRequest
-from imagegate.core.types import ImageRequest, ImageResult, Operation, OutputFormat
+from imagegate.core.types import ImageRequest, ImageResult, Operation, OutputFormat, StreamEvent
 
 # Fetches an upstream-returned image URL (size and time capped); returns the bytes.
 UrlFetcher = Callable[[str], Awaitable[bytes]]
@@ -127,6 +127,14 @@ class Provider(ABC):
 
     async def variation(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         raise InvalidRequest(f"Provider '{self.id}' does not support variations.", param="model")
+
+    async def stream(
+        self, request: ImageRequest, upstream_model: str
+    ) -> AsyncIterator[StreamEvent]:
+        """Partial images (at most ``request.partial_images`` per output image), then
+        exactly one :class:`ImageResult`. Adapters without previews keep this default,
+        which sends only the finished result."""
+        yield await self.run(request, upstream_model)
 
     async def aclose(self) -> None:
         """Release adapter-owned resources (the shared HTTP client is closed elsewhere)."""
