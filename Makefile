@@ -4,7 +4,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
 SERVE_STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit clean
+.PHONY: serve test lint typecheck unit clean bench
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -15,7 +15,7 @@ $(SERVE_STAMP): pyproject.toml | $(BIN)/python
 	touch $@
 
 $(STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e '.[dev,local]'
 	touch $@ $(SERVE_STAMP)
 
 serve: $(SERVE_STAMP)
@@ -31,6 +31,10 @@ unit: $(STAMP)
 	$(BIN)/pytest -q -p no:cacheprovider; rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
 
 test: lint typecheck unit
+
+# Gateway benchmark vs LiteLLM and Portkey (installs its own tools under bench/gateways/.env).
+bench: $(SERVE_STAMP)
+	$(MAKE) -C bench/gateways bench
 
 clean:
 	rm -rf $(VENV) .imagegate .mypy_cache .ruff_cache

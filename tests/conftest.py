@@ -78,5 +78,22 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'imagegate.db'}"
 
 
+REDIS_URL = os.environ.get("IMAGEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """The local Redis; tests use unique key ids, so nothing is flushed."""
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
+    except redis.RedisError as exc:
+        if _in_ci():
+            pytest.fail(f"Redis is required under CI: {REDIS_URL}: {exc}", pytrace=False)
+        pytest.skip(f"Redis unavailable: {exc}")
+    return REDIS_URL
+
+
 # The end-to-end stack (fake upstreams + one gateway process), shared by the e2e tests.
 from e2e_support import stack  # noqa: E402, F401

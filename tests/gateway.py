@@ -24,6 +24,7 @@ class RunningGateway:
     admin_key: str
     data_dir: Path
     log_path: Path
+    process: subprocess.Popen[bytes] | None = None
 
     @property
     def v1(self) -> str:
@@ -41,11 +42,15 @@ def free_port() -> int:
 
 @contextmanager
 def run_gateway(
-    tmp: Path, config_yaml: str | None = None, env: dict[str, str] | None = None
+    tmp: Path,
+    config_yaml: str | None = None,
+    env: dict[str, str] | None = None,
+    serve_args: list[str] | None = None,
 ) -> Iterator[RunningGateway]:
+    """``serve_args`` are added to ``imagegate serve`` (e.g. ``["--workers", "2"]``)."""
     port = free_port()
     data_dir = tmp / "data"
-    args = [sys.executable, "-m", "imagegate", "serve", "--port", str(port)]
+    args = [sys.executable, "-m", "imagegate", "serve", "--port", str(port), *(serve_args or [])]
     if config_yaml is not None:
         config = tmp / "imagegate.yaml"
         config.write_text(config_yaml)
@@ -64,7 +69,7 @@ def run_gateway(
     url = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(url, proc, log_path)
-        yield RunningGateway(url, ADMIN_KEY, data_dir, log_path)
+        yield RunningGateway(url, ADMIN_KEY, data_dir, log_path, proc)
     finally:
         proc.terminate()
         try:

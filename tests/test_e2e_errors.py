@@ -102,7 +102,7 @@ GEN = "/images/generations"
             "unknown_parameter",
             "provider.colour",
         ),
-        ({"model": "sandbox", "prompt": "x", "stream": True}, "unsupported_parameter", "stream"),
+        ({"model": "sandbox", "prompt": "x", "stream": True, "n": 2}, "unsupported_parameter", "n"),
     ],
 )
 def test_400_names_the_field(stack: Stack, body: dict[str, Any], code: str, param: str) -> None:

@@ -350,5 +350,5 @@ def test_builtin_catalog_lists_fal_endpoints() -> None:
     ]:
         endpoints = {e.provider: e for e in catalog.resolve(model_id).endpoints}
         assert endpoints["fal"].upstream_model == upstream
-        assert endpoints["fal"].pricing.per_image is not None
+        assert endpoints["fal"].pricing.configured
     assert catalog.resolve("fal-ai/flux-lora-inpainting").supports_mask

@@ -410,4 +410,4 @@ def test_builtin_catalog_lists_replicate_endpoints() -> None:
     ]:
         endpoints = {e.provider: e for e in catalog.resolve(model_id).endpoints}
         assert endpoints["replicate"].upstream_model == upstream
-        assert endpoints["replicate"].pricing.per_image is not None
+        assert endpoints["replicate"].pricing.configured

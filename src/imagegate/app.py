@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,11 +13,16 @@ from urllib.parse import urlsplit
 import httpx
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
-from imagegate import __version__
+from imagegate import __version__, metrics
+from imagegate.accounts.idempotency import IdempotencyStore
 from imagegate.accounts.keys import KeyStore
-from imagegate.api import admin, images, misc
+from imagegate.accounts.ledger import Ledger
+from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
+from imagegate.accounts.usage import UsageBook
+from imagegate.api import admin, images, misc, prometheus, usage
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.middleware import RequestContextMiddleware
@@ -32,6 +38,7 @@ from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.registry import ADAPTERS, build_providers
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Router, RouterSettings
+from imagegate.routing.shared_health import RedisBreakerSync
 from imagegate.storage import open_store
 from imagegate.storage.signing import UrlSigner, load_or_create_secret
 
@@ -103,19 +110,43 @@ async def build_gateway(settings: Settings) -> Gateway:
     resolver = InputResolver(
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
     )
+    router = _router(settings, providers)
     return Gateway(
+        breaker_sync=_breaker_sync(settings, router),
+        ledger=Ledger(db, settings.effective_hold_ttl_s),
+        usage=UsageBook(db),
+        limiter=_rate_limiter(settings),
+        idempotency=IdempotencyStore(db, settings.effective_hold_ttl_s),
         settings=settings,
         db=db,
         keys=keys,
         catalog=catalog,
         providers=providers,
-        router=_router(settings, providers),
+        router=router,
         store=store,
         signer=UrlSigner(load_or_create_secret(settings.data_dir)),
         fetcher=fetcher,
         resolver=resolver,
         http=http,
     )
+
+
+def _rate_limiter(settings: Settings) -> RateLimiter:
+    """Shared through Redis when ``IMAGEGATE_REDIS_URL`` is set, else in this process."""
+    if settings.redis_url:
+        import redis.asyncio as aioredis
+
+        client = aioredis.from_url(settings.redis_url)
+        return RedisRateLimiter(client, slot_ttl_s=settings.effective_hold_ttl_s)
+    return MemoryRateLimiter(slot_ttl_s=settings.effective_hold_ttl_s)
+
+
+def _breaker_sync(settings: Settings, router: Router) -> RedisBreakerSync | None:
+    if not settings.redis_url:
+        return None
+    import redis.asyncio as aioredis
+
+    return RedisBreakerSync(aioredis.from_url(settings.redis_url), router.health)
 
 
 def _router(settings: Settings, providers: dict[str, Provider]) -> Router:
@@ -144,6 +175,18 @@ async def _sweep_forever(gw: Gateway) -> None:
         await asyncio.sleep(gw.settings.sweep_interval_s)
 
 
+async def _expire_holds_forever(gw: Gateway) -> None:
+    """Return the holds of requests whose process died (see ``Ledger.expire_stale``)."""
+    interval = min(30.0, max(0.5, gw.settings.effective_hold_ttl_s / 4))
+    while True:
+        try:
+            await run_in_threadpool(gw.ledger.expire_stale)
+            await run_in_threadpool(gw.idempotency.purge_expired)
+        except Exception:
+            log.exception("expiring credit holds failed")
+        await asyncio.sleep(interval)
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
@@ -152,16 +195,24 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         gw = await build_gateway(settings)
         app.state.gateway = gw
         sweeper = asyncio.create_task(_sweep_forever(gw))
+        expirer = asyncio.create_task(_expire_holds_forever(gw))
+        syncer = asyncio.create_task(gw.breaker_sync.run()) if gw.breaker_sync else None
         try:
             yield
         finally:
             sweeper.cancel()
+            expirer.cancel()
+            if syncer is not None and gw.breaker_sync is not None:
+                syncer.cancel()
+                await gw.breaker_sync.aclose()
+            await gw.limiter.aclose()
             for provider in gw.providers.values():
                 await provider.aclose()
             await gw.http.aclose()
             await gw.fetcher.aclose()
             await gw.store.aclose()
             gw.db.dispose()
+            metrics.worker_exiting()
 
     app = FastAPI(
         title="imagegate",
@@ -175,6 +226,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     _routes(app)
     return app
+
+
+def create_app_from_env() -> FastAPI:
+    """App factory for worker processes (``serve --workers N``, ``uvicorn --factory``).
+
+    Settings come from the environment, the config file from ``IMAGEGATE_CONFIG``;
+    ``IMAGEGATE_LOG_LEVEL``, when set, turns on the gateway's JSON logging in the worker.
+    """
+    level = os.environ.get("IMAGEGATE_LOG_LEVEL")
+    if level:
+        from imagegate.logs import configure_logging
+
+        configure_logging(level.upper())
+    return create_app(load_settings())
 
 
 def _routes(app: FastAPI) -> None:
@@ -201,6 +266,11 @@ def _routes(app: FastAPI) -> None:
     route("/v1/models", misc.list_models, "GET", "models")
     route("/v1/files/{file_id}", misc.get_file, "GET", "files")
     route("/healthz", misc.healthz, "GET", "health")
+    route("/metrics", prometheus.prometheus_metrics, "GET", "health")
     route("/v1/admin/keys", admin.create_key, "POST", "admin")
     route("/v1/admin/keys", admin.list_keys, "GET", "admin")
     route("/v1/admin/keys/{key_id}", admin.revoke_key, "DELETE", "admin")
+    route("/v1/admin/keys/{key_id}/credits", admin.top_up, "POST", "admin")
+    route("/v1/admin/keys/{key_id}/ledger", admin.ledger, "GET", "admin")
+    route("/v1/generations/{generation_id}", usage.get_generation, "GET", "usage")
+    route("/v1/usage", usage.get_usage, "GET", "usage")

@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import sys
-from typing import Annotated
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from imagegate.accounts.keys import KeyStore
+from imagegate.cli_accounts import register as register_account_commands
+from imagegate.cli_client import register as register_client_commands
 from imagegate.config import ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -20,6 +27,7 @@ app = typer.Typer(
 )
 keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+register_client_commands(app)  # generate, edit, vary (cli_client.py)
 # Piped output gets a wide console so ids and model names are never truncated.
 console = Console(width=None if sys.stdout.isatty() else 200)
 ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML config file.")]
@@ -39,6 +47,9 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
     config: ConfigOption = None,
     log_level: Annotated[str, typer.Option(help="Log level.")] = "info",
+    workers: Annotated[
+        int, typer.Option(min=1, help="Worker processes sharing the port (metrics are summed).")
+    ] = 1,
 ) -> None:
     """Start the gateway."""
     import uvicorn
@@ -50,22 +61,48 @@ def serve(
     configure_logging(log_level.upper())
     try:
         check_settings(settings)
-        db, _ = prepare_database(settings)
+        db, _ = prepare_database(settings)  # migrations and the admin key: once, before workers
         db.dispose()
         application = create_app(settings)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"imagegate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_config": None,
+        "access_log": False,
+        "log_level": log_level.lower(),
+        "timeout_graceful_shutdown": 10,
+    }
     print(f"imagegate: serving on http://{host}:{port}/v1 (docs at /docs)", flush=True)
-    uvicorn.run(
-        application,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=False,
-        log_level=log_level.lower(),
-        timeout_graceful_shutdown=10,
-    )
+    if workers == 1:
+        uvicorn.run(application, **options)
+        return
+    # Workers are fresh processes: they rebuild the app from the environment, so the config
+    # path, log level and metrics directory travel there.
+    if config:
+        os.environ["IMAGEGATE_CONFIG"] = str(Path(config).resolve())
+    os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
+    with _metrics_dir():
+        uvicorn.run("imagegate.app:create_app_from_env", factory=True, workers=workers, **options)
+
+
+@contextlib.contextmanager
+def _metrics_dir() -> Iterator[None]:
+    """A clean ``PROMETHEUS_MULTIPROC_DIR`` for the workers: the operator's, emptied, or a
+    temporary one removed on exit."""
+    from imagegate.metrics import MULTIPROC_ENV, clean_multiproc_dir
+
+    given = os.environ.get(MULTIPROC_ENV)
+    path = given or tempfile.mkdtemp(prefix="imagegate-metrics-")
+    clean_multiproc_dir(path)
+    os.environ[MULTIPROC_ENV] = path
+    try:
+        yield
+    finally:
+        if not given:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 @keys_app.command("create")
@@ -73,6 +110,8 @@ def keys_create(
     name: Annotated[str, typer.Option("--name", help="A label for the key.")],
     credits: Annotated[float | None, typer.Option(help="Credit limit in USD.")] = None,
     rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
+    ipm: Annotated[int | None, typer.Option(help="Images per minute.")] = None,
+    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
     models: Annotated[str | None, typer.Option(help="Comma-separated allowed models.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Make an admin key.")] = False,
     config: ConfigOption = None,
@@ -80,7 +119,15 @@ def keys_create(
     """Create a key; the key itself is printed alone on the last line."""
     keys = _keystore(config)
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    key, plaintext = keys.create(name, models=allowed, admin=admin, credits_usd=credits, rpm=rpm)
+    key, plaintext = keys.create(
+        name,
+        models=allowed,
+        admin=admin,
+        credits_usd=credits,
+        rpm=rpm,
+        ipm=ipm,
+        max_concurrent=concurrency,
+    )
     typer.echo(
         f"created key {key.id} ({'admin' if key.is_admin else 'user'}) named {key.name!r}", err=True
     )
@@ -90,15 +137,16 @@ def keys_create(
 @keys_app.command("list")
 def keys_list(config: ConfigOption = None) -> None:
     """List keys (never their secrets)."""
-    table = Table("id", "name", "admin", "models", "credits", "rpm", "created", "revoked")
+    table = Table("id", "name", "admin", "models", "balance", "rpm", "ipm", "created", "revoked")
     for key in _keystore(config).list():
         table.add_row(
             key.id,
             key.name,
             "yes" if key.is_admin else "",
             ",".join(key.models) if key.models else "all",
-            f"{key.credits_micro / 1e6:.2f}" if key.credits_micro is not None else "-",
+            f"{key.credits_micro / 1e6:.6f}" if key.credits_micro is not None else "-",
             str(key.rpm) if key.rpm else "-",
+            str(key.ipm) if key.ipm else "-",
             key.created_at.strftime("%Y-%m-%d %H:%M"),
             key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "",
         )
@@ -152,6 +200,9 @@ def _keystore(config: str | None) -> KeyStore:
     db = Database(database_url_for(settings.data_dir, settings.database_url))
     db.migrate()
     return KeyStore(db)
+
+
+register_account_commands(app, keys_app)  # keys top-up, usage (cli_accounts.py)
 
 
 def main() -> None:

@@ -75,6 +75,8 @@ class Settings:
     admin_key: str | None = None
     url_ttl_s: int = 3600
     sweep_interval_s: int = 300
+    metrics_require_admin: bool = False  # GET /metrics is open unless this is set
+    hold_ttl_s: float | None = None  # None: routing.deadline_s + 60
     config_file: Path | None = None
     providers: list[ProviderConfig] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
@@ -82,6 +84,11 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     limits: Limits = field(default_factory=Limits)
     fetch: FetchSettings = field(default_factory=FetchSettings)
+
+    @property
+    def effective_hold_ttl_s(self) -> float:
+        """How long a credit hold lives: past it, its request cannot still be running."""
+        return self.hold_ttl_s or self.routing.deadline_s + 60
 
 
 def load_settings(config_file: str | Path | None = None) -> Settings:
@@ -117,7 +124,17 @@ def _apply_file(settings: Settings, path: Path) -> None:
         return
     doc = _Doc(path)
     top = doc.mapping(root, "")
-    known = {"providers", "models", "routing", "server", "limits", "fetch", "storage"}
+    known = {
+        "providers",
+        "models",
+        "routing",
+        "server",
+        "limits",
+        "fetch",
+        "storage",
+        "metrics",
+        "credits",
+    }
     for key, node in top.items():
         if key not in known:
             raise doc.error(node, key, f"unknown key (expected one of {', '.join(sorted(known))})")
@@ -157,6 +174,16 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.sweep_interval_s = doc.integer(node, "storage.sweep_interval_s", minimum=1)
             else:
                 raise doc.error(node, f"storage.{key}", "unknown key")
+    if "credits" in top:
+        for key, node in doc.mapping(top["credits"], "credits").items():
+            if key != "hold_ttl_s":
+                raise doc.error(node, f"credits.{key}", "unknown key (expected hold_ttl_s)")
+            settings.hold_ttl_s = doc.number(node, "credits.hold_ttl_s")
+    if "metrics" in top:
+        for key, node in doc.mapping(top["metrics"], "metrics").items():
+            if key != "require_admin":
+                raise doc.error(node, f"metrics.{key}", "unknown key (expected require_admin)")
+            settings.metrics_require_admin = doc.boolean(node, "metrics.require_admin")
     if "limits" in top:
         limits = doc.mapping(top["limits"], "limits")
         for key, node in limits.items():

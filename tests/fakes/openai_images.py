@@ -9,6 +9,16 @@ Bearer <key>``; a success is ``{"created", "data": [{"b64_json" | "url",
 
 ``fail_status`` makes every call fail with that status (the failover tests);
 ``response_format='url'`` returns URLs served by the fake itself, as dall-e models do.
+
+``stream: true`` answers ``text/event-stream`` as OpenAI documents image streaming
+(openai-python ``types/image_gen_partial_image_event.py``, ``image_gen_completed_event.py``,
+``image_edit_partial_image_event.py``, ``image_edit_completed_event.py``): ``partial_images``
+``<prefix>.partial_image`` events, then one ``<prefix>.completed`` with ``usage``, where the
+prefix is ``image_generation`` or ``image_edit``; each is ``event: <type>`` plus one
+``data: <json>`` line. ``stream_delay_s`` waits before every event after the first,
+``stream_drop_after`` drops the connection after that many events, and
+``streams_started`` / ``streams_completed`` / ``streams_cancelled`` count what happened
+(cancelled: the client went away mid-stream).
 """
 
 from __future__ import annotations
@@ -16,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import json
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,7 +36,7 @@ from typing import Any
 from PIL import Image
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
@@ -48,6 +59,11 @@ class FakeOpenAI:
     delay_s: float = 0.0
     calls: list[Call] = field(default_factory=list)
     url: str = ""
+    stream_delay_s: float = 0.0
+    stream_drop_after: int | None = None
+    streams_started: int = 0
+    streams_completed: int = 0
+    streams_cancelled: int = 0
     _png_store: dict[str, bytes] = field(default_factory=dict)
 
     def app(self) -> Starlette:
@@ -112,6 +128,8 @@ class FakeOpenAI:
             )
         size = str(fields.get("size") or "1024x1024")
         width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
+        if str(fields.get("stream", "")).lower() == "true":
+            return self._stream(path, fields, width, height)
         data = []
         for i in range(int(fields.get("n") or 1)):
             png = _png(width, height, i)
@@ -137,6 +155,60 @@ class FakeOpenAI:
             },
         }
         return JSONResponse(body)
+
+    def _stream(self, path: str, fields: dict[str, Any], width: int, height: int) -> Response:
+        prefix = "image_edit" if path.endswith("/edits") else "image_generation"
+        common = {
+            "size": f"{width}x{height}",
+            "quality": fields.get("quality") or "high",
+            "background": fields.get("background") or "opaque",
+            "output_format": fields.get("output_format") or "png",
+        }
+        events: list[dict[str, Any]] = [
+            {
+                "type": f"{prefix}.partial_image",
+                "b64_json": base64.b64encode(_png(width, height, 3 + k)).decode(),
+                "created_at": int(time.time()),
+                "partial_image_index": k,
+                **common,
+            }
+            for k in range(int(fields.get("partial_images") or 0))
+        ]
+        events.append(
+            {
+                "type": f"{prefix}.completed",
+                "b64_json": base64.b64encode(_png(width, height, 0)).decode(),
+                "created_at": int(time.time()),
+                "usage": {
+                    "input_tokens": 10,
+                    "output_tokens": 20,
+                    "total_tokens": 30,
+                    "input_tokens_details": {"text_tokens": 10, "image_tokens": 0},
+                },
+                **common,
+            }
+        )
+
+        async def body() -> Any:
+            self.streams_started += 1
+            outcome = "cancelled"
+            try:
+                for sent, event in enumerate(events):
+                    if sent and self.stream_delay_s:
+                        await asyncio.sleep(self.stream_delay_s)
+                    if self.stream_drop_after is not None and sent >= self.stream_drop_after:
+                        outcome = "dropped"
+                        raise ConnectionAbortedError("fake: dropping the stream")
+                    data = json.dumps(event)
+                    yield f"event: {event['type']}\ndata: {data}\n\n".encode()
+                outcome = "completed"
+            finally:
+                if outcome == "completed":
+                    self.streams_completed += 1
+                elif outcome == "cancelled":
+                    self.streams_cancelled += 1
+
+        return StreamingResponse(body(), media_type="text/event-stream")
 
 
 async def _form(request: Request) -> tuple[dict[str, Any], dict[str, list[bytes]]]:

@@ -61,6 +61,8 @@ class ApiKey:
     rpm: int | None  # None: no request limit
     created_at: datetime
     revoked_at: datetime | None
+    ipm: int | None = None  # images per minute; None: no limit
+    max_concurrent: int | None = None  # requests in flight; None: no limit
 
     @property
     def revoked(self) -> bool:
@@ -106,7 +108,8 @@ def _new_id() -> str:
     return "".join(secrets.choice(_ID_ALPHABET) for _ in range(ID_LENGTH))
 
 
-def _usd_to_micro(usd: float) -> int:
+def usd_to_micro(usd: float) -> int:
+    """USD to integer micro-USD, exactly (decimal, half-even)."""
     try:
         value = Decimal(str(usd))
     except InvalidOperation:
@@ -131,6 +134,8 @@ def _to_api_key(row: ApiKeyRow) -> ApiKey:
         rpm=row.rpm,
         created_at=_as_utc(row.created_at),
         revoked_at=None if row.revoked_at is None else _as_utc(row.revoked_at),
+        ipm=row.ipm,
+        max_concurrent=row.max_concurrent,
     )
 
 
@@ -142,6 +147,8 @@ def _new_row(
     credits_usd: float | None,
     rpm: int | None,
     plaintext: str | None,
+    ipm: int | None = None,
+    max_concurrent: int | None = None,
 ) -> tuple[ApiKeyRow, str]:
     """Validate the arguments of :meth:`KeyStore.create` into an unsaved row."""
     name = name.strip()
@@ -152,8 +159,9 @@ def _new_row(
     model_list = None if models is None else list(dict.fromkeys(m.strip() for m in models))
     if model_list is not None and not all(model_list):
         raise InvalidRequest("models must not contain empty ids.", param="models")
-    if rpm is not None and (isinstance(rpm, bool) or rpm < 1):
-        raise InvalidRequest("rpm must be a positive integer.", param="rpm")
+    for field_name, value in (("rpm", rpm), ("ipm", ipm), ("max_concurrent", max_concurrent)):
+        if value is not None and (isinstance(value, bool) or value < 1):
+            raise InvalidRequest(f"{field_name} must be a positive integer.", param=field_name)
     if plaintext is None:
         key_id, secret = _new_id(), secrets.token_urlsafe(32)
         plaintext = f"{KEY_PREFIX}_{key_id}_{secret}"
@@ -174,8 +182,10 @@ def _new_row(
         secret_hash=_hash(secret),
         is_admin=admin,
         models=model_list,
-        credits_micro=None if credits_usd is None else _usd_to_micro(credits_usd),
+        credits_micro=None if credits_usd is None else usd_to_micro(credits_usd),
         rpm=rpm,
+        ipm=ipm,
+        max_concurrent=max_concurrent,
         created_at=utcnow(),
         revoked_at=None,
     )
@@ -209,6 +219,8 @@ class KeyStore:
         credits_usd: float | None = None,
         rpm: int | None = None,
         plaintext: str | None = None,
+        ipm: int | None = None,
+        max_concurrent: int | None = None,
     ) -> tuple[ApiKey, str]:
         """Store a new key and return it with its plaintext, which is never shown again.
 
@@ -222,6 +234,8 @@ class KeyStore:
             credits_usd=credits_usd,
             rpm=rpm,
             plaintext=plaintext,
+            ipm=ipm,
+            max_concurrent=max_concurrent,
         )
         try:
             with self._db.session() as session, session.begin():

@@ -9,14 +9,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate.accounts.keys import ApiKey
+from imagegate.accounts.keys import ApiKey, usd_to_micro
 from imagegate.api.auth import require_admin
 from imagegate.api.body import read_json
 from imagegate.api.fields import as_bool, as_int, as_str_list
 from imagegate.api.state import gateway
 from imagegate.core.errors import InvalidRequest, NotFound
 
-_KEY_FIELDS = {"name", "models", "admin", "credits", "rpm"}
+_KEY_FIELDS = {"name", "models", "admin", "credits", "rpm", "ipm", "max_concurrent"}
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:
@@ -28,6 +28,8 @@ def key_json(key: ApiKey) -> dict[str, Any]:
         "models": list(key.models) if key.models is not None else None,
         "credits_usd": key.credits_micro / 1_000_000 if key.credits_micro is not None else None,
         "rpm": key.rpm,
+        "ipm": key.ipm,
+        "max_concurrent": key.max_concurrent,
         "created_at": int(key.created_at.timestamp()),
         "revoked_at": int(key.revoked_at.timestamp()) if key.revoked_at else None,
     }
@@ -57,13 +59,17 @@ async def create_key(request: Request) -> Response:
         isinstance(credits, bool) or not isinstance(credits, int | float) or credits < 0
     ):
         raise InvalidRequest("'credits' must be a number of USD >= 0.", param="credits")
-    rpm = as_int("rpm", raw["rpm"]) if raw.get("rpm") is not None else None
-    if rpm is not None and rpm < 1:
-        raise InvalidRequest("'rpm' must be >= 1.", param="rpm")
+    rpm, ipm, concurrent = (_positive_int(raw, name) for name in ("rpm", "ipm", "max_concurrent"))
     admin = as_bool("admin", raw.get("admin", False))
     key, plaintext = await run_in_threadpool(
         lambda: gw.keys.create(
-            name.strip(), models=models, admin=admin, credits_usd=credits, rpm=rpm
+            name.strip(),
+            models=models,
+            admin=admin,
+            credits_usd=credits,
+            rpm=rpm,
+            ipm=ipm,
+            max_concurrent=concurrent,
         )
     )
     return _json({**key_json(key), "key": plaintext}, status=201)
@@ -81,3 +87,68 @@ async def revoke_key(request: Request) -> Response:
     if not await run_in_threadpool(gateway(request).keys.revoke, key_id):
         raise NotFound(f"No API key with id '{key_id}'.", param="key_id", code="key_not_found")
     return _json({"id": key_id, "object": "api_key", "deleted": True})
+
+
+def _positive_int(raw: dict[str, Any], name: str) -> int | None:
+    if raw.get(name) is None:
+        return None
+    value = as_int(name, raw[name])
+    if value < 1:
+        raise InvalidRequest(f"'{name}' must be >= 1.", param=name)
+    return value
+
+
+async def top_up(request: Request) -> Response:
+    """POST /v1/admin/keys/{key_id}/credits ``{"amount": USD, "note": ...}``."""
+    await require_admin(request)
+    gw = gateway(request)
+    key_id = request.path_params["key_id"]
+    raw = await read_json(request, 64 * 1024)
+    unknown = set(raw) - {"amount", "note"}
+    if unknown:
+        field = sorted(unknown)[0]
+        raise InvalidRequest(f"Unknown field '{field}'.", param=field, code="unknown_parameter")
+    amount = raw.get("amount")
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
+        raise InvalidRequest("'amount' must be a positive number of USD.", param="amount")
+    note = raw.get("note")
+    if note is not None and (not isinstance(note, str) or len(note) > 200):
+        raise InvalidRequest("'note' must be a string of at most 200 characters.", param="note")
+    micro = usd_to_micro(amount)
+    balance = await run_in_threadpool(gw.ledger.top_up, key_id, micro, note)
+    return _json(
+        {
+            "id": key_id,
+            "object": "credit_top_up",
+            "amount_usd": micro / 1_000_000,
+            "balance_usd": balance / 1_000_000,
+        }
+    )
+
+
+async def ledger(request: Request) -> Response:
+    """GET /v1/admin/keys/{key_id}/ledger: the key's credit movements, oldest first."""
+    await require_admin(request)
+    gw = gateway(request)
+    key_id = request.path_params["key_id"]
+    if await run_in_threadpool(gw.keys.get, key_id) is None:
+        raise NotFound(f"No API key with id '{key_id}'.", param="key_id", code="key_not_found")
+    entries = await run_in_threadpool(gw.ledger.entries, key_id)
+    return _json(
+        {
+            "object": "list",
+            "data": [
+                {
+                    "id": e.id,
+                    "kind": e.kind,
+                    "amount_usd": e.amount_micro / 1_000_000,
+                    "balance_usd": None if e.balance_micro is None else e.balance_micro / 1e6,
+                    "hold_id": e.hold_id,
+                    "generation_id": e.generation_id,
+                    "note": e.note,
+                    "created_at": int(e.created_at.timestamp()),
+                }
+                for e in entries
+            ],
+        }
+    )

@@ -16,6 +16,7 @@ async def authenticate(request: Request) -> ApiKey:
     token = bearer_token(request.headers.get("authorization"))
     key = await run_in_threadpool(gateway(request).keys.authenticate, token)
     request.state.key_id = key.id
+    request.state.api_key = key
     return key
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import secrets
+import asyncio
+import dataclasses
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -11,17 +13,21 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from imagegate import metrics
+from imagegate.accounts import idempotency
 from imagegate.accounts.keys import ApiKey
 from imagegate.api.auth import authenticate, authorize_model
 from imagegate.api.body import content_kind, read_json, read_multipart, read_urlencoded
+from imagegate.api.charging import Charge
+from imagegate.api.disconnect import cancel_on_disconnect
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
 from imagegate.api.render import response_body
 from imagegate.api.state import Gateway, gateway
+from imagegate.api.streaming import stream_response
 from imagegate.catalog.rules import check_request
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import (
-    InvalidRequest,
     UnsupportedMediaType,
     UpstreamError,
     UpstreamFailed,
@@ -44,7 +50,7 @@ async def create_image(request: Request) -> Response:
         )
     raw = await read_json(request, gw.settings.limits.max_json_bytes)
     req, spec = _prepare(gw, key, "generate", raw)
-    return await _execute(gw, request, req, spec)
+    return await _execute(gw, request, req, spec, raw)
 
 
 async def create_image_edit(request: Request) -> Response:
@@ -66,10 +72,12 @@ async def _with_images(request: Request, operation: Operation) -> Response:
         raw = await read_json(request, limits.max_json_bytes)
         req, spec = _prepare(gw, key, operation, raw)
         req.images, req.mask = await json_inputs(gw.resolver, raw)
+        files: list[bytes] = []
     elif kind == "form":
         raw = fold_form_fields(await read_urlencoded(request, limits.max_json_bytes))
         req, spec = _prepare(gw, key, operation, raw)
         req.images, req.mask = await multipart_inputs(gw.resolver, [], raw)
+        files = []
     else:
         form = await read_multipart(
             request,
@@ -80,7 +88,8 @@ async def _with_images(request: Request, operation: Operation) -> Response:
         raw = fold_form_fields(form.fields)
         req, spec = _prepare(gw, key, operation, raw)
         req.images, req.mask = await multipart_inputs(gw.resolver, form.files, raw)
-    return await _execute(gw, request, req, spec)
+        files = [part.data for part in form.files]
+    return await _execute(gw, request, req, spec, raw, files)
 
 
 def _prepare(
@@ -90,44 +99,88 @@ def _prepare(
     req = build_request(operation, raw)
     spec = gw.catalog.resolve(req.model)
     authorize_model(key, spec)
-    if raw.get("response_format") is None:
+    if raw.get("response_format") is None and not req.stream:  # streams carry b64_json only
         req.response_format = "url" if spec.default_response_format == "url" else "b64_json"
     return req, spec
 
 
-async def _execute(gw: Gateway, request: Request, req: ImageRequest, spec: ModelSpec) -> Response:
-    started = time.perf_counter()
+async def _execute(
+    gw: Gateway,
+    request: Request,
+    req: ImageRequest,
+    spec: ModelSpec,
+    raw: dict[str, Any],
+    files: Sequence[bytes] = (),
+) -> Response:
     request.state.model = spec.id
     check_request(spec, req)
+    key: ApiKey = request.state.api_key
     if req.stream:
-        raise InvalidRequest(
-            "Streaming responses are not available in this version of the gateway yet.",
-            param="stream",
-            code="unsupported_parameter",
+        return await stream_response(gw, request, req, spec)
+    header = request.headers.get(idempotency.HEADER)
+    if header is None:
+        return await _generate(gw, request, req, spec, key)
+    idem_key = idempotency.check_key(header)
+    digest = idempotency.request_hash({"operation": req.operation, **raw}, list(files))
+    stored = await run_in_threadpool(gw.idempotency.begin, key.id, idem_key, digest)
+    if stored is not None:
+        headers = {**stored.headers, "x-imagegate-idempotent-replay": "true"}
+        return Response(stored.body, stored.status, headers, media_type="application/json")
+    try:
+        response = await _generate(gw, request, req, spec, key)
+    except BaseException:
+        await asyncio.shield(
+            asyncio.ensure_future(run_in_threadpool(gw.idempotency.abandon, key.id, idem_key))
         )
-    routed = await gw.router.route(spec, req)
-    request.state.provider = routed.provider.id
-    images = await _conform_all(routed.result.images, req, routed.provider.capabilities)
-    urls: list[str | None] = [None] * len(images)
-    if req.response_format == "url":
-        base = gw.public_base(request)
-        urls = [await _host(gw, base, img) for img in images]
-    cost = routed.endpoint.pricing.cost(len(images))
-    generation_id = "gen_" + secrets.token_hex(12)
+        raise
+    kept = {k: v for k, v in response.headers.items() if k.startswith("x-imagegate-")}
+    first = idempotency.StoredResponse(response.status_code, kept, bytes(response.body))
+    await asyncio.shield(
+        asyncio.ensure_future(run_in_threadpool(gw.idempotency.complete, key.id, idem_key, first))
+    )
+    return response
+
+
+async def _generate(
+    gw: Gateway, request: Request, req: ImageRequest, spec: ModelSpec, key: ApiKey
+) -> Response:
+    """Hold, route, settle: the request is charged exactly when it returns a response."""
+    started = time.perf_counter()
+    charge = await Charge.open(gw, key, spec, req)
+    try:
+        routed = await cancel_on_disconnect(request, gw.router.route(spec, req))
+        request.state.provider = routed.provider.id
+        images = await _conform_all(routed.result.images, req, routed.provider.capabilities)
+        urls: list[str | None] = [None] * len(images)
+        if req.response_format == "url":
+            base = gw.public_base(request)
+            urls = [await _host(gw, base, img) for img in images]
+        produced = dataclasses.replace(routed.result, images=images)
+        cost_micro = routed.endpoint.pricing.cost_micro(req, produced)
+    except BaseException as exc:
+        await charge.fail(exc)
+        raise
+    attempts = [a.to_dict() for a in routed.attempts]
+    charged = await charge.succeed(
+        routed.provider.id, routed.endpoint.upstream_model, attempts, cost_micro, len(images)
+    )
+    cost = charged / 1_000_000
+    metrics.record_generation(spec.id, routed.provider.id, len(images), cost)
     body = response_body(
         req,
         routed,
         images,
         urls,
         model_id=spec.id,
-        generation_id=generation_id,
+        generation_id=charge.generation_id,
         cost_usd=cost,
         latency_ms=(time.perf_counter() - started) * 1000,
     )
     headers = {
+        **charge.headers,
         "x-imagegate-provider": routed.provider.id,
         "x-imagegate-cost-usd": f"{cost:.6f}",
-        "x-imagegate-generation-id": generation_id,
+        "x-imagegate-generation-id": charge.generation_id,
     }
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
 
@@ -161,6 +214,9 @@ async def _conform_all(
 
 async def _host(gw: Gateway, base: str, image: GeneratedImage) -> str:
     file_id = await gw.store.put(image.data, image.format)
+    direct = await gw.store.public_url(file_id, gw.settings.url_ttl_s)
+    if direct is not None:  # e.g. a presigned S3 URL: downloads bypass the gateway
+        return direct
     exp = int(time.time()) + gw.settings.url_ttl_s
     sig = gw.signer.sign(file_id, exp)
     return f"{base}/v1/files/{file_id}?exp={exp}&sig={sig}"

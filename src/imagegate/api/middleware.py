@@ -14,6 +14,7 @@ import time
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from imagegate import metrics
 from imagegate.logs import request_id_var
 
 log = logging.getLogger("imagegate.access")
@@ -48,19 +49,23 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
             log.exception("unhandled error", extra={"path": scope.get("path")})
             if not response_started:
-                await _send_internal_error(send_with_id, request_id)
+                await _send_internal_error(send_with_id, request_id, _unavailable(exc))
         finally:
             state = scope.get("state", {})
+            elapsed = time.perf_counter() - started
+            metrics.observe_request(
+                scope.get("path", ""), state.get("model"), state.get("provider"), status, elapsed
+            )
             log.info(
                 "request",
                 extra={
                     "method": scope.get("method"),
                     "path": scope.get("path"),
                     "status": status,
-                    "latency_ms": round((time.perf_counter() - started) * 1000, 2),
+                    "latency_ms": round(elapsed * 1000, 2),
                     "key_id": state.get("key_id"),
                     "model": state.get("model"),
                     "provider": state.get("provider"),
@@ -76,26 +81,42 @@ def _incoming_id(scope: Scope) -> str | None:
     return None
 
 
-async def _send_internal_error(send: Send, request_id: str) -> None:
+def _unavailable(exc: Exception) -> str | None:
+    """The shared service a failure came from, when it is one (database, Redis)."""
+    for cause in (exc, exc.__cause__, exc.__context__):
+        module = type(cause).__module__ if cause is not None else ""
+        name = type(cause).__name__
+        if module.startswith("sqlalchemy") and name in ("OperationalError", "InterfaceError"):
+            return "database"
+        if module.startswith("redis") and name in ("ConnectionError", "TimeoutError"):
+            return "Redis"
+    return None
+
+
+async def _send_internal_error(send: Send, request_id: str, service: str | None = None) -> None:
+    """500, or 503 with Retry-After when a shared service (database, Redis) is unreachable:
+    nothing was generated or charged, and the request can be retried."""
+    if service is None:
+        status, code = 500, "internal_error"
+        message = "The server had an error while processing your request"
+    else:
+        status, code = 503, "service_unavailable"
+        message = f"The gateway cannot reach its {service} right now; retry shortly"
     body = orjson.dumps(
         {
             "error": {
-                "message": f"The server had an error while processing your request "
-                f"(request id {request_id}).",
+                "message": f"{message} (request id {request_id}).",
                 "type": "server_error",
                 "param": None,
-                "code": "internal_error",
+                "code": code,
             }
         }
     )
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 500,
-            "headers": [
-                (b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()),
-            ],
-        }
-    )
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if service is not None:
+        headers.append((b"retry-after", b"5"))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

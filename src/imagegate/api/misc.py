@@ -39,9 +39,7 @@ async def list_models(request: Request) -> Response:
                     "upstream_model": endpoint.upstream_model,
                     "status": provider.config.status if provider else "unknown",
                     "available": bool(provider and provider.available),
-                    "price_per_image_usd": 0.0
-                    if endpoint.pricing.free
-                    else endpoint.pricing.per_image,
+                    "pricing": endpoint.pricing.to_json() if endpoint.pricing.configured else None,
                 }
             )
         statuses = {e["status"] for e in endpoints}
@@ -76,7 +74,7 @@ def _free_size(rule: Any) -> dict[str, Any] | None:
 async def healthz(request: Request) -> Response:
     gw = gateway(request)
     providers = {
-        pid: {"available": p.available, "status": p.config.status}
+        pid: {"available": p.available, "status": p.config.status, **p.stats()}
         for pid, p in gw.providers.items()
     }
     return _json({"status": "ok", "providers": providers, "endpoints": gw.router.health.snapshot()})

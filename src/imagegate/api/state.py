@@ -7,7 +7,11 @@ from dataclasses import dataclass
 import httpx
 from starlette.requests import Request
 
+from imagegate.accounts.idempotency import IdempotencyStore
 from imagegate.accounts.keys import KeyStore
+from imagegate.accounts.ledger import Ledger
+from imagegate.accounts.ratelimit import RateLimiter
+from imagegate.accounts.usage import UsageBook
 from imagegate.api.inputs import InputResolver
 from imagegate.catalog.catalog import Catalog
 from imagegate.config import Settings
@@ -15,6 +19,7 @@ from imagegate.db.session import Database
 from imagegate.media.fetch import SafeFetcher
 from imagegate.providers.base import Provider
 from imagegate.routing.router import Router
+from imagegate.routing.shared_health import RedisBreakerSync
 from imagegate.storage.base import ImageStore
 from imagegate.storage.signing import UrlSigner
 
@@ -32,6 +37,11 @@ class Gateway:
     fetcher: SafeFetcher
     resolver: InputResolver
     http: httpx.AsyncClient
+    ledger: Ledger
+    usage: UsageBook
+    limiter: RateLimiter
+    idempotency: IdempotencyStore
+    breaker_sync: RedisBreakerSync | None = None  # shares breaker state via Redis
 
     def public_base(self, request: Request) -> str:
         """Base of returned URLs: IMAGEGATE_PUBLIC_URL, else the URL the client used."""

@@ -9,7 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagegate.catalog.pricing import Pricing, parse_pricing
 from imagegate.core.types import OPERATIONS, OUTPUT_FORMATS, Operation
+
+__all__ = ["CatalogError", "EndpointSpec", "FreeSizeRule", "ModelSpec", "Pricing", "parse_model"]
 
 MB = 1024 * 1024
 
@@ -31,21 +34,10 @@ class FreeSizeRule:
 
 
 @dataclass(frozen=True, slots=True)
-class Pricing:
-    """Simple per-image price in USD; ``None`` means no price is configured."""
-
-    per_image: float | None = None
-    free: bool = False
-
-    def cost(self, images: int) -> float:
-        return 0.0 if self.free or self.per_image is None else round(self.per_image * images, 6)
-
-
-@dataclass(frozen=True, slots=True)
 class EndpointSpec:
     provider: str
     upstream_model: str
-    pricing: Pricing = Pricing()
+    pricing: Pricing = field(default_factory=Pricing)
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,16 +139,7 @@ def _endpoint(item: Any, index: int, err: Any) -> EndpointSpec:
     upstream = item.get("upstream_model")
     if not isinstance(upstream, str):
         raise err(f"{where}.upstream_model", "must be a string")
-    raw_pricing = item.get("pricing") or {}
-    if not isinstance(raw_pricing, dict):
-        raise err(f"{where}.pricing", "must be a mapping")
-    per_image = raw_pricing.get("per_image")
-    if per_image is not None and (not isinstance(per_image, int | float) or per_image < 0):
-        raise err(f"{where}.pricing.per_image", "must be a number >= 0")
-    pricing = Pricing(
-        per_image=float(per_image) if per_image is not None else None,
-        free=bool(raw_pricing.get("free", False)),
-    )
+    pricing = parse_pricing(item.get("pricing"), err, f"{where}.pricing")
     return EndpointSpec(provider=item["provider"], upstream_model=upstream, pricing=pricing)
 
 

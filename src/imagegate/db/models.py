@@ -9,7 +9,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, Integer, String, false
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -41,8 +52,98 @@ class ApiKeyRow(Base):
     credits_micro: Mapped[int | None] = mapped_column(BigInteger)
     # Requests per minute; NULL means no limit.
     rpm: Mapped[int | None] = mapped_column(Integer)
+    # Images per minute and concurrent requests; NULL means no limit.
+    ipm: Mapped[int | None] = mapped_column(Integer)
+    max_concurrent: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     def __repr__(self) -> str:
         return f"ApiKeyRow(id={self.id!r}, name={self.name!r}, is_admin={self.is_admin!r})"
+
+
+class CreditHoldRow(Base):
+    """Credit set aside for one request in flight: the worst case it can cost.
+
+    ``open`` until settled (charged ``charged_micro``, the rest returned), released (the
+    request failed) or expired (its process died; a sweeper returns it all).
+    """
+
+    __tablename__ = "credit_holds"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    amount_micro: Mapped[int] = mapped_column(BigInteger)
+    charged_micro: Mapped[int | None] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    generation_id: Mapped[str] = mapped_column(String(40))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_credit_holds_status_expires", "status", "expires_at"),)
+
+
+class LedgerEntryRow(Base):
+    """One credit movement; append-only. ``amount_micro`` is signed: + adds to the balance.
+
+    Kinds: ``topup``, ``hold``, ``charge`` (settled part of a hold, or a direct charge),
+    ``release`` (unused part of a hold returned), ``expire`` (a stale hold returned).
+    ``balance_micro`` is the key's balance right after the movement.
+    """
+
+    __tablename__ = "ledger_entries"
+
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    amount_micro: Mapped[int] = mapped_column(BigInteger)
+    balance_micro: Mapped[int | None] = mapped_column(BigInteger)
+    hold_id: Mapped[str | None] = mapped_column(String(40))
+    generation_id: Mapped[str | None] = mapped_column(String(40))
+    note: Mapped[str | None] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UsageRow(Base):
+    """One request that reached routing, whatever its outcome."""
+
+    __tablename__ = "usage_records"
+
+    generation_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32))
+    model: Mapped[str] = mapped_column(String(200))
+    operation: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str | None] = mapped_column(String(100))
+    upstream_model: Mapped[str | None] = mapped_column(String(200))
+    status: Mapped[int] = mapped_column(Integer)
+    error_code: Mapped[str | None] = mapped_column(String(64))
+    attempts: Mapped[list[dict[str, object]]] = mapped_column(JSON)
+    images: Mapped[int] = mapped_column(Integer)
+    latency_ms: Mapped[float] = mapped_column(Float)
+    cost_micro: Mapped[int] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (Index("ix_usage_records_key_created", "key_id", "created_at"),)
+
+
+class IdempotencyRow(Base):
+    """The first response to an ``Idempotency-Key``, replayed for 24 hours.
+
+    ``status`` is ``pending`` while the first request runs, then ``done`` with the stored
+    response; a failed first request deletes its row so a retry runs again.
+    """
+
+    __tablename__ = "idempotency_records"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(255), primary_key=True)
+    request_hash: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    response_status: Mapped[int | None] = mapped_column(Integer)
+    response_headers: Mapped[dict[str, str] | None] = mapped_column(JSON)
+    response_body: Mapped[bytes | None] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -118,6 +118,20 @@ class Database:
                 conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
             yield conn
 
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A connection in a short write transaction (commit on success, else rollback).
+
+        SQLite starts it with ``BEGIN IMMEDIATE`` so that a read-then-write transaction
+        waits for the write lock up front instead of failing with "database is locked"
+        when another writer got there first; PostgreSQL runs a plain transaction and relies
+        on conditional ``UPDATE`` statements for atomicity.
+        """
+        with self.engine.connect() as conn, conn.begin():
+            if self.is_sqlite:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            yield conn
+
     def alembic_config(self) -> Config:
         """An Alembic config built in code: no ``alembic.ini`` is needed at runtime."""
         config = Config()

@@ -65,6 +65,8 @@ class AzureOpenAIProvider(OpenAIProvider):
     )
     compression_formats: ClassVar[frozenset[str]] = frozenset({"jpeg"})
     edit_families: ClassVar[frozenset[str]] = frozenset({"gpt-image"})
+    # Azure's image streaming is not covered by its fake here: send the completed event only.
+    stream_passthrough: ClassVar[bool] = False
 
     @property
     def endpoint(self) -> str | None:

@@ -139,3 +139,7 @@ class Provider(ABC):
     async def aclose(self) -> None:
         """Release adapter-owned resources (the shared HTTP client is closed elsewhere)."""
         return None
+
+    def stats(self) -> dict[str, Any]:
+        """Engine figures for ``/healthz`` (e.g. a local engine's queue and batch sizes)."""
+        return {}

@@ -26,6 +26,10 @@ resolved ``WIDTHxHEIGHT`` as is (the catalog checks its limits); gpt-image-1.x a
 get the listed size nearest in aspect ratio (compared in log space); dall-e-2 gets the square
 size nearest in pixel count. The gateway reports the size actually produced.
 
+Streaming (``stream``): gpt-image generations and edits with ``n`` 1 are sent with
+``stream: true`` and ``partial_images``, and the upstream's events are passed through
+(``openai_stream.py``); other models send only the finished result.
+
 Masks are rewritten to OpenAI's convention (fully transparent = edit, same size as the first
 image), so callers may also send white-means-edit masks. OpenAI has no ``seed``: it is not
 sent (``supports_seed=False``). Unknown caller fields are not forwarded, since OpenAI rejects
@@ -35,7 +39,7 @@ unrecognised arguments and that would turn a portable request into a 400.
 from __future__ import annotations
 
 import math
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, ClassVar, Literal
 
 import anyio.to_thread
@@ -52,6 +56,7 @@ from imagegate.core.types import (
     ImageResult,
     InputImage,
     Operation,
+    StreamEvent,
     TokenUsage,
 )
 from imagegate.media.images import decode, encode
@@ -66,6 +71,7 @@ from imagegate.providers.common import (
     retry_after,
     upstream_error,
 )
+from imagegate.providers.openai_stream import image_stream_events
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
@@ -137,6 +143,8 @@ class OpenAIProvider(Provider):
     # Output formats for which ``output_compression`` is documented.
     compression_formats: ClassVar[frozenset[str]] = frozenset({"jpeg", "webp"})
     edit_families: ClassVar[frozenset[str]] = frozenset({"gpt-image", "dall-e-2"})
+    # Pass gpt-image streams through (``stream``); off where that was never verified.
+    stream_passthrough: ClassVar[bool] = True
 
     # -- operations -------------------------------------------------------------------
 
@@ -153,6 +161,18 @@ class OpenAIProvider(Provider):
 
     async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         model = upstream_model
+        fields, files = await self._edit_parts(request, model)
+
+        async def call(k: int) -> list[ImageResult]:
+            form = {**fields, "n": k}
+            return [await self._send("edits", upstream_model, form=form, files=files)]
+
+        return await self._fan_out(request.n, model, call)
+
+    async def _edit_parts(
+        self, request: ImageRequest, model: str
+    ) -> tuple[dict[str, Any], list[FilePart]]:
+        """Check an edit against the model family and build its form fields and files."""
         family = model_family(model)
         if family not in self.edit_families:
             raise _unsupported(self.id, model, "edits")
@@ -177,12 +197,7 @@ class OpenAIProvider(Provider):
         if request.mask is not None:
             mask = await anyio.to_thread.run_sync(openai_mask, request.mask, request.images[0])
             files.append(("mask", ("mask.png", mask, "image/png")))
-
-        async def call(k: int) -> list[ImageResult]:
-            form = {**fields, "n": k}
-            return [await self._send("edits", upstream_model, form=form, files=files)]
-
-        return await self._fan_out(request.n, model, call)
+        return fields, files
 
     async def variation(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         model = upstream_model
@@ -196,6 +211,52 @@ class OpenAIProvider(Provider):
             return [await self._send("variations", upstream_model, form=form, files=files)]
 
         return await self._fan_out(request.n, model, call)
+
+    async def stream(
+        self, request: ImageRequest, upstream_model: str
+    ) -> AsyncIterator[StreamEvent]:
+        """gpt-image generations and edits stream upstream (``stream: true`` and
+        ``partial_images`` are sent) and OpenAI's events pass through; other models, and
+        subclasses with ``stream_passthrough`` off, send only the finished result."""
+        model = upstream_model
+        native = (
+            self.stream_passthrough
+            and model_family(model) == "gpt-image"
+            and request.operation in ("generate", "edit")
+            and request.n == 1
+        )
+        if not native:
+            yield await self.run(request, upstream_model)
+            return
+        files: list[FilePart] | None = None
+        if request.operation == "generate":
+            fields = self._fields(request, model, "generate")
+            fields["prompt"] = request.prompt
+        else:
+            fields, files = await self._edit_parts(request, model)
+        fields.update(n=1, stream=True)
+        if request.partial_images is not None:
+            fields["partial_images"] = request.partial_images
+        operation = "generations" if files is None else "edits"
+        url, params = self.url(operation, upstream_model)
+        headers = {"Accept": "text/event-stream", **self.auth_headers()}
+        body: dict[str, Any]
+        if files is None:
+            headers["Content-Type"] = "application/json"
+            body = {"content": orjson.dumps(fields)}
+        else:
+            body = {"data": {k: _form_value(v) for k, v in fields.items()}, "files": files}
+        async with self.context.http.stream(
+            "POST", url, params=params, headers=headers, timeout=self.config.timeout_s, **body
+        ) as response:
+            if response.status_code >= 400:
+                await response.aread()
+                raise self._error(response)
+            if not response.headers.get("content-type", "").startswith("text/event-stream"):
+                yield await self._result(await _json(self.id, response), upstream_model)
+                return
+            async for event in image_stream_events(self.id, response, upstream_model, _usage):
+                yield event
 
     # -- hooks the Azure adapter overrides ----------------------------------------------
 
@@ -395,6 +456,15 @@ def _form_value(value: Any) -> str:
 
 def _str(value: Any) -> str | None:
     return value if isinstance(value, str) else None
+
+
+async def _json(provider_id: str, response: httpx.Response) -> Any:
+    """An upstream that answered a stream request with plain JSON (it ignored ``stream``)."""
+    await response.aread()
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise bad_upstream(provider_id, "returned invalid JSON") from exc
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:

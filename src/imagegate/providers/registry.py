@@ -7,6 +7,7 @@ from imagegate.providers.base import Provider, ProviderConfig, ProviderContext
 from imagegate.providers.bfl import BFLProvider
 from imagegate.providers.fal import FalProvider
 from imagegate.providers.google import GoogleProvider
+from imagegate.providers.local import LocalProvider
 from imagegate.providers.openai import OpenAIProvider
 from imagegate.providers.openai_compatible import OpenAICompatibleProvider
 from imagegate.providers.replicate import ReplicateProvider
@@ -27,6 +28,7 @@ ADAPTERS: dict[str, type[Provider]] = {
     "fal": FalProvider,
     "together": TogetherProvider,
     "xai": XAIProvider,
+    "local": LocalProvider,
 }
 
 

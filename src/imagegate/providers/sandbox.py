@@ -9,6 +9,9 @@ against it with no network and no keys. Its outputs are deterministic for a give
 * edit paints that render inside the edit region only; pixels outside are kept exactly;
 * variation applies a seeded crop, mirror, hue shift and tint to the input image.
 
+With ``stream: true`` it sends ``partial_images`` progressive renders of each final image
+(pixelated and blurred, sharper each time; ``media/preview.py``) before the result.
+
 Rendering is CPU work, so it runs in a worker thread; generate renders are cached because
 load tests repeat the same prompt.
 """
@@ -22,6 +25,7 @@ import random
 import threading
 import unicodedata
 from collections import OrderedDict
+from collections.abc import AsyncIterator
 from typing import ClassVar
 
 import anyio.to_thread
@@ -35,9 +39,12 @@ from imagegate.core.types import (
     ImageRequest,
     ImageResult,
     OutputFormat,
+    PartialImage,
+    StreamEvent,
 )
 from imagegate.media.images import decode, encode, has_alpha
 from imagegate.media.mask import edit_region, edit_region_from_image_alpha
+from imagegate.media.preview import preview
 from imagegate.providers.base import Capabilities, Provider
 
 _TITLE = "imagegate sandbox"
@@ -77,6 +84,21 @@ class SandboxProvider(Provider):
     async def variation(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         rendered = await anyio.to_thread.run_sync(_variation, request)
         return _result(request, upstream_model, rendered)
+
+    async def stream(
+        self, request: ImageRequest, upstream_model: str
+    ) -> AsyncIterator[StreamEvent]:
+        """``partial_images`` progressive renders of each final image (pixelated, then
+        sharper), then the result itself; as deterministic as the final render."""
+        result = await self.run(request, upstream_model)
+        steps = request.partial_images or 0
+        for index, image in enumerate(result.images):
+            for step in range(steps):
+                partial = await anyio.to_thread.run_sync(
+                    preview, image, step, steps, request.output_compression
+                )
+                yield PartialImage(index, step, partial)
+        yield result
 
 
 def _result(request: ImageRequest, upstream_model: str, rendered: _Rendered) -> ImageResult:

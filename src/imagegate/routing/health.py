@@ -1,7 +1,9 @@
 """Per-(provider, model) health: success and latency EWMAs and a circuit breaker.
 
-In-process state; a later issue moves it to Redis when configured so that workers share
-one view. The clock is injectable so behaviour over time is testable without sleeping.
+In-process state; with Redis configured, :mod:`imagegate.routing.shared_health` shares
+breaker openings and closings between workers through the ``on_change`` hook and
+:meth:`HealthBook.apply_shared`. The clock is injectable so behaviour over time is testable
+without sleeping.
 """
 
 from __future__ import annotations
@@ -58,6 +60,9 @@ class HealthBook:
         self.clock = clock
         self.alpha = alpha
         self._entries: dict[tuple[str, str], EndpointHealth] = {}
+        # Called as on_change(provider, model, state) when this process opens or closes a
+        # breaker; the Redis sync publishes it to the other workers.
+        self.on_change: Callable[[str, str, BreakerState], None] | None = None
 
     def get(self, provider: str, model: str) -> EndpointHealth:
         key = (provider, model)
@@ -96,8 +101,11 @@ class HealthBook:
         entry.ms_per_image_ewma = self._mix(entry.ms_per_image_ewma, per_image)
         entry.recent_latencies.append(latency_ms)
         entry.consecutive_failures = 0
+        was = entry.state
         entry.state = BreakerState.CLOSED
         entry.probe_in_flight = False
+        if was is not BreakerState.CLOSED:
+            self._changed(provider, model, BreakerState.CLOSED)
 
     def record_failure(self, provider: str, model: str) -> None:
         entry = self.get(provider, model)
@@ -106,9 +114,29 @@ class HealthBook:
         if entry.state is BreakerState.HALF_OPEN or (
             entry.consecutive_failures >= self.breaker.failure_threshold
         ):
+            newly_open = entry.state is not BreakerState.OPEN
             entry.state = BreakerState.OPEN
             entry.opened_at = self.clock()
+            if newly_open:
+                self._changed(provider, model, BreakerState.OPEN)
         entry.probe_in_flight = False
+
+    def apply_shared(self, provider: str, model: str, state: BreakerState, age_s: float) -> None:
+        """Adopt another worker's verdict: opened ``age_s`` seconds ago, or closed."""
+        entry = self.get(provider, model)
+        if state is BreakerState.OPEN:
+            if age_s < self.breaker.cooldown_s and entry.state is not BreakerState.OPEN:
+                entry.state = BreakerState.OPEN
+                entry.opened_at = self.clock() - age_s
+                entry.probe_in_flight = False
+        elif entry.state is not BreakerState.CLOSED:
+            entry.state = BreakerState.CLOSED
+            entry.consecutive_failures = 0
+            entry.probe_in_flight = False
+
+    def _changed(self, provider: str, model: str, state: BreakerState) -> None:
+        if self.on_change is not None:
+            self.on_change(provider, model, state)
 
     def release_probe(self, provider: str, model: str) -> None:
         """A probe that ended without a verdict (a caller error) frees the slot."""

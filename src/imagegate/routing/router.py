@@ -28,6 +28,7 @@ from imagegate.core.errors import (
     UpstreamTimeout,
 )
 from imagegate.core.types import ImageRequest, ImageResult
+from imagegate.metrics import record_attempt
 from imagegate.providers.base import Provider
 from imagegate.routing.health import BreakerState, HealthBook
 
@@ -63,13 +64,7 @@ class Attempt:
 class Candidate:
     endpoint: EndpointSpec
     provider: Provider
-
-    @property
-    def price(self) -> float:
-        pricing = self.endpoint.pricing
-        if pricing.free:
-            return 0.0
-        return pricing.per_image if pricing.per_image is not None else math.inf
+    price: float = math.inf  # worst-case USD for one image of this request; inf = unpriced
 
 
 @dataclass(slots=True)
@@ -103,6 +98,16 @@ class Router:
         """The endpoints to try, in order, after preferences, prices and health."""
         prefs = request.provider
         pool = self._eligible(spec, request)
+        priced = [c for c in pool if c.endpoint.pricing.configured]
+        if pool and not priced:
+            raise InsufficientCredits(
+                f"Model '{spec.id}' has no price configured for any available endpoint, so "
+                "it cannot be billed; the operator must set a price or `free: true` in its "
+                "endpoint's `pricing`.",
+                param="model",
+                code="pricing_not_configured",
+            )
+        pool = priced
         if prefs.max_price is not None:
             affordable = [c for c in pool if c.price <= prefs.max_price]
             if pool and not affordable:
@@ -140,7 +145,8 @@ class Router:
                 continue
             if prefs.require_parameters and provider.capabilities.unsupported(request):
                 continue
-            chosen.append(Candidate(endpoint, provider))
+            price = endpoint.pricing.unit_price_usd(request)
+            chosen.append(Candidate(endpoint, provider, math.inf if price is None else price))
         return chosen
 
     def _order(self, pool: list[Candidate], request: ImageRequest) -> list[Candidate]:
@@ -266,6 +272,7 @@ class Router:
         except UpstreamError as exc:
             elapsed = (time.perf_counter() - started) * 1000
             attempts.append(Attempt(provider.id, exc.status or "error", elapsed, exc.message))
+            record_attempt(provider.id, exc)
             if not exc.retryable:
                 self.health.release_probe(*key)
                 return _Outcome(candidate, caller_error=_caller_error(exc))
@@ -278,6 +285,7 @@ class Router:
         except GatewayError as exc:
             elapsed = (time.perf_counter() - started) * 1000
             attempts.append(Attempt(provider.id, exc.status, elapsed, exc.message))
+            record_attempt(provider.id, exc)
             self.health.release_probe(*key)
             return _Outcome(candidate, caller_error=exc)
         except asyncio.CancelledError:
@@ -285,6 +293,7 @@ class Router:
             raise
         elapsed = (time.perf_counter() - started) * 1000
         attempts.append(Attempt(provider.id, 200, elapsed))
+        record_attempt(provider.id, None)
         self.health.record_success(*key, elapsed, len(result.images))
         return _Outcome(candidate, result=result)
 

@@ -1,10 +1,12 @@
 """Storage of generated images for ``response_format=url``, and URL signing.
 
-``open_store`` picks the backend from ``IMAGEGATE_STORAGE_URL``.
+``open_store`` picks the backend from ``IMAGEGATE_STORAGE_URL``: ``file://`` (default) or
+``s3://bucket/prefix`` (``storage/s3.py``, needs boto3).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
@@ -41,10 +43,9 @@ def open_store(storage_url: str | None, data_dir: Path, ttl_s: int) -> ImageStor
             raise ValueError(f"storage URL {storage_url!r} names no directory")
         return FilesystemStore(Path(raw).expanduser(), ttl_s)
     if scheme == "s3":
-        raise ValueError(
-            "S3 storage needs the S3 backend (boto3, `pip install imagegate[s3]`), which is "
-            "not available in this build yet; use a file:// storage URL"
-        )
+        from imagegate.storage.s3 import ENDPOINT_ENV, S3Store
+
+        return S3Store.from_url(storage_url, ttl_s, os.environ.get(ENDPOINT_ENV) or None)
     raise ValueError(
         f"unsupported storage URL scheme {scheme!r} in {storage_url!r}: use file:// or s3://"
     )

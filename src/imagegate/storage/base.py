@@ -55,6 +55,14 @@ class ImageStore(ABC):
     async def sweep(self, now: float | None = None) -> int:
         """Delete expired files; return how many were deleted."""
 
+    async def public_url(self, file_id: str, ttl_s: int) -> str | None:
+        """A URL the caller can download ``file_id`` from directly for ``ttl_s`` seconds.
+
+        None (the default) means the gateway serves the file itself under a signed
+        ``/v1/files/`` URL; object stores return a presigned URL instead.
+        """
+        return None
+
     async def aclose(self) -> None:
         """Release resources (connections, clients); the default holds none."""
         return None

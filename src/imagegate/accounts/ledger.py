@@ -1,0 +1,281 @@
+"""Credits per key in integer micro-USD: holds before the upstream call, settlement after.
+
+``api_keys.credits_micro`` is the balance available to new requests; a hold moves the
+worst-case cost out of it with one conditional ``UPDATE ... WHERE credits_micro >= amount``,
+so concurrent requests can never overdraw a key, on SQLite or PostgreSQL, in one process or
+many. Settlement closes the hold, returns what was not spent and records the request's
+usage in the same transaction; a hold whose process died is returned by
+:meth:`Ledger.expire_stale` once it is past its expiry. Every movement appends a
+``ledger_entries`` row whose ``amount_micro`` values sum to the balance.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, insert, select, update
+
+from imagegate.accounts.usage import UsageRecord, insert_usage
+from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
+from imagegate.db.models import ApiKeyRow, CreditHoldRow, LedgerEntryRow, utcnow
+from imagegate.db.session import Database
+
+log = logging.getLogger("imagegate.ledger")
+
+MICROS_PER_USD = 1_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    id: str
+    key_id: str
+    amount_micro: int
+    generation_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LedgerEntry:
+    id: int
+    key_id: str
+    kind: str
+    amount_micro: int
+    balance_micro: int | None
+    hold_id: str | None
+    generation_id: str | None
+    note: str | None
+    created_at: datetime
+
+
+def usd(micro: int) -> str:
+    """Micro-USD as a dollar string with six decimals, for messages."""
+    sign = "-" if micro < 0 else ""
+    return f"{sign}${abs(micro) / MICROS_PER_USD:.6f}"
+
+
+class Ledger:
+    """Holds, settlements, top-ups and the append-only ledger of one database."""
+
+    def __init__(self, db: Database, hold_ttl_s: float) -> None:
+        self._db = db
+        self.hold_ttl_s = hold_ttl_s
+
+    def hold(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
+        """Set aside ``amount_micro`` or raise 402; None for a key without a credit limit."""
+        now = utcnow()
+        with self._db.write() as conn:
+            balance = conn.execute(
+                update(ApiKeyRow)
+                .where(
+                    ApiKeyRow.id == key_id,
+                    ApiKeyRow.credits_micro.is_not(None),
+                    ApiKeyRow.credits_micro >= amount_micro,
+                )
+                .values(credits_micro=ApiKeyRow.credits_micro - amount_micro)
+                .returning(ApiKeyRow.credits_micro)
+            ).scalar_one_or_none()
+            if balance is None:
+                current = conn.execute(
+                    select(ApiKeyRow.credits_micro).where(ApiKeyRow.id == key_id)
+                ).one_or_none()
+                if current is None or current[0] is None:
+                    return None  # no such key (revoked meanwhile) or no credit limit
+                raise InsufficientCredits(
+                    f"This API key's balance ({usd(current[0])}) cannot cover this request, "
+                    f"which may cost up to {usd(amount_micro)}. Top up the key's credits or "
+                    "ask for fewer or smaller images.",
+                )
+            hold = Hold("hold_" + secrets.token_hex(12), key_id, amount_micro, generation_id)
+            conn.execute(
+                insert(CreditHoldRow).values(
+                    id=hold.id,
+                    key_id=key_id,
+                    amount_micro=amount_micro,
+                    status="open",
+                    generation_id=generation_id,
+                    created_at=now,
+                    expires_at=now + timedelta(seconds=self.hold_ttl_s),
+                )
+            )
+            _entry(conn, key_id, "hold", -amount_micro, balance, hold.id, generation_id)
+        return hold
+
+    def settle(self, hold: Hold | None, cost_micro: int, usage: UsageRecord) -> None:
+        """Charge ``cost_micro`` (at most the hold), return the rest, record usage."""
+        usage.cost_micro = cost_micro
+        with self._db.write() as conn:
+            if hold is not None:
+                charged = min(cost_micro, hold.amount_micro)
+                if charged < cost_micro:
+                    log.warning(
+                        "cost above hold; charged the hold",
+                        extra={"hold": hold.id, "cost_micro": cost_micro},
+                    )
+                usage.cost_micro = charged
+                self._close(conn, hold, "settled", charged)
+            insert_usage(conn, usage)
+
+    def release(self, hold: Hold | None, usage: UsageRecord) -> None:
+        """The request failed: return the whole hold and record usage, at cost 0."""
+        usage.cost_micro = 0
+        with self._db.write() as conn:
+            if hold is not None:
+                self._close(conn, hold, "released", 0)
+            insert_usage(conn, usage)
+
+    def _close(self, conn: Connection, hold: Hold, status: str, charged: int) -> None:
+        closed = conn.execute(
+            update(CreditHoldRow)
+            .where(CreditHoldRow.id == hold.id, CreditHoldRow.status == "open")
+            .values(status=status, charged_micro=charged, closed_at=utcnow())
+        ).rowcount
+        refund = hold.amount_micro - charged if closed else -charged
+        kind = "settle" if status == "settled" else "release"
+        note = f"charged {usd(charged)} of {usd(hold.amount_micro)}"
+        if not closed:
+            # The sweeper already returned this hold (its expiry passed): charge directly.
+            kind, note = "charge", "late settlement of an expired hold"
+            if charged == 0:
+                return
+        balance = conn.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.id == hold.key_id)
+            .values(credits_micro=ApiKeyRow.credits_micro + refund)
+            .returning(ApiKeyRow.credits_micro)
+        ).scalar_one_or_none()
+        _entry(conn, hold.key_id, kind, refund, balance, hold.id, hold.generation_id, note)
+
+    def expire_stale(self, limit: int = 500) -> int:
+        """Return every open hold past its expiry to its key; the number returned."""
+        now = utcnow()
+        with self._db.engine.connect() as conn:
+            stale = conn.execute(
+                select(
+                    CreditHoldRow.id,
+                    CreditHoldRow.key_id,
+                    CreditHoldRow.amount_micro,
+                    CreditHoldRow.generation_id,
+                )
+                .where(CreditHoldRow.status == "open", CreditHoldRow.expires_at < now)
+                .limit(limit)
+            ).all()
+        expired = 0
+        for hold_id, key_id, amount, generation_id in stale:
+            with self._db.write() as conn:
+                closed = conn.execute(
+                    update(CreditHoldRow)
+                    .where(CreditHoldRow.id == hold_id, CreditHoldRow.status == "open")
+                    .values(status="expired", charged_micro=0, closed_at=now)
+                ).rowcount
+                if not closed:
+                    continue
+                balance = conn.execute(
+                    update(ApiKeyRow)
+                    .where(ApiKeyRow.id == key_id)
+                    .values(credits_micro=ApiKeyRow.credits_micro + amount)
+                    .returning(ApiKeyRow.credits_micro)
+                ).scalar_one_or_none()
+                _entry(
+                    conn,
+                    key_id,
+                    "expire",
+                    amount,
+                    balance,
+                    hold_id,
+                    generation_id,
+                    "hold expired: its request never finished",
+                )
+                expired += 1
+        if expired:
+            log.warning("returned expired credit holds", extra={"holds": expired})
+        return expired
+
+    def top_up(self, key_id: str, amount_micro: int, note: str | None = None) -> int:
+        """Add credits; a key without a credit limit gets one, starting from this amount."""
+        if amount_micro <= 0:
+            raise InvalidRequest("'amount' must be a positive number of USD.", param="amount")
+        with self._db.write() as conn:
+            balance = conn.execute(
+                update(ApiKeyRow)
+                .where(ApiKeyRow.id == key_id)
+                .values(credits_micro=ApiKeyRow.credits_micro + amount_micro)
+                .returning(ApiKeyRow.credits_micro)
+            ).scalar_one_or_none()
+            if balance is None:
+                exists = conn.execute(
+                    update(ApiKeyRow)
+                    .where(ApiKeyRow.id == key_id, ApiKeyRow.credits_micro.is_(None))
+                    .values(credits_micro=amount_micro)
+                    .returning(ApiKeyRow.credits_micro)
+                ).scalar_one_or_none()
+                if exists is None:
+                    raise NotFound(
+                        f"No API key with id '{key_id}'.", param="key_id", code="key_not_found"
+                    )
+                balance = exists
+            _entry(conn, key_id, "topup", amount_micro, balance, None, None, note)
+        return int(balance)
+
+    def balance(self, key_id: str) -> int | None:
+        with self._db.engine.connect() as conn:
+            return conn.execute(
+                select(ApiKeyRow.credits_micro).where(ApiKeyRow.id == key_id)
+            ).scalar_one_or_none()
+
+    def open_holds(self, key_id: str | None = None) -> int:
+        """How many holds are open (all keys, or one)."""
+        query = select(CreditHoldRow.id).where(CreditHoldRow.status == "open")
+        if key_id is not None:
+            query = query.where(CreditHoldRow.key_id == key_id)
+        with self._db.engine.connect() as conn:
+            return len(conn.execute(query).all())
+
+    def entries(self, key_id: str, limit: int = 1000) -> list[LedgerEntry]:
+        """A key's ledger, oldest first."""
+        query = (
+            select(LedgerEntryRow)
+            .where(LedgerEntryRow.key_id == key_id)
+            .order_by(LedgerEntryRow.id)
+            .limit(limit)
+        )
+        with self._db.session() as session:
+            return [
+                LedgerEntry(
+                    r.id,
+                    r.key_id,
+                    r.kind,
+                    r.amount_micro,
+                    r.balance_micro,
+                    r.hold_id,
+                    r.generation_id,
+                    r.note,
+                    r.created_at,
+                )
+                for r in session.scalars(query)
+            ]
+
+
+def _entry(
+    conn: Connection,
+    key_id: str,
+    kind: str,
+    amount: int,
+    balance: int | None,
+    hold_id: str | None,
+    generation_id: str | None,
+    note: str | None = None,
+) -> None:
+    conn.execute(
+        insert(LedgerEntryRow).values(
+            key_id=key_id,
+            kind=kind,
+            amount_micro=amount,
+            balance_micro=balance,
+            hold_id=hold_id,
+            generation_id=generation_id,
+            note=note,
+            created_at=utcnow(),
+        )
+    )

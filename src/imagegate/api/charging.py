@@ -1,0 +1,136 @@
+"""One request's accounting: rate-limit permit, credit hold, settlement and usage record.
+
+Both the JSON and the streaming paths go through :class:`Charge`: ``open`` before any
+upstream call (429 / 402 refuse the request there), then exactly one of ``succeed`` or
+``fail``. Every database step runs in a worker thread; ``fail`` is shielded so that a
+cancelled request (client gone) still returns its hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from starlette.concurrency import run_in_threadpool
+
+from imagegate import metrics
+from imagegate.accounts.keys import ApiKey
+from imagegate.accounts.ledger import Hold
+from imagegate.accounts.ratelimit import Permit
+from imagegate.accounts.usage import UsageRecord
+from imagegate.api.state import Gateway
+from imagegate.catalog.spec import ModelSpec
+from imagegate.core.errors import GatewayError
+from imagegate.core.types import ImageRequest
+
+T = TypeVar("T")
+
+# Recorded for a request that ended without an HTTP status of its own.
+CLIENT_CLOSED = 499
+INTERNAL = 500
+
+
+def new_generation_id() -> str:
+    return "gen_" + secrets.token_hex(12)
+
+
+async def _shielded(func: Callable[..., T], *args: Any) -> T:
+    """Run blocking ``func`` in a thread to the end even if the caller is cancelled."""
+    task = asyncio.ensure_future(run_in_threadpool(func, *args))
+    return await asyncio.shield(task)
+
+
+class Charge:
+    def __init__(
+        self, gw: Gateway, key: ApiKey, spec: ModelSpec, req: ImageRequest, generation_id: str
+    ) -> None:
+        self.gw = gw
+        self.key = key
+        self.req = req
+        self.generation_id = generation_id
+        self.permit: Permit | None = None
+        self.hold: Hold | None = None
+        self.started = time.perf_counter()
+        self.usage = UsageRecord(generation_id, key.id, spec.id, req.operation)
+        self.closed = False
+
+    @classmethod
+    async def open(
+        cls,
+        gw: Gateway,
+        key: ApiKey,
+        spec: ModelSpec,
+        req: ImageRequest,
+        generation_id: str | None = None,
+    ) -> Charge:
+        """Take a rate-limit permit and hold the worst-case cost (429 / 402 otherwise)."""
+        charge = cls(gw, key, spec, req, generation_id or new_generation_id())
+        charge.permit = await gw.limiter.acquire(key, req.n, charge.generation_id)
+        try:
+            if key.credits_micro is not None:
+                amount = max_cost_micro(gw, spec, req)
+                charge.hold = await run_in_threadpool(
+                    gw.ledger.hold, key.id, amount, charge.generation_id
+                )
+                if charge.hold is not None:
+                    metrics.hold_started()
+        except BaseException:
+            await gw.limiter.release(charge.permit)
+            raise
+        return charge
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The rate-limit headers to send with the response."""
+        return dict(self.permit.headers) if self.permit else {}
+
+    async def succeed(
+        self,
+        provider: str,
+        upstream_model: str,
+        attempts: list[dict[str, Any]],
+        cost_micro: int,
+        images: int,
+    ) -> int:
+        """Settle ``cost_micro`` and record the request; returns what was charged."""
+        usage = self.usage
+        usage.provider, usage.upstream_model = provider, upstream_model
+        usage.attempts, usage.images, usage.status = attempts, images, 200
+        usage.latency_ms = (time.perf_counter() - self.started) * 1000
+        await self._close(self.gw.ledger.settle, self.hold, cost_micro, usage)
+        return usage.cost_micro
+
+    async def fail(self, exc: BaseException) -> None:
+        """Release the hold and record why the request failed."""
+        usage = self.usage
+        if isinstance(exc, GatewayError):
+            usage.status, usage.error_code = exc.status, exc.code
+            usage.attempts = [a.to_dict() for a in exc.attempts if hasattr(a, "to_dict")]
+        elif isinstance(exc, asyncio.CancelledError):
+            usage.status, usage.error_code = CLIENT_CLOSED, "client_disconnected"
+        else:
+            usage.status, usage.error_code = INTERNAL, "internal_error"
+        usage.latency_ms = (time.perf_counter() - self.started) * 1000
+        await self._close(self.gw.ledger.release, self.hold, usage)
+
+    async def _close(self, func: Callable[..., None], *args: Any) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            await _shielded(func, *args)
+        finally:
+            if self.hold is not None:
+                metrics.hold_finished()
+            if self.permit is not None:
+                await self.gw.limiter.release(self.permit)
+
+
+def max_cost_micro(gw: Gateway, spec: ModelSpec, req: ImageRequest) -> int:
+    """The hold: the worst case over every endpoint the router may try for this request."""
+    return max(
+        (c.endpoint.pricing.max_cost_micro(req) for c in gw.router.plan(spec, req)), default=0
+    )

@@ -1,0 +1,61 @@
+"""Cancel a request's work when its client goes away.
+
+Once the body has been read, the only message ASGI's ``receive`` can still deliver is
+``http.disconnect``. ``cancel_on_disconnect`` runs the work beside a watcher of
+``receive``; if the client disconnects first, the work is cancelled (so a queued local
+generation leaves its queue, and an upstream call is abandoned) and ``ClientDisconnected``
+is raised. Its 499 envelope is never seen by anyone, but the access log records it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from starlette.requests import Request
+from starlette.types import Receive
+
+from imagegate.core.errors import GatewayError
+
+T = TypeVar("T")
+
+
+class ClientDisconnected(GatewayError):
+    """499 (nginx's "client closed request"): the caller hung up before the answer."""
+
+    status = 499
+    type = "client_error"
+    code = "client_disconnected"
+
+
+async def wait_for_disconnect(receive: Receive) -> None:
+    """Return when the client disconnects; any other message (none expected) is skipped."""
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work``; cancel it and raise ``ClientDisconnected`` if the client leaves first.
+
+    Call only after the request body has been read in full.
+    """
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(wait_for_disconnect(request.receive))
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        # Also on our own cancellation: never leave either running.
+        for pending in (task, watcher):
+            if not pending.done():
+                pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watcher
+    if task.done() and not task.cancelled():
+        return task.result()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise ClientDisconnected("The client disconnected before the response was ready.")

@@ -1,0 +1,76 @@
+"""``GET /v1/generations/{id}`` and ``GET /v1/usage``: what a key spent, and on what."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import cast
+
+import orjson
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from imagegate.accounts.usage import GROUP_BY, GroupBy
+from imagegate.api.auth import authenticate
+from imagegate.api.state import gateway
+from imagegate.core.errors import InvalidRequest, NotFound
+
+DEFAULT_WINDOW = timedelta(days=30)
+
+
+def _json(body: object) -> Response:
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def get_generation(request: Request) -> Response:
+    """One request's record; a key sees its own, an admin key sees all."""
+    key = await authenticate(request)
+    generation_id = request.path_params["generation_id"]
+    record = await run_in_threadpool(gateway(request).usage.get, generation_id)
+    if record is None or (record.key_id != key.id and not key.is_admin):
+        raise NotFound(
+            f"No generation with id '{generation_id}'.",
+            param="generation_id",
+            code="generation_not_found",
+        )
+    return _json(record.to_json())
+
+
+async def get_usage(request: Request) -> Response:
+    """Totals over ``[start, end)``, optionally grouped by model, provider, key or day."""
+    key = await authenticate(request)
+    params = request.query_params
+    end = parse_time(params.get("end"), "end") or datetime.now(UTC)
+    start = parse_time(params.get("start"), "start") or end - DEFAULT_WINDOW
+    if start >= end:
+        raise InvalidRequest("'start' must be before 'end'.", param="start")
+    group_by = params.get("group_by") or None
+    if group_by is not None and group_by not in GROUP_BY:
+        raise InvalidRequest(f"'group_by' must be one of {', '.join(GROUP_BY)}.", param="group_by")
+    key_id = params.get("key_id") or None
+    if not key.is_admin:
+        if key_id not in (None, key.id):
+            raise NotFound(f"No API key with id '{key_id}'.", param="key_id")
+        key_id = key.id
+    book = gateway(request).usage
+    grouping = cast(GroupBy | None, group_by)
+    summary = await run_in_threadpool(book.summary, start, end, grouping, key_id)
+    summary["key_id"] = key_id
+    return _json(summary)
+
+
+def parse_time(value: str | None, name: str) -> datetime | None:
+    """Unix seconds, ``YYYY-MM-DD`` or an ISO 8601 time (UTC unless it says otherwise)."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        if value.lstrip("-").replace(".", "", 1).isdigit():
+            return datetime.fromtimestamp(float(value), UTC)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except (ValueError, OverflowError, OSError):
+        raise InvalidRequest(
+            f"'{name}' must be unix seconds, YYYY-MM-DD or an ISO 8601 time; got {value!r}.",
+            param=name,
+        ) from None
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

@@ -1,0 +1,115 @@
+"""``imagegate keys top-up`` and ``imagegate usage``: operator commands on the database.
+
+Like ``keys create|list|revoke`` they work on the database the gateway uses
+(``IMAGEGATE_DATABASE_URL`` or the data dir's SQLite), so they need no running server.
+"""
+
+from __future__ import annotations
+
+import sys
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, cast
+
+import orjson
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from imagegate.accounts.keys import usd_to_micro
+from imagegate.accounts.ledger import Ledger
+from imagegate.accounts.usage import GROUP_BY, GroupBy, UsageBook
+from imagegate.config import ConfigError, load_settings
+from imagegate.core.errors import GatewayError
+from imagegate.db.session import Database, database_url_for
+
+console = Console(width=None if sys.stdout.isatty() else 200)
+ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML config file.")]
+
+
+def _database(config: str | None) -> Database:
+    try:
+        settings = load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"imagegate: configuration error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    db = Database(database_url_for(settings.data_dir, settings.database_url))
+    db.migrate()
+    return db
+
+
+def _key_id(value: str) -> str:
+    return value.split("_")[1] if value.startswith("ig_") and value.count("_") >= 2 else value
+
+
+def top_up(
+    key_id: Annotated[str, typer.Argument(help="Key id (or the whole ig_<id>_... key).")],
+    amount: Annotated[float, typer.Argument(help="USD to add.")],
+    note: Annotated[str | None, typer.Option(help="Why (kept in the ledger).")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Add credits to a key; prints the new balance."""
+    ledger = Ledger(_database(config), hold_ttl_s=0)
+    try:
+        balance = ledger.top_up(_key_id(key_id), usd_to_micro(amount), note)
+    except GatewayError as exc:
+        typer.echo(f"imagegate: {exc.message}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"{_key_id(key_id)}: balance ${balance / 1e6:.6f}")
+
+
+def usage(
+    start: Annotated[str | None, typer.Option(help="Start: YYYY-MM-DD or ISO time (UTC).")] = None,
+    end: Annotated[str | None, typer.Option(help="End (exclusive); default now.")] = None,
+    group_by: Annotated[
+        str, typer.Option("--group-by", help="model, provider, key or day.")
+    ] = "model",
+    key: Annotated[str | None, typer.Option("--key", help="Only this key id.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Requests, images and cost over a period (default: the last 30 days)."""
+    from imagegate.api.usage import DEFAULT_WINDOW, parse_time
+
+    if group_by not in GROUP_BY:
+        typer.echo(f"imagegate: --group-by must be one of {', '.join(GROUP_BY)}", err=True)
+        raise typer.Exit(2)
+    try:
+        stop = parse_time(end, "end") or datetime.now(UTC) + timedelta(seconds=1)
+        begin = parse_time(start, "start") or stop - DEFAULT_WINDOW
+    except GatewayError as exc:
+        typer.echo(f"imagegate: {exc.message}", err=True)
+        raise typer.Exit(2) from None
+    book = UsageBook(_database(config))
+    summary = book.summary(begin, stop, cast(GroupBy, group_by), _key_id(key) if key else None)
+    if as_json:
+        typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
+        return
+    console.print(_table(summary, group_by))
+
+
+def _table(summary: dict[str, Any], group_by: str) -> Table:
+    table = Table(group_by, "requests", "succeeded", "images", "cost (USD)")
+    for row in summary["data"]:
+        table.add_row(
+            str(row["group"]),
+            str(row["requests"]),
+            str(row["succeeded"]),
+            str(row["images"]),
+            f"{row['cost_usd']:.6f}",
+        )
+    totals = summary["totals"]
+    table.add_section()
+    table.add_row(
+        "total",
+        str(totals["requests"]),
+        str(totals["succeeded"]),
+        str(totals["images"]),
+        f"{totals['cost_usd']:.6f}",
+    )
+    return table
+
+
+def register(app: typer.Typer, keys_app: typer.Typer) -> None:
+    keys_app.command("top-up")(top_up)
+    app.command("usage")(usage)

@@ -1,0 +1,264 @@
+"""Client commands of the ``imagegate`` CLI: ``generate``, ``edit`` and ``vary``.
+
+They talk to a running gateway through the SDK (``IMAGEGATE_BASE_URL``, default
+``http://127.0.0.1:8080/v1``; ``IMAGEGATE_API_KEY``, default the local data dir's
+``admin-key``), save the images to files and print provider, cost and paths — or, with
+``--json``, one JSON object. A gateway error prints its message and exits 1.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from imagegate.client import (
+    ApiClient,
+    ApiError,
+    Configuration,
+    ImageGenerationRequest,
+    ImageGenerationResponse,
+    ImagesApi,
+    ImagesEditRequest,
+    ImageVariationRequest,
+)
+from imagegate.client.configuration import DEFAULT_HOST, local_admin_key
+from imagegate.client.images_api import HttpInfo
+
+err_console = Console(stderr=True)
+out_console = Console(width=None if sys.stdout.isatty() else 200)
+
+Model = Annotated[str, typer.Option("--model", "-m", help="Model id or alias.")]
+Count = Annotated[int | None, typer.Option("--n", "-n", help="Number of images.")]
+Size = Annotated[str | None, typer.Option("--size", "-s", help="WIDTHxHEIGHT or auto.")]
+OutDir = Annotated[Path, typer.Option("--out", "-o", help="Directory to save images in.")]
+Format = Annotated[
+    str | None, typer.Option("--format", "-f", help="Output format: png, jpeg or webp.")
+]
+Seed = Annotated[int | None, typer.Option("--seed", help="Seed, for engines that take one.")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print one JSON object instead.")]
+BaseUrl = Annotated[
+    str,
+    typer.Option("--base-url", envvar="IMAGEGATE_BASE_URL", help="Gateway API base URL."),
+]
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="IMAGEGATE_API_KEY",
+        help="API key (default: the data dir's admin-key).",
+        show_default=False,
+    ),
+]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the client commands to the main ``imagegate`` app."""
+    app.command("generate")(generate)
+    app.command("edit")(edit)
+    app.command("vary")(vary)
+
+
+def generate(
+    prompt: Annotated[str, typer.Argument(help="What to draw.")],
+    model: Model = "imagegate/sandbox",
+    n: Count = None,
+    size: Size = None,
+    out: OutDir = Path("."),
+    output_format: Format = None,
+    quality: Annotated[str | None, typer.Option(help="Quality, if the model has it.")] = None,
+    seed: Seed = None,
+    as_json: AsJson = False,
+    base_url: BaseUrl = DEFAULT_HOST,
+    api_key: ApiKey = None,
+) -> None:
+    """Generate images from a prompt and save them."""
+    request = ImageGenerationRequest(
+        prompt=prompt,
+        model=model,
+        n=n,
+        size=size,
+        output_format=output_format,
+        quality=quality,
+        seed=seed,
+        response_format="b64_json",
+        meta=True,
+        usage=True,
+    )
+    _run(
+        base_url,
+        api_key,
+        as_json,
+        out,
+        "Generating",
+        lambda api: api.images_generations_post_with_http_info(request),
+    )
+
+
+def edit(
+    args: Annotated[list[str], typer.Argument(metavar="IMAGE... PROMPT", show_default=False)],
+    mask: Annotated[str | None, typer.Option(help="Mask image (transparent = edit).")] = None,
+    model: Model = "imagegate/sandbox",
+    n: Count = None,
+    size: Size = None,
+    out: OutDir = Path("."),
+    output_format: Format = None,
+    seed: Seed = None,
+    as_json: AsJson = False,
+    base_url: BaseUrl = DEFAULT_HOST,
+    api_key: ApiKey = None,
+) -> None:
+    """Edit one or more images (paths or URLs); the last argument is the prompt."""
+    if len(args) < 2:
+        _fail("edit needs at least one IMAGE and a PROMPT", as_json, code=2)
+    *images, prompt = args
+    request = ImagesEditRequest(
+        image=[_input(i, as_json) for i in images],
+        prompt=prompt,
+        mask=_input(mask, as_json) if mask else None,
+        model=model,
+        n=n,
+        size=size,
+        output_format=output_format,
+        seed=seed,
+        response_format="b64_json",
+        meta=True,
+        usage=True,
+    )
+    _run(
+        base_url,
+        api_key,
+        as_json,
+        out,
+        "Editing",
+        lambda api: api.images_edits_post_with_http_info(request),
+    )
+
+
+def vary(
+    image: Annotated[str, typer.Argument(help="Image path or URL.")],
+    model: Model = "imagegate/sandbox",
+    n: Count = None,
+    size: Size = None,
+    out: OutDir = Path("."),
+    seed: Seed = None,
+    as_json: AsJson = False,
+    base_url: BaseUrl = DEFAULT_HOST,
+    api_key: ApiKey = None,
+) -> None:
+    """Make variations of an image."""
+    request = ImageVariationRequest(
+        image=_input(image, as_json),
+        model=model,
+        n=n,
+        size=size,
+        seed=seed,
+        response_format="b64_json",
+        meta=True,
+        usage=True,
+    )
+    _run(
+        base_url,
+        api_key,
+        as_json,
+        out,
+        "Varying",
+        lambda api: api.images_variations_post_with_http_info(request),
+    )
+
+
+def _input(value: str, as_json: bool) -> str:
+    """URLs pass through; paths must exist (a clear message beats a server 400)."""
+    if value.lower().startswith(("http://", "https://", "data:")):
+        return value
+    if not Path(value).is_file():
+        _fail(f"no such image file: {value}", as_json, code=2)
+    return value
+
+
+def _run(
+    base_url: str,
+    api_key: str | None,
+    as_json: bool,
+    out: Path,
+    verb: str,
+    call: Callable[[ImagesApi], HttpInfo],
+) -> None:
+    config = Configuration(host=base_url, access_token=api_key or local_admin_key())
+    with ApiClient(config) as client:
+        api = ImagesApi(client)
+        try:
+            if as_json:
+                result, _, headers = call(api)
+            else:
+                with err_console.status(f"{verb}…", spinner="dots"):
+                    result, _, headers = call(api)
+        except ApiError as exc:
+            _fail_api(exc, as_json)
+    assert isinstance(result, ImageGenerationResponse)
+    files = _save(result, headers, out)
+    meta = result.meta
+    provider = (meta.provider if meta else None) or headers.get("x-imagegate-provider")
+    cost = (
+        meta.cost_usd
+        if meta and meta.cost_usd is not None
+        else _float(headers.get("x-imagegate-cost-usd"))
+    )
+    if as_json:
+        summary = {
+            "provider": provider,
+            "model": meta.model if meta else None,
+            "generation_id": meta.generation_id
+            if meta
+            else headers.get("x-imagegate-generation-id"),
+            "cost_usd": cost,
+            "size": result.size,
+            "output_format": result.output_format,
+            "files": [str(f.resolve()) for f in files],
+        }
+        typer.echo(json.dumps(summary))
+        return
+    model = meta.model if meta else "?"
+    out_console.print(f"provider [bold]{provider}[/] · model {model} · cost ${cost or 0:.4f}")
+    for path in files:
+        out_console.print(str(path), highlight=False)
+
+
+def _save(result: ImageGenerationResponse, headers: dict[str, str], out: Path) -> list[Path]:
+    stem = (
+        (result.meta.generation_id if result.meta else None)
+        or headers.get("x-imagegate-generation-id")
+        or time.strftime("image-%Y%m%d-%H%M%S")
+    )
+    ext = {"jpeg": "jpg"}.get(result.output_format or "png", result.output_format or "png")
+    return [image.save(out / f"{stem}-{i}.{ext}") for i, image in enumerate(result.data)]
+
+
+def _fail_api(exc: ApiError, as_json: bool) -> NoReturn:
+    if as_json:
+        error = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
+        typer.echo(json.dumps({"status": exc.status, "error": error}))
+    where = f" (param: {exc.param})" if exc.param else ""
+    status = f" {exc.status}" if exc.status else ""
+    typer.echo(f"imagegate: error{status}: {exc.message}{where}", err=True)
+    raise typer.Exit(1)
+
+
+def _fail(message: str, as_json: bool, code: int = 1) -> NoReturn:
+    if as_json:
+        typer.echo(json.dumps({"status": None, "error": {"message": message}}))
+    typer.echo(f"imagegate: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _float(value: str | None) -> float | None:
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None

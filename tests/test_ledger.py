@@ -1,0 +1,249 @@
+"""The credit ledger, usage records and idempotency store on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import select, update
+
+from imagegate.accounts.idempotency import IdempotencyStore, StoredResponse, request_hash
+from imagegate.accounts.keys import KeyStore
+from imagegate.accounts.ledger import Ledger
+from imagegate.accounts.usage import UsageBook, UsageRecord
+from imagegate.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound
+from imagegate.db.models import CreditHoldRow
+from imagegate.db.session import Database
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
+
+
+def _key(db: Database, credits: float | None) -> str:
+    key, _ = KeyStore(db).create("test", credits_usd=credits)
+    return key.id
+
+
+def _usage(key_id: str, gen: str, model: str = "m/a", provider: str = "p") -> UsageRecord:
+    return UsageRecord(gen, key_id, model, "generate", provider=provider, images=1)
+
+
+def _ledger_sum(ledger: Ledger, key_id: str) -> int:
+    return sum(e.amount_micro for e in ledger.entries(key_id))
+
+
+def test_hold_settle_charges_actual_cost_and_returns_the_rest(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    hold = ledger.hold(key_id, 300_000, "gen_a")
+    assert hold is not None
+    assert ledger.balance(key_id) == 700_000
+    ledger.settle(hold, 120_000, _usage(key_id, "gen_a"))
+    assert ledger.balance(key_id) == 880_000
+    assert ledger.open_holds(key_id) == 0
+    kinds = [e.kind for e in ledger.entries(key_id)]
+    assert kinds == ["hold", "settle"]
+    # Top-up isn't in this ledger (credits given at creation); the movements sum to -cost.
+    assert _ledger_sum(ledger, key_id) == -120_000
+    assert ledger.entries(key_id)[-1].balance_micro == 880_000
+    record = UsageBook(db).get("gen_a")
+    assert record is not None and record.cost_micro == 120_000 and record.status == 200
+
+
+def test_release_returns_everything_and_records_failure(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 0.5)
+    hold = ledger.hold(key_id, 500_000, "gen_b")
+    assert ledger.balance(key_id) == 0
+    usage = _usage(key_id, "gen_b")
+    usage.status, usage.error_code = 502, "upstream_failed"
+    ledger.release(hold, usage)
+    assert ledger.balance(key_id) == 500_000
+    record = UsageBook(db).get("gen_b")
+    assert record is not None and (record.status, record.cost_micro) == (502, 0)
+
+
+def test_hold_beyond_balance_is_402_and_changes_nothing(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 0.1)
+    with pytest.raises(InsufficientCredits) as info:
+        ledger.hold(key_id, 100_001, "gen_c")
+    assert info.value.status == 402 and "$0.100000" in info.value.message
+    assert ledger.balance(key_id) == 100_000
+    assert ledger.entries(key_id) == []
+
+
+def test_key_without_credit_limit_needs_no_hold(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, None)
+    assert ledger.hold(key_id, 10**12, "gen_d") is None
+    ledger.settle(None, 40_000, _usage(key_id, "gen_d"))
+    record = UsageBook(db).get("gen_d")
+    assert record is not None and record.cost_micro == 40_000
+
+
+def test_cost_above_the_hold_is_capped_at_the_hold(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    hold = ledger.hold(key_id, 100_000, "gen_e")
+    usage = _usage(key_id, "gen_e")
+    ledger.settle(hold, 250_000, usage)
+    assert ledger.balance(key_id) == 900_000
+    assert usage.cost_micro == 100_000
+
+
+def test_settling_twice_charges_once(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    hold = ledger.hold(key_id, 200_000, "gen_f")
+    ledger.settle(hold, 50_000, _usage(key_id, "gen_f"))
+    ledger.release(hold, _usage(key_id, "gen_f2"))  # a late, wrong release: no effect
+    assert ledger.balance(key_id) == 950_000
+
+
+def test_stale_holds_expire_back_to_the_key(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    stale = ledger.hold(key_id, 400_000, "gen_g")
+    fresh = ledger.hold(key_id, 100_000, "gen_h")
+    assert stale is not None and fresh is not None
+    with db.write() as conn:  # as if the process holding it died long ago
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        conn.execute(
+            update(CreditHoldRow).where(CreditHoldRow.id == stale.id).values(expires_at=past)
+        )
+    assert ledger.expire_stale() == 1
+    assert ledger.expire_stale() == 0
+    assert ledger.balance(key_id) == 900_000
+    assert ledger.open_holds(key_id) == 1
+    with db.engine.connect() as conn:
+        status = conn.execute(
+            select(CreditHoldRow.status).where(CreditHoldRow.id == stale.id)
+        ).scalar_one()
+    assert status == "expired"
+    # The late settlement of the expired hold still charges, directly.
+    ledger.settle(stale, 30_000, _usage(key_id, "gen_g"))
+    assert ledger.balance(key_id) == 870_000
+    assert _ledger_sum(ledger, key_id) == 870_000 - 1_000_000
+
+
+def test_top_up(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 0.25)
+    assert ledger.top_up(key_id, 750_000, "invoice 7") == 1_000_000
+    assert ledger.entries(key_id)[-1].note == "invoice 7"
+    unlimited = _key(db, None)
+    assert ledger.top_up(unlimited, 5_000_000) == 5_000_000  # now it has a limit
+    with pytest.raises(NotFound):
+        ledger.top_up("nosuchkey", 1)
+    with pytest.raises(InvalidRequest):
+        ledger.top_up(key_id, 0)
+
+
+def test_concurrent_holds_never_overdraw(db: Database) -> None:
+    """32 threads race for holds of 30k on a 300k balance: exactly 10 win."""
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 0.3)
+    wins: list[int] = []
+    refused: list[int] = []
+    start = threading.Barrier(32)
+
+    def race(i: int) -> None:
+        start.wait()
+        try:
+            ledger.hold(key_id, 30_000, f"gen_{i}")
+            wins.append(i)
+        except InsufficientCredits:
+            refused.append(i)
+
+    threads = [threading.Thread(target=race, args=(i,)) for i in range(32)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert (len(wins), len(refused)) == (10, 22)
+    assert ledger.balance(key_id) == 0
+    assert ledger.open_holds(key_id) == 10
+
+
+def test_usage_summary_groups(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    book = UsageBook(db)
+    a, b = _key(db, None), _key(db, None)
+    ledger.settle(None, 10_000, _usage(a, "g1", "m/x", "p1"))
+    ledger.settle(None, 20_000, _usage(a, "g2", "m/y", "p1"))
+    ledger.settle(None, 30_000, _usage(b, "g3", "m/x", "p2"))
+    failed = _usage(b, "g4", "m/x", "p2")
+    failed.status = 502
+    ledger.release(None, failed)
+    now = datetime.now(UTC)
+    start, end = now - timedelta(hours=1), now + timedelta(hours=1)
+    by_model = book.summary(start, end, "model")
+    assert by_model["totals"] == {"requests": 4, "succeeded": 3, "images": 4, "cost_usd": 0.06}
+    assert [(g["group"], g["requests"], g["cost_usd"]) for g in by_model["data"]] == [
+        ("m/x", 3, 0.04),
+        ("m/y", 1, 0.02),
+    ]
+    only_a = book.summary(start, end, "provider", key_id=a)
+    assert only_a["totals"]["cost_usd"] == 0.03
+    by_day = book.summary(start, end, "day")
+    assert [g["requests"] for g in by_day["data"]] == [4]
+    earlier = book.summary(now - timedelta(days=3), now - timedelta(days=2), "key")
+    assert earlier["totals"]["requests"] == 0 and earlier["data"] == []
+
+
+def test_idempotency_store(db: Database) -> None:
+    store = IdempotencyStore(db, pending_ttl_s=60)
+    key_id = _key(db, None)
+    digest = request_hash({"prompt": "a", "n": 1}, [b"file"])
+    assert digest == request_hash({"n": 1, "prompt": "a"}, [b"file"])  # key order ignored
+    assert digest != request_hash({"n": 1, "prompt": "a"}, [b"other"])
+    assert store.begin(key_id, "k1", digest) is None
+    with pytest.raises(Conflict) as info:
+        store.begin(key_id, "k1", digest)
+    assert info.value.status == 409
+    first = StoredResponse(200, {"x-imagegate-cost-usd": "0.01"}, b'{"data": []}')
+    store.complete(key_id, "k1", first)
+    assert store.begin(key_id, "k1", digest) == first
+    with pytest.raises(InvalidRequest) as reused:
+        store.begin(key_id, "k1", request_hash({"prompt": "b"}, []))
+    assert reused.value.param == "Idempotency-Key"
+    # A failed first request gives the key back.
+    assert store.begin(key_id, "k2", digest) is None
+    store.abandon(key_id, "k2")
+    assert store.begin(key_id, "k2", digest) is None
+
+
+def test_expired_records_are_purged(db: Database) -> None:
+    from imagegate.db.models import IdempotencyRow
+
+    store = IdempotencyStore(db, pending_ttl_s=60)
+    key_id = _key(db, None)
+    store.begin(key_id, "old", "d")
+    store.begin(key_id, "new", "d")
+    with db.write() as conn:
+        past = datetime.now(UTC) - timedelta(seconds=1)
+        conn.execute(
+            update(IdempotencyRow)
+            .where(IdempotencyRow.idempotency_key == "old")
+            .values(expires_at=past)
+        )
+    assert store.purge_expired() == 1
+    with pytest.raises(Conflict):
+        store.begin(key_id, "new", "d")
+
+
+def test_abandoned_pending_key_is_taken_over_after_its_ttl(db: Database) -> None:
+    store = IdempotencyStore(db, pending_ttl_s=0.2)
+    key_id = _key(db, None)
+    assert store.begin(key_id, "k", "d") is None
+    time.sleep(0.3)
+    assert store.begin(key_id, "k", "d") is None

@@ -1,0 +1,160 @@
+"""Per-key rate limits, in process and shared through the local Redis."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
+
+import pytest
+
+from imagegate.accounts.keys import ApiKey
+from imagegate.accounts.ratelimit import (
+    MemoryRateLimiter,
+    RateLimiter,
+    RedisRateLimiter,
+    format_duration,
+)
+from imagegate.core.errors import RateLimited
+
+
+def _key(rpm: int | None = None, ipm: int | None = None, concurrent: int | None = None) -> ApiKey:
+    return ApiKey(
+        id=uuid.uuid4().hex[:12],
+        name="t",
+        is_admin=False,
+        models=None,
+        credits_micro=None,
+        rpm=rpm,
+        created_at=datetime.now(UTC),
+        revoked_at=None,
+        ipm=ipm,
+        max_concurrent=concurrent,
+    )
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+LimiterFactory = Callable[[], RateLimiter]
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def make_limiter(
+    request: pytest.FixtureRequest,
+) -> AsyncIterator[LimiterFactory]:
+    """Limiters that share state the way workers would (one process, or one Redis)."""
+    made: list[RateLimiter] = []
+    if request.param == "memory":
+        shared = MemoryRateLimiter(slot_ttl_s=60)
+
+        def factory() -> RateLimiter:
+            return shared
+    else:
+        import redis.asyncio as aioredis
+
+        url = request.getfixturevalue("redis_url")
+
+        def factory() -> RateLimiter:
+            limiter = RedisRateLimiter(aioredis.from_url(url), slot_ttl_s=60)
+            made.append(limiter)
+            return limiter
+
+    yield factory
+    for limiter in made:
+        await limiter.aclose()
+
+
+async def test_requests_per_minute(make_limiter: LimiterFactory) -> None:
+    key = _key(rpm=3)
+    worker_a, worker_b = make_limiter(), make_limiter()
+    first = await worker_a.acquire(key, 1, "r1")
+    assert first.headers["x-ratelimit-limit-requests"] == "3"
+    assert first.headers["x-ratelimit-remaining-requests"] == "2"
+    await worker_b.acquire(key, 1, "r2")
+    third = await worker_a.acquire(key, 1, "r3")
+    assert third.headers["x-ratelimit-remaining-requests"] == "0"
+    with pytest.raises(RateLimited) as info:
+        await worker_b.acquire(key, 1, "r4")
+    error = info.value
+    assert error.status == 429 and error.code == "requests_per_minute_exceeded"
+    assert 1 <= int(error.headers["Retry-After"]) <= 20  # one token refills in 20 s
+    assert error.headers["x-ratelimit-remaining-requests"] == "0"
+    assert "3 requests per minute" in error.message
+
+
+async def test_images_per_minute_counts_n(make_limiter: LimiterFactory) -> None:
+    key = _key(ipm=5)
+    limiter = make_limiter()
+    permit = await limiter.acquire(key, 4, "r1")
+    assert permit.headers["x-ratelimit-remaining-images"] == "1"
+    with pytest.raises(RateLimited) as info:
+        await limiter.acquire(key, 2, "r2")
+    assert info.value.code == "images_per_minute_exceeded"
+    await limiter.acquire(key, 1, "r3")
+    with pytest.raises(RateLimited) as too_many:
+        await limiter.acquire(_key(ipm=5), 6, "r4")
+    assert too_many.value.param == "n"
+
+
+async def test_refused_request_consumes_nothing(make_limiter: LimiterFactory) -> None:
+    key = _key(rpm=10, ipm=2)
+    limiter = make_limiter()
+    with pytest.raises(RateLimited):
+        await limiter.acquire(key, 3, "big")  # over the image limit
+    permit = await limiter.acquire(key, 1, "small")
+    assert permit.headers["x-ratelimit-remaining-requests"] == "9"
+
+
+async def test_concurrency_slots(make_limiter: LimiterFactory) -> None:
+    key = _key(concurrent=2)
+    worker_a, worker_b = make_limiter(), make_limiter()
+    one = await worker_a.acquire(key, 1, "r1")
+    await worker_b.acquire(key, 1, "r2")
+    with pytest.raises(RateLimited) as info:
+        await worker_a.acquire(key, 1, "r3")
+    assert info.value.code == "concurrency_limit_exceeded"
+    await worker_a.release(one)
+    await worker_b.acquire(key, 1, "r3")
+
+
+async def test_no_limits_no_headers(make_limiter: LimiterFactory) -> None:
+    permit = await make_limiter().acquire(_key(), 10, "r")
+    assert permit.headers == {}
+
+
+async def test_memory_bucket_refills_with_time() -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(slot_ttl_s=5, clock=clock)
+    key = _key(rpm=60)
+    permit = await limiter.acquire(key, 1, "r1")
+    assert permit.headers["x-ratelimit-reset-requests"] == "1s"
+    for i in range(59):
+        await limiter.acquire(key, 1, f"x{i}")
+    with pytest.raises(RateLimited):
+        await limiter.acquire(key, 1, "late")
+    clock.now += 1.0  # one token back
+    await limiter.acquire(key, 1, "late")
+
+
+async def test_memory_slot_of_a_dead_request_expires() -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(slot_ttl_s=5, clock=clock)
+    key = _key(concurrent=1)
+    await limiter.acquire(key, 1, "never-released")
+    with pytest.raises(RateLimited):
+        await limiter.acquire(key, 1, "next")
+    clock.now += 5.0
+    await limiter.acquire(key, 1, "next")
+
+
+def test_reset_format_matches_openai() -> None:
+    assert format_duration(0.12) == "120ms"
+    assert format_duration(1.5) == "1.5s"
+    assert format_duration(360) == "6m0s"
+    assert format_duration(61.25) == "1m1.25s"
