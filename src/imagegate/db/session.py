@@ -6,7 +6,9 @@ zero-configuration default; PostgreSQL is for several workers or hosts sharing o
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -88,6 +90,10 @@ class Database:
         if self.is_sqlite:
             event.listen(self.engine, "connect", _configure_sqlite)
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
+        # SQLite has one writer at a time. Threads of this process queue on this lock in
+        # order instead of in SQLite's busy handler, which sleeps in growing steps (a tail
+        # of seconds under load); other processes still wait through busy_timeout.
+        self._write_lock = threading.Lock() if self.is_sqlite else contextlib.nullcontext()
 
     @property
     def is_sqlite(self) -> bool:
@@ -127,7 +133,7 @@ class Database:
         when another writer got there first; PostgreSQL runs a plain transaction and relies
         on conditional ``UPDATE`` statements for atomicity.
         """
-        with self.engine.connect() as conn, conn.begin():
+        with self._write_lock, self.engine.connect() as conn, conn.begin():
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
