@@ -355,3 +355,29 @@ def test_openapi_docs_served(stack: Stack) -> None:
     edit = spec["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]
     assert edit["multipart/form-data"]["schema"]["properties"]["image"]
     assert "application/json" in edit
+
+
+def test_client_gone_mid_body_is_logged_499_not_500(stack: Stack) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    url = urlsplit(stack.gateway.url)
+    marker = "req_gonemidbody" + str(time.time_ns())
+    head = (
+        "POST /v1/images/generations HTTP/1.1\r\n"
+        f"Host: {url.netloc}\r\n"
+        f"Authorization: Bearer {stack.gateway.admin_key}\r\n"
+        f"x-request-id: {marker}\r\n"
+        "Content-Type: application/json\r\n"
+        "Content-Length: 100000\r\n\r\n"
+        '{"model": "sandbox", "prompt": "'
+    )
+    with socket.create_connection((url.hostname, url.port)) as sock:
+        sock.sendall(head.encode())
+        time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while marker not in stack.gateway.log() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    lines = [line for line in stack.gateway.log().splitlines() if marker in line]
+    assert lines and all('"status": 499' in line or '"status":499' in line for line in lines)
+    assert not any("unhandled error" in line for line in lines)

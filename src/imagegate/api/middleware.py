@@ -12,6 +12,7 @@ import secrets
 import time
 
 import orjson
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import metrics
@@ -49,6 +50,8 @@ class RequestContextMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            status = 499  # gone while its body was read: nobody to answer
         except Exception as exc:
             log.exception("unhandled error", extra={"path": scope.get("path")})
             if not response_started:
