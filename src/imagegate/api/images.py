@@ -22,6 +22,7 @@ from imagegate.api.charging import Charge
 from imagegate.api.disconnect import cancel_on_disconnect
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
+from imagegate.api.output import conform_output
 from imagegate.api.render import response_body
 from imagegate.api.state import Gateway, gateway
 from imagegate.api.streaming import stream_response
@@ -29,12 +30,8 @@ from imagegate.catalog.rules import check_request
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import (
     UnsupportedMediaType,
-    UpstreamError,
-    UpstreamFailed,
 )
 from imagegate.core.types import GeneratedImage, ImageRequest, Operation
-from imagegate.media.images import conform
-from imagegate.providers.base import Capabilities
 
 MAX_PARTS_OVERHEAD = 16
 
@@ -150,7 +147,7 @@ async def _generate(
     try:
         routed = await cancel_on_disconnect(request, gw.router.route(spec, req))
         request.state.provider = routed.provider.id
-        images = await _conform_all(routed.result.images, req, routed.provider.capabilities)
+        images = await conform_output(routed.result.images, req, routed.provider.capabilities)
         urls: list[str | None] = [None] * len(images)
         if req.response_format == "url":
             base = gw.public_base(request)
@@ -183,33 +180,6 @@ async def _generate(
         "x-imagegate-generation-id": charge.generation_id,
     }
     return Response(orjson.dumps(body), media_type="application/json", headers=headers)
-
-
-async def _conform_all(
-    images: list[GeneratedImage], req: ImageRequest, caps: Capabilities
-) -> list[GeneratedImage]:
-    """Re-encode to the requested format/compression where the upstream did not."""
-    fmt = req.output_format
-    if fmt is None and req.output_compression is None:
-        return images
-    out: list[GeneratedImage] = []
-    for image in images:
-        target = fmt or image.format
-        needs_work = image.format != target or (
-            req.output_compression is not None
-            and target in ("jpeg", "webp")
-            and not caps.native_compression
-        )
-        if needs_work:
-            try:
-                image = await run_in_threadpool(conform, image, target, req.output_compression)
-            except UpstreamError as exc:
-                raise UpstreamFailed(
-                    f"The upstream returned an unusable image: {exc.message}"
-                ) from exc
-
-        out.append(image)
-    return out
 
 
 async def _host(gw: Gateway, base: str, image: GeneratedImage) -> str:

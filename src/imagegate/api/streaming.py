@@ -43,6 +43,7 @@ from starlette.types import Receive, Scope, Send
 
 from imagegate import metrics
 from imagegate.api.charging import Charge
+from imagegate.api.output import conform_output
 from imagegate.api.state import Gateway
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamFailed
@@ -285,10 +286,8 @@ async def _conform(
     images: list[GeneratedImage], req: ImageRequest, routed: RoutedStream | None
 ) -> list[GeneratedImage]:
     """The same output formatting as a non-streamed response (format, compression)."""
-    from imagegate.api.images import _conform_all  # images.py imports this module
-
     assert routed is not None
-    return await _conform_all(images, req, routed.provider.capabilities)
+    return await conform_output(images, req, routed.provider.capabilities)
 
 
 def _usage(result: ImageResult, req: ImageRequest, cost_usd: float) -> dict[str, Any]:

@@ -10,10 +10,13 @@ mistake is never retried on another provider.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import httpx
 
@@ -33,6 +36,7 @@ from imagegate.providers.base import Provider
 from imagegate.routing.health import BreakerState, HealthBook
 
 log = logging.getLogger("imagegate.routing")
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -174,6 +178,26 @@ class Router:
         return value if value is not None else math.inf
 
     async def route(self, spec: ModelSpec, request: ImageRequest) -> Routed:
+        async def attempt(
+            candidate: Candidate, queue: list[Candidate], remaining: float, attempts: list[Attempt]
+        ) -> Routed | UpstreamError | GatewayError:
+            outcome = await self._try(candidate, queue, request, remaining, attempts)
+            if outcome.result is not None:
+                winner = outcome.candidate
+                return Routed(outcome.result, winner.endpoint, winner.provider, attempts)
+            error = outcome.caller_error or outcome.error
+            assert error is not None
+            return error
+
+        return await self.failover(spec, request, attempt)
+
+    async def failover(self, spec: ModelSpec, request: ImageRequest, attempt: TryOne[T]) -> T:
+        """Try the plan's endpoints in turn with ``attempt`` until one succeeds.
+
+        ``attempt`` returns its success, a retryable ``UpstreamError`` (fail over), or the
+        caller's ``GatewayError`` (raised at once). Breakers, the 429 wait and the deadline
+        are applied here, for plain requests and streams alike.
+        """
         candidates = self.plan(spec, request)
         deadline = time.monotonic() + self.settings.deadline_s
         attempts: list[Attempt] = []
@@ -189,15 +213,14 @@ class Router:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            outcome = await self._try(candidate, queue, request, remaining, attempts)
-            if outcome.result is not None:
-                winner = outcome.candidate
-                return Routed(outcome.result, winner.endpoint, winner.provider, attempts)
-            if outcome.caller_error is not None:
-                outcome.caller_error.attempts = attempts
-                raise outcome.caller_error
-            last = outcome.error
-            if last is not None and self._wait_and_retry(last, queue, deadline):
+            outcome = await attempt(candidate, queue, remaining, attempts)
+            if isinstance(outcome, GatewayError):
+                outcome.attempts = attempts
+                raise outcome
+            if not isinstance(outcome, UpstreamError):
+                return outcome
+            last = outcome
+            if self._wait_and_retry(last, queue, deadline):
                 await asyncio.sleep(last.retry_after_s or 0)
                 queue.insert(0, candidate)
         if not admitted_any:
@@ -267,61 +290,88 @@ class Router:
         provider, endpoint = candidate.provider, candidate.endpoint
         key = (endpoint.provider, endpoint.upstream_model)
         started = time.perf_counter()
+        limit = min(provider.config.timeout_s, remaining)
         try:
-            result = await self._call(provider, request, endpoint.upstream_model, remaining)
-        except UpstreamError as exc:
-            elapsed = (time.perf_counter() - started) * 1000
-            attempts.append(Attempt(provider.id, exc.status or "error", elapsed, exc.message))
-            record_attempt(provider.id, exc)
-            if not exc.retryable:
-                self.health.release_probe(*key)
-                return _Outcome(candidate, caller_error=_caller_error(exc))
-            self.health.record_failure(*key)
-            log.warning(
-                "upstream attempt failed",
-                extra={"provider": provider.id, "status": exc.status, "error": exc.message},
-            )
-            return _Outcome(candidate, error=exc)
-        except GatewayError as exc:
-            elapsed = (time.perf_counter() - started) * 1000
-            attempts.append(Attempt(provider.id, exc.status, elapsed, exc.message))
-            record_attempt(provider.id, exc)
-            self.health.release_probe(*key)
-            return _Outcome(candidate, caller_error=exc)
+            with upstream_errors(provider, f"{provider.id} did not answer within {limit:g}s"):
+                async with asyncio.timeout(limit):
+                    result = await provider.run(request, endpoint.upstream_model)
+        except (UpstreamError, GatewayError) as exc:
+            failed = record_failure(self.health, candidate, exc, started, attempts)
+            if isinstance(failed, UpstreamError):
+                return _Outcome(candidate, error=failed)
+            return _Outcome(candidate, caller_error=failed)
         except asyncio.CancelledError:
             self.health.release_probe(*key)
             raise
-        elapsed = (time.perf_counter() - started) * 1000
-        attempts.append(Attempt(provider.id, 200, elapsed))
-        record_attempt(provider.id, None)
+        elapsed = record_success(candidate, started, attempts)
         self.health.record_success(*key, elapsed, len(result.images))
         return _Outcome(candidate, result=result)
 
-    async def _call(
-        self, provider: Provider, request: ImageRequest, upstream: str, remaining: float
-    ) -> ImageResult:
-        limit = min(provider.config.timeout_s, remaining)
-        try:
-            async with asyncio.timeout(limit):
-                return await provider.run(request, upstream)
-        except TimeoutError as exc:
-            raise UpstreamError(
-                f"{provider.id} did not answer within {limit:g}s",
-                retryable=True,
-                timeout=True,
-                status=504,
-            ) from exc
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(
-                f"{provider.id} timed out", retryable=True, timeout=True, status=504
-            ) from exc
-        except httpx.TransportError as exc:
-            raise UpstreamError(
-                f"could not connect to {provider.id}: {type(exc).__name__}", retryable=True
-            ) from exc
+
+# One attempt on one endpoint for ``Router.failover``: (candidate, the rest of the queue,
+# seconds left, the attempts so far) -> success, UpstreamError (fail over) or GatewayError.
+TryOne = Callable[
+    [Candidate, list[Candidate], float, list[Attempt]],
+    Awaitable[T | UpstreamError | GatewayError],
+]
 
 
-def _caller_error(exc: UpstreamError) -> GatewayError:
+@contextlib.contextmanager
+def upstream_errors(provider: Provider, timeout_message: str) -> Iterator[None]:
+    """Turn timeouts and transport failures of an upstream call into retryable errors."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise UpstreamError(timeout_message, retryable=True, timeout=True, status=504) from exc
+    except httpx.TimeoutException as exc:
+        raise UpstreamError(
+            f"{provider.id} timed out", retryable=True, timeout=True, status=504
+        ) from exc
+    except httpx.TransportError as exc:
+        raise UpstreamError(
+            f"could not reach {provider.id}: {type(exc).__name__}", retryable=True
+        ) from exc
+
+
+def record_failure(
+    health: HealthBook,
+    candidate: Candidate,
+    exc: UpstreamError | GatewayError,
+    started: float,
+    attempts: list[Attempt],
+) -> UpstreamError | GatewayError:
+    """Account for one failed attempt (attempts list, metrics, health, log) and return what
+    ``failover`` acts on: the retryable ``UpstreamError``, or the caller's ``GatewayError``."""
+    provider, endpoint = candidate.provider, candidate.endpoint
+    key = (endpoint.provider, endpoint.upstream_model)
+    elapsed = (time.perf_counter() - started) * 1000
+    record_attempt(provider.id, exc)
+    if isinstance(exc, GatewayError):
+        attempts.append(Attempt(provider.id, exc.status, elapsed, exc.message))
+        health.release_probe(*key)
+        return exc
+    attempts.append(Attempt(provider.id, exc.status or "error", elapsed, exc.message))
+    if not exc.retryable:
+        health.release_probe(*key)
+        return caller_error(exc)
+    health.record_failure(*key)
+    log.warning(
+        "upstream attempt failed",
+        extra={"provider": provider.id, "status": exc.status, "error": exc.message},
+    )
+    return exc
+
+
+def record_success(candidate: Candidate, started: float, attempts: list[Attempt]) -> float:
+    """Add a successful attempt; returns its latency in ms (health is the caller's: a
+    stream is healthy only once it completes)."""
+    elapsed = (time.perf_counter() - started) * 1000
+    attempts.append(Attempt(candidate.provider.id, 200, elapsed))
+    record_attempt(candidate.provider.id, None)
+    return elapsed
+
+
+def caller_error(exc: UpstreamError) -> GatewayError:
     return exc.client_error or InvalidRequest(exc.message, code="upstream_rejected")
 
 

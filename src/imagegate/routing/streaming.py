@@ -12,26 +12,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-import httpx
-
 from imagegate.catalog.spec import EndpointSpec, ModelSpec
 from imagegate.core.errors import (
     GatewayError,
-    NoProviderAvailable,
     UpstreamError,
     UpstreamFailed,
     UpstreamTimeout,
 )
 from imagegate.core.types import ImageRequest, ImageResult, StreamEvent
-from imagegate.metrics import record_attempt
 from imagegate.providers.base import Provider
 from imagegate.routing.health import HealthBook
-from imagegate.routing.router import Attempt, Candidate, Router, _caller_error, _exhausted
+from imagegate.routing.router import (
+    Attempt,
+    Candidate,
+    Router,
+    caller_error,
+    record_failure,
+    record_success,
+    upstream_errors,
+)
 
 log = logging.getLogger("imagegate.routing")
 
@@ -65,7 +68,7 @@ class RoutedStream:
         except UpstreamError as exc:
             await self._settle_health(exc)
             if not exc.retryable:
-                raise _caller_error(exc) from exc
+                raise caller_error(exc) from exc
             if exc.timeout:
                 raise UpstreamTimeout(f"The upstream stream timed out: {exc.message}") from exc
             raise UpstreamFailed(f"The upstream stream failed: {exc.message}") from exc
@@ -112,38 +115,13 @@ async def route_stream(router: Router, spec: ModelSpec, request: ImageRequest) -
 
     Raises the same ``GatewayError`` as ``Router.route`` when no endpoint gets that far.
     """
-    candidates = router.plan(spec, request)
-    deadline = time.monotonic() + router.settings.deadline_s
-    attempts: list[Attempt] = []
-    last: UpstreamError | None = None
-    queue = list(candidates)
-    admitted_any = False
-    while queue:
-        candidate = queue.pop(0)
-        if not router.health.admit(candidate.endpoint.provider, candidate.endpoint.upstream_model):
-            continue
-        admitted_any = True
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
-        opened = await _open(router.health, candidate, request, remaining, attempts)
-        if isinstance(opened, RoutedStream):
-            return opened
-        if isinstance(opened, GatewayError):
-            opened.attempts = attempts
-            raise opened
-        last = opened
-        if router._wait_and_retry(last, queue, deadline):
-            await asyncio.sleep(last.retry_after_s or 0)
-            queue.insert(0, candidate)
-    if not admitted_any:
-        raise NoProviderAvailable(
-            f"Every endpoint for '{spec.id}' is failing (circuit breakers open); "
-            "try again shortly.",
-            param="provider",
-            headers={"Retry-After": str(math.ceil(router.health.breaker.cooldown_s))},
-        )
-    raise _exhausted(spec, last, attempts)
+
+    async def attempt(
+        candidate: Candidate, queue: list[Candidate], remaining: float, attempts: list[Attempt]
+    ) -> RoutedStream | UpstreamError | GatewayError:
+        return await _open(router.health, candidate, request, remaining, attempts)
+
+    return await router.failover(spec, request, attempt)
 
 
 async def _open(
@@ -153,43 +131,22 @@ async def _open(
     remaining: float,
     attempts: list[Attempt],
 ) -> RoutedStream | UpstreamError | GatewayError:
-    """Call one endpoint and wait for its first event; record health as ``Router._attempt``."""
+    """Call one endpoint and wait for its first event; account for it as ``Router._attempt``."""
     provider, endpoint = candidate.provider, candidate.endpoint
-    key = (endpoint.provider, endpoint.upstream_model)
     limit = min(provider.config.timeout_s, remaining)
     expires = asyncio.get_running_loop().time() + limit
     started = time.perf_counter()
     events = provider.stream(request, endpoint.upstream_model)
     try:
         first = await _next(events, expires, provider)
-    except UpstreamError as exc:
+    except (UpstreamError, GatewayError) as exc:
         await _close(events)
-        elapsed = (time.perf_counter() - started) * 1000
-        attempts.append(Attempt(provider.id, exc.status or "error", elapsed, exc.message))
-        record_attempt(provider.id, exc)
-        if not exc.retryable:
-            health.release_probe(*key)
-            return _caller_error(exc)
-        health.record_failure(*key)
-        log.warning(
-            "upstream stream attempt failed",
-            extra={"provider": provider.id, "status": exc.status, "error": exc.message},
-        )
-        return exc
-    except GatewayError as exc:
-        await _close(events)
-        attempts.append(
-            Attempt(provider.id, exc.status, (time.perf_counter() - started) * 1000, exc.message)
-        )
-        record_attempt(provider.id, exc)
-        health.release_probe(*key)
-        return exc
+        return record_failure(health, candidate, exc, started, attempts)
     except BaseException:  # cancelled (the client went away) or a bug: free the probe
-        health.release_probe(*key)
+        health.release_probe(endpoint.provider, endpoint.upstream_model)
         await _close(events)
         raise
-    attempts.append(Attempt(provider.id, 200, (time.perf_counter() - started) * 1000))
-    record_attempt(provider.id, None)
+    record_success(candidate, started, attempts)
     stream = RoutedStream(first, endpoint, provider, attempts, events, health, expires, started)
     if isinstance(first, ImageResult):
         stream._succeeded(first)
@@ -200,28 +157,17 @@ async def _next(
     events: AsyncIterator[StreamEvent], expires: float, provider: Provider
 ) -> StreamEvent:
     """One event within the stream's time limit; transport failures become retryable."""
+    timeout_message = (
+        f"{provider.id} did not finish streaming within {provider.config.timeout_s:g}s "
+        "or the request deadline"
+    )
     try:
-        async with asyncio.timeout_at(expires):
-            return await anext(events)
+        with upstream_errors(provider, timeout_message):
+            async with asyncio.timeout_at(expires):
+                return await anext(events)
     except StopAsyncIteration as exc:
         raise UpstreamError(
             f"{provider.id} ended its stream without a final image", status=502, retryable=True
-        ) from exc
-    except TimeoutError as exc:
-        raise UpstreamError(
-            f"{provider.id} did not finish streaming within {provider.config.timeout_s:g}s "
-            "or the request deadline",
-            retryable=True,
-            timeout=True,
-            status=504,
-        ) from exc
-    except httpx.TimeoutException as exc:
-        raise UpstreamError(
-            f"{provider.id} timed out", retryable=True, timeout=True, status=504
-        ) from exc
-    except httpx.TransportError as exc:
-        raise UpstreamError(
-            f"lost the stream from {provider.id}: {type(exc).__name__}", retryable=True
         ) from exc
 
 
