@@ -17,14 +17,17 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"Run {meta['started']} on {meta['cpus']} CPUs, {meta['duration_s']} s per cell "
         f"(after a {meta['warmup_s']} s warm-up), wrk `-t min(2,c)`.",
         "",
-        "| scenario | gateway | RPS | p50 ms | p99 ms | errors | peak RSS MB | answers |",
-        "|---|---|---:|---:|---:|---:|---:|---|",
+        "| scenario | gateway | RPS | p50 ms | p99 ms | errors | peak RSS MB | CPU ms/req "
+        "| answers |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         rss = "-" if r["rss_mb"] is None else f"{r['rss_mb']:.0f}"
+        cpu = r.get("cpu_ms_per_req")
+        cpu_text = "-" if cpu is None else f"{cpu:.2f}"
         out.append(
             f"| {r['scenario']} | {r['gateway']} | {r['rps']:.1f} | {r['p50_ms']:.2f} | "
-            f"{r['p99_ms']:.2f} | {r['errors']} | {rss} | {r['answer']} |"
+            f"{r['p99_ms']:.2f} | {r['errors']} | {rss} | {cpu_text} | {r['answer']} |"
         )
     direct = _find(rows, "small c=1", "direct")
     if direct:

@@ -215,8 +215,10 @@ def cell(
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+    cpu_before = gateways.tree_cpu_s(pid) if pid else 0.0
     with RssSampler(pid) as rss:
         result = drive(args.duration)
+    cpu_s = gateways.tree_cpu_s(pid) - cpu_before if pid else 0.0
     if spy is not None:
         spy.wait(timeout=60)
     row = {
@@ -228,11 +230,15 @@ def cell(
         "errors": result.errors,
         "requests": result.requests,
         "rss_mb": rss.peak,
+        # CPU the gateway's processes spent per request: the machine is shared, so this
+        # moves less between runs than RPS does (it includes the profiler, if any).
+        "cpu_ms_per_req": 1000 * cpu_s / result.requests if result.requests else None,
         "answer": answer,
     }
     print(
         f"{sc.name:14} {gw.name:9} rps={result.rps:8.1f} p50={result.p50_ms:8.2f}ms "
-        f"p99={result.p99_ms:8.2f}ms errors={result.errors} rss={rss.peak:.0f}MB  [{answer}]",
+        f"p99={result.p99_ms:8.2f}ms errors={result.errors} rss={rss.peak:.0f}MB "
+        f"cpu/req={row['cpu_ms_per_req'] or 0:.2f}ms  [{answer}]",
         flush=True,
     )
     return row

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Row, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -124,7 +125,11 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-def _to_api_key(row: ApiKeyRow) -> ApiKey:
+# Read on every request, so built once (see accounts/ledger.py).
+_KEY_BY_ID = select(ApiKeyRow.__table__).where(ApiKeyRow.__table__.c.id == bindparam("key_id"))
+
+
+def _to_api_key(row: ApiKeyRow | Row[Any]) -> ApiKey:
     return ApiKey(
         id=row.id,
         name=row.name,
@@ -251,10 +256,10 @@ class KeyStore:
         if not token or len(token) > _MAX_TOKEN_LENGTH:
             raise Unauthorized(INCORRECT_KEY_MESSAGE)
         key_id, secret = _split_token(token)
-        with self._db.session() as session:
-            row = session.get(ApiKeyRow, key_id)
-            key = None if row is None else _to_api_key(row)
-            stored_hash = "" if row is None else row.secret_hash
+        with self._db.engine.connect() as conn:  # a Core read: no ORM session per request
+            row = conn.execute(_KEY_BY_ID, {"key_id": key_id}).one_or_none()
+        key = None if row is None else _to_api_key(row)
+        stored_hash = "" if row is None else row.secret_hash
         if key is None or not hmac.compare_digest(stored_hash, _hash(secret)):
             raise Unauthorized(INCORRECT_KEY_MESSAGE)
         if key.revoked:

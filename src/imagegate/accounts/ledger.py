@@ -16,10 +16,11 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from imagegate.accounts.usage import UsageRecord, insert_usage
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
+from imagegate.db.batch import WriteBatcher
 from imagegate.db.models import ApiKeyRow, CreditHoldRow, LedgerEntryRow, utcnow
 from imagegate.db.session import Database
 
@@ -55,97 +56,115 @@ def usd(micro: int) -> str:
     return f"{sign}${abs(micro) / MICROS_PER_USD:.6f}"
 
 
+# The hot path's statements, built once: building a statement per call costs far more
+# than running it (SQLAlchemy's coercion and cache-key work).
+_TAKE = (
+    update(ApiKeyRow)
+    .where(
+        ApiKeyRow.id == bindparam("key_id"),
+        ApiKeyRow.credits_micro.is_not(None),
+        ApiKeyRow.credits_micro >= bindparam("amount"),
+    )
+    .values(credits_micro=ApiKeyRow.credits_micro - bindparam("amount"))
+    .returning(ApiKeyRow.credits_micro)
+)
+_BALANCE = select(ApiKeyRow.credits_micro).where(ApiKeyRow.id == bindparam("key_id"))
+_ADD = (
+    update(ApiKeyRow)
+    .where(ApiKeyRow.id == bindparam("key_id"))
+    .values(credits_micro=ApiKeyRow.credits_micro + bindparam("amount"))
+    .returning(ApiKeyRow.credits_micro)
+)
+_OPEN_HOLD = insert(CreditHoldRow)
+_CLOSE_HOLD = (
+    update(CreditHoldRow)
+    .where(CreditHoldRow.id == bindparam("hold_id"), CreditHoldRow.status == "open")
+    .values(
+        status=bindparam("status"),
+        charged_micro=bindparam("charged"),
+        closed_at=bindparam("closed_at"),
+    )
+)
+_ENTRY = insert(LedgerEntryRow)
+
+
 class Ledger:
-    """Holds, settlements, top-ups and the append-only ledger of one database."""
+    """Holds, settlements, top-ups and the append-only ledger of one database.
+
+    ``hold``/``settle``/``release`` run one transaction each (CLI, tests, sweeps); the
+    request path uses their ``*_async`` forms, which go through a :class:`WriteBatcher`
+    so that concurrent requests share commits.
+    """
 
     def __init__(self, db: Database, hold_ttl_s: float) -> None:
         self._db = db
         self.hold_ttl_s = hold_ttl_s
+        self.batcher = WriteBatcher(db)
 
     def hold(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
         """Set aside ``amount_micro`` or raise 402; None for a key without a credit limit."""
-        now = utcnow()
         with self._db.write() as conn:
-            balance = conn.execute(
-                update(ApiKeyRow)
-                .where(
-                    ApiKeyRow.id == key_id,
-                    ApiKeyRow.credits_micro.is_not(None),
-                    ApiKeyRow.credits_micro >= amount_micro,
-                )
-                .values(credits_micro=ApiKeyRow.credits_micro - amount_micro)
-                .returning(ApiKeyRow.credits_micro)
-            ).scalar_one_or_none()
-            if balance is None:
-                current = conn.execute(
-                    select(ApiKeyRow.credits_micro).where(ApiKeyRow.id == key_id)
-                ).one_or_none()
-                if current is None or current[0] is None:
-                    return None  # no such key (revoked meanwhile) or no credit limit
-                raise InsufficientCredits(
-                    f"This API key's balance ({usd(current[0])}) cannot cover this request, "
-                    f"which may cost up to {usd(amount_micro)}. Top up the key's credits or "
-                    "ask for fewer or smaller images.",
-                )
-            hold = Hold("hold_" + secrets.token_hex(12), key_id, amount_micro, generation_id)
-            conn.execute(
-                insert(CreditHoldRow).values(
-                    id=hold.id,
-                    key_id=key_id,
-                    amount_micro=amount_micro,
-                    status="open",
-                    generation_id=generation_id,
-                    created_at=now,
-                    expires_at=now + timedelta(seconds=self.hold_ttl_s),
-                )
-            )
-            _entry(conn, key_id, "hold", -amount_micro, balance, hold.id, generation_id)
-        return hold
+            return self._hold(conn, key_id, amount_micro, generation_id)
 
     def settle(self, hold: Hold | None, cost_micro: int, usage: UsageRecord) -> None:
         """Charge ``cost_micro`` (at most the hold), return the rest, record usage."""
-        usage.cost_micro = cost_micro
         with self._db.write() as conn:
-            if hold is not None:
-                charged = min(cost_micro, hold.amount_micro)
-                if charged < cost_micro:
-                    log.warning(
-                        "cost above hold; charged the hold",
-                        extra={"hold": hold.id, "cost_micro": cost_micro},
-                    )
-                usage.cost_micro = charged
-                self._close(conn, hold, "settled", charged)
-            insert_usage(conn, usage)
+            _settle(conn, hold, cost_micro, usage)
 
     def release(self, hold: Hold | None, usage: UsageRecord) -> None:
         """The request failed: return the whole hold and record usage, at cost 0."""
-        usage.cost_micro = 0
         with self._db.write() as conn:
-            if hold is not None:
-                self._close(conn, hold, "released", 0)
-            insert_usage(conn, usage)
+            _release(conn, hold, usage)
 
-    def _close(self, conn: Connection, hold: Hold, status: str, charged: int) -> None:
-        closed = conn.execute(
-            update(CreditHoldRow)
-            .where(CreditHoldRow.id == hold.id, CreditHoldRow.status == "open")
-            .values(status=status, charged_micro=charged, closed_at=utcnow())
-        ).rowcount
-        refund = hold.amount_micro - charged if closed else -charged
-        kind = "settle" if status == "settled" else "release"
-        note = f"charged {usd(charged)} of {usd(hold.amount_micro)}"
-        if not closed:
-            # The sweeper already returned this hold (its expiry passed): charge directly.
-            kind, note = "charge", "late settlement of an expired hold"
-            if charged == 0:
-                return
-        balance = conn.execute(
-            update(ApiKeyRow)
-            .where(ApiKeyRow.id == hold.key_id)
-            .values(credits_micro=ApiKeyRow.credits_micro + refund)
-            .returning(ApiKeyRow.credits_micro)
-        ).scalar_one_or_none()
-        _entry(conn, hold.key_id, kind, refund, balance, hold.id, hold.generation_id, note)
+    async def hold_async(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
+        """:meth:`hold`, committed with whatever other writes are waiting."""
+        return await self.batcher.run(
+            lambda conn: self._hold(conn, key_id, amount_micro, generation_id)
+        )
+
+    async def settle_async(self, hold: Hold | None, cost_micro: int, usage: UsageRecord) -> None:
+        """:meth:`settle`, committed with whatever other writes are waiting."""
+        await self.batcher.run(lambda conn: _settle(conn, hold, cost_micro, usage))
+
+    async def release_async(self, hold: Hold | None, usage: UsageRecord) -> None:
+        """:meth:`release`, committed with whatever other writes are waiting."""
+        await self.batcher.run(lambda conn: _release(conn, hold, usage))
+
+    def close(self) -> None:
+        """Commit what is queued and stop the writer thread."""
+        self.batcher.close()
+
+    def _hold(
+        self, conn: Connection, key_id: str, amount_micro: int, generation_id: str
+    ) -> Hold | None:
+        balance = conn.execute(_TAKE, {"key_id": key_id, "amount": amount_micro}).scalar()
+        if balance is None:
+            current = conn.execute(_BALANCE, {"key_id": key_id}).scalar()
+            if current is None:
+                return None  # no such key (revoked meanwhile) or no credit limit
+            raise InsufficientCredits(
+                f"This API key's balance ({usd(current)}) cannot cover this request, "
+                f"which may cost up to {usd(amount_micro)}. Top up the key's credits or "
+                "ask for fewer or smaller images.",
+            )
+        now = utcnow()
+        hold = Hold("hold_" + secrets.token_hex(12), key_id, amount_micro, generation_id)
+        conn.execute(
+            _OPEN_HOLD,
+            {
+                "id": hold.id,
+                "key_id": key_id,
+                "amount_micro": amount_micro,
+                "charged_micro": None,
+                "status": "open",
+                "generation_id": generation_id,
+                "created_at": now,
+                "closed_at": None,
+                "expires_at": now + timedelta(seconds=self.hold_ttl_s),
+            },
+        )
+        _entry(conn, key_id, "hold", -amount_micro, balance, hold.id, generation_id)
+        return hold
 
     def expire_stale(self, limit: int = 500) -> int:
         """Return every open hold past its expiry to its key; the number returned."""
@@ -257,6 +276,42 @@ class Ledger:
             ]
 
 
+def _settle(conn: Connection, hold: Hold | None, cost_micro: int, usage: UsageRecord) -> None:
+    usage.cost_micro = cost_micro
+    if hold is not None:
+        charged = min(cost_micro, hold.amount_micro)
+        if charged < cost_micro:
+            log.warning(
+                "cost above hold; charged the hold",
+                extra={"hold": hold.id, "cost_micro": cost_micro},
+            )
+        usage.cost_micro = charged
+        _close(conn, hold, "settled", charged)
+    insert_usage(conn, usage)
+
+
+def _release(conn: Connection, hold: Hold | None, usage: UsageRecord) -> None:
+    usage.cost_micro = 0
+    if hold is not None:
+        _close(conn, hold, "released", 0)
+    insert_usage(conn, usage)
+
+
+def _close(conn: Connection, hold: Hold, status: str, charged: int) -> None:
+    params = {"hold_id": hold.id, "status": status, "charged": charged, "closed_at": utcnow()}
+    closed = conn.execute(_CLOSE_HOLD, params).rowcount
+    refund = hold.amount_micro - charged if closed else -charged
+    kind = "settle" if status == "settled" else "release"
+    note = f"charged {usd(charged)} of {usd(hold.amount_micro)}"
+    if not closed:
+        # The sweeper already returned this hold (its expiry passed): charge directly.
+        kind, note = "charge", "late settlement of an expired hold"
+        if charged == 0:
+            return
+    balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": refund}).scalar()
+    _entry(conn, hold.key_id, kind, refund, balance, hold.id, hold.generation_id, note)
+
+
 def _entry(
     conn: Connection,
     key_id: str,
@@ -268,14 +323,15 @@ def _entry(
     note: str | None = None,
 ) -> None:
     conn.execute(
-        insert(LedgerEntryRow).values(
-            key_id=key_id,
-            kind=kind,
-            amount_micro=amount,
-            balance_micro=balance,
-            hold_id=hold_id,
-            generation_id=generation_id,
-            note=note,
-            created_at=utcnow(),
-        )
+        _ENTRY,
+        {
+            "key_id": key_id,
+            "kind": kind,
+            "amount_micro": amount,
+            "balance_micro": balance,
+            "hold_id": hold_id,
+            "generation_id": generation_id,
+            "note": note,
+            "created_at": utcnow(),
+        },
     )

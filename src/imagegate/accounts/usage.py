@@ -43,8 +43,28 @@ class UsageRecord:
         return body
 
 
+_INSERT = insert(UsageRow)  # built once: building it per request costs more than running it
+
+
 def insert_usage(conn: Connection, record: UsageRecord) -> None:
-    conn.execute(insert(UsageRow).values(**asdict(record)))
+    conn.execute(
+        _INSERT,
+        {
+            "generation_id": record.generation_id,
+            "key_id": record.key_id,
+            "model": record.model,
+            "operation": record.operation,
+            "status": record.status,
+            "provider": record.provider,
+            "upstream_model": record.upstream_model,
+            "error_code": record.error_code,
+            "attempts": record.attempts,
+            "images": record.images,
+            "latency_ms": record.latency_ms,
+            "cost_micro": record.cost_micro,
+            "created_at": record.created_at,
+        },
+    )
 
 
 def _utc(value: datetime) -> datetime:

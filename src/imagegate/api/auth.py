@@ -13,8 +13,12 @@ from imagegate.core.errors import Forbidden
 
 
 async def authenticate(request: Request) -> ApiKey:
+    gw = gateway(request)
     token = bearer_token(request.headers.get("authorization"))
-    key = await run_in_threadpool(gateway(request).keys.authenticate, token)
+    if gw.db.reads_inline:
+        key = gw.keys.authenticate(token)
+    else:
+        key = await run_in_threadpool(gw.keys.authenticate, token)
     request.state.key_id = key.id
     request.state.api_key = key
     return key

@@ -2,8 +2,8 @@
 
 Both the JSON and the streaming paths go through :class:`Charge`: ``open`` before any
 upstream call (429 / 402 refuse the request there), then exactly one of ``succeed`` or
-``fail``. Every database step runs in a worker thread; ``fail`` is shielded so that a
-cancelled request (client gone) still returns its hold.
+``fail``. The ledger writes go through its write batcher (shared commits); they are
+shielded so that a cancelled request (client gone) still settles or returns its hold.
 """
 
 from __future__ import annotations
@@ -11,10 +11,8 @@ from __future__ import annotations
 import asyncio
 import secrets
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
-
-from starlette.concurrency import run_in_threadpool
+from collections.abc import Coroutine
+from typing import Any
 
 from imagegate import metrics
 from imagegate.accounts.keys import ApiKey
@@ -26,8 +24,6 @@ from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError
 from imagegate.core.types import ImageRequest
 
-T = TypeVar("T")
-
 # Recorded for a request that ended without an HTTP status of its own.
 CLIENT_CLOSED = 499
 INTERNAL = 500
@@ -37,10 +33,8 @@ def new_generation_id() -> str:
     return "gen_" + secrets.token_hex(12)
 
 
-async def _shielded(func: Callable[..., T], *args: Any) -> T:
-    """Run blocking ``func`` in a thread to the end even if the caller is cancelled."""
-    task = asyncio.ensure_future(run_in_threadpool(func, *args))
-    return await asyncio.shield(task)
+# Releases of holds whose request was cancelled while they were being taken.
+_orphans: set[asyncio.Future[None]] = set()
 
 
 class Charge:
@@ -72,15 +66,33 @@ class Charge:
         try:
             if key.credits_micro is not None:
                 amount = max_cost_micro(gw, spec, req)
-                charge.hold = await run_in_threadpool(
-                    gw.ledger.hold, key.id, amount, charge.generation_id
-                )
+                charge.hold = await charge._take_hold(amount)
                 if charge.hold is not None:
                     metrics.hold_started()
         except BaseException:
             await gw.limiter.release(charge.permit)
             raise
         return charge
+
+    async def _take_hold(self, amount: int) -> Hold | None:
+        """Hold ``amount``; if the request is cancelled meanwhile, return it once taken."""
+        task = asyncio.ensure_future(
+            self.gw.ledger.hold_async(self.key.id, amount, self.generation_id)
+        )
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(self._release_orphan)
+            raise
+
+    def _release_orphan(self, task: asyncio.Future[Hold | None]) -> None:
+        if task.cancelled() or task.exception() is not None or task.result() is None:
+            return
+        self.closed = True
+        self.usage.status, self.usage.error_code = CLIENT_CLOSED, "client_disconnected"
+        release = asyncio.ensure_future(self.gw.ledger.release_async(task.result(), self.usage))
+        _orphans.add(release)
+        release.add_done_callback(_orphans.discard)
 
     @property
     def headers(self) -> dict[str, str]:
@@ -100,7 +112,7 @@ class Charge:
         usage.provider, usage.upstream_model = provider, upstream_model
         usage.attempts, usage.images, usage.status = attempts, images, 200
         usage.latency_ms = (time.perf_counter() - self.started) * 1000
-        await self._close(self.gw.ledger.settle, self.hold, cost_micro, usage)
+        await self._close(self.gw.ledger.settle_async(self.hold, cost_micro, usage))
         return usage.cost_micro
 
     async def fail(self, exc: BaseException) -> None:
@@ -114,14 +126,16 @@ class Charge:
         else:
             usage.status, usage.error_code = INTERNAL, "internal_error"
         usage.latency_ms = (time.perf_counter() - self.started) * 1000
-        await self._close(self.gw.ledger.release, self.hold, usage)
+        await self._close(self.gw.ledger.release_async(self.hold, usage))
 
-    async def _close(self, func: Callable[..., None], *args: Any) -> None:
+    async def _close(self, write: Coroutine[Any, Any, None]) -> None:
         if self.closed:
+            write.close()
             return
         self.closed = True
         try:
-            await _shielded(func, *args)
+            # Shielded: a cancelled request (client gone) still settles or returns its hold.
+            await asyncio.shield(write)
         finally:
             if self.hold is not None:
                 metrics.hold_finished()

@@ -103,6 +103,16 @@ class Database:
     def is_postgresql(self) -> bool:
         return self.url.get_backend_name() == "postgresql"
 
+    @property
+    def reads_inline(self) -> bool:
+        """Whether a point read is cheap enough to run on the event loop.
+
+        SQLite in WAL mode: a primary-key read is a few microseconds of local I/O and never
+        waits for a writer, so running it in place is cheaper than a thread hand-off.
+        PostgreSQL reads cross the network and go to a worker thread.
+        """
+        return self.is_sqlite
+
     def session(self) -> Session:
         """A new ORM session; use it as a context manager."""
         return self.sessions()

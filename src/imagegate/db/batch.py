@@ -1,0 +1,153 @@
+"""Group commit: short write jobs from many requests share one transaction and one commit.
+
+Every request writes to the ledger twice (the hold before the upstream call, the settlement
+after). Run each in its own transaction from a thread pool and the requests queue for the
+database's single writer, each paying a ``BEGIN``/``COMMIT`` and a thread hand-off, and the
+pool's threads fight over the GIL. A :class:`WriteBatcher` instead runs every job waiting in
+its queue on one writer thread, in one transaction:
+
+- each job runs inside its own ``SAVEPOINT``, so a job that raises (a hold refused for lack
+  of credits) undoes only its own statements and gets its exception back;
+- a job's result is delivered only after the transaction that holds it has committed, so
+  nothing is answered that a crash could still lose;
+- if the commit itself fails, every job in the batch gets that error.
+
+The jobs keep the ledger's guarantees (conditional updates, one writer at a time); only the
+number of commits and thread hand-offs changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+from sqlalchemy import Connection
+
+from imagegate.db.session import Database
+
+T = TypeVar("T")
+log = logging.getLogger("imagegate.db")
+
+MAX_BATCH = 256
+
+
+@dataclass(slots=True)
+class _Job(Generic[T]):
+    func: Callable[[Connection], T]
+    loop: asyncio.AbstractEventLoop
+    future: asyncio.Future[T]
+    ok: bool = False
+    value: Any = None
+    error: BaseException | None = field(default=None)
+
+
+class WriteBatcher:
+    """One writer thread that commits the jobs queued meanwhile together."""
+
+    def __init__(self, db: Database, *, max_batch: int = MAX_BATCH) -> None:
+        self._db = db
+        self._max_batch = max_batch
+        self._queue: queue.SimpleQueue[_Job[Any] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+
+    async def run(self, func: Callable[[Connection], T]) -> T:
+        """Run ``func(conn)`` in the next batch; returns once its transaction committed.
+
+        Cancelling the caller does not stop the job: it runs and commits regardless (a
+        settlement must not be lost because its client went away). Callers that must undo
+        a job they no longer wait for shield the await and handle it themselves.
+        """
+        if self._closed:
+            raise RuntimeError("the write batcher is closed")
+        loop = asyncio.get_running_loop()
+        job: _Job[T] = _Job(func, loop, loop.create_future())
+        self._ensure_thread()
+        self._queue.put(job)
+        return await job.future
+
+    def close(self) -> None:
+        """Finish the queued jobs, then stop the writer thread."""
+        self._closed = True
+        thread = self._thread
+        if thread is not None and thread.is_alive():
+            self._queue.put(None)
+            thread.join(timeout=30)
+
+    def _ensure_thread(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._work, name="imagegate-writer", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _work(self) -> None:
+        stop = False
+        while not stop:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self._max_batch:
+                try:
+                    job = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if job is None:
+                    stop = True
+                    break
+                batch.append(job)
+            self._commit(batch)
+            _deliver(batch)
+
+    def _commit(self, batch: list[_Job[Any]]) -> None:
+        try:
+            with self._db.write() as conn:
+                for job in batch:
+                    _run_in_savepoint(conn, job)
+        except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is kept
+            log.error("write batch failed", exc_info=exc, extra={"jobs": len(batch)})
+            for job in batch:
+                if job.ok:
+                    job.ok, job.value, job.error = False, None, exc
+
+
+def _run_in_savepoint(conn: Connection, job: _Job[Any]) -> None:
+    conn.exec_driver_sql("SAVEPOINT imagegate_job")
+    try:
+        job.value = job.func(conn)
+    except Exception as exc:
+        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT imagegate_job")
+        job.error = exc
+    else:
+        job.ok = True
+    conn.exec_driver_sql("RELEASE SAVEPOINT imagegate_job")
+
+
+def _deliver(batch: list[_Job[Any]]) -> None:
+    """Hand results back with one wake-up per event loop, not one per job."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[_Job[Any]]] = {}
+    for job in batch:
+        by_loop.setdefault(job.loop, []).append(job)
+    for loop, jobs in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting any more
+            loop.call_soon_threadsafe(_resolve, jobs)
+
+
+def _resolve(jobs: list[_Job[Any]]) -> None:
+    for job in jobs:
+        if job.future.done():  # the caller was cancelled; the job still ran and committed
+            continue
+        if job.ok:
+            job.future.set_result(job.value)
+        else:
+            job.future.set_exception(job.error or RuntimeError("write job failed"))
