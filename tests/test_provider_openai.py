@@ -202,7 +202,7 @@ async def test_result_urls_are_fetched(fake: FakeOpenAIPlatform) -> None:
     result = await run(fake, request(size="256x256", width=256, height=256), "dall-e-2")
     (image,) = result.images
     assert (image.format, image.width) == ("png", 256)
-    assert image.b64 is None
+    assert image.data == next(iter(fake._files.values()))  # the bytes the URL served
 
 
 async def test_edit_several_images_without_mask(fake: FakeOpenAIPlatform) -> None:

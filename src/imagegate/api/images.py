@@ -22,7 +22,7 @@ from imagegate.api.charging import Charge
 from imagegate.api.disconnect import cancel_on_disconnect
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
-from imagegate.api.output import conform_output
+from imagegate.api.output import conform_output, output_bytes
 from imagegate.api.render import response_body
 from imagegate.api.state import Gateway, gateway
 from imagegate.api.streaming import stream_response
@@ -183,7 +183,7 @@ async def _generate(
 
 
 async def _host(gw: Gateway, base: str, image: GeneratedImage) -> str:
-    file_id = await gw.store.put(image.data, image.format)
+    file_id = await gw.store.put(output_bytes(image), image.format)
     direct = await gw.store.public_url(file_id, gw.settings.url_ttl_s)
     if direct is not None:  # e.g. a presigned S3 URL: downloads bypass the gateway
         return direct

@@ -29,9 +29,23 @@ async def conform_output(
             try:
                 image = await run_in_threadpool(conform, image, target, req.output_compression)
             except UpstreamError as exc:
-                raise UpstreamFailed(
-                    f"The upstream returned an unusable image: {exc.message}"
-                ) from exc
+                raise _unusable(exc) from exc
 
         out.append(image)
     return out
+
+
+def output_bytes(image: GeneratedImage) -> bytes:
+    """``image.data`` for a response that stores the image (``response_format: url``).
+
+    An upstream's base64 is decoded only when first needed (see ``image_from_b64``), so
+    base64 found invalid here is a 502 like an undecodable image, never a 500.
+    """
+    try:
+        return image.data
+    except UpstreamError as exc:
+        raise _unusable(exc) from exc
+
+
+def _unusable(exc: UpstreamError) -> UpstreamFailed:
+    return UpstreamFailed(f"The upstream returned an unusable image: {exc.message}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import time
 from typing import Any
 
@@ -16,7 +15,7 @@ def image_entry(image: GeneratedImage, url: str | None) -> dict[str, Any]:
     if url is not None:
         entry["url"] = url
     else:
-        entry["b64_json"] = image.b64 or base64.b64encode(image.data).decode("ascii")
+        entry["b64_json"] = image.b64  # the upstream's own text when it sent base64
     if image.revised_prompt:
         entry["revised_prompt"] = image.revised_prompt
     return entry

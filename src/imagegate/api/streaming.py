@@ -29,7 +29,6 @@ the ``finally`` of every path calls when it did not.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import dataclasses
 import time
@@ -194,7 +193,7 @@ class _StreamSession:
         kind = f"{self.prefix}.partial_image"
         data = {
             "type": kind,
-            "b64_json": _b64(image),
+            "b64_json": image.b64,
             "created_at": int(time.time()),
             "size": f"{image.width}x{image.height}",
             "quality": self.req.quality or "auto",
@@ -211,7 +210,7 @@ class _StreamSession:
         kind = f"{self.prefix}.completed"
         data: dict[str, Any] = {
             "type": kind,
-            "b64_json": _b64(image),
+            "b64_json": image.b64,
             "created_at": int(time.time()),
             "size": f"{image.width}x{image.height}",
             "quality": result.quality or self.req.quality or "auto",
@@ -305,10 +304,6 @@ def _usage(result: ImageResult, req: ImageRequest, cost_usd: float) -> dict[str,
         usage["images"] = len(result.images)
         usage["cost_usd"] = cost_usd
     return usage
-
-
-def _b64(image: GeneratedImage) -> str:
-    return image.b64 or base64.b64encode(image.data).decode("ascii")
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from imagegate.core.errors import UpstreamError
 
 Operation = Literal["generate", "edit", "variation"]
 OutputFormat = Literal["png", "jpeg", "webp"]
@@ -82,16 +85,94 @@ class ImageRequest:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
 class GeneratedImage:
-    """One output image as bytes, with the format the bytes are actually in."""
+    """One output image, with the format its bytes are actually in.
 
-    data: bytes
-    format: OutputFormat
-    width: int
-    height: int
-    revised_prompt: str | None = None
-    b64: str | None = None  # the upstream's own base64 of ``data``, reused to skip re-encoding
+    It holds the encoded bytes, the base64 text of them, or both, and makes the other on
+    first use: an upstream's ``b64_json`` is passed through to a ``b64_json`` response
+    without ever being decoded (``from_b64``), and bytes are base64-encoded once however
+    many times ``b64`` is read. ``format``/``width``/``height`` are always known up front
+    (probed by whoever built it). Base64 that turns out invalid when ``data`` first decodes
+    it is the upstream's fault: a retryable 502 ``UpstreamError``, as when it is probed.
+    """
+
+    __slots__ = ("_b64", "_data", "_source", "format", "height", "revised_prompt", "width")
+
+    def __init__(
+        self,
+        data: bytes | None,
+        format: OutputFormat,
+        width: int,
+        height: int,
+        revised_prompt: str | None = None,
+        b64: str | None = None,
+        *,
+        source: str = "upstream",
+    ) -> None:
+        """``b64``, when given with ``data``, must be its standard base64 (no line breaks);
+        ``source`` names who produced it in errors (a provider id)."""
+        if data is None and b64 is None:
+            raise ValueError("a GeneratedImage needs its bytes or their base64")
+        self._data = data
+        self._b64 = b64
+        self._source = source
+        self.format = format
+        self.width = width
+        self.height = height
+        self.revised_prompt = revised_prompt
+
+    @classmethod
+    def from_b64(
+        cls,
+        b64: str,
+        format: OutputFormat,
+        width: int,
+        height: int,
+        *,
+        revised_prompt: str | None = None,
+        source: str = "upstream",
+    ) -> GeneratedImage:
+        """An image known by its base64 only; decoded when ``data`` is first read."""
+        return cls(None, format, width, height, revised_prompt, b64, source=source)
+
+    @property
+    def data(self) -> bytes:
+        """The encoded image bytes (decoded from ``b64`` once, on first use)."""
+        if self._data is None:
+            assert self._b64 is not None
+            try:
+                # Exactly ``base64.b64decode(validate=True)``, minus its str -> bytes copy.
+                self._data = binascii.a2b_base64(self._b64, strict_mode=True)
+            except (binascii.Error, ValueError) as exc:
+                raise UpstreamError(
+                    f"{self._source} returned invalid base64", status=502, retryable=True
+                ) from exc
+        return self._data
+
+    @property
+    def b64(self) -> str:
+        """Standard base64 of ``data``: the upstream's own text when it sent base64."""
+        if self._b64 is None:
+            assert self._data is not None
+            self._b64 = binascii.b2a_base64(self._data, newline=False).decode("ascii")
+        return self._b64
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, GeneratedImage):
+            return NotImplemented
+        return (self.format, self.width, self.height, self.revised_prompt) == (
+            other.format,
+            other.width,
+            other.height,
+            other.revised_prompt,
+        ) and self.data == other.data
+
+    def __repr__(self) -> str:
+        held = "bytes" if self._data is not None else "base64"
+        return (
+            f"GeneratedImage(format={self.format!r}, width={self.width}, "
+            f"height={self.height}, held={held})"
+        )
 
 
 @dataclass(slots=True)

@@ -45,10 +45,7 @@ def probe_image(
     filename: str = "image",
 ) -> InputImage:
     """Check an upload's size, type and header dimensions without decoding its pixels."""
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(
-            f"'{param}' is larger than the {max_bytes / 1_048_576:.3g} MB limit.", param=param
-        )
+    _check_bytes(len(data), param=param, max_bytes=max_bytes)
     fmt = _sniff_or_raise(data, param)
     with (
         _pillow_guard(param, max_pixels),
@@ -57,6 +54,27 @@ def probe_image(
         width, height = img.size
     _check_pixels(width, height, param=param, max_pixels=max_pixels)
     return InputImage(data=data, format=fmt, width=width, height=height, filename=filename)
+
+
+def probe_head(
+    head: bytes, *, size: int, param: str, max_bytes: int, max_pixels: int
+) -> tuple[OutputFormat, int, int] | None:
+    """``probe_image`` from an image's first bytes and its total ``size`` alone.
+
+    For images held as base64, where decoding only a prefix is much cheaper. Returns
+    (format, width, height), or None when ``head`` is too short to tell (a JPEG whose
+    metadata runs past it, a PNG with large chunks before its pixels): probe the whole
+    image then. Raises as ``probe_image`` does when the head already shows the image is
+    unacceptable. Pillow reads PNG and JPEG headers from a prefix; WebP's is parsed here,
+    as Pillow's WebP reader wants the whole file.
+    """
+    _check_bytes(size, param=param, max_bytes=max_bytes)
+    fmt = _sniff_or_raise(head, param)
+    dims = _webp_size(head) if fmt == "webp" else _pillow_size(head, fmt, param, max_pixels)
+    if dims is None:
+        return None
+    _check_pixels(*dims, param=param, max_pixels=max_pixels)
+    return fmt, *dims
 
 
 def decode(
@@ -134,6 +152,42 @@ def _sniff_or_raise(data: bytes, param: str) -> OutputFormat:
     if fmt is None:
         raise UnsupportedMediaType(f"'{param}' must be a PNG, JPEG or WebP image.", param=param)
     return fmt
+
+
+def _check_bytes(size: int, *, param: str, max_bytes: int) -> None:
+    if size > max_bytes:
+        raise PayloadTooLarge(
+            f"'{param}' is larger than the {max_bytes / 1_048_576:.3g} MB limit.", param=param
+        )
+
+
+def _pillow_size(
+    head: bytes, fmt: OutputFormat, param: str, max_pixels: int
+) -> tuple[int, int] | None:
+    try:
+        with Image.open(io.BytesIO(head), formats=[_PIL_FORMATS[fmt]]) as img:
+            width, height = img.size
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise _too_many_pixels(param, max_pixels) from exc
+    except Exception:
+        return None  # truncated here, or broken: the whole image will tell
+    return width, height
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """Canvas size from the first chunk of a WebP (RIFF) file: VP8X (extended), VP8L
+    (lossless) or VP8 (lossy) headers, as libwebp's ``WebPGetInfo`` reads them."""
+    chunk = head[12:16]
+    if chunk == b"VP8X" and len(head) >= 30:
+        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    if chunk == b"VP8L" and len(head) >= 25 and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    if chunk == b"VP8 " and len(head) >= 30 and head[23:26] == b"\x9d\x01\x2a":
+        width = int.from_bytes(head[26:28], "little") & 0x3FFF
+        height = int.from_bytes(head[28:30], "little") & 0x3FFF
+        return (width, height) if width and height else None
+    return None
 
 
 def _check_pixels(width: int, height: int, *, param: str, max_pixels: int) -> None:
