@@ -6,15 +6,18 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import httpx
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
 
 from imagegate import __version__, metrics
 from imagegate.accounts.idempotency import IdempotencyStore
@@ -36,6 +39,7 @@ from imagegate.db.session import Database, database_url_for
 from imagegate.media.fetch import SafeFetcher
 from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.registry import ADAPTERS, build_providers
+from imagegate.providers.transport import AiohttpTransport
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Router, RouterSettings
 from imagegate.routing.shared_health import RedisBreakerSync
@@ -77,9 +81,12 @@ def check_settings(settings: Settings) -> None:
 
 async def build_gateway(settings: Settings) -> Gateway:
     db, keys = prepare_database(settings)
-    http = httpx.AsyncClient(
-        limits=httpx.Limits(max_connections=512, max_keepalive_connections=128),
+    http = httpx.AsyncClient(  # httpx's API for the adapters, aiohttp's wire underneath
+        transport=AiohttpTransport(
+            limits=httpx.Limits(max_connections=512, max_keepalive_connections=128)
+        ),
         timeout=httpx.Timeout(120.0, connect=10.0),
+        trust_env=False,
     )
     limits = settings.limits
     fetcher = SafeFetcher(
@@ -211,6 +218,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await gw.http.aclose()
             await gw.fetcher.aclose()
             await gw.store.aclose()
+            await run_in_threadpool(gw.ledger.close)
             gw.db.dispose()
             metrics.worker_exiting()
 
@@ -242,10 +250,28 @@ def create_app_from_env() -> FastAPI:
     return create_app(load_settings())
 
 
+class PlainRoute(APIRoute):
+    """An API route whose endpoint takes the request and returns the response itself.
+
+    Every endpoint here reads and validates its own body (OpenAI's error envelope, not
+    FastAPI's), so FastAPI's per-request dependency solving would only cost time; the
+    route still appears in the OpenAPI document.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        return cast(Callable[[Request], Coroutine[Any, Any, Response]], self.endpoint)
+
+
 def _routes(app: FastAPI) -> None:
     def route(path: str, endpoint: Any, method: str, tag: str, **extra: Any) -> None:
-        app.add_api_route(
-            path, endpoint, methods=[method], response_model=None, tags=[tag], **extra
+        app.router.add_api_route(
+            path,
+            endpoint,
+            methods=[method],
+            response_model=None,
+            tags=[tag],
+            route_class_override=PlainRoute,
+            **extra,
         )
 
     route(
