@@ -26,7 +26,7 @@ from starlette.requests import Request
 
 from fakes.asgi import serve_app
 from fakes.http_server import Reply, free_port, serve_http
-from imagegate.providers.transport import AiohttpTransport
+from imagegate.providers.transport import AiohttpTransport, UpstreamClient
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -450,11 +450,11 @@ async def test_cancelled_requests_free_their_connection(
                     async for _ in response.aiter_raw():
                         first.set()
 
-            task = asyncio.create_task(stalled_body(first))
+            reader = asyncio.create_task(stalled_body(first))
             await first.wait()
-            task.cancel()
+            reader.cancel()
             with pytest.raises(asyncio.CancelledError):
-                await task
+                await reader
         # cancelled while queued for the pool behind a request holding the connection
         before = upstream_state.hangs
         holder = asyncio.create_task(http.get(f"{base_url}/hang"))
@@ -501,3 +501,174 @@ def test_client_built_outside_a_loop_works_in_successive_loops(base_url: str) ->
 
     assert asyncio.run(get_and_close()) == ["keep-alive"]
     assert http.is_closed
+
+
+# -- UpstreamClient: the short path for plain calls ------------------------------------
+
+
+def _short(response: httpx.Response) -> bool:
+    """Whether the short path answered: httpx's own path wraps the stream to time it."""
+    return type(response.stream) is httpx.ByteStream
+
+
+async def _both(
+    call: Callable[[httpx.AsyncClient], Awaitable[httpx.Response]],
+) -> tuple[httpx.Response, httpx.Response]:
+    async with (
+        UpstreamClient(transport=AiohttpTransport(), timeout=10) as upstream,
+        httpx.AsyncClient(transport=AiohttpTransport(), timeout=10) as plain,
+    ):
+        return await call(upstream), await call(plain)
+
+
+def _seen(response: httpx.Response) -> list[tuple[str, str]]:
+    """The request headers the echo server saw, in a stable order."""
+    return sorted((name, value) for name, value in response.json()["headers"])
+
+
+PLAIN_CALLS: dict[str, Callable[[httpx.AsyncClient, str], Awaitable[httpx.Response]]] = {
+    "post-json-bytes": lambda http, base: http.post(
+        f"{base}/echo",
+        content=orjson.dumps({"prompt": "a cat"}),
+        headers={"Authorization": "Bearer sk", "Content-Type": "application/json"},
+        timeout=30,
+    ),
+    "post-overrides-defaults": lambda http, base: http.post(
+        f"{base}/echo?x=1",
+        content=b"raw",
+        headers={"user-agent": "mine/1", "Accept": "application/json", "X-Dup": "a"},
+        timeout=httpx.Timeout(30, connect=5),
+    ),
+    "post-empty": lambda http, base: http.post(f"{base}/echo"),
+    "get": lambda http, base: http.get(f"{base}/echo", headers={"X-Trace": "t"}),
+    "get-duplicate-headers": lambda http, base: http.get(f"{base}/dup"),
+    "get-gzip": lambda http, base: http.get(f"{base}/gzip"),
+    "get-404": lambda http, base: http.get(f"{base}/missing", timeout=None),
+}
+
+
+@pytest.mark.parametrize("name", list(PLAIN_CALLS))
+async def test_short_path_matches_httpx_s_path(base_url: str, name: str) -> None:
+    short, plain = await _both(lambda http: PLAIN_CALLS[name](http, base_url))
+    assert _short(short) and not _short(plain)
+    assert short.status_code == plain.status_code
+    assert short.headers.multi_items() == plain.headers.multi_items()
+    assert short.content == plain.content
+    assert (short.http_version, short.reason_phrase) == (plain.http_version, plain.reason_phrase)
+    assert short.url == plain.url == short.request.url
+    assert short.request.headers.multi_items() == plain.request.headers.multi_items()
+    assert short.request.content == plain.request.content
+    assert short.request.extensions == plain.request.extensions
+    assert short.elapsed.total_seconds() >= 0
+    if name.startswith("post") or name == "get":
+        assert _seen(short) == _seen(plain)
+        assert short.json()["body_sha256"] == plain.json()["body_sha256"]
+
+
+async def test_short_path_decodes_gzip_once(base_url: str) -> None:
+    async with UpstreamClient(transport=AiohttpTransport()) as http:
+        response = await http.get(f"{base_url}/gzip")
+    assert _short(response)
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.content == PAYLOAD and response.json() == orjson.loads(PAYLOAD)
+
+
+async def test_short_path_status_errors_and_redirects(base_url: str) -> None:
+    async with UpstreamClient(transport=AiohttpTransport()) as http:
+        missing = await http.post(f"{base_url}/missing", content=b"{}")
+        assert _short(missing)
+        with pytest.raises(httpx.HTTPStatusError) as info:
+            missing.raise_for_status()
+        assert info.value.request.url == httpx.URL(f"{base_url}/missing")
+        assert str(missing.request.url) == f"{base_url}/missing"
+        redirect = await http.post(f"{base_url}/redirect", content=b"{}")
+        assert _short(redirect) and redirect.status_code == 302
+        assert redirect.next_request is not None
+        assert str(redirect.next_request.url) == f"{base_url}/echo?redirected=1"
+
+
+async def test_short_path_raises_what_httpx_s_path_raises(
+    base_url: str, upstream_state: Upstream
+) -> None:
+    refused = f"http://127.0.0.1:{free_port()}/echo"
+    for client in (UpstreamClient, httpx.AsyncClient):
+        async with client(transport=AiohttpTransport(), timeout=10) as http:
+            with pytest.raises(httpx.ReadTimeout) as timed_out:
+                await http.post(
+                    f"{base_url}/hang", content=b"{}", timeout=httpx.Timeout(5, read=0.2)
+                )
+            assert timed_out.value.request.url.path == "/hang"
+            with pytest.raises(httpx.ReadTimeout):  # stalls mid-body
+                await http.get(f"{base_url}/stall-sized", timeout=httpx.Timeout(5, read=0.2))
+            with pytest.raises(httpx.ConnectError) as info:
+                await http.post(refused, content=b"{}")
+            assert str(info.value.request.url) == refused
+            with pytest.raises(httpx.LocalProtocolError):
+                await http.get(f"{base_url}/echo", headers={"X-Bad": "a\r\nInjected: 1"})
+    with raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort") as url:
+        async with UpstreamClient(transport=AiohttpTransport()) as http:
+            with pytest.raises(httpx.RemoteProtocolError):
+                await http.get(f"{url}/x")
+
+
+async def test_short_path_cancellation_frees_the_connection(
+    base_url: str, upstream_state: Upstream
+) -> None:
+    transport = AiohttpTransport(limits=httpx.Limits(max_connections=1))
+    async with UpstreamClient(transport=transport, timeout=httpx.Timeout(10, pool=5)) as http:
+        for _ in range(5):
+            before = upstream_state.hangs
+            task = asyncio.create_task(http.post(f"{base_url}/hang", content=b"{}"))
+            while upstream_state.hangs == before:
+                await asyncio.sleep(0.005)
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        for _ in range(3):  # a body that stalls, then times out, also gives the slot back
+            with pytest.raises(httpx.ReadTimeout):
+                await http.get(f"{base_url}/stall-sized", timeout=httpx.Timeout(5, read=0.1))
+        response = await http.get(f"{base_url}/echo")
+        assert _short(response) and response.status_code == 200
+
+
+async def test_other_calls_take_httpx_s_path(base_url: str) -> None:
+    async with UpstreamClient(transport=AiohttpTransport()) as http:
+        by_json = await http.post(f"{base_url}/echo", json={"a": 1}, params={"v": "2"})
+        assert not _short(by_json)
+        assert by_json.json()["query"] == "v=2"
+        assert dict(by_json.json()["headers"])["content-type"] == "application/json"
+        by_files = await http.post(f"{base_url}/form", data={"n": "1"}, files={"f": ("a", b"x")})
+        assert not _short(by_files) and by_files.json() == {
+            "n": "1",
+            "f": ["a", "application/octet-stream", "78"],
+        }
+        by_params = await http.get(f"{base_url}/echo", params={"q": "1"})
+        assert not _short(by_params) and by_params.json()["query"] == "q=1"
+        as_url = await http.get(httpx.URL(f"{base_url}/echo"))
+        assert not _short(as_url)
+        with_bytes_header = await http.get(f"{base_url}/echo", headers={"X-B": b"1"})
+        assert not _short(with_bytes_header)
+    hooked: list[str] = []
+
+    async def hook(request: httpx.Request) -> None:
+        hooked.append(request.url.path)
+
+    async with UpstreamClient(transport=AiohttpTransport(), event_hooks={"request": [hook]}) as h:
+        assert not _short(await h.post(f"{base_url}/echo", content=b"{}"))
+    assert hooked == ["/echo"]
+    async with UpstreamClient(transport=AiohttpTransport(), cookies={"sid": "1"}) as http:
+        response = await http.post(f"{base_url}/echo", content=b"{}")
+        assert not _short(response)
+        assert dict(response.json()["headers"])["cookie"] == "sid=1"
+    async with UpstreamClient() as http:  # httpx's own transport
+        assert not _short(await http.get(f"{base_url}/echo"))
+
+
+async def test_upstream_cookies_are_not_kept(base_url: str) -> None:
+    async with UpstreamClient(transport=AiohttpTransport()) as http:
+        assert _short(await http.get(f"{base_url}/dup"))
+        assert not _short(await http.get(f"{base_url}/dup", params={"long": "path"}))
+        assert not http.cookies
+        echo = await http.get(f"{base_url}/echo")
+        assert _short(echo)  # still plain: no cookie turned the short path off
+        assert "cookie" not in dict(echo.json()["headers"])

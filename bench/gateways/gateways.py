@@ -103,8 +103,9 @@ _KEY_CREATE = ["keys", "create", "--name", "bench", "--credits", "1000000", "--r
 _KEY_CREATE += ["--ipm", "100000000"]
 
 
-def start_imagegate(upstream: str, run: Path) -> Gateway:
-    data = run / "imagegate-data"
+def start_imagegate(upstream: str, run: Path, workers: int = 1) -> Gateway:
+    name = "imagegate" if workers == 1 else f"imagegate-{workers}w"
+    data = run / f"{name}-data"
     run.mkdir(parents=True, exist_ok=True)
     providers = "\n".join(
         f"  - {{id: bench-{r}, type: openai_compatible, base_url: {upstream}/{r}/v1,"
@@ -117,13 +118,14 @@ def start_imagegate(upstream: str, run: Path) -> Gateway:
         f"        pricing: {{per_image: 0.001}}"
         for r in ROUTES
     )
-    config = run / "imagegate.yaml"
+    config = run / f"{name}.yaml"
     config.write_text(IMAGEGATE_CONFIG.format(providers=providers, models=models))
     port = free_port()
     env = {"IMAGEGATE_DATA_DIR": str(data), "IMAGEGATE_CONFIG": str(config)}
     binary = str(REPO / ".venv/bin/imagegate")
-    log = run / "imagegate.log"
-    proc = _spawn([binary, "serve", "--port", str(port), "--config", str(config)], log, env)
+    log = run / f"{name}.log"
+    serve = [binary, "serve", "--port", str(port), "--config", str(config)]
+    proc = _spawn([*serve, "--workers", str(workers)], log, env)
     _wait(f"http://127.0.0.1:{port}/healthz", proc, log)
     created = subprocess.run(  # a key with credits, rpm/ipm far above what the bench sends
         [binary, *_KEY_CREATE, "--config", str(config)],
@@ -135,7 +137,7 @@ def start_imagegate(upstream: str, run: Path) -> Gateway:
     key = created.stdout.strip().splitlines()[-1]
     headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     url = f"http://127.0.0.1:{port}/v1/images/generations"
-    return Gateway("imagegate", url, headers, proc, log)
+    return Gateway(name, url, headers, proc, log)
 
 
 LITELLM_MASTER_KEY = "sk-litellm-bench"

@@ -42,7 +42,13 @@ def _find(rows: list[dict[str, Any]], scenario: str, gateway: str) -> dict[str, 
     return next((r for r in rows if r["scenario"] == scenario and r["gateway"] == gateway), None)
 
 
-COLORS = {"direct": "#999999", "imagegate": "#1f77b4", "litellm": "#d62728", "portkey": "#2ca02c"}
+COLORS = {
+    "direct": "#999999",
+    "imagegate": "#1f77b4",
+    "imagegate-2w": "#17becf",
+    "litellm": "#d62728",
+    "portkey": "#2ca02c",
+}
 
 
 def chart(rows: list[dict[str, Any]], path: Path) -> None:

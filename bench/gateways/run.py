@@ -8,6 +8,7 @@ Results go to ``bench/results/`` (results.md, results.json, results.png).
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -140,6 +141,8 @@ def main() -> None:
     try:
         starters = {
             "imagegate": gateways.start_imagegate,
+            # The same, as `imagegate serve --workers 2` (one process per core).
+            "imagegate-2w": functools.partial(gateways.start_imagegate, workers=2),
             "litellm": gateways.start_litellm,
             "portkey": gateways.start_portkey,
         }
@@ -198,7 +201,7 @@ def cell(
         time.sleep(upstream.SLOW_S + 1 if sc.route == "slow" else 0.5)
     pid = gw.process.pid if gw.process else nginx_pid
     spy = None
-    if args.profile and gw.name == "imagegate":
+    if args.profile and gw.name.startswith("imagegate"):
         Path(args.profile).mkdir(parents=True, exist_ok=True)
         out = Path(args.profile) / f"{sc.name.replace(' ', '_').replace('=', '')}.txt"
         spy_args = ["--format", "raw", "--rate", "200", "--duration", str(args.duration)]

@@ -39,7 +39,7 @@ from imagegate.db.session import Database, database_url_for
 from imagegate.media.fetch import SafeFetcher
 from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.registry import ADAPTERS, build_providers
-from imagegate.providers.transport import AiohttpTransport
+from imagegate.providers.transport import AiohttpTransport, UpstreamClient
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Router, RouterSettings
 from imagegate.routing.shared_health import RedisBreakerSync
@@ -81,7 +81,7 @@ def check_settings(settings: Settings) -> None:
 
 async def build_gateway(settings: Settings) -> Gateway:
     db, keys = prepare_database(settings)
-    http = httpx.AsyncClient(  # httpx's API for the adapters, aiohttp's wire underneath
+    http = UpstreamClient(  # httpx's API for the adapters, aiohttp's wire underneath
         transport=AiohttpTransport(
             limits=httpx.Limits(max_connections=512, max_keepalive_connections=128)
         ),
