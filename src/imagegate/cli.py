@@ -54,7 +54,7 @@ def serve(
     """Start the gateway."""
     import uvicorn
 
-    from imagegate.app import check_settings, create_app, prepare_database
+    from imagegate.app import check_settings, create_app, prepare_database, tune_gc_for_serving
     from imagegate.logs import configure_logging
 
     settings = _settings(config)
@@ -77,6 +77,7 @@ def serve(
     }
     print(f"imagegate: serving on http://{host}:{port}/v1 (docs at /docs)", flush=True)
     if workers == 1:
+        tune_gc_for_serving()
         uvicorn.run(application, **options)
         return
     # Workers are fresh processes: they rebuild the app from the environment, so the config
