@@ -17,6 +17,8 @@ from typing import NoReturn
 import pytest
 from sqlalchemy.engine import make_url
 
+from imagegate.db.session import Database
+
 PG_ADMIN_URL = os.environ.get(
     "IMAGEGATE_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
 )
@@ -79,6 +81,15 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 REDIS_URL = os.environ.get("IMAGEGATE_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[Database]:
+    """A migrated database (SQLite, and PostgreSQL where marked), disposed after the test."""
+    database = Database(database_url)
+    database.migrate()
+    yield database
+    database.dispose()
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,14 +29,6 @@ from imagegate.accounts.keys import (
 from imagegate.core.errors import InvalidRequest, Unauthorized
 from imagegate.db.models import ApiKeyRow, Base
 from imagegate.db.session import Database, database_url_for, normalize_url
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,14 +16,6 @@ from imagegate.accounts.usage import UsageBook, UsageRecord
 from imagegate.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound
 from imagegate.db.models import CreditHoldRow
 from imagegate.db.session import Database
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _key(db: Database, credits: float | None) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -16,14 +15,6 @@ from imagegate.core.errors import InsufficientCredits
 from imagegate.db.batch import WriteBatcher
 from imagegate.db.models import CreditHoldRow, LedgerEntryRow, UsageRow
 from imagegate.db.session import Database
-
-
-@pytest.fixture
-def db(database_url: str) -> Iterator[Database]:
-    database = Database(database_url)
-    database.migrate()
-    yield database
-    database.dispose()
 
 
 def _usage_row(generation_id: str) -> dict[str, object]:
