@@ -18,6 +18,7 @@ from imagegate.core.types import ImageRequest, InputImage
 from imagegate.media.fetch import SafeFetcher
 from imagegate.providers.base import ProviderConfig, ProviderContext
 from imagegate.providers.together import TogetherProvider
+from imagegate.routing.router import upstream_errors
 
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
@@ -252,9 +253,11 @@ async def test_connection_refused_is_retryable(context: ProviderContext) -> None
     config = ProviderConfig(
         id="together", type="together", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k"
     )
-    with pytest.raises(UpstreamError) as info:
-        await TogetherProvider(config, context).run(request(), SCHNELL)
-    assert info.value.retryable
+    adapter = TogetherProvider(config, context)
+    # The router turns transport failures into attempt errors for every adapter alike.
+    with pytest.raises(UpstreamError) as info, upstream_errors(adapter, "timed out"):
+        await adapter.run(request(), SCHNELL)
+    assert info.value.retryable and "could not reach together" in info.value.message
 
 
 async def test_defaults_point_at_together() -> None:

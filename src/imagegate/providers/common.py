@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TypeVar
 
 import httpx
+import orjson
 from PIL import Image
 
 from imagegate.core.errors import (
@@ -65,6 +66,41 @@ def upstream_error(
         f"Upstream {provider_id}: {message}", code=code or "upstream_rejected", param=param
     )
     return UpstreamError(text, status=status, retryable=False, client_error=client)
+
+
+async def post_json(
+    http: httpx.AsyncClient,
+    url: str,
+    payload: object,
+    *,
+    api_key: str | None,
+    timeout_s: float,
+) -> httpx.Response:
+    """POST ``payload`` as JSON with an optional Bearer key (OpenAI-shaped APIs).
+
+    Timeouts and transport failures are left to the router, which turns them into
+    retryable attempt errors for every adapter alike.
+    """
+    headers = {"Accept": "application/json", "Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    return await http.post(url, content=orjson.dumps(payload), headers=headers, timeout=timeout_s)
+
+
+def json_reply(provider_id: str, response: httpx.Response) -> object:
+    """An upstream's JSON body; invalid JSON is the upstream's failure (fail over)."""
+    try:
+        return orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise bad_upstream(provider_id, "returned invalid JSON") from exc
+
+
+def data_items(provider_id: str, reply: object) -> list[object]:
+    """The non-empty ``data`` list of an OpenAI-shaped images response (else fail over)."""
+    items = reply.get("data") if isinstance(reply, dict) else None
+    if not isinstance(items, list) or not items:
+        raise bad_upstream(provider_id, "returned no images")
+    return items
 
 
 def retry_after(response: httpx.Response) -> float | None:

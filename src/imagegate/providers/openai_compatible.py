@@ -26,8 +26,11 @@ from imagegate.core.types import (
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    data_items,
     image_from_b64,
     image_from_bytes,
+    json_reply,
+    post_json,
     retry_after,
     upstream_error,
 )
@@ -97,43 +100,28 @@ class OpenAICompatibleProvider(Provider):
         form: dict[str, Any] | None = None,
         files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
     ) -> ImageResult:
-        headers = {"Accept": "application/json"}
         key = self.config.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
         url = f"{self.config.base_url}{path}"
         if json_body is not None:
-            headers["Content-Type"] = "application/json"
-            response = await self.context.http.post(
-                url,
-                content=orjson.dumps(json_body),
-                headers=headers,
-                timeout=self.config.timeout_s,
+            response = await post_json(
+                self.context.http, url, json_body, api_key=key, timeout_s=self.config.timeout_s
             )
         else:
+            headers = {"Accept": "application/json"}
+            if key:
+                headers["Authorization"] = f"Bearer {key}"
             data = {k: _form_value(v) for k, v in (form or {}).items()}
             response = await self.context.http.post(
                 url, data=data, files=files, headers=headers, timeout=self.config.timeout_s
             )
         if response.status_code >= 400:
             raise self._error(response)
-        try:
-            payload = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(
-                f"{self.id} returned invalid JSON", status=502, retryable=True
-            ) from exc
-        return await self._result(payload)
-
-    async def _result(self, payload: Any) -> ImageResult:
-        items = payload.get("data") if isinstance(payload, dict) else None
-        if not isinstance(items, list) or not items:
-            raise bad_upstream(self.id, "returned no images")
-        images = [await self._image(item) for item in items]
-        usage = _usage(payload.get("usage"))
+        payload = json_reply(self.id, response)
+        items = data_items(self.id, payload)
+        assert isinstance(payload, dict)  # data_items found a list under "data"
         return ImageResult(
-            images=images,
-            usage=usage,
+            images=[await self._image(item) for item in items],
+            usage=_usage(payload.get("usage")),
             quality=payload.get("quality"),
             background=payload.get("background"),
         )

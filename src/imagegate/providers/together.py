@@ -41,10 +41,13 @@ from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    data_items,
     data_url,
     fan_out,
     image_from_b64,
     image_from_bytes,
+    json_reply,
+    post_json,
     retry_after,
     upstream_error,
 )
@@ -165,34 +168,16 @@ class TogetherProvider(Provider):
         return await self._post(payload)
 
     async def _post(self, payload: dict[str, Any]) -> list[GeneratedImage]:
-        headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        try:
-            response = await self.context.http.post(
-                f"{self.base_url}/images/generations",
-                content=orjson.dumps(payload),
-                headers=headers,
-                timeout=self.config.timeout_s,
-            )
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(
-                f"{self.id} timed out", status=504, retryable=True, timeout=True
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"{self.id} unreachable: {type(exc).__name__}", status=502, retryable=True
-            ) from exc
+        response = await post_json(
+            self.context.http,
+            f"{self.base_url}/images/generations",
+            payload,
+            api_key=self.config.resolved_api_key(),
+            timeout_s=self.config.timeout_s,
+        )
         if response.status_code >= 400:
             raise self._error(response)
-        try:
-            reply = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        items = reply.get("data") if isinstance(reply, dict) else None
-        if not isinstance(items, list) or not items:
-            raise bad_upstream(self.id, "returned no images")
+        items = data_items(self.id, json_reply(self.id, response))
         return [await self._image(item) for item in items]
 
     async def _image(self, item: Any) -> GeneratedImage:

@@ -36,10 +36,13 @@ from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    data_items,
     data_url,
     image_from_b64,
     image_from_bytes,
+    json_reply,
     nearest_aspect_ratio,
+    post_json,
     retry_after,
     upstream_error,
 )
@@ -141,34 +144,16 @@ class XAIProvider(Provider):
         return ImageResult(images=images[:n], upstream_model=upstream_model)
 
     async def _post(self, path: str, payload: dict[str, Any]) -> list[GeneratedImage]:
-        headers = {"Accept": "application/json", "Content-Type": "application/json"}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        try:
-            response = await self.context.http.post(
-                f"{self.base_url}{path}",
-                content=orjson.dumps(payload),
-                headers=headers,
-                timeout=self.config.timeout_s,
-            )
-        except httpx.TimeoutException as exc:
-            raise UpstreamError(
-                f"{self.id} timed out", status=504, retryable=True, timeout=True
-            ) from exc
-        except httpx.HTTPError as exc:
-            raise UpstreamError(
-                f"{self.id} unreachable: {type(exc).__name__}", status=502, retryable=True
-            ) from exc
+        response = await post_json(
+            self.context.http,
+            f"{self.base_url}{path}",
+            payload,
+            api_key=self.config.resolved_api_key(),
+            timeout_s=self.config.timeout_s,
+        )
         if response.status_code >= 400:
             raise self._error(response)
-        try:
-            reply = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        items = reply.get("data") if isinstance(reply, dict) else None
-        if not isinstance(items, list) or not items:
-            raise bad_upstream(self.id, "returned no images")
+        items = data_items(self.id, json_reply(self.id, response))
         return [await self._image(item) for item in items]
 
     async def _image(self, item: Any) -> GeneratedImage:
