@@ -97,6 +97,7 @@ async def test_generate_on_a_deployment(fake: FakeAzureOpenAI) -> None:
 
 
 async def test_deployment_names_and_api_version_are_configurable(fake: FakeAzureOpenAI) -> None:
+    fake.api_versions.add("2026-01-01-preview")
     await run(
         fake,
         request(),

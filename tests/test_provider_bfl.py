@@ -163,6 +163,19 @@ async def test_documented_extra_fields_pass_through(fake: FakeBFL) -> None:
     assert "unknown_field" not in body
 
 
+async def test_a_caller_cannot_override_the_operators_safety_tolerance(fake: FakeBFL) -> None:
+    async with bfl(fake, safety_tolerance=1) as provider:
+        await provider.run(gen(extra={"safety_tolerance": 6}), "flux-pro-1.1")
+    assert fake.submissions[-1].body["safety_tolerance"] == 1
+    async with bfl(fake) as provider:  # no operator setting: BFL's default stands
+        await provider.run(gen(extra={"safety_tolerance": 6}), "flux-pro-1.1")
+    assert "safety_tolerance" not in fake.submissions[-1].body
+    async with bfl(fake, pass_through=["safety_tolerance"]) as provider:  # operator allows
+        await provider.run(gen(extra={"safety_tolerance": 6, "raw": True}), "flux-pro-1.1")
+    body = fake.submissions[-1].body
+    assert body["safety_tolerance"] == 6 and "raw" not in body
+
+
 # --- edits -----------------------------------------------------------------------------
 
 

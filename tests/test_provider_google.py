@@ -120,6 +120,8 @@ async def test_models_path_prefix_and_versioned_base_url(
         (FLASH, "3840x2160", "16:9", "2K"),  # 8.3 MP is nearer 2K (4.2 MP) than 4K (16.8 MP)
         (FLASH, "4096x4096", "1:1", "4K"),
         (FLASH, "448x4096", "1:8", "1K"),
+        (FLASH, "512x512", "1:1", "512"),
+        (PRO, "512x512", "1:1", "1K"),
         (PRO, "448x4096", "9:16", "1K"),
         (PRO, "2560x1080", "21:9", "2K"),
         ("gemini-2.5-flash-image", "2048x2048", "1:1", None),
@@ -137,7 +139,7 @@ async def test_size_maps_to_nearest_ratio_and_tier(
     assert image_config.get("aspectRatio") == ratio
     assert image_config.get("imageSize") == tier
     # the size reported is the size the upstream actually produced
-    produced = dims_for(ratio, {"1K": 1, "2K": 2, "4K": 4}[tier or "1K"])
+    produced = dims_for(ratio, {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}[tier or "1K"])
     assert (result.images[0].width, result.images[0].height) == produced
 
 
@@ -319,9 +321,11 @@ async def test_imagen_batches_four_per_call(fake: FakeGoogle, context: ProviderC
         width=1792,
         height=1024,
         seed=7,
-        extra={"person_generation": "dont_allow"},
+        extra={"person_generation": "allow_all"},  # a safety setting: the operator's
     )
-    result = await provider(fake, context).run(req, "imagen-4.0-generate-001")
+    result = await provider(fake, context, person_generation="dont_allow").run(
+        req, "imagen-4.0-generate-001"
+    )
 
     assert [c.method for c in fake.calls] == ["predict", "predict"]
     counts = sorted(c.body["parameters"]["sampleCount"] for c in fake.calls)
@@ -386,3 +390,19 @@ def test_builtin_catalog_lists_google() -> None:
         assert [(e.provider, e.upstream_model) for e in spec.endpoints] == [("google", upstream)]
         assert not spec.supports_mask
         assert spec.operations == {"generate", "edit"}
+
+
+async def test_a_512_request_is_made_and_billed_at_the_512_tier(
+    fake: FakeGoogle, context: ProviderContext
+) -> None:
+    """Gemini 3.1 Flash Image has a 0.5K ("512") tier; asking for 1K instead would make
+    (and bill) a 1024x1024 image for a 512x512 request."""
+    from imagegate.catalog.catalog import Catalog
+
+    req = request(size="512x512", width=512, height=512)
+    result = await provider(fake, context).run(req, FLASH)
+    assert fake.calls[-1].body["generationConfig"]["imageConfig"]["imageSize"] == "512"
+    assert (result.images[0].width, result.images[0].height) == (512, 512)
+    spec = Catalog.load().resolve("google/gemini-3.1-flash-image")
+    pricing = next(e.pricing for e in spec.endpoints if e.provider == "google")
+    assert pricing.cost_micro(req, result) == 45_000  # $0.045, the 512 tier's price

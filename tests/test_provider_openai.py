@@ -29,6 +29,8 @@ def fake(server: FakeOpenAIPlatform) -> FakeOpenAIPlatform:
     server.calls.clear()
     server.failures.clear()
     server.urls_always = False
+    server.account = None
+    server.retired.clear()
     return server
 
 
@@ -83,7 +85,7 @@ async def test_generate_gpt_image_sends_its_fields_and_reads_usage(
         seed=7,
         extra={"negative_prompt": "fog"},
     )
-    result = await run(fake, req, "gpt-image-1")
+    result = await run(fake, req, "gpt-image-1", pass_through=["moderation"])
     (call,) = fake.calls
     assert call.path == "/v1/images/generations"
     assert call.headers["authorization"] == "Bearer sk-test"
@@ -378,3 +380,52 @@ def test_availability_and_default_url() -> None:
     assert not OpenAIProvider(config, context).available
     assert OpenAIProvider(ProviderConfig(id="o", type="openai", api_key="k"), context).available
     assert not OpenAIProvider.capabilities.supports_seed
+
+
+@pytest.mark.parametrize("account", ["billing_hard_limit_reached", "insufficient_quota"])
+async def test_our_account_errors_fail_over_and_are_never_the_callers(
+    fake: FakeOpenAIPlatform, account: str
+) -> None:
+    """OpenAI answers an exhausted account with 400 billing_hard_limit_reached or 429
+    insufficient_quota: our account, so another endpoint is tried and the caller never
+    sees a 400; a quota error is not waited out either."""
+    fake.account = account
+    with pytest.raises(UpstreamError) as info:
+        await run(fake, request(), "gpt-image-2")
+    error = info.value
+    assert error.retryable and error.ours and error.client_error is None
+    assert error.retry_after_s is None
+    assert error.status == (400 if account == "billing_hard_limit_reached" else 429)
+
+
+async def test_retired_model_is_model_gone(fake: FakeOpenAIPlatform) -> None:
+    fake.retired.add("gpt-image-1")
+    with pytest.raises(UpstreamError) as info:
+        await run(fake, request(), "gpt-image-1")
+    error = info.value
+    assert error.status == 404 and error.retryable and error.model_gone
+    assert error.client_error is None
+
+
+async def test_unlisted_4xx_is_ours_not_the_callers(fake: FakeOpenAIPlatform) -> None:
+    error = {"message": "Unavailable For Legal Reasons", "type": "x", "param": None, "code": None}
+    fake.failures.append(Failure(451, error))
+    with pytest.raises(UpstreamError) as info:
+        await run(fake, request(), "gpt-image-1")
+    assert info.value.retryable and info.value.client_error is None
+
+
+async def test_input_fidelity_is_not_sent_to_mini(fake: FakeOpenAIPlatform) -> None:
+    req = request("edit", images=[png(64, 64)], input_fidelity="high", size="1024x1024")
+    await run(fake, req, "gpt-image-1-mini")
+    assert "input_fidelity" not in fake.calls[-1].fields
+    await run(fake, req, "gpt-image-2")
+    assert fake.calls[-1].fields["input_fidelity"] == "high"
+
+
+async def test_moderation_is_the_operators_by_default(fake: FakeOpenAIPlatform) -> None:
+    """A caller cannot lower OpenAI's moderation unless the operator allows it."""
+    await run(fake, request(moderation="low"), "gpt-image-2")
+    assert "moderation" not in fake.calls[-1].fields
+    await run(fake, request(moderation="low"), "gpt-image-2", moderation="auto")
+    assert fake.calls[-1].fields["moderation"] == "auto"

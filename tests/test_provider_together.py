@@ -270,3 +270,12 @@ async def test_defaults_point_at_together() -> None:
 
 async def _no_fetch(url: str) -> bytes:
     raise AssertionError(url)
+
+
+async def test_a_caller_cannot_disable_the_safety_checker(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    extra = {"disable_safety_checker": True, "steps": 4}
+    await provider(fake, context).run(request(extra=extra), SCHNELL)
+    body = fake.calls[-1].body
+    assert "disable_safety_checker" not in body and body["steps"] == 4

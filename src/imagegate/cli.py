@@ -168,13 +168,26 @@ def keys_revoke(
 
 
 @app.command()
-def models(config: ConfigOption = None) -> None:
+def models(
+    config: ConfigOption = None,
+    check_lifecycle: Annotated[
+        bool,
+        typer.Option(
+            "--check-lifecycle",
+            help="List models past or within 30 days of their shutdown date, and the "
+            "deprecated ones, with their replacement and the source of the dates.",
+        ),
+    ] = False,
+) -> None:
     """List the models this gateway's catalog serves."""
     from imagegate.catalog.catalog import Catalog, merge_providers
     from imagegate.providers.base import ProviderConfig
 
     settings = _settings(config)
     configs: dict[str, ProviderConfig] = {p.id: p for p in merge_providers(settings.providers)}
+    if check_lifecycle:
+        _check_lifecycle(list(Catalog.load(settings.models, set(configs))))
+        return
     table = Table("model", "aliases", "operations", "providers", "available")
     for spec in Catalog.load(settings.models, set(configs)):
         available = any(_has_credentials(configs[e.provider]) for e in spec.endpoints)
@@ -186,6 +199,28 @@ def models(config: ConfigOption = None) -> None:
             "yes" if available else "no",
         )
     console.print(table)
+
+
+def _check_lifecycle(specs: list[Any]) -> None:
+    """``models --check-lifecycle``: one line per model past or near shutdown, or
+    deprecated (shut-down models are refused by the gateway; the others need a plan)."""
+    from imagegate.catalog import lifecycle
+
+    found = lifecycle.check(specs)
+    table = Table("status", "model", "deprecated", "shutdown", "replacement", "source")
+    for kind, spec in found:
+        table.add_row(
+            kind,
+            spec.id,
+            str(spec.deprecated_on or "-"),
+            str(spec.shutdown_on or "-"),
+            spec.replacement or "-",
+            spec.lifecycle_source or "-",
+        )
+    if found:
+        console.print(table)
+    else:
+        typer.echo("no model is deprecated or near its shutdown date")
 
 
 def _has_credentials(config: object) -> bool:

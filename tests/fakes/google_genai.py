@@ -51,7 +51,11 @@ from fakes.asgi import serve_app
 GEMINI_RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"}
 EXTREME_RATIOS = {"1:4", "4:1", "1:8", "8:1"}
 IMAGEN_RATIOS = {"1:1", "3:4", "4:3", "9:16", "16:9"}
-IMAGE_SIZES = {"1K": 1, "2K": 2, "4K": 4}
+IMAGE_SIZES = {"512": 0.5, "1K": 1, "2K": 2, "4K": 4}
+# "512" is Gemini 3.1 Flash Image's 0.5K tier (747 output tokens; Gemini 3.1 Flash Image
+# model page, docs.cloud.google.com/gemini-enterprise-agent-platform/models/gemini/
+# 3-1-flash-image-preview, checked 2026-11-29); Pro Image starts at 1K.
+SMALL_TIER_MODELS = ("gemini-3.1-flash-image",)
 KNOWN_MODELS = {
     "gemini-3.1-flash-image",
     "gemini-3-pro-image",
@@ -169,7 +173,7 @@ class FakeGoogle:
         if ratio is not None and ratio not in ratios:
             return self._error(400, f"Unsupported aspect ratio: {ratio}")
         tier = image_config.get("imageSize", "1K")
-        if tier not in IMAGE_SIZES:
+        if tier not in IMAGE_SIZES or (tier == "512" and not model.startswith(SMALL_TIER_MODELS)):
             return self._error(400, f"Unsupported image size: {tier}")
         if prompt.startswith("blocked"):
             return JSONResponse(
@@ -310,7 +314,7 @@ def _read_contents(body: Any) -> tuple[str | None, str, list[tuple[int, int]]]:
     return None, " ".join(texts), images
 
 
-def dims_for(ratio: str, tier: int) -> tuple[int, int]:
+def dims_for(ratio: str, tier: float) -> tuple[int, int]:
     """About (1024 * tier)^2 pixels at ``ratio``, sides multiples of 16."""
     w, h = (float(x) for x in ratio.split(":"))
     side = 1024 * tier

@@ -8,6 +8,11 @@ Bearer <key>``; a success is ``{"created", "data": [{"b64_json" | "url",
 "code"}}`` with the HTTP status. Images it returns are real PNGs of the requested size.
 
 ``fail_status`` makes every call fail with that status (the failover tests);
+``account`` fails every call with an account-level error as OpenAI words it
+(``billing_hard_limit_reached``: 400; ``insufficient_quota``: 429, type
+``insufficient_quota``; developers.openai.com/api/docs/guides/error-codes, checked
+2026-11-29); a model in ``retired`` answers 404 ``model_not_found``, as OpenAI does for a
+shut-down model (developers.openai.com/api/docs/deprecations);
 ``response_format='url'`` returns URLs served by the fake itself, as dall-e models do.
 
 ``stream: true`` answers ``text/event-stream`` as OpenAI documents image streaming
@@ -55,6 +60,9 @@ class FakeOpenAI:
     api_key: str = "sk-fake"
     fail_status: int | None = None
     fail_first: int = 0  # fail only the first N calls (with fail_status)
+    account: str | None = None  # "billing_hard_limit_reached" | "insufficient_quota"
+    retired: set[str] = field(default_factory=set)
+    dead_urls: bool = False  # answer URLs that 404 (an expired or broken result link)
     retry_after: str | None = None  # Retry-After header sent with failures
     delay_s: float = 0.0
     calls: list[Call] = field(default_factory=list)
@@ -106,6 +114,21 @@ class FakeOpenAI:
             return _error(
                 401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"
             )
+        if fields.get("model") in self.retired:
+            return _error(
+                404,
+                f"The model `{fields.get('model')}` does not exist or you do not have access "
+                "to it.",
+                "invalid_request_error",
+                "model_not_found",
+            )
+        if self.account == "billing_hard_limit_reached":
+            return _error(
+                400, "Billing hard limit has been reached", "invalid_request_error", self.account
+            )
+        if self.account == "insufficient_quota":
+            message = "You exceeded your current quota, please check your plan and billing details."
+            return _error(429, message, "insufficient_quota", self.account)
         failing = self.fail_status is not None and (
             not self.fail_first or len(self.calls) <= self.fail_first
         )
@@ -135,7 +158,8 @@ class FakeOpenAI:
             png = _png(width, height, i)
             if fields.get("response_format") == "url":
                 name = f"img{len(self._png_store)}.png"
-                self._png_store[name] = png
+                if not self.dead_urls:
+                    self._png_store[name] = png
                 data.append({"url": f"{self.url}/files/{name}"})
             else:
                 data.append(

@@ -34,6 +34,18 @@ preview inference reference ("Image generations - Create/Edit", ``dalleErrorResp
   "contentFilter"`` and ``inner_error.code: "ResponsibleAIPolicyViolation"``; a wrong key is
   401, an unknown deployment 404 ``DeploymentNotFound``.
 
+Account-level failures, as OpenAI documents them (error codes guide,
+https://developers.openai.com/api/docs/guides/error-codes, and the deprecations page,
+https://developers.openai.com/api/docs/deprecations, both checked 2026-11-29): ``account``
+set to ``billing_hard_limit_reached`` answers 400 with that code; ``insufficient_quota``
+answers 429 with type ``insufficient_quota``; a model in ``retired`` answers 404
+``model_not_found`` ("The model `x` does not exist or you do not have access to it.").
+The bodies' wording is as quoted by OpenAI's community forum and Microsoft's Dev Proxy
+page on OpenAI quota errors (learn.microsoft.com, secondary). Requests must be
+``application/json`` (generations) or ``multipart/form-data`` (edits, variations); the SDK
+sends nothing else. ``input_fidelity`` is rejected on ``gpt-image-1-mini`` (the image
+generation guide lists high input fidelity for gpt-image-1 and later, not mini).
+
 ``urls_always`` makes dall-e answer URLs whatever was asked (to test URL fetching);
 ``failures`` scripts the next answers (status, error body, headers) before any check runs.
 """
@@ -94,6 +106,27 @@ AZURE_ACCESS_DENIED = (
     "provide a valid key for an active subscription and use a correct regional API endpoint "
     "for your resource."
 )
+ACCOUNT_ERRORS: dict[str, tuple[int, dict[str, Any]]] = {
+    "billing_hard_limit_reached": (
+        400,
+        {
+            "message": "Billing hard limit has been reached",
+            "type": "invalid_request_error",
+            "param": None,
+            "code": "billing_hard_limit_reached",
+        },
+    ),
+    "insufficient_quota": (
+        429,
+        {
+            "message": "You exceeded your current quota, please check your plan and billing "
+            "details.",
+            "type": "insufficient_quota",
+            "param": None,
+            "code": "insufficient_quota",
+        },
+    ),
+}
 SIZES = {
     "gpt-image": {"1024x1024", "1536x1024", "1024x1536", "auto"},
     "dall-e-3": {"1024x1024", "1792x1024", "1024x1792"},
@@ -130,6 +163,8 @@ class FakeOpenAIPlatform:
     calls: list[Call] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     urls_always: bool = False  # answer dall-e with URLs even when b64_json was asked for
+    account: str | None = None  # a key of ACCOUNT_ERRORS: every call fails with it
+    retired: set[str] = field(default_factory=set)  # models answering 404 model_not_found
     url: str = ""
     _files: dict[str, bytes] = field(default_factory=dict)
 
@@ -151,9 +186,33 @@ class FakeOpenAIPlatform:
                 401, "Incorrect API key provided.", "invalid_request_error", None, "invalid_api_key"
             )
         try:
+            self.check_account(request.path_params["operation"], call)
             return self.answer(request.path_params["operation"], call, call.fields.get("model"))
         except Rejected as exc:
             return JSONResponse({"error": exc.error}, status_code=exc.status)
+
+    def check_account(self, operation: str, call: Call) -> None:
+        """What OpenAI checks before the request's own fields: content type, the
+        account's standing, and whether the model still exists."""
+        content_type = call.headers.get("content-type", "")
+        wanted = "application/json" if operation == "generations" else "multipart/form-data"
+        if not content_type.startswith(wanted):
+            raise _invalid(f"Invalid Content-Type header ({content_type}).", None, None)
+        if self.account is not None:
+            status, error = ACCOUNT_ERRORS[self.account]
+            raise Rejected(status, error)
+        model = call.fields.get("model")
+        if model in self.retired:
+            raise Rejected(
+                404,
+                {
+                    "message": f"The model `{model}` does not exist or you do not have access "
+                    "to it.",
+                    "type": "invalid_request_error",
+                    "param": None,
+                    "code": "model_not_found",
+                },
+            )
 
     async def _file(self, request: Request) -> Response:
         data = self._files.get(request.path_params["name"])
@@ -174,6 +233,12 @@ class FakeOpenAIPlatform:
                 raise _invalid(f"Unrecognized request argument supplied: {name}", name, None)
             if family != "gpt-image" and name in GPT_ONLY:
                 raise _invalid(f"Unknown parameter: '{name}'.", name, "unknown_parameter")
+        if model.startswith("gpt-image-1-mini") and "input_fidelity" in fields:
+            raise _invalid(
+                "input_fidelity is not supported for gpt-image-1-mini.",
+                "input_fidelity",
+                "unsupported_parameter",
+            )
         if family == "gpt-image" and "response_format" in fields:
             raise _invalid(
                 "Unknown parameter: 'response_format'.", "response_format", "unknown_parameter"
@@ -289,6 +354,10 @@ class FakeAzureOpenAI(FakeOpenAIPlatform):
     """Azure: deployments map deployment names to the model they run."""
 
     deployments: dict[str, str] = field(default_factory=dict)
+    # The versions this fake serves: the adapter's default and the GA version with images.
+    api_versions: set[str] = field(
+        default_factory=lambda: {"2025-04-01-preview", "2024-10-21", "2025-03-01-preview"}
+    )
 
     def app(self) -> Starlette:
         return Starlette(
@@ -312,6 +381,15 @@ class FakeAzureOpenAI(FakeOpenAIPlatform):
             return JSONResponse({"error": error}, status_code=401)
         model = self.deployments.get(request.path_params["deployment"])
         operation = request.path_params["operation"]
+        version = call.query.get("api-version")
+        if version not in self.api_versions:
+            # api-version is a required query parameter of every data-plane call (Azure
+            # OpenAI inference reference); the error wording here is the fake's own
+            error = {
+                "code": "404",
+                "message": "Resource not found" if version else "Missing api-version",
+            }
+            return JSONResponse({"error": error}, status_code=404 if version else 400)
         if model is None or operation not in ("generations", "edits"):
             return JSONResponse(
                 {
@@ -323,6 +401,7 @@ class FakeAzureOpenAI(FakeOpenAIPlatform):
                 status_code=404,
             )
         try:
+            self.check_account(operation, call)
             return self.answer(operation, call, model)
         except Rejected as exc:
             return JSONResponse({"error": exc.error}, status_code=exc.status)

@@ -26,6 +26,8 @@ from imagegate.api.output import conform_output, output_bytes
 from imagegate.api.render import response_body
 from imagegate.api.state import Gateway, gateway
 from imagegate.api.streaming import stream_response
+from imagegate.catalog import lifecycle
+from imagegate.catalog.priceable import priceable
 from imagegate.catalog.rules import check_request
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import (
@@ -96,6 +98,8 @@ def _prepare(
     req = build_request(operation, raw)
     spec = gw.catalog.resolve(req.model)
     authorize_model(key, spec)
+    lifecycle.refuse_if_retired(spec)  # before any input fetch or upstream call
+    spec = lifecycle.live_endpoints(spec)
     if raw.get("response_format") is None and not req.stream:  # streams carry b64_json only
         req.response_format = "url" if spec.default_response_format == "url" else "b64_json"
     return req, spec
@@ -111,6 +115,20 @@ async def _execute(
 ) -> Response:
     request.state.model = spec.id
     check_request(spec, req)
+    spec = priceable(spec, req)
+    response = await _respond(gw, request, req, spec, raw, files)
+    response.headers.update(lifecycle.headers(spec))
+    return response
+
+
+async def _respond(
+    gw: Gateway,
+    request: Request,
+    req: ImageRequest,
+    spec: ModelSpec,
+    raw: dict[str, Any],
+    files: Sequence[bytes],
+) -> Response:
     key: ApiKey = request.state.api_key
     if req.stream:
         return await stream_response(gw, request, req, spec)

@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from imagegate.api.auth import authenticate
 from imagegate.api.state import gateway
+from imagegate.catalog import lifecycle
 from imagegate.core.errors import NotFound
 
 _STARTED = int(time.time())  # catalog entries carry no creation date; report start-up
@@ -28,10 +29,10 @@ async def list_models(request: Request) -> Response:
     key = await authenticate(request)
     data = []
     for spec in gw.catalog:
-        if not key.allows_model(spec.id, spec.aliases):
-            continue
+        if not key.allows_model(spec.id, spec.aliases) or lifecycle.is_retired(spec):
+            continue  # a shut-down model is not offered (OpenAI's list drops them too)
         endpoints = []
-        for endpoint in spec.endpoints:
+        for endpoint in lifecycle.live_endpoints(spec).endpoints:
             provider = gw.providers.get(endpoint.provider)
             endpoints.append(
                 {
@@ -42,7 +43,7 @@ async def list_models(request: Request) -> Response:
                     "pricing": endpoint.pricing.to_json() if endpoint.pricing.configured else None,
                 }
             )
-        statuses = {e["status"] for e in endpoints}
+        statuses = {str(e["status"]) for e in endpoints}
         data.append(
             {
                 "id": spec.id,
@@ -60,6 +61,7 @@ async def list_models(request: Request) -> Response:
                 "free_size": _free_size(spec.free_size),
                 "max_n": spec.n_max,
                 "endpoints": endpoints,
+                **lifecycle.model_fields(spec),
             }
         )
     return _json({"object": "list", "data": data})

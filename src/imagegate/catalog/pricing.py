@@ -14,6 +14,13 @@ Forms (one per endpoint; see docs/pricing.md)::
     per_million_tokens: {text_input: 5, image_input: 10, image_output: 40}
     output_tokens: {"1024x1024": {low: 272, high: 4160}}            # for the hold
     free: true
+
+Parameters that change what the provider bills (any form but tokens)::
+
+    default_steps: 4        # a caller's `steps` scales the image price by steps / 4
+    per_input_image: 0.002  # each input image of an edit is billed too
+    unpriced: [steps, image] # this price does not cover these: requests carrying them
+                             # skip the endpoint (refused when no endpoint is left)
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any
 
+from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import ImageRequest, ImageResult
 
 MICRO = Decimal("0.000001")
@@ -48,7 +56,11 @@ _KEYS = {
     "per_million_tokens",
     "output_tokens",
     "input_image_tokens",
+    "default_steps",
+    "per_input_image",
+    "unpriced",
 }
+UNPRICEABLE = ("steps", "image")  # what ``unpriced`` may name
 _TOKEN_RATES = ("text_input", "image_input", "image_output")
 
 Err = Callable[[str, str], Exception]
@@ -126,6 +138,9 @@ class Pricing:
     megapixel: int = 1_048_576
     round_megapixels: bool = True
     tokens: TokenRates | None = None
+    default_steps: int | None = None
+    per_input_image: Decimal | None = None
+    unpriced: tuple[str, ...] = ()
 
     @property
     def configured(self) -> bool:
@@ -144,20 +159,25 @@ class Pricing:
             return "per_megapixel"
         return "per_image" if self.per_image is not None else None
 
+    def unpriced_fields(self, req: ImageRequest) -> list[str]:
+        """The request's parameters this price cannot account for (``unpriced``)."""
+        carried = {"steps": "steps" in req.extra, "image": bool(req.images)}
+        return [name for name in self.unpriced if carried.get(name)]
+
     def unit_price_usd(self, req: ImageRequest) -> float | None:
         """Worst-case price of ONE image for these parameters (router: max_price, sort)."""
         if not self.configured:
             return None
         if self.free:
             return 0.0
-        return float(self._image_worst(req) + self._input_estimate(req))
+        return float(self._image_worst(req) + self._input_estimate(req) + self._inputs(req))
 
     def max_cost_micro(self, req: ImageRequest) -> int:
         """Worst-case cost of the whole request in micro-USD (the credit hold), rounded up."""
         if self.free or not self.configured:
             return 0
         total = self._image_worst(req) * max(req.n, 1) + self._input_estimate(req)
-        return _micro(total, ROUND_CEILING)
+        return _micro(total + self._inputs(req), ROUND_CEILING)
 
     def cost_micro(self, req: ImageRequest, result: ImageResult) -> int:
         """What was produced, in micro-USD, rounded half up once for the whole request."""
@@ -173,6 +193,7 @@ class Pricing:
         )
         if tokens is not None:
             total += self._input_estimate(req)
+        total += self._inputs(req)
         return min(_micro(total, ROUND_HALF_UP), self.max_cost_micro(req))
 
     def to_json(self) -> dict[str, Any]:
@@ -188,6 +209,12 @@ class Pricing:
             t = self.tokens
             out["per_million_tokens"] = {r: float(getattr(t, r)) for r in _TOKEN_RATES}
             out["output_tokens"] = t.output_tokens.to_json()
+        if self.default_steps is not None:
+            out["default_steps"] = self.default_steps
+        if self.per_input_image is not None:
+            out["per_input_image"] = float(self.per_input_image)
+        if self.unpriced:
+            out["unpriced"] = list(self.unpriced)
         if self.source:
             out["source"] = self.source
         if self.as_of:
@@ -231,9 +258,27 @@ class Pricing:
             mp = Decimal(width * height) / self.megapixel
             if self.round_megapixels:
                 mp = Decimal(math.ceil(mp))
-            return mp * self.per_megapixel
+            return mp * self.per_megapixel * self._steps_factor(req)
         assert self.per_image is not None
-        return self.per_image.lookup(width, height, quality, any_size)
+        return self.per_image.lookup(width, height, quality, any_size) * self._steps_factor(req)
+
+    def _steps_factor(self, req: ImageRequest) -> Decimal:
+        """steps / default_steps when the caller sets ``steps`` and the price scales with
+        it (Together bills FLUX per megapixel x steps / default steps)."""
+        steps = req.extra.get("steps")
+        if self.default_steps is None or steps is None:
+            return Decimal(1)
+        if not isinstance(steps, int) or isinstance(steps, bool) or not 1 <= steps <= 1000:
+            raise InvalidRequest(
+                "'steps' must be an integer from 1 to 1000.", param="steps", code="invalid_value"
+            )
+        return Decimal(steps) / self.default_steps
+
+    def _inputs(self, req: ImageRequest) -> Decimal:
+        """What the provider bills for the input images themselves (``per_input_image``)."""
+        if self.per_input_image is None:
+            return Decimal(0)
+        return self.per_input_image * len(req.images)
 
     def _input_estimate(self, req: ImageRequest) -> Decimal:
         """Upper bound of a per-token request's input: one token per prompt byte at most."""
@@ -293,6 +338,7 @@ def parse_pricing(raw: Any, err: Err, where: str) -> Pricing:
         source=_source(raw.get("source"), err, f"{where}.source"),
         as_of=_as_of(raw.get("as_of"), err, f"{where}.as_of"),
         default_quality=_opt_str(raw.get("default_quality"), err, f"{where}.default_quality"),
+        **_billed_parameters(raw, err, where),
     )
     if "per_image" in raw:
         table = _table(raw["per_image"], err, f"{where}.per_image", _price)
@@ -316,6 +362,23 @@ def parse_pricing(raw: Any, err: Err, where: str) -> Pricing:
         if key in raw:
             raise err(f"{where}.{key}", "only applies with a price form that uses it")
     return pricing
+
+
+def _billed_parameters(raw: dict[str, Any], err: Err, where: str) -> dict[str, Any]:
+    """``default_steps``, ``per_input_image`` and ``unpriced`` (see the module docstring)."""
+    out: dict[str, Any] = {}
+    steps = raw.get("default_steps")
+    if steps is not None:
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise err(f"{where}.default_steps", "must be a positive integer")
+        out["default_steps"] = steps
+    if raw.get("per_input_image") is not None:
+        out["per_input_image"] = _price(raw["per_input_image"], err, f"{where}.per_input_image")
+    unpriced = raw.get("unpriced") or []
+    if not isinstance(unpriced, list) or any(u not in UNPRICEABLE for u in unpriced):
+        raise err(f"{where}.unpriced", f"must be a list of: {', '.join(UNPRICEABLE)}")
+    out["unpriced"] = tuple(unpriced)
+    return out
 
 
 def _replace(pricing: Pricing, **changes: Any) -> Pricing:

@@ -6,6 +6,7 @@ both sources go through one validator with one set of error messages.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,6 +39,7 @@ class EndpointSpec:
     provider: str
     upstream_model: str
     pricing: Pricing = field(default_factory=Pricing)
+    shutdown_on: dt.date | None = None  # this provider retires the model on this day
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +67,10 @@ class ModelSpec:
     square_inputs_only: bool = False
     default_response_format: str = "b64_json"
     endpoints: tuple[EndpointSpec, ...] = ()
+    deprecated_on: dt.date | None = None
+    shutdown_on: dt.date | None = None
+    replacement: str | None = None
+    lifecycle_source: str | None = None  # where the dates were read, and when
 
     def max_n(self, operation: Operation) -> int:
         return self.n_max_by_operation.get(operation, self.n_max)
@@ -129,6 +135,10 @@ def parse_model(raw: dict[str, Any]) -> ModelSpec:
         square_inputs_only=bool(merged.get("square_inputs_only", False)),
         default_response_format=str(merged.get("default_response_format", "b64_json")),
         endpoints=endpoints,
+        deprecated_on=_date(merged.get("deprecated_on"), "deprecated_on", err),
+        shutdown_on=_date(merged.get("shutdown_on"), "shutdown_on", err),
+        replacement=_optional_str(merged.get("replacement"), "replacement", err),
+        lifecycle_source=_optional_str(merged.get("lifecycle_source"), "lifecycle_source", err),
     )
 
 
@@ -140,7 +150,30 @@ def _endpoint(item: Any, index: int, err: Any) -> EndpointSpec:
     if not isinstance(upstream, str):
         raise err(f"{where}.upstream_model", "must be a string")
     pricing = parse_pricing(item.get("pricing"), err, f"{where}.pricing")
-    return EndpointSpec(provider=item["provider"], upstream_model=upstream, pricing=pricing)
+    return EndpointSpec(
+        provider=item["provider"],
+        upstream_model=upstream,
+        pricing=pricing,
+        shutdown_on=_date(item.get("shutdown_on"), f"{where}.shutdown_on", err),
+    )
+
+
+def _date(value: Any, name: str, err: Any) -> dt.date | None:
+    """A calendar date: YAML's own date, or a ``YYYY-MM-DD`` string."""
+    if value is None or (isinstance(value, dt.date) and not isinstance(value, dt.datetime)):
+        return value
+    if isinstance(value, str):
+        try:
+            return dt.date.fromisoformat(value)
+        except ValueError:
+            pass
+    raise err(name, "must be a date, YYYY-MM-DD")
+
+
+def _optional_str(value: Any, name: str, err: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    raise err(name, "must be a string")
 
 
 def _str_list(value: Any, name: str, err: Any) -> list[str]:

@@ -145,6 +145,8 @@ class UpstreamError(Exception):
         timeout: bool = False,
         retry_after_s: float | None = None,
         client_error: GatewayError | None = None,
+        model_gone: bool = False,
+        ours: bool = False,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -153,6 +155,12 @@ class UpstreamError(Exception):
         self.timeout = timeout
         self.retry_after_s = retry_after_s
         self.client_error = client_error
+        # The upstream says the model we asked for does not exist (retired, renamed): the
+        # router skips this endpoint for a while instead of counting breaker failures.
+        self.model_gone = model_gone
+        # About the gateway's own account (billing, quota, credentials), not the caller's
+        # request: fail over, never wait it out, never blame the caller.
+        self.ours = ours
 
 
 def is_retryable_status(status: int) -> bool:

@@ -33,8 +33,6 @@ import os
 from typing import Any, ClassVar
 from urllib.parse import quote
 
-import httpx
-
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import ImageRequest, Operation
 from imagegate.providers.base import Capabilities
@@ -105,14 +103,6 @@ class AzureOpenAIProvider(OpenAIProvider):
         return error.get("code") in _CONTENT_FILTER_CODES or (
             inner_code == "ResponsibleAIPolicyViolation"
         )
-
-    def _error(self, response: httpx.Response) -> UpstreamError:
-        error = super()._error(response)
-        if response.status_code == 404 and b"DeploymentNotFound" in response.content:
-            # The gateway's configuration names a deployment this resource lacks: not the
-            # caller's mistake, and another provider may serve the model.
-            return UpstreamError(error.message, status=404, retryable=True)
-        return error
 
     def _fields(self, request: ImageRequest, model: str, operation: Operation) -> dict[str, Any]:
         fields = super()._fields(request, model, operation)

@@ -47,6 +47,7 @@ from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_w
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    caller_fields,
     fan_out,
     image_from_bytes,
     nearest_aspect_ratio,
@@ -64,8 +65,10 @@ _FILL_MODELS = ("flux-pro-1.0-fill",)
 _INPUT_KEYS = ("input_image", "input_image_2", "input_image_3", "input_image_4")
 _MODERATED = frozenset({"Request Moderated", "Content Moderated"})
 _DEFAULT_POLLING_HOSTS = ("*.bfl.ai", "*.bfl.ml")
-# Documented request fields a caller may pass through unchanged (request.extra).
-_PASSTHROUGH = ("safety_tolerance", "prompt_upsampling", "steps", "guidance", "raw")
+# Documented request fields a caller may pass through unchanged (request.extra), unless
+# the operator sets ``options.pass_through``; ``safety_tolerance`` is operator-only
+# (``options.safety_tolerance``) unless the operator lists it there.
+_PASSTHROUGH = ("prompt_upsampling", "steps", "guidance", "raw")
 
 
 def snap_side(value: int) -> int:
@@ -125,12 +128,10 @@ class BFLProvider(Provider):
         body["output_format"] = "jpeg" if request.output_format == "jpeg" else "png"
         if request.seed is not None:
             body["seed"] = request.seed
+        body.update(caller_fields(self.config.options, request.extra, _PASSTHROUGH))
         tolerance = self.config.options.get("safety_tolerance")
-        if tolerance is not None:
+        if tolerance is not None:  # the operator's setting wins over any caller field
             body["safety_tolerance"] = tolerance
-        for name in _PASSTHROUGH:
-            if name in request.extra:
-                body[name] = request.extra[name]
         return body
 
     def _kontext_edit_body(self, request: ImageRequest, upstream_model: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import asyncio
 import base64
 import binascii
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import TypeVar
 
 import httpx
@@ -32,8 +32,31 @@ MAX_OUTPUT_PIXELS = 16384 * 16384
 _B64_HEAD_CHARS = 4 * -(-64 * 1024 // 3)
 _B64_TAIL_CHARS = 4096  # ... and this much of its end, for its padding and exact size
 _B64_WHITESPACE = ("\n", "\r", " ", "\t")
-GATEWAY_SIDE_STATUSES = frozenset({401, 402, 403, 404})
 CONTENT_POLICY_CODES = frozenset({"content_policy_violation", "moderation_blocked"})
+# Statuses that can only be about the request the caller sent (as we passed it on).
+CALLER_STATUSES = frozenset({400, 413, 422})
+# Error codes that describe this gateway's account with the provider, whatever the
+# status they come with (docs/providers.md, "Upstream errors: ours or the caller's").
+ACCOUNT_CODES = frozenset(
+    {
+        # OpenAI: developers.openai.com/api/docs/guides/error-codes
+        "billing_hard_limit_reached",
+        "insufficient_quota",
+        "credit_balance_exhausted",
+        "organization_spend_limit_exceeded",
+        "project_spend_limit_exceeded",
+        "organization_usage_limit_exceeded",
+        "invalid_api_key",
+        "invalid_organization",
+        "unsupported_country_region_territory",
+        "model_not_found",
+        # Google: ai.google.dev/gemini-api/docs/troubleshooting
+        "permission_denied",
+        "failed_precondition",
+        "unauthenticated",
+    }
+)
+MODEL_GONE_CODES = frozenset({"model_not_found", "deploymentnotfound"})
 
 
 def upstream_error(
@@ -45,23 +68,40 @@ def upstream_error(
     param: str | None = None,
     retry_after_s: float | None = None,
     content_policy: bool = False,
+    ours: bool = False,
 ) -> UpstreamError:
-    """Classify an upstream HTTP failure: retryable (failover) or the caller's own mistake.
+    """Classify an upstream HTTP failure: the caller's own request, or ours (fail over).
 
-    408/429/5xx fail over. So do the statuses that describe the gateway's side of the
-    contract, never the caller's: 401/403 (our credentials), 402 (our account with the
-    provider is out of funds) and 404 (the catalog's upstream model or path is gone; the
-    caller's own model id was already resolved by the catalog). Other 4xx are the caller's
-    request: they map to a 400 that keeps the upstream's message.
+    The caller's: content-policy refusals, and 400/413/422 whose code is not about our
+    account. Ours, failing over and never shown as the caller's fault: 408/429/5xx, every
+    other 4xx (401/403 credentials, 402 funds, 404/410 a model or path the catalog named,
+    and statuses no request of the caller could cause), and any status with an account
+    code (``ACCOUNT_CODES``: OpenAI's ``billing_hard_limit_reached`` is a 400,
+    ``insufficient_quota`` a 429) or with ``ours`` set by the adapter. A "model not
+    found" is also ``model_gone``: the router skips that endpoint for a while.
     """
     text = f"{provider_id} returned {status}: {message}"
-    if content_policy or (code in CONTENT_POLICY_CODES):
+    lowered = (code or "").lower()
+    if content_policy or (lowered in CONTENT_POLICY_CODES):
         client: GatewayError = InvalidRequest(
             f"Upstream {provider_id}: {message}", code="content_policy_violation"
         )
         return UpstreamError(text, status=status, retryable=False, client_error=client)
-    if is_retryable_status(status) or status in GATEWAY_SIDE_STATUSES:
-        return UpstreamError(text, status=status, retryable=True, retry_after_s=retry_after_s)
+    gone = lowered in MODEL_GONE_CODES or status in (404, 410)
+    ours = (
+        ours
+        or lowered in ACCOUNT_CODES
+        or (not is_retryable_status(status) and status not in CALLER_STATUSES)
+    )
+    if ours or gone or is_retryable_status(status):
+        return UpstreamError(
+            text,
+            status=status,
+            retryable=True,
+            retry_after_s=None if ours else retry_after_s,
+            model_gone=gone,
+            ours=ours,
+        )
     client = InvalidRequest(
         f"Upstream {provider_id}: {message}", code=code or "upstream_rejected", param=param
     )
@@ -274,3 +314,42 @@ def host_allowed(url: str, hosts: Sequence[str]) -> bool:
         host.endswith(entry[1:]) if entry.startswith("*.") else host == entry
         for entry in (h.lower() for h in hosts)
     )
+
+
+# Caller fields that would weaken the operator's safety or moderation settings: never
+# forwarded unless the operator lists them in the provider's ``options.pass_through``.
+SAFETY_FIELDS = frozenset(
+    {
+        "safety_tolerance",  # BFL, Replicate/fal FLUX
+        "disable_safety_checker",  # Together, Replicate
+        "enable_safety_checker",  # fal
+        "safety_checker",
+        "safety_filter_level",  # Imagen
+        "safety_settings",  # Gemini
+        "person_generation",  # Gemini/Imagen
+        "moderation",
+        "nsfw",
+        "enable_nsfw",
+        "safe_mode",
+    }
+)
+
+
+def caller_fields(
+    options: dict[str, object], extra: dict[str, object], default: Iterable[str] | None
+) -> dict[str, object]:
+    """The caller's extra fields a provider may forward; the operator's policy wins.
+
+    ``options.pass_through`` (a list) is the operator's allow-list: exactly those fields
+    pass, safety ones included. Without it, the adapter's ``default`` list (None: any
+    field) passes, minus ``SAFETY_FIELDS``, so a caller can never override a safety or
+    moderation setting the operator chose (or left at the provider's default).
+    """
+    listed = options.get("pass_through")
+    if isinstance(listed, list | tuple):
+        allowed = {str(name) for name in listed}
+        return {k: v for k, v in extra.items() if k in allowed}
+    names = set(default) if default is not None else None
+    return {
+        k: v for k, v in extra.items() if k not in SAFETY_FIELDS and (names is None or k in names)
+    }

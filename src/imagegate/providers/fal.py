@@ -53,6 +53,7 @@ from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    caller_fields,
     data_url,
     fan_out,
     host_allowed,
@@ -172,7 +173,7 @@ class FalProvider(Provider):
             payload["aspect_ratio"] = nearest_aspect_ratio(request.width, request.height, ratios)
         wanted = request.output_format or "png"
         payload["output_format"] = wanted if wanted in spec.formats else spec.formats[-1]
-        for name, value in request.extra.items():
+        for name, value in caller_fields(self.config.options, request.extra, None).items():
             payload.setdefault(name, value)
         return payload
 
@@ -338,11 +339,18 @@ class FalProvider(Provider):
             loc = items[0].get("loc") if items else None
             if isinstance(loc, list) and len(loc) > 1 and isinstance(loc[1], str):
                 param = _PARAMS.get(loc[1], loc[1])
+        # ``X-Fal-Retryable: true`` marks a failure fal itself would retry (runner or
+        # infrastructure side): another endpoint may succeed, so it is never the caller's.
+        # Header per issue 13 (not found in the fal pages searched, 2026-11-29);
+        # ``X-Fal-Error-Type`` is documented at fal.ai/docs/documentation/serverless/
+        # reliability/retries ("error_type field and X-Fal-Error-Type header").
+        retryable = response.headers.get("x-fal-retryable", "").lower() == "true"
         return upstream_error(
             self.id,
             response.status_code,
             message[:500],
             param=param,
             retry_after_s=retry_after(response),
-            content_policy="content_policy_violation" in types,
+            content_policy="content_policy_violation" in types and not retryable,
+            ours=retryable,
         )

@@ -22,8 +22,9 @@ Both authenticate with ``x-goog-api-key``; failures are ``{"error": {"code", "me
 Normalisation rules:
 
 * Size: ``aspectRatio`` is the model's supported ratio nearest to the requested
-  width/height (compared in log space). ``imageSize`` is the tier ("1K" ~ 1024x1024 pixels,
-  "2K" ~ 2048x2048, "4K" ~ 4096x4096) whose pixel count is nearest (in log space, ties
+  width/height (compared in log space). ``imageSize`` is the tier ("512" ~ 512x512 pixels on
+  Flash Image, "1K" ~ 1024x1024, "2K" ~ 2048x2048, "4K" ~ 4096x4096) whose pixel count is
+  nearest (in log space, ties
   upward) to width x height, sent only to models that take it. An edit with size "auto"
   sends no ``aspectRatio`` so the model keeps the input image's. The response reports the
   size of the image actually produced.
@@ -62,6 +63,7 @@ from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, Toke
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    caller_fields,
     fan_out,
     image_from_b64,
     nearest_aspect_ratio,
@@ -106,7 +108,10 @@ class _Shape:
 _SHAPES: dict[str, _Shape] = {
     "gemini-2.5-flash-image": _Shape(_RATIOS),
     "gemini-3.1-flash-lite-image": _Shape(_RATIOS),
-    "gemini-3.1-flash-image": _Shape(_RATIOS + _EXTREME_RATIOS, ("1K", "2K", "4K")),
+    # "512" (0.5K, 747 output tokens) is Flash Image's smallest tier: without it a 512x512
+    # request would be made, and billed, as 1K (Gemini 3.1 Flash Image model page, Google
+    # Cloud docs, checked 2026-11-29)
+    "gemini-3.1-flash-image": _Shape(_RATIOS + _EXTREME_RATIOS, ("512", "1K", "2K", "4K")),
     "gemini-3-pro-image": _Shape(_RATIOS, ("1K", "2K", "4K")),
     "imagen-4.0-fast": _Shape(_IMAGEN_RATIOS),
     "imagen-": _Shape(_IMAGEN_RATIOS, ("1K", "2K")),
@@ -245,7 +250,11 @@ class GoogleProvider(Provider):
         tier = _image_size(request.width, request.height, shape.sizes)
         if tier is not None:
             parameters["sampleImageSize"] = tier
-        person = request.extra.get("person_generation")
+        # personGeneration is a safety setting: the operator's (options.person_generation),
+        # or the caller's only where the operator allows it in options.pass_through
+        person = caller_fields(self.config.options, request.extra, ()).get(
+            "person_generation", self.config.options.get("person_generation")
+        )
         if isinstance(person, str):
             parameters["personGeneration"] = person
 

@@ -13,8 +13,10 @@ list), ``Authorization: Bearer <key>``; success is ``{"created", "data": [{"b64_
 Quirks handled here, by model family (read from ``upstream_model``):
 
 * gpt-image-*: always answer base64, so ``response_format`` is never sent. ``quality``,
-  ``background``, ``output_format``, ``output_compression`` (only with jpeg/webp),
-  ``moderation`` (generations) and ``input_fidelity`` (edits) pass through; token usage
+  ``background``, ``output_format``, ``output_compression`` (only with jpeg/webp) and
+  ``input_fidelity`` (edits; not on gpt-image-1-mini, which does not take it) pass through;
+  ``moderation`` (generations) is the operator's ``options.moderation``, or the caller's
+  only where ``options.pass_through`` lists it (a safety setting); token usage
   comes back in ``usage``. Up to 16 input images; the mask applies to the first.
 * dall-e-3: generations only, one image per call, so ``n`` fans out in parallel;
   ``quality`` (standard/hd) and ``style``. ``response_format=b64_json`` is always sent, so no
@@ -302,9 +304,14 @@ class OpenAIProvider(Provider):
             for name in ("quality", "background"):
                 if getattr(request, name) is not None:
                     fields[name] = getattr(request, name)
-            if operation == "generate" and request.moderation is not None:
-                fields["moderation"] = request.moderation
-            if operation == "edit" and request.input_fidelity is not None:
+            moderation = self._moderation(request)
+            if operation == "generate" and moderation is not None:
+                fields["moderation"] = moderation
+            if (
+                operation == "edit"
+                and request.input_fidelity is not None
+                and not model.lower().startswith("gpt-image-1-mini")  # unsupported there
+            ):
                 fields["input_fidelity"] = request.input_fidelity
             return fields
         fields["response_format"] = "b64_json"
@@ -313,6 +320,18 @@ class OpenAIProvider(Provider):
         if family == "dall-e-3" and request.style is not None:
             fields["style"] = request.style
         return fields
+
+    def _moderation(self, request: ImageRequest) -> str | None:
+        """The operator's ``options.moderation`` wins; a caller's ``moderation`` is sent
+        only where the operator lists it in ``options.pass_through`` (it can lower
+        OpenAI's filtering, a safety setting that is the operator's to choose)."""
+        operator = self.config.options.get("moderation")
+        if operator is not None:
+            return str(operator)
+        allowed = self.config.options.get("pass_through")
+        if isinstance(allowed, list | tuple) and "moderation" in allowed:
+            return request.moderation
+        return None
 
     async def _fan_out(
         self, n: int, model: str, call: Callable[[int], Awaitable[list[ImageResult]]]
@@ -395,6 +414,9 @@ class OpenAIProvider(Provider):
             param=_str(error.get("param")) or None,
             retry_after_s=_retry_after(response),
             content_policy=self.is_content_policy(error),
+            # OpenAI's billing errors share the type ``insufficient_quota`` whatever the
+            # code (developers.openai.com/api/docs/guides/error-codes)
+            ours=_str(error.get("type")) == "insufficient_quota",
         )
 
 

@@ -13,9 +13,7 @@ from typing import Any
 import httpx
 import orjson
 
-from imagegate.core.errors import (
-    UpstreamError,
-)
+from imagegate.core.errors import GatewayError, UpstreamError
 from imagegate.core.types import (
     GeneratedImage,
     ImageRequest,
@@ -26,6 +24,7 @@ from imagegate.core.types import (
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    caller_fields,
     data_items,
     image_from_b64,
     image_from_bytes,
@@ -87,7 +86,7 @@ class OpenAICompatibleProvider(Provider):
         response_format = self.config.options.get("response_format", "b64_json")
         if response_format and not upstream_model.startswith("gpt-image"):
             fields["response_format"] = response_format
-        for name, value in request.extra.items():
+        for name, value in caller_fields(self.config.options, request.extra, None).items():
             fields.setdefault(name, value)
         return fields
 
@@ -133,7 +132,11 @@ class OpenAICompatibleProvider(Provider):
         if isinstance(item.get("b64_json"), str):
             return image_from_b64(self.id, item["b64_json"], revised_prompt=revised)
         if isinstance(item.get("url"), str):
-            data = await self.context.fetch_url(item["url"])
+            try:
+                data = await self.context.fetch_url(item["url"])
+            except GatewayError as exc:  # a dead result URL is the upstream's failure
+                message = f"result URL could not be fetched: {exc.message}"
+                raise bad_upstream(self.id, message) from exc
             return image_from_bytes(self.id, data, revised_prompt=revised)
         raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
 

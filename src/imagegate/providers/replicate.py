@@ -55,6 +55,7 @@ from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    caller_fields,
     data_url,
     fan_out,
     host_allowed,
@@ -184,7 +185,7 @@ class ReplicateProvider(Provider):
         payload["output_format"] = wanted if wanted in spec.formats else spec.formats[0]
         if spec.quality and request.output_compression is not None:
             payload["output_quality"] = max(0, min(100, request.output_compression))
-        for name, value in request.extra.items():
+        for name, value in caller_fields(self.config.options, request.extra, None).items():
             payload.setdefault(name, value)
         return payload
 

@@ -43,6 +43,7 @@ from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_w
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    caller_fields,
     fan_out,
     image_from_b64,
     nearest_aspect_ratio,
@@ -139,9 +140,7 @@ class StabilityProvider(Provider):
         fields["output_format"] = fmt
         if request.seed is not None:
             fields["seed"] = request.seed
-        for name in _PASSTHROUGH:
-            if name in request.extra:
-                fields[name] = request.extra[name]
+        fields.update(caller_fields(self.config.options, request.extra, _PASSTHROUGH))
         return fields
 
     async def _run(

@@ -41,6 +41,7 @@ from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.common import (
     bad_upstream,
+    caller_fields,
     data_items,
     data_url,
     fan_out,
@@ -55,13 +56,14 @@ from imagegate.providers.common import (
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
 MAX_N_PER_CALL = 4
 MAX_INPUT_IMAGES = 1
-# Caller fields Together understands, forwarded from ``ImageRequest.extra`` as given.
+# Caller fields Together understands, forwarded from ``ImageRequest.extra`` as given
+# (``options.pass_through`` replaces this list; ``disable_safety_checker`` is operator-only
+# unless listed there).
 _EXTRA_FIELDS = (
     "steps",
     "negative_prompt",
     "guidance_scale",
     "guidance",
-    "disable_safety_checker",
     "image_loras",
     "prompt_upsampling",
 )
@@ -118,9 +120,7 @@ class TogetherProvider(Provider):
         }
         if request.output_format in ("png", "jpeg"):
             body["output_format"] = request.output_format
-        for name in _EXTRA_FIELDS:
-            if name in request.extra:
-                body[name] = request.extra[name]
+        body.update(caller_fields(self.config.options, request.extra, _EXTRA_FIELDS))
         return body
 
     def _dimensions(self, width: int, height: int) -> tuple[int, int]:

@@ -38,6 +38,7 @@ class EndpointHealth:
     state: BreakerState = BreakerState.CLOSED
     opened_at: float = 0.0
     probe_in_flight: bool = False
+    gone_until: float = 0.0  # the upstream said "no such model": skip until then
     recent_latencies: deque[float] = field(default_factory=lambda: deque(maxlen=100))
 
     def p95_ms(self) -> float | None:
@@ -81,7 +82,10 @@ class HealthBook:
         return entry.state
 
     def admit(self, provider: str, model: str) -> bool:
-        """May a request go to this endpoint now? Half-open admits one probe at a time."""
+        """May a request go to this endpoint now? Half-open admits one probe at a time;
+        an endpoint whose model the upstream called gone is skipped until it is due."""
+        if self.get(provider, model).gone_until > self.clock():
+            return False
         state = self.state(provider, model)
         if state is BreakerState.CLOSED:
             return True
@@ -121,6 +125,14 @@ class HealthBook:
                 self._changed(provider, model, BreakerState.OPEN)
         entry.probe_in_flight = False
 
+    def mark_gone(self, provider: str, model: str, for_s: float) -> None:
+        """The upstream answered "model not found" for a model the catalog believes live:
+        skip this endpoint for ``for_s`` seconds. Not a breaker failure (the provider is
+        healthy), so it neither opens the breaker nor spreads to other workers."""
+        entry = self.get(provider, model)
+        entry.gone_until = self.clock() + for_s
+        entry.probe_in_flight = False
+
     def apply_shared(self, provider: str, model: str, state: BreakerState, age_s: float) -> None:
         """Adopt another worker's verdict: opened ``age_s`` seconds ago, or closed."""
         entry = self.get(provider, model)
@@ -146,6 +158,7 @@ class HealthBook:
         return {
             f"{provider}/{model}": {
                 "state": self.state(provider, model).value,
+                "model_gone": entry.gone_until > self.clock(),
                 "success_ewma": round(entry.success_ewma, 3),
                 "latency_ewma_ms": entry.latency_ewma_ms and round(entry.latency_ewma_ms, 1),
             }

@@ -36,6 +36,7 @@ from imagegate.providers.base import Provider
 from imagegate.routing.health import BreakerState, HealthBook
 
 log = logging.getLogger("imagegate.routing")
+MODEL_GONE_SKIP_S = 3600.0  # how long an endpoint whose model the upstream disowned is skipped
 T = TypeVar("T")
 
 
@@ -225,8 +226,8 @@ class Router:
                 queue.insert(0, candidate)
         if not admitted_any:
             raise NoProviderAvailable(
-                f"Every endpoint for '{spec.id}' is failing (circuit breakers open); "
-                "try again shortly.",
+                f"Every endpoint for '{spec.id}' is failing (circuit breakers open, or the "
+                "upstream model is gone); try again shortly.",
                 param="provider",
                 headers={"Retry-After": str(math.ceil(self.health.breaker.cooldown_s))},
             )
@@ -239,6 +240,7 @@ class Router:
         wait = error.retry_after_s
         return (
             not queue
+            and not error.ours
             and error.status == 429
             and wait is not None
             and wait <= self.settings.max_retry_wait_s
@@ -354,6 +356,19 @@ def record_failure(
     if not exc.retryable:
         health.release_probe(*key)
         return caller_error(exc)
+    if exc.model_gone:
+        health.mark_gone(*key, MODEL_GONE_SKIP_S)
+        log.error(
+            "upstream says the model is gone; skipping this endpoint (update the catalog: "
+            "shutdown_on)",
+            extra={
+                "provider": provider.id,
+                "upstream_model": endpoint.upstream_model,
+                "status": exc.status,
+                "error": exc.message,
+            },
+        )
+        return exc
     health.record_failure(*key)
     log.warning(
         "upstream attempt failed",
