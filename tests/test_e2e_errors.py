@@ -57,8 +57,12 @@ GEN = "/images/generations"
         ),
         ({"model": "sandbox", "prompt": "x", "n": 11}, "invalid_value", "n"),
         ({"model": "sandbox", "prompt": "x", "n": "two"}, "invalid_type", "n"),
-        ({"model": "openai/dall-e-3", "prompt": "x", "n": 2}, "invalid_value", "n"),
-        ({"model": "openai/dall-e-2", "prompt": "x" * 1001}, "string_above_max_length", "prompt"),
+        ({"model": "openai/gpt-image-2", "prompt": "x", "n": 11}, "invalid_value", "n"),
+        (
+            {"model": "stability-ai/stable-image-core", "prompt": "x" * 10001},
+            "string_above_max_length",
+            "prompt",
+        ),
         ({"model": "sandbox"}, "missing_required_parameter", "prompt"),
         ({"prompt": "x"}, "missing_required_parameter", "model"),
         (
@@ -82,7 +86,7 @@ GEN = "/images/generations"
             "style",
         ),
         (
-            {"model": "openai/dall-e-3", "prompt": "x", "quality": "ultra"},
+            {"model": "openai/gpt-image-2", "prompt": "x", "quality": "ultra"},
             "invalid_value",
             "quality",
         ),
@@ -136,7 +140,10 @@ def test_400_mask_must_match_image(stack: Stack) -> None:
 def test_400_too_many_images_for_model(stack: Stack) -> None:
     files = [("image[]", (f"{i}.png", png_bytes(32, 32))) for i in range(2)]
     response = call(
-        stack, "/images/edits", files=files, data={"model": "openai/dall-e-2", "prompt": "x"}
+        stack,
+        "/images/edits",
+        files=files,
+        data={"model": "stability-ai/sd3.5-large", "prompt": "x"},
     )
     assert_error(response, 400, "invalid_request_error", "too_many_images", "image")
 
@@ -199,15 +206,15 @@ def test_413_upload_over_global_cap_and_model_cap(stack: Stack) -> None:
         data={"model": "sandbox", "prompt": "x"},
     )
     assert_error(response, 413, "invalid_request_error", "payload_too_large", "image")
-    noise = Image.effect_noise((1300, 1300), 100).convert("RGB")
+    noise = Image.effect_noise((1550, 1600), 100).convert("RGB")
     buffer = io.BytesIO()
     noise.save(buffer, "PNG", compress_level=0)
-    assert 4 * 1024 * 1024 < len(buffer.getvalue()) < 8 * 1024 * 1024
+    assert 7 * 1024 * 1024 < len(buffer.getvalue()) < 8 * 1024 * 1024  # Gemini's cap: 7 MB
     response = call(
         stack,
-        "/images/variations",
+        "/images/edits",
         files={"image": ("a.png", buffer.getvalue())},
-        data={"model": "openai/dall-e-2"},
+        data={"model": "google/gemini-3.1-flash-image", "prompt": "x"},
     )
     assert_error(response, 413, "invalid_request_error", "payload_too_large", "image")
 

@@ -440,5 +440,5 @@ def test_models_list_shows_pricing(gw: RunningGateway) -> None:
     assert tokens["per_million_tokens"] == {"text_input": 5, "image_input": 10, "image_output": 40}
     assert tokens["output_tokens"]["1024x1024"]["high"] == 4160
     assert tokens["as_of"] == "2026-11-21"
-    dalle = by_id["openai/dall-e-3"]["endpoints"][0]["pricing"]
-    assert dalle["per_image"]["1792x1024"] == {"standard": 0.08, "hd": 0.12}
+    flash = by_id["google/gemini-3.1-flash-image"]["endpoints"][0]["pricing"]
+    assert flash["per_image"]["512x512"] == 0.045 and flash["per_image"]["4096x4096"] == 0.151

@@ -137,12 +137,14 @@ async def test_sizes_use_presets_or_exact_dimensions(
 
 
 async def test_format_and_seed_pass_through(fake: FakeFal, http: httpx.AsyncClient) -> None:
-    request = gen(output_format="jpeg", seed=9, extra={"enable_safety_checker": True})
+    extra = {"num_inference_steps": 2, "enable_safety_checker": False}
+    request = gen(output_format="jpeg", seed=9, extra=extra)
     result = await provider(fake, http).run(request, SCHNELL)
 
     [inputs] = fake.inputs
     assert inputs["output_format"] == "jpeg" and inputs["seed"] == 9
-    assert inputs["enable_safety_checker"] is True
+    assert inputs["num_inference_steps"] == 2
+    assert "enable_safety_checker" not in inputs  # a safety setting: the operator's
     assert result.images[0].format == "jpeg"
 
 
