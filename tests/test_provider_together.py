@@ -279,3 +279,17 @@ async def test_a_caller_cannot_disable_the_safety_checker(
     await provider(fake, context).run(request(extra=extra), SCHNELL)
     body = fake.calls[-1].body
     assert "disable_safety_checker" not in body and body["steps"] == 4
+
+
+async def test_account_failures_are_ours_and_a_retired_model_is_gone(
+    fake: FakeTogether, context: ProviderContext
+) -> None:
+    fake.account = "spending_limit"
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(), SCHNELL)
+    assert info.value.status == 402 and info.value.retryable and info.value.ours
+    fake.account = None
+    fake.retired.add(SCHNELL)
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(), SCHNELL)
+    assert info.value.model_gone and info.value.client_error is None

@@ -98,6 +98,9 @@ class FakeBFL:
     async def _submit(self, request: Request) -> Response:
         model = request.path_params["model"]
         key = request.headers.get("x-key")
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            # BFL's API is FastAPI: a body that is not JSON fails validation (422)
+            return JSONResponse({"detail": "Expected a JSON body"}, status_code=422)
         body = await request.json()
         self.submissions.append(Submission(model, key, body))
         if key != self.api_key:

@@ -202,7 +202,12 @@ class FakeFal:
     # -- behaviour ----------------------------------------------------------------------
 
     async def _record(self, request: Request) -> Call:
-        body = await request.json() if request.method == "POST" else {}
+        if request.method == "POST" and not request.headers.get("content-type", "").startswith(
+            "application/json"
+        ):  # fal's client always sends JSON; anything else fails validation (wording ours)
+            body: dict[str, Any] = {"_not_json": True}
+        else:
+            body = await request.json() if request.method == "POST" else {}
         call = Call(request.method, request.url.path, request.headers.get("authorization"), body)
         self.calls.append(call)
         return call
@@ -215,6 +220,8 @@ class FakeFal:
     def _gate(self, call: Call) -> Response | None:
         if (denied := self._auth(call)) is not None:
             return denied
+        if call.body.get("_not_json"):
+            return JSONResponse({"detail": "Expected a JSON body"}, status_code=422)
         if self.http_error is not None:
             status, detail, headers = self.http_error
             return JSONResponse({"detail": detail}, status_code=status, headers=headers)

@@ -171,6 +171,9 @@ class FakeReplicate:
         return await self._create(request, "", versioned=True)
 
     async def _create(self, request: Request, model: str, *, versioned: bool) -> Response:
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            # the HTTP API takes JSON only (replicate.com/docs/reference/http); wording ours
+            return _problem(415, "Content-Type must be application/json")
         body = await request.json()
         call = Call(
             "POST",

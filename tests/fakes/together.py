@@ -11,12 +11,18 @@ image_url, ...}``. A success is ``{"id", "model", "object": "list", "data": [{"i
 {"message", "type", "param", "code"}}`` (together-python ``src/together/types/error.py``)
 with the statuses of docs.together.ai/docs/error-codes (401, 402, 429, 500, 503...).
 
-What it enforces (so adapter mistakes show up as failures): the bearer key, a known
-field set, ``n`` within 1..``max_n``, width/height multiples of 16 within 256..1920, and
-``image_url`` only for Kontext models. Images are real JPEGs (PNGs when asked) of the
-requested size. ``fail`` makes every call answer that ``(status, message, code)``;
-``short_by`` makes a call return fewer images than asked; ``break_urls`` hands out result
-URLs that answer 404.
+What it enforces (so adapter mistakes show up as failures): a JSON body
+(``Content-Type: application/json``, as the SDK sends), the bearer key, a known field set,
+``n`` within 1..``max_n``, integer width/height, and ``image_url`` only for Kontext
+models. It does not require sizes to be multiples of 16 or within a range: the API
+reference states neither (checked 2026-11-29), so that rounding is the adapter's own
+choice. Images are real JPEGs (PNGs when asked) of the requested size.
+
+Account-level failures (statuses from docs.together.ai/docs/error-codes; the wording is
+the fake's own): ``account="spending_limit"`` answers 402, ``account="bad_key"`` 401; a
+model in ``retired`` answers 404 ``model_not_found``. ``fail`` makes every call answer
+that ``(status, message, code)``; ``short_by`` makes a call return fewer images than
+asked; ``break_urls`` hands out result URLs that answer 404.
 """
 
 from __future__ import annotations
@@ -73,6 +79,8 @@ class FakeTogether:
     retry_after: str | None = None
     short_by: int = 0
     break_urls: bool = False  # result URLs that answer 404
+    account: str | None = None  # "spending_limit" | "bad_key"
+    retired: set[str] = field(default_factory=set)
     calls: list[Call] = field(default_factory=list)
     url: str = ""
     _files: dict[str, bytes] = field(default_factory=dict)
@@ -93,12 +101,20 @@ class FakeTogether:
 
     async def _generations(self, request: Request) -> Response:
         auth = request.headers.get("authorization")
+        if not request.headers.get("content-type", "").startswith("application/json"):
+            return _error(400, "Request body must be JSON.", "invalid_request_error", None)
         body = await request.json()
         self.calls.append(Call(auth, body))
-        if auth != f"Bearer {self.api_key}":
+        if auth != f"Bearer {self.api_key}" or self.account == "bad_key":
             return _error(
                 401, "Invalid API key provided.", "invalid_request_error", "invalid_api_key"
             )
+        if self.account == "spending_limit":
+            message = "Credit limit exceeded: your account has reached its spending limit."
+            return _error(402, message, "invalid_request_error", None)
+        if body.get("model") in self.retired:
+            message = f"Unable to access model {body.get('model')}."
+            return _error(404, message, "invalid_request_error", "model_not_found")
         if self.fail is not None:
             status, message, code = self.fail
             headers = {"Retry-After": self.retry_after} if self.retry_after else None
@@ -134,9 +150,8 @@ def _problem(body: dict[str, Any], max_n: int) -> str | None:
     if not isinstance(n, int) or not 1 <= n <= max_n:
         return f"n must be between 1 and {max_n}"
     for side in ("width", "height"):
-        value = body.get(side)
-        if not isinstance(value, int) or value % 16 or not 256 <= value <= 1920:
-            return f"{side} must be a multiple of 16 between 256 and 1920"
+        if not isinstance(body.get(side), int):
+            return f"{side} must be an integer"
     if body.get("response_format") not in (None, "base64", "url"):
         return "response_format must be base64 or url"
     if "image_url" in body and "kontext" not in str(body["model"]).lower():

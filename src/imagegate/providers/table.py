@@ -10,11 +10,17 @@ from __future__ import annotations
 import inspect
 
 from imagegate.catalog.catalog import Catalog, builtin_providers
+from imagegate.providers.errors_doc import ERRORS_SECTION
 from imagegate.providers.registry import ADAPTERS
 
 
 def _yes(flag: bool) -> str:
     return "yes" if flag else "—"
+
+
+def _ends(day: object) -> str:
+    """Mark a model or endpoint with a shutdown date (refused from that day on)."""
+    return f" (shutdown date {day})" if day is not None else ""
 
 
 def render() -> str:
@@ -45,13 +51,14 @@ def render() -> str:
     catalog = Catalog.load(None, set(providers))
     for pid, config in providers.items():
         models = [
-            f"`{spec.id}` → `{e.upstream_model}`"
+            f"`{spec.id}` → `{e.upstream_model}`{_ends(spec.shutdown_on or e.shutdown_on)}"
             for spec in catalog
             for e in spec.endpoints
             if e.provider == pid
         ]
         key = f", key from `{config.api_key_env}`" if config.api_key_env else ""
         lines.append(f"- **{pid}** (type `{config.type}`{key}): {', '.join(models) or '—'}")
+    lines += ["", *ERRORS_SECTION.splitlines()]
     lines += ["", "## Adapter notes", ""]
     for name in sorted(ADAPTERS):
         module = inspect.getmodule(ADAPTERS[name])
