@@ -1,3 +1,4 @@
+# ruff: noqa: E501  (markdown table rows are one line each)
 """The "whose error is it" table of ``docs/providers.md`` (rendered by ``table.py``).
 
 Kept as text beside the adapters because it documents ``common.upstream_error`` and the
