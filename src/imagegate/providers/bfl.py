@@ -1,7 +1,9 @@
 """Adapter for the Black Forest Labs API (FLUX models at api.bfl.ai).
 
 Wire protocol (docs.bfl.ai API reference and "Errors" page; official Python SDK
-black-forest-labs/blackforest, ``src/bfl/_jobs.py``, ``_transport.py``, ``_catalog.py``):
+black-forest-labs/blackforest, ``src/bfl/_jobs.py`` and ``_transport.py`` at commit f7ba31b
+and ``_catalog.py`` at fef56d5 (files checked to exist there, 2026-11-29; older releases
+keep the client in ``src/blackforest/client.py``)):
 ``POST /v1/<model>`` with header ``x-key`` and a JSON body answers ``{id, polling_url}``;
 ``GET polling_url`` (same header) answers ``{id, status, result}`` where ``status`` is
 ``Pending`` (keep polling), ``Ready`` (``result.sample`` is a signed URL valid about ten
