@@ -304,6 +304,15 @@ async def test_server_error_is_retryable(fake: FakeFal, http: httpx.AsyncClient,
     assert caught.value.retryable and caught.value.status == 500
 
 
+async def test_a_retryable_marked_failure_is_never_the_callers(
+    fake: FakeFal, http: httpx.AsyncClient
+) -> None:
+    fake.http_error = (400, "runner disconnected", {"X-Fal-Retryable": "true"})
+    with pytest.raises(UpstreamError) as caught:
+        await provider(fake, http).run(gen(), SCHNELL)
+    assert caught.value.retryable and caught.value.client_error is None
+
+
 async def test_validation_error_is_the_callers(fake: FakeFal, http: httpx.AsyncClient) -> None:
     with pytest.raises(UpstreamError) as caught:
         await provider(fake, http).run(gen(extra={"num_inference_steps": 50}), SCHNELL)
