@@ -163,6 +163,14 @@ async def test_documented_extra_fields_pass_through(fake: FakeBFL) -> None:
     assert "unknown_field" not in body
 
 
+async def test_flux2_pro_generates_with_width_and_height(fake: FakeBFL) -> None:
+    async with bfl(fake) as provider:
+        result = await provider.run(gen(size="1024x768", width=1024, height=768), "flux-2-pro")
+    body = fake.submissions[-1].body
+    assert (body["width"], body["height"]) == (1024, 768)
+    assert (result.images[0].width, result.images[0].height) == (1024, 768)
+
+
 async def test_a_caller_cannot_override_the_operators_safety_tolerance(fake: FakeBFL) -> None:
     async with bfl(fake, safety_tolerance=1) as provider:
         await provider.run(gen(extra={"safety_tolerance": 6}), "flux-pro-1.1")

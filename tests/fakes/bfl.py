@@ -44,6 +44,9 @@ from starlette.routing import Route
 from fakes.asgi import serve_app
 
 SIZE_MODELS = ("flux-pro-1.1", "flux-dev", "flux-pro")
+# FLUX.2 [pro]: width/height multiples of 16, at least 64 (official SDK
+# black-forest-labs/blackforest src/blackforest/types/inputs/flux_pro_2.py, ec37e4f)
+FLUX2_MODELS = ("flux-2-pro",)
 KONTEXT_MODELS = ("flux-kontext-pro", "flux-kontext-max")
 FILL_MODELS = ("flux-pro-1.0-fill",)
 
@@ -114,6 +117,8 @@ class FakeBFL:
             )
         if model in SIZE_MODELS:
             problem, size = _size_model(body)
+        elif model in FLUX2_MODELS:
+            problem, size = _flux2(body)
         elif model in KONTEXT_MODELS:
             problem, size = _kontext(body)
         elif model in FILL_MODELS:
@@ -193,6 +198,18 @@ def _size_model(body: dict[str, Any]) -> tuple[dict[str, Any] | None, tuple[int,
         dims.append(value)
     if not body.get("prompt") and not body.get("image_prompt"):
         return _invalid("prompt", "Either prompt or image_prompt must be provided"), (0, 0)
+    return None, (dims[0], dims[1])
+
+
+def _flux2(body: dict[str, Any]) -> tuple[dict[str, Any] | None, tuple[int, int]]:
+    dims = []
+    for name in ("width", "height"):
+        value = body.get(name, 1024)
+        if not isinstance(value, int) or value < 64 or value % 16:
+            return _invalid(name, "Input should be a multiple of 16, at least 64"), (0, 0)
+        dims.append(value)
+    if not isinstance(body.get("prompt"), str) or not body["prompt"]:
+        return _invalid("prompt", "Field required"), (0, 0)
     return None, (dims[0], dims[1])
 
 
