@@ -7,6 +7,9 @@ on today's date; the built-in dall-e models were shut down on 2026-05-12.
 from __future__ import annotations
 
 import datetime as dt
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -236,3 +239,43 @@ def test_check_lifecycle_lists_retired_and_near_models() -> None:
     assert found["openai/gpt-image-1.5"] == "shutdown-soon"
     assert found["openai/gpt-image-1-mini"] == "shutdown-soon"
     assert "openai/gpt-image-2.6-sunburst" not in found
+
+
+def test_models_check_lifecycle_cli(tmp_path: Path) -> None:
+    config = tmp_path / "imagegate.yaml"
+    config.write_text(
+        "models:\n"
+        "  - id: test/old\n"
+        "    shutdown_on: 2020-01-01\n"
+        "    replacement: imagegate/sandbox\n"
+        "    lifecycle_source: https://example.com/deprecations (checked 2026-11-29)\n"
+        "    endpoints: [{provider: sandbox, upstream_model: sandbox, pricing: {free: true}}]\n"
+    )
+    env = {**os.environ, "IMAGEGATE_DATA_DIR": str(tmp_path / "data"), "COLUMNS": "250"}
+    result = subprocess.run(
+        [sys.executable, "-m", "imagegate", "models", "--check-lifecycle", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    rows = [[c.strip() for c in line.split("│")[1:-1]] for line in result.stdout.splitlines()]
+    by_model = {row[1]: row for row in rows if len(row) > 4 and row[1]}
+    expected = ["retired", "test/old", "-", "2020-01-01", "imagegate/sandbox"]
+    assert by_model["test/old"][:5] == expected
+    assert by_model["openai/dall-e-3"][0] == "retired"
+
+
+def test_deprecation_headers_on_streams_too(world: Lifecycle) -> None:
+    with httpx.stream(
+        "POST",
+        f"{world.gateway.v1}/images/generations",
+        json={"model": "test/deprecated", "prompt": "x", "size": "256x256", "stream": True},
+        headers={"Authorization": f"Bearer {world.gateway.admin_key}"},
+        timeout=30,
+    ) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["Sunset"] == "Thu, 01 Jan 2099 00:00:00 GMT"
+        response.read()
