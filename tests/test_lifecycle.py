@@ -238,6 +238,7 @@ def test_check_lifecycle_lists_retired_and_near_models() -> None:
     assert found["openai/dall-e-3"] == "retired"
     assert found["openai/gpt-image-1.5"] == "shutdown-soon"
     assert found["openai/gpt-image-1-mini"] == "shutdown-soon"
+    assert found["openai/gpt-image-1 on openai"] == "retired"  # Azure still serves it
     assert "openai/gpt-image-2.6-sunburst" not in found
 
 

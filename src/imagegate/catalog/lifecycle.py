@@ -91,14 +91,28 @@ def check(models: list[ModelSpec], on: dt.date | None = None) -> list[tuple[str,
     (``shutdown-soon``) or announced as deprecated (``deprecated``), soonest first."""
     day = on or today()
     found: list[tuple[str, ModelSpec]] = []
-    for spec in models:
-        if spec.shutdown_on is not None and day >= spec.shutdown_on:
-            found.append(("retired", spec))
-        elif spec.shutdown_on is not None and (spec.shutdown_on - day).days <= NEAR_DAYS:
-            found.append(("shutdown-soon", spec))
-        elif spec.deprecated_on is not None or spec.shutdown_on is not None:
-            found.append(("deprecated", spec))
+    for model in models:
+        for endpoint in model.endpoints:  # one provider retiring a model others still serve
+            if endpoint.shutdown_on is not None and model.shutdown_on is None:
+                shown = f"{model.id} on {endpoint.provider}"
+                found += _judge(dataclasses.replace(model, id=shown, **_ends(endpoint)), day)
+        found += _judge(model, day)
     return sorted(found, key=lambda item: item[1].shutdown_on or dt.date.max)
+
+
+def _ends(endpoint: Any) -> dict[str, Any]:
+    return {"shutdown_on": endpoint.shutdown_on, "deprecated_on": None, "replacement": None}
+
+
+def _judge(spec: ModelSpec, day: dt.date) -> list[tuple[str, ModelSpec]]:
+    """``[(kind, spec)]`` for a model with lifecycle dates, ``[]`` for one without."""
+    if spec.shutdown_on is not None and day >= spec.shutdown_on:
+        return [("retired", spec)]
+    if spec.shutdown_on is not None and (spec.shutdown_on - day).days <= NEAR_DAYS:
+        return [("shutdown-soon", spec)]
+    if spec.deprecated_on is not None or spec.shutdown_on is not None:
+        return [("deprecated", spec)]
+    return []
 
 
 def _epoch(day: dt.date) -> int:
