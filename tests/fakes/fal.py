@@ -18,6 +18,12 @@ Follows fal's documentation ("Asynchronous Inference" (queue), "Synchronous Requ
 * errors: 422 ``{"detail": [{"loc", "msg", "type", "url"?, "ctx"?}]}``; content checker
   rejections are ``type: content_policy_violation`` and, through the queue, arrive when the
   result is fetched (the request itself COMPLETES).
+* the ``X-Fal-Error-Type`` header it sends with them is documented: "the response includes
+  an ``error_type`` field and ``X-Fal-Error-Type`` header" (fal.ai/docs/documentation/
+  serverless/reliability/retries, checked 2026-11-29). ``http_error`` may carry any headers,
+  e.g. ``X-Fal-Retryable: true`` (named by issue 13; not found in the fal pages searched).
+* requests must be JSON (``Content-Type: application/json``, as fal's client sends): any
+  other body is a 422 (the fake's wording).
 
 Prompts: ``forbidden...`` trips the content checker; ``nsfw...`` flags every image in
 ``has_nsfw_concepts`` (blacked out, as fal returns them); ``half-nsfw...`` flags the first.
