@@ -56,7 +56,9 @@ ACCOUNT_CODES = frozenset(
         "unauthenticated",
     }
 )
-MODEL_GONE_CODES = frozenset({"model_not_found", "deploymentnotfound"})
+# "This model does not exist" as the providers spell it (OpenAI/Together, Azure, Google).
+# A bare 404 is not enough: it can also be a poll URL or a request id that expired.
+MODEL_GONE_CODES = frozenset({"model_not_found", "deploymentnotfound", "not_found"})
 
 
 def upstream_error(
@@ -78,7 +80,8 @@ def upstream_error(
     and statuses no request of the caller could cause), and any status with an account
     code (``ACCOUNT_CODES``: OpenAI's ``billing_hard_limit_reached`` is a 400,
     ``insufficient_quota`` a 429) or with ``ours`` set by the adapter. A "model not
-    found" is also ``model_gone``: the router skips that endpoint for a while.
+    found" code (or 410 Gone) is also ``model_gone``: the router skips that endpoint for a
+    while instead of counting breaker failures.
     """
     text = f"{provider_id} returned {status}: {message}"
     lowered = (code or "").lower()
@@ -87,7 +90,7 @@ def upstream_error(
             f"Upstream {provider_id}: {message}", code="content_policy_violation"
         )
         return UpstreamError(text, status=status, retryable=False, client_error=client)
-    gone = lowered in MODEL_GONE_CODES or status in (404, 410)
+    gone = lowered in MODEL_GONE_CODES or status == 410
     ours = (
         ours
         or lowered in ACCOUNT_CODES

@@ -240,7 +240,6 @@ class Router:
         wait = error.retry_after_s
         return (
             not queue
-            and not error.ours
             and error.status == 429
             and wait is not None
             and wait <= self.settings.max_retry_wait_s
