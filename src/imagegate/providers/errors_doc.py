@@ -14,9 +14,11 @@ An upstream error about the gateway's own account or configuration (billing, quo
 credentials, a model id from the catalog, a deployment) is **ours**: the router fails over
 to the next endpoint, and if none is left the caller gets 502 `upstream_failed` (never a
 400 blaming its request). Quota and billing errors are not waited out even when they come
-as a 429 with `Retry-After`. A "model not found" for a model the catalog believed live is
-logged at ERROR ("upstream says the model is gone") and that endpoint is skipped for an
-hour without counting as a breaker failure. The **caller's** errors (a 400/413/422 about
+as a 429 with `Retry-After`. A "model not found" for a model the catalog believed live (code
+`model_not_found`, `DeploymentNotFound` or Google's `NOT_FOUND`, or a 410) is logged at
+ERROR ("upstream says the model is gone") and that endpoint is skipped for an hour without
+counting as a breaker failure; a bare 404 fails over as ours but is not taken as "gone"
+(it may be an expired poll URL). The **caller's** errors (a 400/413/422 about
 the request, a content-policy refusal) are returned as a 400 with the upstream's message
 and are never retried elsewhere. Any other 4xx is treated as ours (`common.upstream_error`).
 
@@ -27,7 +29,7 @@ and are never retried elsewhere. Any other 4xx is treated as ours (`common.upstr
 | `google` | 400 `INVALID_ARGUMENT` with reason `API_KEY_INVALID`; 400 `FAILED_PRECONDITION` (billing / region); 403 `PERMISSION_DENIED`; 404 `NOT_FOUND`; 429 `RESOURCE_EXHAUSTED` | 400 `INVALID_ARGUMENT`; blocked prompt / `IMAGE_SAFETY` (content policy) | ai.google.dev/gemini-api/docs/troubleshooting (API errors table) |
 | `bfl` | 401/403 (`x-key`); 402 out of credits; 404; 429 | 400/422 validation (`detail`); `Request Moderated` / `Content Moderated` (content policy) | docs.bfl.ai "Errors" |
 | `stability` | 401; 402; 404; 429 | 400/413/422; `content_moderation` (content policy) | platform.stability.ai/docs/api-reference |
-| `replicate` | 401; 402 (billing); 404 (model gone); 429 | 422 validation; NSFW failures (content policy) | replicate.com/docs/reference/http |
+| `replicate` | 401; 402 (billing); 404; 429 | 422 validation; NSFW failures (content policy) | replicate.com/docs/reference/http |
 | `fal` | 401; 403 (locked / exhausted balance); 404; any error with `X-Fal-Retryable: true` (per issue 13, not independently verified) | 422 validation; `content_policy_violation` (body `type` or the documented `X-Fal-Error-Type` header) | fal.ai/docs model errors; fal.ai/docs/documentation/serverless/reliability/retries |
 | `together` | 401; 402 (spending limit); 403; 404; 429 | 400/422; NSFW messages (content policy) | docs.together.ai/docs/error-codes |
 | `xai` | 400 "Incorrect API key" (read as 401); 401; 403; 404; 429 | other 400/422; moderation refusals (content policy) | docs.x.ai "Debugging Errors" |
