@@ -276,8 +276,8 @@ def test_usage_charts_show_todays_data(console: Console, tab: tuple[Page, Proble
     chart = page.locator("figure.chart-box", has_text="Images per day")
     chart.locator("rect.bar").first.wait_for()
     today = datetime.now(UTC).strftime("%Y-%m-%d")
-    assert chart.locator("text.label").all_inner_texts() == [today]
-    assert chart.locator("text.value").all_inner_texts() == ["3"]
+    assert chart.locator("text.label").all_text_contents() == [today]
+    assert chart.locator("text.value").all_text_contents() == ["3"]
     assert page.locator(".stat", has_text="Images").locator("strong").inner_text() == "3"
     shot(console, page, "usage")
 

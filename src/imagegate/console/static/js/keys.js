@@ -1,5 +1,5 @@
 // Keys (admin): create (the secret is shown once), list, revoke, top up, limits.
-import { models } from "./app.js";
+import { models, session } from "./app.js";
 import { get, send } from "./api.js";
 import { clear, errorBox, field, h, statusLine, usd, when } from "./ui.js";
 
@@ -84,7 +84,7 @@ function keyRow(k, reload, status) {
     }
   } }, "Add");
   let armed = false;
-  const revoke = h("button", { type: "button", class: "danger", hidden: !!k.revoked_at, "aria-label": `Revoke ${k.name}`, onclick: async () => {
+  const revoke = h("button", { type: "button", class: "danger", hidden: !!k.revoked_at || k.id === session().key_id, "aria-label": `Revoke ${k.name}`, onclick: async () => {
     if (!armed) {
       armed = true;
       revoke.textContent = "Confirm revoke";
