@@ -103,17 +103,21 @@ def open_page(console: Console, width: int = 1280, height: int = 900) -> tuple[P
     problems = Problems()
     page.on(
         "console",
-        lambda m: problems.items.append(f"console {m.type}: {m.text}")
-        if m.type in ("error", "warning")
-        else None,
+        lambda m: (
+            problems.items.append(f"console {m.type}: {m.text}")
+            if m.type in ("error", "warning")
+            else None
+        ),
     )
     page.on("pageerror", lambda e: problems.items.append(f"page error: {e}"))
     page.on("requestfailed", lambda r: problems.items.append(f"failed: {r.method} {r.url}"))
     page.on(
         "response",
-        lambda r: problems.items.append(f"HTTP {r.status}: {r.request.method} {r.url}")
-        if r.status >= 400
-        else None,
+        lambda r: (
+            problems.items.append(f"HTTP {r.status}: {r.request.method} {r.url}")
+            if r.status >= 400
+            else None
+        ),
     )
     return page, problems
 

@@ -31,6 +31,8 @@ def tab(console: Console) -> Iterator[tuple[Page, Problems]]:
 
 
 def shot(console: Console, page: Page, name: str) -> None:
+    """Save a screenshot; the page must fit its viewport's width (no sideways scrolling)."""
+    assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
     page.screenshot(path=str(console.artifacts / f"{name}.png"), full_page=True)
 
 
@@ -56,7 +58,9 @@ def choose_size(page: Page, size: str) -> None:
     page.fill("input[name=custom-size]", size)
 
 
-def test_generate_shows_image_meta_and_downloads(console: Console, tab: tuple[Page, Problems]) -> None:
+def test_generate_shows_image_meta_and_downloads(
+    console: Console, tab: tuple[Page, Problems]
+) -> None:
     page, _ = tab
     sign_in(page, console, console.user_key)
     assert page.evaluate("sessionStorage.getItem('imagegate.key')") == console.user_key
@@ -74,7 +78,7 @@ def test_generate_shows_image_meta_and_downloads(console: Console, tab: tuple[Pa
     assert card.locator(".attempts").inner_text() == "1"
     assert card.locator(".cost").inner_text() == "$0"
     assert card.locator(".latency").inner_text().endswith("ms")
-    assert card.locator(".size").inner_text() == "320×192"
+    assert card.locator(".size").inner_text() == "320\u00d7192"
     with page.expect_download() as download:
         card.get_by_text("Download").click()
     saved = download.value.path()
@@ -168,7 +172,9 @@ def test_mask_edit_changes_only_painted_area(console: Console, tab: tuple[Page, 
     before = Image.open(io.BytesIO(original)).convert("RGB")
     diff = ImageChops.difference(before, result.convert("RGB")).convert("L")
     radius = 32 * scale / 2  # default brush: 32 CSS pixels wide
-    (x0, y), (x1, _) = (((p[0] - box["x"]) * scale, (p[1] - box["y"]) * scale) for p in (start, end))
+    (x0, y), (x1, _) = (
+        ((p[0] - box["x"]) * scale, (p[1] - box["y"]) * scale) for p in (start, end)
+    )
     changed = [(i % 256, i // 256) for i, v in enumerate(diff.getdata()) if v]
     assert len(changed) > 0.5 * (x1 - x0) * 2 * radius  # most of the stroke was edited
 
@@ -249,19 +255,19 @@ def test_admin_creates_sees_once_tops_up_and_revokes_a_key(
     auth = {"Authorization": f"Bearer {secret}"}
     assert httpx.get(f"{console.gateway.v1}/models", headers=auth).status_code == 200
     key_id = secret.split("_")[1]
-    row = page.locator(f"tr[data-key={key_id}]")
+    row = page.locator(f"tr[data-key='{key_id}']")
     row.locator("input.amount").fill("2.5")
     row.get_by_role("button", name="Add").click()
     page.wait_for_selector("text=balance $3.5000")
     page.get_by_role("button", name="I have saved it").click()
     page.reload()
-    page.wait_for_selector(f"tr[data-key={key_id}]")
+    page.wait_for_selector(f"tr[data-key='{key_id}']")
     assert secret not in page.content()  # shown once: gone after a reload
-    row = page.locator(f"tr[data-key={key_id}]")
+    row = page.locator(f"tr[data-key='{key_id}']")
     row.get_by_role("button", name="Revoke temporary").click()
     row.get_by_role("button", name="Revoke temporary").click()
-    page.wait_for_selector(f"tr[data-key={key_id}].revoked")
-    assert page.locator(f"tr[data-key={key_id}] td.state").inner_text().startswith("revoked")
+    page.wait_for_selector(f"tr[data-key='{key_id}'].revoked")
+    assert page.locator(f"tr[data-key='{key_id}'] td.state").inner_text().startswith("revoked")
     assert httpx.get(f"{console.gateway.v1}/models", headers=auth).status_code == 401
     shot(console, page, "keys")
 
@@ -339,6 +345,12 @@ def test_console_is_served_with_a_strict_csp(console: Console) -> None:
         assert reply.status_code == 200
         csp = reply.headers["content-security-policy"]
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    models = httpx.get(
+        f"{console.gateway.v1}/models", headers={"Authorization": f"Bearer {console.user_key}"}
+    ).json()["data"]
+    sandbox = next(m for m in models if m["id"] == "imagegate/sandbox")
+    assert sandbox["capabilities"]["output_formats"] == ["png", "jpeg", "webp"]
+    assert sandbox["capabilities"]["max_n_by_operation"]["edit"] == 10
     root = httpx.get(f"{console.gateway.url}/")
     assert 'href="/console"' in root.text
     assert httpx.get(f"{console.gateway.url}/console/../app.py").status_code == 404

@@ -33,10 +33,10 @@ from imagegate.api.middleware import RequestContextMiddleware
 from imagegate.api.openapi import edit_body, generation_body, variation_body
 from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
-from imagegate.console import console_asset, console_page, root_page
-from imagegate.console import session as console_session
 from imagegate.catalog.spec import CatalogError
 from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.console import console_asset, console_page, root_page
+from imagegate.console import session as console_session
 from imagegate.core.errors import GatewayError, UpstreamError
 from imagegate.db.session import Database, database_url_for
 from imagegate.media.fetch import SafeFetcher

@@ -18,18 +18,18 @@ function iso(date) {
 
 /** A bar chart: rows [{label, value}], value formatted by fmt. */
 export function barChart(title, rows, fmt = String) {
-  const width = 560;
+  const width = 440;
   const barH = 22;
-  const labelW = 170;
+  const labelW = 150;
   const height = Math.max(1, rows.length) * (barH + 6) + 8;
   const max = Math.max(0, ...rows.map((r) => r.value)) || 1;
   const svg = s("svg", { viewBox: `0 0 ${width} ${height}`, class: "chart", role: "img", "aria-label": title });
   svg.append(s("title", {}, title));
   rows.forEach((r, i) => {
     const y = 4 + i * (barH + 6);
-    const w = Math.max(r.value > 0 ? 2 : 0, ((width - labelW - 90) * r.value) / max);
+    const w = Math.max(r.value > 0 ? 2 : 0, ((width - labelW - 70) * r.value) / max);
     svg.append(
-      s("text", { x: labelW - 8, y: y + barH * 0.7, "text-anchor": "end", class: "label" }, r.label.length > 24 ? `${r.label.slice(0, 23)}…` : r.label),
+      s("text", { x: labelW - 8, y: y + barH * 0.7, "text-anchor": "end", class: "label" }, r.label.length > 20 ? `${r.label.slice(0, 19)}…` : r.label),
       s("rect", { x: labelW, y, width: w, height: barH, rx: 3, class: "bar" }),
       s("text", { x: labelW + w + 6, y: y + barH * 0.7, class: "value" }, fmt(r.value)),
     );
