@@ -99,14 +99,17 @@ def test_first_paint_of_playground(console: Console, tab: tuple[Page, Problems])
             page.evaluate(
                 """() => ({
                   fcp: performance.getEntriesByName('first-contentful-paint')[0]?.startTime,
-                  ready: performance.now(),
+                  ready: performance.getEntriesByName('console:playground')[0]?.startTime,
                 })"""
             )
         )
-    best = min(f["fcp"] for f in figures)
     (console.artifacts / "first-paint.json").write_text(json.dumps(figures))
-    print(f"console first contentful paint (ms): {[round(f['fcp']) for f in figures]}")
-    assert best < 1000  # the target (200 ms) is reported, not asserted: CI machines vary
+    print(
+        "console: first contentful paint / playground rendered (ms):",
+        [(round(f["fcp"]), round(f["ready"])) for f in figures],
+    )
+    # The target (200 ms) is reported, not asserted: machines vary.
+    assert min(f["fcp"] for f in figures) < 1000
 
 
 def test_stream_shows_partials_before_final(console: Console, tab: tuple[Page, Problems]) -> None:

@@ -30,6 +30,9 @@ function $(id) {
 
 async function signIn(key) {
   setKey(key);
+  state.models = null;
+  const page = (location.hash.replace(/^#\/?/, "").split("/")[0] || "playground");
+  if (page === "playground") PAGES.playground(); // fetch the module while the key is checked
   try {
     state.session = await get("/console/api/session");
   } catch (error) {
@@ -37,7 +40,6 @@ async function signIn(key) {
     state.session = null;
     throw error;
   }
-  state.models = null;
   $("who-name").textContent = `${state.session.name}${state.session.admin ? " (admin)" : ""}`;
   for (const link of document.querySelectorAll("#nav [data-admin]")) {
     link.hidden = !state.session.admin;
@@ -99,7 +101,11 @@ function start() {
   $("sign-out").addEventListener("click", signOut);
   window.addEventListener("hashchange", route);
   const key = getKey();
-  if (key) signIn(key).then(route, () => signOut());
+  if (key) {
+    // A key already accepted in this tab: ask for the models alongside the session check.
+    signIn(key).then(route, () => signOut());
+    models().catch(() => (state.models = null));
+  }
 }
 
 start();
