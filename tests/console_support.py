@@ -31,14 +31,20 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-# Two more sandbox-backed models (priced, so cost shows) for the compare page.
+# Two more sandbox-backed models (priced, so cost shows) for the compare page; the second
+# sandbox and the refused loopback port give one model three providers, one of them down.
 CONFIG = """
+providers:
+  - {id: sandbox-2, type: sandbox}
+  - {id: down, type: openai_compatible, base_url: "http://127.0.0.1:9/v1", api_key: sk-x}
 models:
   - id: test/sandbox-b
     operations: [generate, edit]
     free_size: {min_side: 64, max_side: 1024}
     endpoints:
       - {provider: sandbox, upstream_model: sandbox, pricing: {per_image: 0.01}}
+      - {provider: sandbox-2, upstream_model: sandbox, pricing: {per_image: 0.03}}
+      - {provider: down, upstream_model: x, pricing: {per_image: 0.05}}
   - id: test/sandbox-c
     operations: [generate]
     free_size: {min_side: 64, max_side: 1024}

@@ -208,6 +208,48 @@ def test_compare_three_models(console: Console, tab: tuple[Page, Problems]) -> N
     shot(console, page, "compare")
 
 
+def test_compare_one_model_on_several_providers(
+    console: Console, tab: tuple[Page, Problems]
+) -> None:
+    page, problems = tab
+    sign_in(page, console, console.user_key)
+    page.click("#nav a[data-page=compare]")
+    page.fill("textarea[name=prompt]", "same model, three providers")
+    page.fill("input[name=size]", "128x128")
+    page.check("input[name=mode][value=providers]")
+    page.get_by_label("Model", exact=True).select_option("test/sandbox-b")
+    for box in page.locator("input[name=providers]").all():
+        box.check()
+    page.get_by_role("button", name="Compare").click()
+    wait_rendered(page, ".compare-grid .result-image", 2)
+    page.wait_for_selector(".compare-grid .cell.failed .error")
+    cells = page.locator(".compare-grid .cell:not([aria-busy])")
+    assert cells.count() == 3
+    providers = sorted(page.locator(".compare-grid .provider").all_inner_texts())
+    assert providers == ["sandbox", "sandbox-2"]
+    failed = page.locator(".cell.failed")
+    assert failed.locator("h2").inner_text() == "test/sandbox-b @ down"
+    assert "down" in failed.locator(".error").inner_text()
+    shot(console, page, "compare-providers")
+    # the one failure shown on the page is the expected one
+    assert [p for p in problems.items if "502" not in p and "Failed to load" not in p] == []
+    problems.items.clear()
+
+
+def test_variation_of_an_uploaded_image(console: Console, tab: tuple[Page, Problems]) -> None:
+    page, _ = tab
+    sign_in(page, console, console.user_key)
+    page.check("input[name=op][value=variation]")
+    page.set_input_files(
+        "#input-file", files=[{"name": "in.png", "mimeType": "image/png", "buffer": _input_png()}]
+    )
+    page.fill("input[name=n]", "2")
+    page.click("#run")
+    wait_rendered(page, ".result-image", 2)
+    sizes = page.eval_on_selector_all(".result-image", "l => l.map((i) => i.naturalWidth)")
+    assert sizes == [256, 256]
+
+
 def _generate(console: Console, key: str, prompt: str) -> str:
     reply = httpx.post(
         f"{console.gateway.v1}/images/generations",
