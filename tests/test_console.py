@@ -377,8 +377,29 @@ def test_phone_width_labels_and_keyboard(console: Console) -> None:
         page.focus("#run")
         page.keyboard.press("Enter")
         wait_rendered(page, ".result-image")
+        original = data_url_image(page.get_attribute(".result-image", "src") or "").convert("RGB")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
         shot(console, page, "playground-phone")
+        # edit the result with a mask painted from the keyboard
+        page.get_by_role("button", name="Edit this image").focus()
+        page.keyboard.press("Enter")
+        page.locator(".mask-canvas").wait_for()
+        page.focus(".mask-canvas")
+        page.keyboard.press("Space")
+        for _ in range(3):
+            page.keyboard.press("Shift+ArrowRight")
+        page.focus("textarea[name=prompt]")
+        page.keyboard.type(" and edited")
+        page.focus("#run")
+        page.keyboard.press("Enter")
+        page.wait_for_selector(".result-image[alt*='and edited']")
+        wait_rendered(page, ".result-image")
+        edited = data_url_image(page.get_attribute(".result-image", "src") or "")
+        box = ImageChops.difference(original, edited.convert("RGB")).getbbox()
+        assert box is not None  # something changed, around the centre only
+        left, top, right, bottom = box  # centre (512, 512), three steps right
+        assert left > 384 and right < 768 and top > 384 and bottom < 640
+        shot(console, page, "playground-phone-keyboard-edit")
     finally:
         page.context.close()
     assert problems.items == []

@@ -13,14 +13,17 @@ export class MaskPainter {
       class: "mask-canvas",
       width: image.naturalWidth,
       height: image.naturalHeight,
-      "aria-label": "Mask: paint the area to edit",
-      role: "img",
+      "aria-label": "Mask: paint the area to edit. Keyboard: arrows move the brush, Shift+arrows paint while moving, Space paints here",
+      role: "application",
+      tabindex: 0,
     });
+    this.cursor = h("div", { class: "mask-cursor", hidden: true });
+    this.at = { x: image.naturalWidth / 2, y: image.naturalHeight / 2 };
     this.ctx = this.canvas.getContext("2d");
     this.element = h(
       "div",
       { class: "mask-painter" },
-      h("div", { class: "mask-stage" }, h("img", { src: image.src, alt: "Input image" }), this.canvas),
+      h("div", { class: "mask-stage" }, h("img", { src: image.src, alt: "Input image" }), this.canvas, this.cursor),
       this.tools(),
     );
     this.listen();
@@ -85,6 +88,41 @@ export class MaskPainter {
     const end = () => (last = null);
     this.canvas.addEventListener("pointerup", end);
     this.canvas.addEventListener("pointercancel", end);
+    this.canvas.addEventListener("keydown", (event) => this.key(event));
+    this.canvas.addEventListener("focus", () => this.showCursor());
+    this.canvas.addEventListener("blur", () => (this.cursor.hidden = true));
+  }
+
+  /** Keyboard painting: arrows move, Shift+arrows paint along, Space/Enter paint a dot. */
+  key(event) {
+    const rect = this.canvas.getBoundingClientRect();
+    const scale = this.canvas.width / (rect.width || this.canvas.width);
+    const step = Math.max(1, (this.size * scale) / 2);
+    const moves = { ArrowLeft: [-step, 0], ArrowRight: [step, 0], ArrowUp: [0, -step], ArrowDown: [0, step] };
+    const width = this.size * scale;
+    if (moves[event.key]) {
+      event.preventDefault();
+      const from = { ...this.at, width };
+      this.at.x = Math.min(this.canvas.width, Math.max(0, this.at.x + moves[event.key][0]));
+      this.at.y = Math.min(this.canvas.height, Math.max(0, this.at.y + moves[event.key][1]));
+      if (event.shiftKey) this.stroke(from, { ...this.at, width });
+      this.showCursor();
+    } else if (event.key === " " || event.key === "Enter") {
+      event.preventDefault();
+      this.stroke({ ...this.at, width }, { ...this.at, width });
+    }
+  }
+
+  showCursor() {
+    const rect = this.canvas.getBoundingClientRect();
+    const k = rect.width / this.canvas.width;
+    Object.assign(this.cursor.style, {
+      left: `${this.at.x * k - this.size / 2}px`,
+      top: `${this.at.y * k - this.size / 2}px`,
+      width: `${this.size}px`,
+      height: `${this.size}px`,
+    });
+    this.cursor.hidden = false;
   }
 
   stroke(from, to) {

@@ -140,7 +140,7 @@ function build(all) {
   });
 
   async function useImage(src) {
-    const blob = await (await fetch(src)).blob();
+    const blob = src.startsWith("data:") ? dataUrlBlob(src) : await (await fetch(src)).blob();
     const file = new File([blob], "result.png", { type: blob.type || "image/png" });
     s.op = "edit";
     opGroup.querySelector('input[value="edit"]').checked = true;
@@ -236,6 +236,13 @@ async function runStream(path, payload, results, extra, status) {
   }, controller.signal);
   if (fallback) results.append(...resultCards(fallback, extra));
   else if (!done) throw new Error("The stream ended before the image was complete.");
+}
+
+/** A data: URL as a Blob, without fetch (the CSP's connect-src allows this origin only). */
+function dataUrlBlob(src) {
+  const [head, b64] = src.split(",", 2);
+  const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+  return new Blob([bytes], { type: head.slice(5).split(";")[0] });
 }
 
 function pickDefault(all) {
