@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from PIL import Image, ImageChops
-from playwright.sync_api import Page
+from playwright.sync_api import Page, expect
 
 from console_support import Console, Problems, console, open_page, sign_in
 
@@ -58,6 +58,25 @@ def choose_size(page: Page, size: str) -> None:
     page.fill("input[name=custom-size]", size)
 
 
+def test_bad_key_is_refused_and_sign_out_forgets_the_key(
+    console: Console, tab: tuple[Page, Problems]
+) -> None:
+    page, problems = tab
+    page.goto(f"{console.gateway.url}/console")
+    page.fill("#signin-key", "ig_nosuchkey_" + "x" * 43)
+    page.click("#signin-form button[type=submit]")
+    expect(page.locator("#signin-error")).to_have_text("That key was not accepted.")
+    assert page.evaluate("sessionStorage.getItem('imagegate.key')") is None
+    assert page.locator("#nav").is_hidden()
+    assert all("401" in p for p in problems.items)  # the refused sign-in, and nothing else
+    problems.items.clear()
+    sign_in(page, console, console.user_key)
+    page.click("#sign-out")
+    assert page.evaluate("sessionStorage.getItem('imagegate.key')") is None
+    assert page.locator("#signin").is_visible() and page.locator("#page").is_hidden()
+    assert page.context.cookies() == []
+
+
 def test_generate_shows_image_meta_and_downloads(
     console: Console, tab: tuple[Page, Problems]
 ) -> None:
@@ -78,7 +97,7 @@ def test_generate_shows_image_meta_and_downloads(
     assert card.locator(".attempts").inner_text() == "1"
     assert card.locator(".cost").inner_text() == "$0"
     assert card.locator(".latency").inner_text().endswith("ms")
-    assert card.locator(".size").inner_text() == "320\u00d7192"
+    expect(card.locator(".size")).to_have_text("320\u00d7192")
     with page.expect_download() as download:
         card.get_by_text("Download").click()
     saved = download.value.path()
