@@ -436,6 +436,12 @@ def test_console_is_served_with_a_strict_csp(console: Console) -> None:
     sandbox = next(m for m in models if m["id"] == "imagegate/sandbox")
     assert sandbox["capabilities"]["output_formats"] == ["png", "jpeg", "webp"]
     assert sandbox["capabilities"]["max_n_by_operation"]["edit"] == 10
+    script = httpx.get(f"{console.gateway.url}/console/js/app.js")
+    again = httpx.get(
+        f"{console.gateway.url}/console/js/app.js",
+        headers={"if-none-match": script.headers["etag"]},
+    )
+    assert again.status_code == 304 and again.content == b""
     root = httpx.get(f"{console.gateway.url}/")
     assert 'href="/console"' in root.text
     assert httpx.get(f"{console.gateway.url}/console/../app.py").status_code == 404

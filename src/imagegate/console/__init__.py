@@ -8,6 +8,7 @@ Policy allows scripts, styles and connections to this origin only, and no inline
 
 from __future__ import annotations
 
+import hashlib
 from importlib.resources import files
 from typing import Any
 
@@ -76,7 +77,12 @@ async def console_asset(request: Request) -> Response:
     body = _asset(name) if suffix in _TYPES else None
     if body is None:
         raise NotFound(f"No console file '{name}'.", code="not_found")
-    return Response(body, media_type=_TYPES[suffix], headers=security_headers())
+    # Revalidated on every load (no-cache), answered 304 when unchanged.
+    etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+    headers = {**security_headers(), "etag": etag}
+    if request.headers.get("if-none-match") == etag:
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=_TYPES[suffix], headers=headers)
 
 
 async def session(request: Request) -> Response:
