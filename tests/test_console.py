@@ -263,10 +263,16 @@ def test_variation_of_an_uploaded_image(console: Console, tab: tuple[Page, Probl
         "#input-file", files=[{"name": "in.png", "mimeType": "image/png", "buffer": _input_png()}]
     )
     page.fill("input[name=n]", "2")
+    page.select_option("select[name=output_format]", "jpeg")
+    page.fill("input[name=output_compression]", "60")
     page.click("#run")
     wait_rendered(page, ".result-image", 2)
     sizes = page.eval_on_selector_all(".result-image", "l => l.map((i) => i.naturalWidth)")
     assert sizes == [256, 256]
+    src = page.get_attribute(".result-image", "src") or ""
+    assert data_url_image(src).format == "JPEG"
+    names = page.eval_on_selector_all(".result a[download]", "l => l.map((a) => a.download)")
+    assert all(name.endswith(".jpg") for name in names) and len(names) == 2
 
 
 def _generate(console: Console, key: str, prompt: str) -> str:

@@ -46,6 +46,8 @@ function build(all) {
   const [styleField, style] = field("Style", h("select", { name: "style" }));
   const [formatField, format] = field("Output format", h("select", { name: "output_format" }));
   const [bgField, background] = field("Background", h("select", { name: "background" }));
+  const [modField, moderation] = field("Moderation", h("select", { name: "moderation" }));
+  const [compField, compression] = field("Compression (%)", h("input", { name: "output_compression", type: "number", min: 0, max: 100, placeholder: "default" }));
   const [providerField, provider] = field("Provider", h("select", { name: "provider" }), "Pin one provider, or let routing choose");
   const [seedField, seed] = field("Seed", h("input", { name: "seed", type: "number", min: 0, placeholder: "random" }));
   const [streamField, streamBox] = field("Stream partial images", h("input", { name: "stream", type: "checkbox" }));
@@ -67,7 +69,7 @@ function build(all) {
   const results = h("section", { class: "results", "aria-label": "Results", id: "results" });
   const form = h("form", { class: "card controls", "aria-label": "Playground" },
     h("h1", {}, "Playground"), opGroup, modelField, promptField, inputSection,
-    h("div", { class: "grid2" }, sizeField, customField, nField, qualityField, styleField, formatField, bgField, providerField, seedField),
+    h("div", { class: "grid2" }, sizeField, customField, nField, qualityField, styleField, formatField, compField, bgField, modField, providerField, seedField),
     h("div", { class: "grid2" }, streamField, partialsField),
     h("div", { class: "actions" }, submit, cancel), status);
 
@@ -101,6 +103,9 @@ function build(all) {
     styleField.hidden = !(caps.styles || []).length;
     fill(format, caps.output_formats || [], true);
     fill(background, caps.backgrounds || [], true);
+    fill(moderation, caps.moderations || [], true);
+    modField.hidden = !(caps.moderations || []).length;
+    compField.hidden = !["jpeg", "webp"].includes(format.value);
     fill(provider, [...new Set((m.endpoints || []).map((e) => e.provider))], true);
     promptField.hidden = s.op === "variation";
     inputSection.hidden = s.op === "generate";
@@ -113,6 +118,7 @@ function build(all) {
   size.addEventListener("change", () => (customField.hidden = size.value !== "custom"));
   model.addEventListener("change", refresh);
   streamBox.addEventListener("change", refresh);
+  format.addEventListener("change", refresh);
 
   async function setInput(file) {
     if (!file || !file.type.startsWith("image/")) return;
@@ -155,10 +161,11 @@ function build(all) {
     const chosen = size.value === "custom" ? custom.value.trim() : size.value;
     if (chosen) p.size = chosen;
     if (Number(n.value) > 1) p.n = Number(n.value);
-    for (const [key, el] of [["quality", quality], ["style", style], ["output_format", format], ["background", background]]) {
+    for (const [key, el] of [["quality", quality], ["style", style], ["output_format", format], ["background", background], ["moderation", moderation]]) {
       if (el.value && !el.closest(".field").hidden) p[key] = el.value;
     }
     if (seed.value !== "") p.seed = Number(seed.value);
+    if (compression.value !== "" && !compField.hidden) p.output_compression = Number(compression.value);
     p.meta = true;
     if (streamBox.checked && s.op !== "variation") {
       p.stream = true;
