@@ -259,9 +259,21 @@ def test_variation_of_an_uploaded_image(console: Console, tab: tuple[Page, Probl
     page, _ = tab
     sign_in(page, console, console.user_key)
     page.check("input[name=op][value=variation]")
-    page.set_input_files(
-        "#input-file", files=[{"name": "in.png", "mimeType": "image/png", "buffer": _input_png()}]
-    )
+    give = """([kind, b64]) => {
+      const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const data = new DataTransfer();
+      data.items.add(new File([bytes], kind + ".png", {type: "image/png"}));
+      const target = document.querySelector(kind === "dropped" ? ".drop" : "body");
+      const event = kind === "dropped"
+        ? new DragEvent("drop", {dataTransfer: data, bubbles: true, cancelable: true})
+        : new ClipboardEvent("paste", {clipboardData: data, bubbles: true, cancelable: true});
+      target.dispatchEvent(event);
+    }"""
+    png = base64.b64encode(_input_png()).decode()
+    page.evaluate(give, ["pasted", png])
+    expect(page.locator(".drop .muted")).to_contain_text("pasted.png selected")
+    page.evaluate(give, ["dropped", png])
+    expect(page.locator(".drop .muted")).to_contain_text("dropped.png selected")
     page.fill("input[name=n]", "2")
     page.select_option("select[name=output_format]", "jpeg")
     page.fill("input[name=output_compression]", "60")

@@ -13,6 +13,7 @@ const PAGES = {
 const ADMIN_PAGES = new Set(["keys", "health"]);
 
 const state = { session: null, models: null };
+let current = null; // the mounted page module
 
 export function session() {
   return state.session;
@@ -51,6 +52,8 @@ async function signIn(key) {
 }
 
 function signOut() {
+  if (current && current.unmount) current.unmount();
+  current = null;
   setKey(null);
   state.session = null;
   state.models = null;
@@ -63,7 +66,6 @@ function signOut() {
   $("signin-key").focus();
 }
 
-let current = null;
 async function route() {
   if (!state.session) return;
   let name = location.hash.replace(/^#\/?/, "").split("/")[0] || "playground";

@@ -12,9 +12,12 @@ const OPS = [
 ];
 
 let controller = null;
+let onPaste = null;
 
 export function unmount() {
   if (controller) controller.abort();
+  if (onPaste) document.removeEventListener("paste", onPaste);
+  onPaste = null;
 }
 
 export async function mount(root) {
@@ -140,10 +143,11 @@ function build(all) {
   drop.addEventListener("dragover", (e) => { e.preventDefault(); drop.classList.add("over"); });
   drop.addEventListener("dragleave", () => drop.classList.remove("over"));
   drop.addEventListener("drop", (e) => { e.preventDefault(); drop.classList.remove("over"); setInput(e.dataTransfer.files[0]); });
-  form.addEventListener("paste", (e) => {
+  onPaste = (e) => {  // anywhere on the page: an image on the clipboard becomes the input
     const item = [...(e.clipboardData?.items || [])].find((i) => i.type.startsWith("image/"));
     if (item) setInput(item.getAsFile());
-  });
+  };
+  document.addEventListener("paste", onPaste);
 
   async function useImage(src) {
     const blob = src.startsWith("data:") ? dataUrlBlob(src) : await (await fetch(src)).blob();
