@@ -154,6 +154,7 @@ def test_stream_shows_partials_before_final(console: Console, tab: tuple[Page, P
     arrivals = page.evaluate("window.arrivals")
     assert "partial" in arrivals and arrivals.index("partial") < arrivals.index("final")
     assert page.locator("img.partial").count() == 2
+    assert page.eval_on_selector(".result-image", "i => i.naturalWidth") == 256
     assert page.locator(".result .provider").inner_text() == "sandbox"
     shot(console, page, "playground-stream")
 

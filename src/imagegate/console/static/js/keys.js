@@ -23,7 +23,7 @@ export async function mount(root) {
   const tbody = h("tbody");
   const table = h("section", { class: "card" }, h("h2", {}, "All keys"), h("div", { class: "scroll" },
     h("table", { class: "keys" },
-      h("thead", {}, h("tr", {}, ...["Name", "Id", "Admin", "Credits", "Limits", "Models", "Created", "State", "Top up", ""].map((c) => h("th", { scope: "col" }, c)))),
+      h("thead", {}, h("tr", {}, ...["Name", "Id", "Admin", "Credit balance", "Limits", "Models", "Created", "State", "Top up", ""].map((c) => h("th", { scope: "col" }, c)))),
       tbody)));
   root.append(h("div", { class: "keys-page" }, form, table));
 

@@ -96,8 +96,10 @@ function build(all) {
       opGroup.querySelector(`input[value="${s.op}"]`).checked = true;
     }
     submit.textContent = OPS.find((o) => o[0] === s.op)[1];
+    const chosen = size.value;
     fill(size, m.sizes || [], true);
     if (m.free_size) size.append(h("option", { value: "custom" }, "custom…"));
+    if ([...size.options].some((o) => o.value === chosen)) size.value = chosen;
     customField.hidden = size.value !== "custom";
     n.max = String(m.max_n || 10);
     fill(quality, caps.qualities || [], true);
