@@ -320,6 +320,7 @@ def test_history_lists_recent_generations(console: Console, tab: tuple[Page, Pro
     page.wait_for_selector(".detail h1")
     assert made[1] in page.locator(".detail h1").inner_text()
     assert page.locator(".detail table tbody tr").count() == 1  # one attempt: sandbox
+    assert "null" not in page.locator(".detail").inner_text()
     shot(console, page, "history-detail")
 
 

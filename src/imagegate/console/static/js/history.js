@@ -60,7 +60,7 @@ async function detail(root, id) {
   try {
     const g = await get(`/v1/generations/${encodeURIComponent(id)}`);
     const thumb = thumbnail(g.id);
-    card.append(
+    card.append(...[
       h("h1", {}, `Generation ${g.id}`),
       thumb ? h("img", { class: "thumb large", src: thumb.src, alt: thumb.prompt || "thumbnail" }) : null,
       thumb && thumb.prompt ? h("p", {}, h("strong", {}, "Prompt: "), thumb.prompt) : null,
@@ -72,7 +72,7 @@ async function detail(root, id) {
       h("h2", {}, "Attempts"),
       h("table", {}, h("thead", {}, h("tr", {}, ...["Provider", "Status", "Latency", "Error"].map((c) => h("th", { scope: "col" }, c)))),
         h("tbody", {}, ...g.attempts.map((a) => h("tr", {}, h("td", {}, a.provider), h("td", {}, a.status), h("td", {}, ms(a.latency_ms)), h("td", {}, a.error || "—"))))),
-    );
+    ].filter(Boolean));
   } catch (error) {
     card.append(errorBox(error));
   }
