@@ -439,6 +439,10 @@ def test_phone_width_labels_and_keyboard(console: Console) -> None:
         left, top, right, bottom = box  # centre (512, 512), three steps right
         assert left > 384 and right < 768 and top > 384 and bottom < 640
         shot(console, page, "playground-phone-keyboard-edit")
+        for name in ("compare", "history", "usage"):
+            page.click(f"#nav a[data-page={name}]")
+            page.wait_for_selector(f"#page[data-page={name}] h1")
+            shot(console, page, f"{name}-phone")  # fits the phone's width
     finally:
         page.context.close()
     assert problems.items == []
