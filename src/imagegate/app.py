@@ -26,7 +26,7 @@ from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from imagegate.accounts.usage import UsageBook
-from imagegate.api import admin, images, misc, prometheus, usage
+from imagegate.api import admin, generations, images, misc, prometheus, usage
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.middleware import RequestContextMiddleware
@@ -35,6 +35,8 @@ from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.spec import CatalogError
 from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.console import console_asset, console_page, root_page
+from imagegate.console import session as console_session
 from imagegate.core.errors import GatewayError, UpstreamError
 from imagegate.db.session import Database, database_url_for
 from imagegate.media.fetch import SafeFetcher
@@ -315,5 +317,13 @@ def _routes(app: FastAPI) -> None:
     route("/v1/admin/keys/{key_id}", admin.revoke_key, "DELETE", "admin")
     route("/v1/admin/keys/{key_id}/credits", admin.top_up, "POST", "admin")
     route("/v1/admin/keys/{key_id}/ledger", admin.ledger, "GET", "admin")
+    route("/v1/generations", generations.list_generations_route, "GET", "usage")
     route("/v1/generations/{generation_id}", usage.get_generation, "GET", "usage")
     route("/v1/usage", usage.get_usage, "GET", "usage")
+    for path, endpoint in (
+        ("/", root_page),
+        ("/console", console_page),
+        ("/console/api/session", console_session),
+        ("/console/{path:path}", console_asset),
+    ):
+        route(path, endpoint, "GET", "console", include_in_schema=False)

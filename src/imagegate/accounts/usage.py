@@ -71,6 +71,24 @@ def _utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+def record_from_row(row: UsageRow) -> UsageRecord:
+    return UsageRecord(
+        generation_id=row.generation_id,
+        key_id=row.key_id,
+        model=row.model,
+        operation=row.operation,
+        status=row.status,
+        provider=row.provider,
+        upstream_model=row.upstream_model,
+        error_code=row.error_code,
+        attempts=list(row.attempts or []),
+        images=row.images,
+        latency_ms=row.latency_ms,
+        cost_micro=row.cost_micro,
+        created_at=_utc(row.created_at),
+    )
+
+
 class UsageBook:
     """Reads over the usage records (writes happen with the ledger's transactions)."""
 
@@ -84,23 +102,7 @@ class UsageBook:
     def get(self, generation_id: str) -> UsageRecord | None:
         with self._db.session() as session:
             row = session.get(UsageRow, generation_id)
-            if row is None:
-                return None
-            return UsageRecord(
-                generation_id=row.generation_id,
-                key_id=row.key_id,
-                model=row.model,
-                operation=row.operation,
-                status=row.status,
-                provider=row.provider,
-                upstream_model=row.upstream_model,
-                error_code=row.error_code,
-                attempts=list(row.attempts or []),
-                images=row.images,
-                latency_ms=row.latency_ms,
-                cost_micro=row.cost_micro,
-                created_at=_utc(row.created_at),
-            )
+            return None if row is None else record_from_row(row)
 
     def summary(
         self,

@@ -60,11 +60,28 @@ async def list_models(request: Request) -> Response:
                 "sizes": list(spec.sizes),
                 "free_size": _free_size(spec.free_size),
                 "max_n": spec.n_max,
+                "capabilities": _capabilities(spec),
                 "endpoints": endpoints,
                 **lifecycle.model_fields(spec),
             }
         )
     return _json({"object": "list", "data": data})
+
+
+def _capabilities(spec: Any) -> dict[str, Any]:
+    """The parameters a model takes, so a client (the console's playground) can offer them."""
+    return {
+        "default_size": spec.default_size,
+        "qualities": list(spec.qualities or []),
+        "styles": list(spec.styles),
+        "output_formats": list(spec.output_formats),
+        "backgrounds": list(spec.backgrounds),
+        "moderations": list(spec.moderations or []),
+        "max_n_by_operation": {op: spec.max_n(op) for op in sorted(spec.operations)},
+        "max_input_images": spec.max_input_images,
+        "supports_mask": spec.supports_mask,
+        "input_formats": list(spec.input_formats),
+    }
 
 
 def _free_size(rule: Any) -> dict[str, Any] | None:
