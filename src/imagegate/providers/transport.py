@@ -21,6 +21,7 @@ import http.cookiejar
 import logging
 import ssl
 import time
+import urllib.request
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -78,7 +79,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     # -- httpx.AsyncBaseTransport ------------------------------------------------------
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        session = self._session_for_loop()
+        session = self.session_for_loop()
         scheme = request.url.scheme
         if scheme not in ("http", "https"):
             raise httpx.UnsupportedProtocol(
@@ -103,7 +104,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 data=data,
                 skip_auto_headers=skip,
                 allow_redirects=False,
-                timeout=self._client_timeout(request),
+                timeout=self.client_timeout(request),
             )
         except (aiohttp.ClientError, OSError) as exc:
             raise _httpx_error(exc, request) from exc
@@ -131,7 +132,8 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
 
     # -- session and timeouts ----------------------------------------------------------
 
-    def _session_for_loop(self) -> aiohttp.ClientSession:
+    def session_for_loop(self) -> aiohttp.ClientSession:
+        """The session of the running loop (created here on first use)."""
         loop = asyncio.get_running_loop()
         session = self._session
         if session is not None and self._loop is loop:
@@ -171,7 +173,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             max_field_size=_MAX_HEADER_LINE,
         )
 
-    def _client_timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
+    def client_timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         """httpx's per-request ``{connect, read, write, pool}`` as aiohttp timeouts.
 
         aiohttp's ``connect`` covers waiting for a pool slot, DNS and connecting, so it
@@ -305,11 +307,14 @@ class UpstreamClient(httpx.AsyncClient):
     A call is plain when ``url`` is an absolute http(s) ``str`` without credentials,
     ``content`` is ``bytes`` or None, ``headers`` a ``dict`` of ASCII ``str`` or None,
     ``timeout`` a number, None, an ``httpx.Timeout`` or the default, with no other argument;
-    and the client has an ``AiohttpTransport``, no proxy mounts, no auth, no event hooks, no
-    cookies and does not follow redirects. Such a call goes straight to the transport's
-    aiohttp session, with the headers httpx would send, and returns an already read
-    ``httpx.Response`` (``request``, ``elapsed``, decoded ``content``, raw headers, the
-    transport's error classes): what httpx's own path returns. Any other call is httpx's.
+    and the client was built with an ``AiohttpTransport`` and no proxy or mounts (given or
+    from the environment), and has no auth, event hooks, cookies or default params and does
+    not follow redirects. Such a call goes straight to the transport's aiohttp session, with
+    the headers httpx would send, and returns an already read ``httpx.Response``
+    (``request``, ``elapsed``, decoded ``content``, raw headers, ``next_request`` for a
+    redirect, the transport's error classes): what httpx's own path returns. Any other call
+    is httpx's. Only httpx's public API is used, so an httpx release that reshapes its
+    internals cannot silently bypass what the short path checks.
 
     Cookies set by upstreams are not kept, on either path (the jar refuses them, unless
     ``cookies=`` is given): an upstream cookie (a CDN's bot cookie, say) would otherwise be
@@ -320,6 +325,12 @@ class UpstreamClient(httpx.AsyncClient):
         super().__init__(**kwargs)
         if kwargs.get("cookies") is None:
             self.cookies.jar.set_policy(_RefuseUpstreamCookies())
+        # httpx fixes its transport and mounts at construction and shows neither afterwards,
+        # so the short path's wire is decided here, from the same arguments.
+        wire = kwargs.get("transport")
+        routed = kwargs.get("mounts") or kwargs.get("proxy") or _env_proxies(kwargs)
+        self._aiohttp_wire = wire if isinstance(wire, AiohttpTransport) and not routed else None
+        self._response_encoding = kwargs.get("default_encoding", "utf-8")
         self._targets: dict[str, _Target] = {}
         self._timeout_dicts: dict[float | None, dict[str, float | None]] = {}
 
@@ -392,17 +403,16 @@ class UpstreamClient(httpx.AsyncClient):
         self, method: str, url: Any, content: bytes | None, headers: Any, timeout: Any
     ) -> httpx.Response | None:
         """The response, or None when the call or the client is not plain."""
-        transport = self._transport
+        transport = self._aiohttp_wire
         if (
             type(url) is not str
-            or not isinstance(transport, AiohttpTransport)
-            or self._auth is not None
+            or transport is None
+            or self.auth is not None
             or self.follow_redirects
             or self.is_closed
-            or self._event_hooks["request"]
-            or self._event_hooks["response"]
-            or any(mount is not None for mount in self._mounts.values())
-            or self._cookies
+            or self.params
+            or any(self.event_hooks.values())
+            or self.cookies
         ):
             return None
         target = self._target(url)
@@ -430,7 +440,7 @@ class UpstreamClient(httpx.AsyncClient):
             extensions={"timeout": timeouts},
         )
         request.read()  # so that request.content works, as it does on httpx's path
-        session = transport._session_for_loop()
+        session = transport.session_for_loop()
         start = time.perf_counter()
         try:
             upstream = await session.request(
@@ -440,7 +450,7 @@ class UpstreamClient(httpx.AsyncClient):
                 data=content or None,
                 skip_auto_headers=skip,
                 allow_redirects=False,
-                timeout=transport._client_timeout(request),
+                timeout=transport.client_timeout(request),
             )
         except (aiohttp.ClientError, OSError) as exc:
             raise _httpx_error(exc, request) from exc
@@ -464,7 +474,7 @@ class UpstreamClient(httpx.AsyncClient):
                 "http_version": _HTTP_VERSIONS.get(upstream.version or (1, 1), b"HTTP/1.1"),
                 "reason_phrase": (upstream.reason or "").encode("latin-1", "replace"),
             },
-            default_encoding=self._default_encoding,
+            default_encoding=self._response_encoding,
         )
         response.read()  # httpx's decoders: Content-Encoding decoded once, as httpx does
         response.elapsed = timedelta(seconds=time.perf_counter() - start)
@@ -474,7 +484,7 @@ class UpstreamClient(httpx.AsyncClient):
             response.reason_phrase,
         )  # fmt: skip
         if response.has_redirect_location:  # not followed: httpx offers the next request
-            response.next_request = self._build_redirect_request(request, response)
+            response.next_request = await _next_request(request, response)
         return response
 
     def _target(self, url: str) -> _Target | None:
@@ -536,6 +546,27 @@ class UpstreamClient(httpx.AsyncClient):
             return None  # httpx's path decides how these mix with its own
         merged.extend(headers.items())
         return merged
+
+
+async def _next_request(request: httpx.Request, response: httpx.Response) -> httpx.Request | None:
+    """The request httpx offers after a redirect it did not follow, built by httpx itself.
+
+    A throwaway client answers ``request`` with the redirect's status and headers, so
+    httpx's own redirect rules (method, URL, headers, body) apply without reaching into
+    its internals; redirects are rare enough for the extra client not to matter. The
+    plain call had no cookies, auth or hooks, and neither has the throwaway client.
+    """
+    reply = httpx.Response(response.status_code, headers=response.headers.raw)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda _: reply)) as httpx_path:
+        return (await httpx_path.send(request)).next_request
+
+
+def _env_proxies(kwargs: dict[str, Any]) -> bool:
+    """Whether httpx routes through proxies taken from the environment (``trust_env``)."""
+    if not kwargs.get("trust_env", True):
+        return False
+    proxies = urllib.request.getproxies()
+    return any(proxies.get(scheme) for scheme in ("http", "https", "all"))
 
 
 # Headers httpx's Request sets itself unless given.
