@@ -27,8 +27,9 @@ from starlette.requests import Request
 
 from fakes.asgi import serve_app
 from fakes.http_server import Reply, free_port, serve_http
-from imagegate.providers import transport as transport_module
-from imagegate.providers.transport import AiohttpTransport, UpstreamClient
+from imagegate.upstream import client as client_module
+from imagegate.upstream.client import UpstreamClient
+from imagegate.upstream.transport import AiohttpTransport
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -691,7 +692,7 @@ def _httpx_private_names() -> set[str]:
 def test_upstream_client_uses_only_httpx_s_public_api() -> None:
     """UpstreamClient neither reads httpx's private state nor names its own after it, so an
     httpx release that renames its internals cannot silently break or bypass the short path."""
-    source = Path(transport_module.__file__).read_text()
+    source = Path(client_module.__file__).read_text()
     tree = ast.parse(source)
     [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "UpstreamClient"]
     used = {
