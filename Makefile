@@ -28,6 +28,7 @@ serve: $(SERVE_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src clients tests bench
+	$(BIN)/ruff format --check src clients tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
