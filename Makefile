@@ -10,12 +10,17 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 
-$(SERVE_STAMP): pyproject.toml | $(BIN)/python
+# The SDK distribution (clients/python) first: the server depends on imagegate-client.
+CLIENT := ./clients/python
+
+$(SERVE_STAMP): pyproject.toml $(CLIENT)/pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e $(CLIENT)
 	$(BIN)/pip install -q -e .
 	touch $@
 
-$(STAMP): pyproject.toml | $(BIN)/python
+$(STAMP): pyproject.toml $(CLIENT)/pyproject.toml | $(BIN)/python
 	command -v chromium >/dev/null || (apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium)
+	$(BIN)/pip install -q -e $(CLIENT)
 	$(BIN)/pip install -q -e '.[dev,local]'
 	touch $@ $(SERVE_STAMP)
 
@@ -23,7 +28,8 @@ serve: $(SERVE_STAMP)
 	$(BIN)/imagegate serve --host 127.0.0.1 --port 8080
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff check src clients tests bench
+	$(BIN)/ruff format --check src clients tests bench
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -1,5 +1,9 @@
 """Client CPU per upstream call: httpx, httpx over aiohttp, imagegate's UpstreamClient, aiohttp.
 
+With ``httpx-aiohttp`` installed (``.venv/bin/pip install httpx-aiohttp``; not a dependency),
+its transport (the one openai-python offers) is measured too, under a plain httpx client:
+what adopting it in place of ``UpstreamClient`` would cost per call.
+
 Starts the gateway bench's nginx fixture upstream (``bench/gateways/upstream.py``; needs
 nginx with the echo module, as ``make bench`` installs) and POSTs the same JSON body with
 16 calls in flight, in interleaved rounds, printing the median requests/s and CPU time per
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import statistics
 import sys
 import tempfile
@@ -27,7 +32,13 @@ import uvloop
 sys.path.insert(0, str(Path(__file__).parent / "gateways"))
 import upstream
 
-from imagegate.providers.transport import AiohttpTransport, UpstreamClient
+from imagegate.upstream.client import UpstreamClient
+from imagegate.upstream.transport import AiohttpTransport
+
+try:
+    import httpx_aiohttp
+except ImportError:  # optional: only its rows are left out
+    httpx_aiohttp = None
 
 BODY = orjson.dumps({"model": "x", "prompt": "a cat", "n": 1, "size": "1024x1024"})
 HEADERS = {"Authorization": "Bearer x", "Content-Type": "application/json"}
@@ -71,6 +82,11 @@ async def main(url: str, n: int, rounds: int) -> None:
         "httpx + AiohttpTransport": httpx.AsyncClient(transport=AiohttpTransport(limits=LIMITS)),
         "UpstreamClient (imagegate)": UpstreamClient(transport=AiohttpTransport(limits=LIMITS)),
     }
+    if httpx_aiohttp is not None:
+        version = importlib.metadata.version("httpx-aiohttp")
+        clients[f"httpx + httpx-aiohttp {version}"] = httpx.AsyncClient(
+            transport=httpx_aiohttp.AiohttpTransport(limits=LIMITS)
+        )
     calls: dict[str, Call] = {name: _httpx_call(c, url) for name, c in clients.items()}
     calls["aiohttp"] = aiohttp_call
     results: dict[str, list[tuple[float, float]]] = {name: [] for name in calls}

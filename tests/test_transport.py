@@ -6,6 +6,7 @@ where httpx itself decides (redirects), the result is compared with a plain http
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import gzip
 import hashlib
@@ -26,7 +27,9 @@ from starlette.requests import Request
 
 from fakes.asgi import serve_app
 from fakes.http_server import Reply, free_port, serve_http
-from imagegate.providers.transport import AiohttpTransport, UpstreamClient
+from imagegate.upstream import client as client_module
+from imagegate.upstream.client import UpstreamClient
+from imagegate.upstream.transport import AiohttpTransport
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -108,7 +111,8 @@ def upstream_app(state: Upstream) -> Any:
                 state.hangs += 1
             await _until_disconnect(receive)
         elif path == "/redirect":
-            await _reply(send, 302, b"", [(b"location", b"/echo?redirected=1")])
+            status = int(request.query_params.get("status", "302"))
+            await _reply(send, status, b"", [(b"location", b"/echo?redirected=1")])
         else:
             await _reply(send, 404, b"not found", [])
 
@@ -521,6 +525,11 @@ async def _both(
         return await call(upstream), await call(plain)
 
 
+def _undated(response: httpx.Response) -> list[tuple[str, str]]:
+    """The response headers but ``date``, which two calls may see a second apart."""
+    return [(name, value) for name, value in response.headers.multi_items() if name != "date"]
+
+
 def _seen(response: httpx.Response) -> list[tuple[str, str]]:
     """The request headers the echo server saw, in a stable order."""
     return sorted((name, value) for name, value in response.json()["headers"])
@@ -552,7 +561,7 @@ async def test_short_path_matches_httpx_s_path(base_url: str, name: str) -> None
     short, plain = await _both(lambda http: PLAIN_CALLS[name](http, base_url))
     assert _short(short) and not _short(plain)
     assert short.status_code == plain.status_code
-    assert short.headers.multi_items() == plain.headers.multi_items()
+    assert _undated(short) == _undated(plain)
     assert short.content == plain.content
     assert (short.http_version, short.reason_phrase) == (plain.http_version, plain.reason_phrase)
     assert short.url == plain.url == short.request.url
@@ -672,3 +681,66 @@ async def test_upstream_cookies_are_not_kept(base_url: str) -> None:
         echo = await http.get(f"{base_url}/echo")
         assert _short(echo)  # still plain: no cookie turned the short path off
         assert "cookie" not in dict(echo.json()["headers"])
+
+
+def _httpx_private_names() -> set[str]:
+    """The private attributes and methods of httpx's client: free to change in any release."""
+    names = set(dir(httpx.AsyncClient)) | set(vars(httpx.AsyncClient()))
+    return {name for name in names if name.startswith("_") and not name.startswith("__")}
+
+
+def test_upstream_client_uses_only_httpx_s_public_api() -> None:
+    """UpstreamClient neither reads httpx's private state nor names its own after it, so an
+    httpx release that renames its internals cannot silently break or bypass the short path."""
+    source = Path(client_module.__file__).read_text()
+    tree = ast.parse(source)
+    [cls] = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == "UpstreamClient"]
+    used = {
+        node.attr
+        for node in ast.walk(cls)
+        if isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Name)
+        and node.value.id == "self"
+    }
+    assert not used & _httpx_private_names()
+
+
+async def test_short_path_keeps_client_params_mounts_and_later_settings(base_url: str) -> None:
+    async with UpstreamClient(transport=AiohttpTransport(), params={"v": "1"}) as http:
+        response = await http.post(f"{base_url}/echo", content=b"{}")
+        assert response.json()["query"] == "v=1"  # client-level params, as httpx sends them
+
+    def mounted(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"mounted": str(request.url)})
+
+    mounts = {f"{base_url}/": httpx.MockTransport(mounted)}
+    async with UpstreamClient(transport=AiohttpTransport(), mounts=mounts) as http:
+        response = await http.post(f"{base_url}/echo", content=b"{}")
+        assert response.json() == {"mounted": f"{base_url}/echo"}  # the mount answered
+
+    async with UpstreamClient(transport=AiohttpTransport()) as http:
+        http.auth = httpx.BasicAuth("u", "p")  # set after construction: httpx's path
+        response = await http.post(f"{base_url}/echo", content=b"{}")
+        assert not _short(response)
+        assert dict(response.json()["headers"])["authorization"].startswith("Basic ")
+        http.auth = None
+        http.follow_redirects = True
+        followed = await http.post(f"{base_url}/redirect", content=b"{}")
+        assert followed.json()["query"] == "redirected=1"
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+async def test_short_path_offers_the_redirect_httpx_would(base_url: str, status: int) -> None:
+    short, plain = await _both(
+        lambda http: http.post(
+            f"{base_url}/redirect?status={status}",
+            content=b'{"a": 1}',
+            headers={"Authorization": "Bearer sk", "Content-Type": "application/json"},
+        )
+    )
+    assert _short(short) and short.status_code == plain.status_code == status
+    ours, theirs = short.next_request, plain.next_request
+    assert ours is not None and theirs is not None
+    assert (ours.method, ours.url) == (theirs.method, theirs.url)
+    assert ours.headers.multi_items() == theirs.headers.multi_items()
+    assert ours.read() == theirs.read()

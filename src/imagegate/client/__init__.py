@@ -1,47 +1,42 @@
-"""The imagegate Python SDK: the reference ``ImagesApi`` surface, typed, over httpx.
+"""Re-export of the SDK, which ships as its own distribution ``imagegate-client``.
 
-from imagegate.client import ApiClient, Configuration, ImagesApi
-
-api = ImagesApi(ApiClient(Configuration(host="http://127.0.0.1:8080/v1", access_token=KEY)))
-result = api.create_image(model="imagegate/sandbox", prompt="a red fox", size="512x512")
-result.data[0].save("fox.png")
+The code lives in ``clients/python`` (import ``imagegate_client``); this name stays so that
+code written against ``imagegate.client`` keeps working.
 """
 
-from imagegate.client.api_client import ApiClient, AsyncApiClient
-from imagegate.client.configuration import Configuration
-from imagegate.client.errors import (
+from imagegate_client import (
+    ApiClient,
     ApiConnectionError,
     ApiError,
     ApiException,
     ApiTimeoutError,
+    AsyncApiClient,
+    AsyncImagesApi,
+    AsyncImageStream,
+    Attempt,
     BadRequestException,
+    Configuration,
     ForbiddenException,
+    Image,
+    ImageCompletedEvent,
+    ImageGenerationRequest,
+    ImageGenerationResponse,
+    ImagePartialImageEvent,
+    ImagesApi,
+    ImagesEditRequest,
+    ImagesResponse,
+    ImageStream,
+    ImageStreamEvent,
+    ImageVariationRequest,
+    Meta,
     NotFoundException,
     PaymentRequiredException,
+    ProviderRoutingOptions,
     ServiceException,
     StreamError,
     TooManyRequestsException,
     UnauthorizedException,
-)
-from imagegate.client.images_api import AsyncImagesApi, ImagesApi
-from imagegate.client.models import (
-    Attempt,
-    Image,
-    ImageGenerationRequest,
-    ImageGenerationResponse,
-    ImagesEditRequest,
-    ImagesResponse,
-    ImageVariationRequest,
-    Meta,
-    ProviderRoutingOptions,
     Usage,
-)
-from imagegate.client.streaming import (
-    AsyncImageStream,
-    ImageCompletedEvent,
-    ImagePartialImageEvent,
-    ImageStream,
-    ImageStreamEvent,
 )
 
 __all__ = [

@@ -1,0 +1,1 @@
+"""Below the adapters: the HTTP wire to upstream providers (aiohttp under httpx's API)."""
