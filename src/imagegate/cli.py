@@ -176,7 +176,7 @@ def models(config: ConfigOption = None) -> None:
     settings = _settings(config)
     configs: dict[str, ProviderConfig] = {p.id: p for p in merge_providers(settings.providers)}
     table = Table("model", "aliases", "operations", "providers", "available")
-    for spec in Catalog.load(settings.models, set(configs)):
+    for spec in Catalog.load(settings.models, {k: c.type for k, c in configs.items()}):
         available = any(_has_credentials(configs[e.provider]) for e in spec.endpoints)
         table.add_row(
             spec.id,
