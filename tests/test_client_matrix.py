@@ -36,8 +36,8 @@ def client(gw: RunningGateway) -> OpenAI:
 
 
 def test_python_sync_generate_and_retrieve_model(client: OpenAI) -> None:
-    result = client.images.generate(model="imagegate/sandbox", prompt="a fox", size="80x48")
-    assert open_image(base64.b64decode(result.data[0].b64_json or "")).size == (80, 48)
+    result = client.images.generate(model="imagegate/sandbox", prompt="a fox", size="96x64")
+    assert open_image(base64.b64decode(result.data[0].b64_json or "")).size == (96, 64)
     model = client.models.retrieve("imagegate/sandbox")
     assert model.id == "imagegate/sandbox" and model.object == "model"
     with pytest.raises(NotFoundError):
