@@ -239,3 +239,20 @@ def test_generate_without_a_key_says_how_to_pass_one(gw: RunningGateway, tmp_pat
     assert result.returncode != 0
     for hint in ("--api-key", "IMAGEGATE_API_KEY", "admin-key"):
         assert hint in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/admin/keys", {"name": "x", "credits": 6.06e307}, "credits"),
+        ("/admin/keys", {"name": "x", "rpm": 2**63}, "rpm"),
+        ("/admin/keys/anykey/credits", {"amount": 1.6e307}, "amount"),
+    ],
+)
+def test_admin_numbers_out_of_range_are_400_naming_the_field(
+    gw: RunningGateway, path: str, body: dict[str, Any], param: str
+) -> None:
+    """Found by the fuzz run (tests/test_openapi_fuzz.py): these were 500s."""
+    r = _post(gw, path, json=body)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["param"] == param

@@ -145,10 +145,15 @@ SCHEMAS: dict[str, Any] = {
             "name": {**STR, "minLength": 1},
             "models": {**STR_LIST, "description": "Model ids this key may use (all if absent)."},
             "admin": BOOL,
-            "credits": {**NUM, "minimum": 0, "description": "USD; no credit limit if absent."},
-            "rpm": {**INT, "minimum": 1},
-            "ipm": {**INT, "minimum": 1, "description": "Images per minute."},
-            "max_concurrent": {**INT, "minimum": 1},
+            "credits": {
+                **NUM,
+                "minimum": 0,
+                "maximum": 1_000_000_000,
+                "description": "USD; no credit limit if absent.",
+            },
+            "rpm": {**INT, "minimum": 1, "maximum": 2**31 - 1},
+            "ipm": {**INT, "minimum": 1, "maximum": 2**31 - 1, "description": "Images per minute."},
+            "max_concurrent": {**INT, "minimum": 1, "maximum": 2**31 - 1},
         },
     ),
     "ApiKey": obj(
@@ -175,7 +180,12 @@ SCHEMAS: dict[str, Any] = {
     "TopUpRequest": obj(
         ["amount"],
         {
-            "amount": {**NUM, "exclusiveMinimum": 0, "description": "USD to add."},
+            "amount": {
+                **NUM,
+                "exclusiveMinimum": 0,
+                "maximum": 1_000_000_000,
+                "description": "USD to add.",
+            },
             "note": {**STR, "maxLength": 200},
         },
     ),
