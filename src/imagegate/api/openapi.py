@@ -129,14 +129,17 @@ _READ_ERRORS = (401, 429, 500)
 _ADMIN_ERRORS = (400, 401, 403, 404, 413, 415, 429, 500)
 
 
-def _path(name: str, description: str) -> dict[str, Any]:
-    return {
+def _path(name: str, description: str, example: str | None = None) -> dict[str, Any]:
+    param: dict[str, Any] = {
         "name": name,
         "in": "path",
         "required": True,
         "description": description,
         "schema": {"type": "string"},
     }
+    if example is not None:
+        param["example"] = example
+    return param
 
 
 def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
@@ -229,7 +232,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "Retrieve a model",
         _ok("Model"),
         (*_READ_ERRORS, 404),
-        parameters=[_path("model_id", "Model id (may contain `/`) or alias.")],
+        parameters=[_path("model_id", "Model id (may contain `/`) or alias.", "imagegate/sandbox")],
     ),
     ("get", "/v1/files/{file_id}"): _op(
         "downloadFile",
@@ -347,6 +350,17 @@ def _error_responses() -> dict[str, Any]:
     }
 
 
+def _undeclared(op: dict[str, Any]) -> None:
+    """A route added without an entry in ``OPERATIONS`` still gets a camelCase
+    operationId and the error statuses every authenticated route can answer."""
+    words = str(op.get("summary") or op.get("operationId") or "operation").split()
+    op["operationId"] = words[0].lower() + "".join(w.capitalize() for w in words[1:])
+    for status in (400, 401, 403, 404, 429, 500):
+        op.setdefault("responses", {})[str(status)] = {
+            "$ref": f"#/components/responses/Error{status}"
+        }
+
+
 def document(app: FastAPI) -> dict[str, Any]:
     """FastAPI's paths, with each operation replaced by its declaration above."""
     doc = get_openapi(
@@ -358,7 +372,8 @@ def document(app: FastAPI) -> dict[str, Any]:
             if declared is not None:
                 op.pop("responses", None)
                 op.update(declared)
-            op.setdefault("operationId", op.get("operationId"))
+            else:
+                _undeclared(op)
     components = doc.setdefault("components", {})
     components.setdefault("schemas", {}).update({**SCHEMAS, **request_schemas()})
     components["responses"] = _error_responses()
