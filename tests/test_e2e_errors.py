@@ -358,6 +358,12 @@ def test_openapi_docs_served(stack: Stack) -> None:
     multipart = edit["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
     assert spec["components"]["schemas"][multipart]["properties"]["image"]
     assert "application/json" in edit
+    ops = {op["operationId"]: op for item in spec["paths"].values() for op in item.values()}
+    assert {"createImage", "createImageEdit", "createImageVariation", "retrieveModel"} <= set(ops)
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    statuses = set(ops["createImage"]["responses"])
+    assert {"200", "400", "401", "402", "403", "404", "413", "415", "429", "503"} <= statuses
+    assert ops["retrieveModel"]["parameters"][0]["name"] == "model_id"
 
 
 def test_client_gone_mid_body_is_logged_499_not_500(stack: Stack) -> None:

@@ -355,8 +355,11 @@ def _undeclared(op: dict[str, Any]) -> None:
     operationId and the error statuses every authenticated route can answer."""
     words = str(op.get("summary") or op.get("operationId") or "operation").split()
     op["operationId"] = words[0].lower() + "".join(w.capitalize() for w in words[1:])
+    # FastAPI would claim a JSON body of any shape; claim nothing rather than a wrong type
+    # (an HTML page, say), until the route is declared above.
+    op["responses"] = {"200": {"description": "Successful response (not declared yet)."}}
     for status in (400, 401, 403, 404, 429, 500):
-        op.setdefault("responses", {})[str(status)] = {
+        op["responses"][str(status)] = {
             "$ref": f"#/components/responses/Error{status}"
         }
 
