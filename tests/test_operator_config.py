@@ -256,3 +256,23 @@ def test_admin_numbers_out_of_range_are_400_naming_the_field(
     r = _post(gw, path, json=body)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
+
+
+def test_readme_config_without_size_rules_takes_its_upstreams_sizes(tmp_path: Path) -> None:
+    from imagegate.config import load_settings
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    yaml_block = next(b for b in readme.split("```yaml\n")[1:] if "providers:" in b)
+    config = tmp_path / "imagegate.yaml"
+    config.write_text(yaml_block.split("```")[0])
+    settings = load_settings(config)
+    types = {p.id: p.type for p in merge_providers(settings.providers)}
+    catalog = Catalog.load(settings.models, types)
+
+    def size(model: str, value: str) -> tuple[int, int]:
+        spec = catalog.resolve(model)
+        return resolve_size(spec, ImageRequest(operation="generate", model=spec.id, size=value))
+
+    assert size("acme/fast-image", "1536x1024") == (1536, 1024)  # gpt-image-1's sizes
+    assert size("acme/sd-turbo", "512x768") == (512, 768)  # local: multiples of 8
+    assert settings.defaults == {"generate": "acme/fast-image", "variation": "imagegate/sandbox"}
