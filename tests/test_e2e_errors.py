@@ -155,7 +155,7 @@ def test_401_bad_key(stack: Stack, token: str) -> None:
         json={"model": "sandbox", "prompt": "x"},
         headers={"Authorization": f"Bearer {token}"} if token else {},
     )
-    assert_error(response, 401, "authentication_error", "invalid_api_key", None)
+    assert_error(response, 401, "invalid_request_error", "invalid_api_key", None)
 
 
 def test_403_model_not_allowed_and_admin_only(stack: Stack) -> None:
@@ -263,9 +263,11 @@ def test_502_503_504_from_routing(stack: Stack) -> None:
     down = call(stack, GEN, json={"model": "test/always-down", "prompt": "x", "size": "256x256"})
     assert_error(down, 502, "upstream_error", "upstream_failed", None)
     no_key = call(stack, GEN, json={"model": "openai/gpt-image-1", "prompt": "x"})
-    assert_error(no_key, 503, "server_error", "no_provider_available", "provider")
+    assert_error(no_key, 503, "server_error", "no_provider_available", None)
+    assert "OPENAI_API_KEY" in no_key.json()["error"]["message"]
     alpha = call(stack, GEN, json={"model": "test/alpha-only", "prompt": "x", "size": "256x256"})
-    assert_error(alpha, 503, "server_error", "no_provider_available", "provider")
+    assert_error(alpha, 503, "server_error", "no_provider_available", None)
+    assert "include_alpha" in alpha.json()["error"]["message"]
     slow = call(stack, GEN, json={"model": "test/slow", "prompt": "x", "size": "256x256"})
     assert_error(slow, 504, "upstream_error", "upstream_timeout", None)
 
@@ -360,8 +362,15 @@ def test_openapi_docs_served(stack: Stack) -> None:
     assert httpx.get(f"{stack.gateway.url}/docs").status_code == 200
     spec = httpx.get(f"{stack.gateway.url}/openapi.json").json()
     edit = spec["paths"]["/v1/images/edits"]["post"]["requestBody"]["content"]
-    assert edit["multipart/form-data"]["schema"]["properties"]["image"]
+    multipart = edit["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+    assert spec["components"]["schemas"][multipart]["properties"]["image"]
     assert "application/json" in edit
+    ops = {op["operationId"]: op for item in spec["paths"].values() for op in item.values()}
+    assert {"createImage", "createImageEdit", "createImageVariation", "retrieveModel"} <= set(ops)
+    assert spec["components"]["securitySchemes"]["bearerAuth"]["scheme"] == "bearer"
+    statuses = set(ops["createImage"]["responses"])
+    assert {"200", "400", "401", "402", "403", "404", "413", "415", "429", "503"} <= statuses
+    assert ops["retrieveModel"]["parameters"][0]["name"] == "model_id"
 
 
 def test_client_gone_mid_body_is_logged_499_not_500(stack: Stack) -> None:

@@ -92,7 +92,7 @@ def test_malformed_tokens_are_rejected(store: KeyStore, token: str) -> None:
     with pytest.raises(Unauthorized) as info:
         store.authenticate(token)
     assert info.value.message == INCORRECT_KEY_MESSAGE
-    assert info.value.to_dict()["error"]["type"] == "authentication_error"
+    assert info.value.to_dict()["error"]["type"] == "invalid_request_error"
 
 
 def test_secret_may_contain_underscores(store: KeyStore) -> None:

@@ -40,6 +40,7 @@ def test_every_example_runs(docs_gateway: RunningGateway, tmp_path: Path) -> Non
     assert len(found) >= 7
     for language, code in found:
         code = code.replace("http://127.0.0.1:8080", docs_gateway.url)
+        code = code.replace(".venv/bin/imagegate", str(Path(sys.executable).parent / "imagegate"))
         command = [sys.executable, "-c", code] if language == "python" else ["bash", "-ec", code]
         result = subprocess.run(
             command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120

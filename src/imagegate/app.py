@@ -26,11 +26,10 @@ from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from imagegate.accounts.usage import UsageBook
-from imagegate.api import admin, generations, images, misc, prometheus, usage
+from imagegate.api import admin, generations, images, misc, openapi, prometheus, usage
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.middleware import RequestContextMiddleware
-from imagegate.api.openapi import edit_body, generation_body, variation_body
 from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.spec import CatalogError
@@ -74,12 +73,25 @@ def check_settings(settings: Settings) -> None:
                 f"build (available: {', '.join(sorted(ADAPTERS))})"
             )
     try:
-        Catalog.load(settings.models, {c.id for c in configs})
+        catalog = Catalog.load(settings.models, {c.id: c.type for c in configs})
     except CatalogError as exc:
         model_id = str(exc).split("'")[1] if "'" in str(exc) else ""
         line = settings.model_lines.get(model_id)
         where = f"{settings.config_file} line {line}: " if line else ""
         raise ConfigError(f"{where}models: {exc}") from None
+    _check_defaults(settings, catalog)
+
+
+def _check_defaults(settings: Settings, catalog: Catalog) -> None:
+    """Each ``defaults:`` entry names a model that exists and does that operation."""
+    for operation, model_id in settings.defaults.items():
+        where = f"{settings.config_file}: defaults.{operation}"
+        try:
+            spec = catalog.resolve(model_id)
+        except GatewayError:
+            raise ConfigError(f"{where}: unknown model '{model_id}'") from None
+        if operation not in spec.operations:
+            raise ConfigError(f"{where}: model '{model_id}' does not support {operation}")
 
 
 async def build_gateway(settings: Settings) -> Gateway:
@@ -115,7 +127,9 @@ async def build_gateway(settings: Settings) -> Gateway:
             ) from exc
 
     providers = build_providers(provider_configs, ProviderContext(http, fetch_upstream))
-    catalog = Catalog.load(settings.models, set(providers))
+    catalog = Catalog.load(
+        settings.models, {pid: p.config.type for pid, p in providers.items()}
+    )
     store = open_store(settings.storage_url, settings.data_dir, settings.url_ttl_s)
     resolver = InputResolver(
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
@@ -236,6 +250,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     _routes(app)
+    openapi.install(app)
     return app
 
 
@@ -293,22 +308,11 @@ def _routes(app: FastAPI) -> None:
             **extra,
         )
 
-    route(
-        "/v1/images/generations",
-        images.create_image,
-        "POST",
-        "images",
-        openapi_extra=generation_body(),
-    )
-    route("/v1/images/edits", images.create_image_edit, "POST", "images", openapi_extra=edit_body())
-    route(
-        "/v1/images/variations",
-        images.create_image_variation,
-        "POST",
-        "images",
-        openapi_extra=variation_body(),
-    )
+    route("/v1/images/generations", images.create_image, "POST", "images")
+    route("/v1/images/edits", images.create_image_edit, "POST", "images")
+    route("/v1/images/variations", images.create_image_variation, "POST", "images")
     route("/v1/models", misc.list_models, "GET", "models")
+    route("/v1/models/{model_id:path}", misc.retrieve_model, "GET", "models")
     route("/v1/files/{file_id}", misc.get_file, "GET", "files")
     route("/healthz", misc.healthz, "GET", "health")
     route("/metrics", prometheus.prometheus_metrics, "GET", "health")

@@ -189,7 +189,7 @@ def models(
         _check_lifecycle(list(Catalog.load(settings.models, set(configs))))
         return
     table = Table("model", "aliases", "operations", "providers", "available")
-    for spec in Catalog.load(settings.models, set(configs)):
+    for spec in Catalog.load(settings.models, {k: c.type for k, c in configs.items()}):
         available = any(_has_credentials(configs[e.provider]) for e in spec.endpoints)
         table.add_row(
             spec.id,

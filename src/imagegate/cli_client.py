@@ -28,7 +28,7 @@ from imagegate.client import (
     ImagesEditRequest,
     ImageVariationRequest,
 )
-from imagegate.client.configuration import DEFAULT_HOST, local_admin_key
+from imagegate.client.configuration import DEFAULT_HOST, admin_key_path, local_admin_key
 from imagegate.client.images_api import HttpInfo
 
 err_console = Console(stderr=True)
@@ -190,7 +190,10 @@ def _run(
     verb: str,
     call: Callable[[ImagesApi], HttpInfo],
 ) -> None:
-    config = Configuration(host=base_url, access_token=api_key or local_admin_key())
+    token = api_key or local_admin_key()
+    if token is None:
+        _fail(_NO_KEY.format(path=admin_key_path()), as_json, code=2)
+    config = Configuration(host=base_url, access_token=token)
     with ApiClient(config) as client:
         api = ImagesApi(client)
         try:
@@ -238,6 +241,13 @@ def _save(result: ImageGenerationResponse, headers: dict[str, str], out: Path) -
     )
     ext = {"jpeg": "jpg"}.get(result.output_format or "png", result.output_format or "png")
     return [image.save(out / f"{stem}-{i}.{ext}") for i, image in enumerate(result.data)]
+
+
+_NO_KEY = (
+    "no API key. Pass one with --api-key KEY, set IMAGEGATE_API_KEY, or point "
+    "IMAGEGATE_DATA_DIR at the server's data dir so its admin-key file is read "
+    "(looked for {path})."
+)
 
 
 def _fail_api(exc: ApiError, as_json: bool) -> NoReturn:

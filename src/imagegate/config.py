@@ -31,6 +31,7 @@ PROVIDER_TYPES = (
     "local",
 )
 STATUSES = ("stable", "beta", "alpha")
+OPERATIONS = ("generate", "edit", "variation")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MB = 1024 * 1024
 
@@ -81,6 +82,7 @@ class Settings:
     providers: list[ProviderConfig] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
     model_lines: dict[str, int] = field(default_factory=dict)
+    defaults: dict[str, str] = field(default_factory=dict)  # operation -> model id
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     limits: Limits = field(default_factory=Limits)
     fetch: FetchSettings = field(default_factory=FetchSettings)
@@ -134,6 +136,7 @@ def _apply_file(settings: Settings, path: Path) -> None:
         "storage",
         "metrics",
         "credits",
+        "defaults",
     }
     for key, node in top.items():
         if key not in known:
@@ -152,6 +155,13 @@ def _apply_file(settings: Settings, path: Path) -> None:
             settings.model_lines[model["id"]] = item.start_mark.line + 1
     if "routing" in top:
         _routing(doc, top["routing"], settings.routing)
+    if "defaults" in top:
+        for key, node in doc.mapping(top["defaults"], "defaults").items():
+            if key not in OPERATIONS:
+                raise doc.error(
+                    node, f"defaults.{key}", f"unknown operation (expected {', '.join(OPERATIONS)})"
+                )
+            settings.defaults[key] = doc.string(node, f"defaults.{key}")
     if "server" in top:
         server = doc.mapping(top["server"], "server")
         for key, node in server.items():

@@ -17,6 +17,8 @@ from imagegate.api.state import gateway
 from imagegate.core.errors import InvalidRequest, NotFound
 
 _KEY_FIELDS = {"name", "models", "admin", "credits", "rpm", "ipm", "max_concurrent"}
+MAX_USD = 1_000_000_000  # far below the int64 micro-USD columns, so sums cannot overflow
+MAX_LIMIT = 2**31 - 1  # rpm, ipm and max_concurrent are 32-bit integer columns
 
 
 def key_json(key: ApiKey) -> dict[str, Any]:
@@ -56,9 +58,13 @@ async def create_key(request: Request) -> Response:
             gw.catalog.resolve(model)
     credits = raw.get("credits")
     if credits is not None and (
-        isinstance(credits, bool) or not isinstance(credits, int | float) or credits < 0
+        isinstance(credits, bool)
+        or not isinstance(credits, int | float)
+        or not 0 <= credits <= MAX_USD
     ):
-        raise InvalidRequest("'credits' must be a number of USD >= 0.", param="credits")
+        raise InvalidRequest(
+            f"'credits' must be a number of USD from 0 to {MAX_USD}.", param="credits"
+        )
     rpm, ipm, concurrent = (_positive_int(raw, name) for name in ("rpm", "ipm", "max_concurrent"))
     admin = as_bool("admin", raw.get("admin", False))
     key, plaintext = await run_in_threadpool(
@@ -93,8 +99,8 @@ def _positive_int(raw: dict[str, Any], name: str) -> int | None:
     if raw.get(name) is None:
         return None
     value = as_int(name, raw[name])
-    if value < 1:
-        raise InvalidRequest(f"'{name}' must be >= 1.", param=name)
+    if not 1 <= value <= MAX_LIMIT:
+        raise InvalidRequest(f"'{name}' must be between 1 and {MAX_LIMIT}.", param=name)
     return value
 
 
@@ -109,8 +115,10 @@ async def top_up(request: Request) -> Response:
         field = sorted(unknown)[0]
         raise InvalidRequest(f"Unknown field '{field}'.", param=field, code="unknown_parameter")
     amount = raw.get("amount")
-    if isinstance(amount, bool) or not isinstance(amount, int | float) or amount <= 0:
-        raise InvalidRequest("'amount' must be a positive number of USD.", param="amount")
+    if isinstance(amount, bool) or not isinstance(amount, int | float) or not 0 < amount <= MAX_USD:
+        raise InvalidRequest(
+            f"'amount' must be a positive number of USD, at most {MAX_USD}.", param="amount"
+        )
     note = raw.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > 200):
         raise InvalidRequest("'note' must be a string of at most 200 characters.", param="note")

@@ -9,6 +9,7 @@ text; bracket-encoded keys (``provider[order][]=a``, as openai-python sends
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -16,27 +17,76 @@ import orjson
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import ImageRequest, Operation, RoutingPreferences
 
-_STRINGS = (
-    "model",
-    "prompt",
-    "size",
-    "quality",
-    "style",
-    "response_format",
-    "output_format",
-    "background",
-    "moderation",
-    "user",
-    "input_fidelity",
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One request field: how the parser coerces it and how the OpenAPI document shows it.
+
+    ``choices`` are enforced here for every model; ``values`` are only documented, since
+    which of them a model takes is the catalog's rule (``catalog.rules``)."""
+
+    name: str
+    kind: str  # string | integer | boolean | object
+    description: str
+    operations: frozenset[Operation] = frozenset(("generate", "edit", "variation"))
+    choices: tuple[str, ...] = ()
+    values: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    example: Any = None
+
+
+_GEN_EDIT: frozenset[Operation] = frozenset(("generate", "edit"))
+FIELDS: tuple[Field, ...] = (
+    Field("model", "string", "Model id or alias; the config's `defaults:` when left out.",
+          example="imagegate/sandbox"),
+    Field("prompt", "string", "What to draw, or how to change the input.", _GEN_EDIT,
+          example="a red fox in the snow"),
+    Field("n", "integer", "Number of images.", minimum=1, maximum=10),
+    Field("size", "string", "`auto` or WIDTHxHEIGHT; each model's GET /v1/models entry lists "
+          "what it takes.", example="1024x1024"),
+    Field("quality", "string", "Model-dependent quality.", _GEN_EDIT,
+          values=("auto", "low", "medium", "high", "standard", "hd")),
+    Field("style", "string", "dall-e-3 style.", frozenset(("generate",)),
+          values=("vivid", "natural")),
+    Field("response_format", "string", "Return base64 or a signed URL.",
+          choices=("url", "b64_json")),
+    Field("output_format", "string", "Image file format.", _GEN_EDIT,
+          choices=("png", "jpeg", "webp")),
+    Field("output_compression", "integer", "0-100, for jpeg and webp.", _GEN_EDIT,
+          minimum=0, maximum=100),
+    Field("background", "string", "Background transparency.", _GEN_EDIT,
+          values=("auto", "transparent", "opaque")),
+    Field("moderation", "string", "Upstream moderation level.", _GEN_EDIT,
+          values=("auto", "low")),
+    Field("user", "string", "End-user id, passed on."),
+    Field("input_fidelity", "string", "How closely to keep the input's features.",
+          frozenset(("edit",)), values=("high", "low")),
+    Field("stream", "boolean", "Answer with server-sent events.", _GEN_EDIT),
+    Field("partial_images", "integer", "Partial images to stream.", _GEN_EDIT,
+          minimum=0, maximum=3),
+    Field("meta", "boolean", "Add routing metadata (`meta`) to the response."),
+    Field("usage", "boolean", "Add `cost_usd` and `images` to `usage`."),
+    Field("seed", "integer", "Seed, for providers that take one."),
+    Field("provider", "object", "Routing preferences (see RoutingPreferences)."),
 )
-_INTS = ("n", "output_compression", "partial_images", "seed")
-_BOOLS = ("stream", "meta", "usage")
+ROUTING_FIELDS: tuple[Field, ...] = (
+    Field("order", "array", "Provider ids to try first, in order."),
+    Field("only", "array", "Use only these provider ids."),
+    Field("ignore", "array", "Never use these provider ids."),
+    Field("include_alpha", "boolean", "Also route to alpha providers."),
+    Field("allow_fallbacks", "boolean", "Try other endpoints after the first fails."),
+    Field("sort", "string", "Order endpoints by this.", choices=("price", "latency", "throughput")),
+    Field("max_price", "number", "Highest USD per image to pay."),
+    Field("require_parameters", "boolean", "Skip endpoints that would drop a field."),
+)
+_BY_NAME = {f.name: f for f in FIELDS}
+_STRINGS = tuple(f.name for f in FIELDS if f.kind == "string")
+_INTS = tuple(f.name for f in FIELDS if f.kind == "integer")
+_BOOLS = tuple(f.name for f in FIELDS if f.kind == "boolean")
 _IMAGE_FIELDS = ("image", "images", "mask")
-_CHOICES = {
-    "response_format": ("url", "b64_json"),
-    "output_format": ("png", "jpeg", "webp"),
-}
-_SORTS = ("price", "latency", "throughput")
+_CHOICES = {f.name: f.choices for f in FIELDS if f.choices}
+_SORTS = next(f.choices for f in ROUTING_FIELDS if f.name == "sort")
 _KEY_PART = re.compile(r"\[([^\]]*)\]")
 
 
@@ -72,8 +122,13 @@ def _insert(target: dict[str, Any], path: list[str], value: str) -> None:
     _insert(child, rest, value)
 
 
-def build_request(operation: Operation, raw: dict[str, Any]) -> ImageRequest:
-    """Coerce and check the scalar fields; image inputs are resolved separately."""
+def build_request(
+    operation: Operation, raw: dict[str, Any], default_model: str | None = None
+) -> ImageRequest:
+    """Coerce and check the scalar fields; image inputs are resolved separately.
+
+    ``default_model`` (config ``defaults:``) stands in for a missing ``model``, as OpenAI
+    defaults it; without one a missing model stays a 400."""
     req = ImageRequest(operation=operation, model="")
     for name, value in raw.items():
         if value is None or name in _IMAGE_FIELDS:
@@ -88,6 +143,8 @@ def build_request(operation: Operation, raw: dict[str, Any]) -> ImageRequest:
             req.provider = _routing(value)
         else:
             req.extra[name] = value
+    if not req.model and default_model:
+        req.model = default_model
     if not req.model:
         raise InvalidRequest(
             "Missing required parameter: 'model'.",

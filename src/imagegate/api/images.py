@@ -95,7 +95,7 @@ def _prepare(
     gw: Gateway, key: ApiKey, operation: Operation, raw: dict[str, Any]
 ) -> tuple[ImageRequest, ModelSpec]:
     """Scalar fields, model lookup and the key's model permission — before any fetch."""
-    req = build_request(operation, raw)
+    req = build_request(operation, raw, gw.settings.defaults.get(operation))
     spec = gw.catalog.resolve(req.model)
     authorize_model(key, spec)
     lifecycle.refuse_if_retired(spec)  # before any input fetch or upstream call

@@ -13,7 +13,7 @@ from typing import Any
 
 from imagegate.api.body import FilePart
 from imagegate.core.errors import InvalidRequest, NotFound
-from imagegate.core.types import InputImage
+from imagegate.core.types import OUTPUT_FORMATS, InputImage
 from imagegate.media.fetch import SafeFetcher
 from imagegate.media.images import probe_image
 from imagegate.storage.base import ImageStore
@@ -87,7 +87,13 @@ class InputResolver:
         return self.probe(_b64decode(text, param), param)
 
     async def from_file_id(self, file_id: str, param: str) -> InputImage:
+        """A stored file by its id, with or without the format extension the store keeps."""
         stored = await self.store.get(file_id)
+        if stored is None and "." not in file_id:
+            for fmt in OUTPUT_FORMATS:
+                stored = await self.store.get(f"{file_id}.{fmt}")
+                if stored is not None:
+                    break
         if stored is None:
             raise NotFound(f"No file with id '{file_id}'.", param=param, code="file_not_found")
         return self.probe(stored.data, param, file_id)

@@ -10,8 +10,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from imagegate.api.auth import authenticate
-from imagegate.api.state import gateway
+from imagegate.api.state import Gateway, gateway
 from imagegate.catalog import lifecycle
+from imagegate.catalog.catalog import unknown_model
+from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import NotFound
 
 _STARTED = int(time.time())  # catalog entries carry no creation date; report start-up
@@ -27,45 +29,64 @@ async def list_models(request: Request) -> Response:
     """GET /v1/models: every catalog model, its operations, status and availability."""
     gw = gateway(request)
     key = await authenticate(request)
-    data = []
-    for spec in gw.catalog:
-        if not key.allows_model(spec.id, spec.aliases) or lifecycle.is_retired(spec):
-            continue  # a shut-down model is not offered (OpenAI's list drops them too)
-        endpoints = []
-        for endpoint in lifecycle.live_endpoints(spec).endpoints:
-            provider = gw.providers.get(endpoint.provider)
-            endpoints.append(
-                {
-                    "provider": endpoint.provider,
-                    "upstream_model": endpoint.upstream_model,
-                    "status": provider.config.status if provider else "unknown",
-                    "available": bool(provider and provider.available),
-                    "pricing": endpoint.pricing.to_json() if endpoint.pricing.configured else None,
-                }
-            )
-        statuses = {str(e["status"]) for e in endpoints}
-        data.append(
+    data = [
+        model_object(gw, spec)
+        for spec in gw.catalog
+        # a shut-down model is not offered (OpenAI's list drops them too)
+        if key.allows_model(spec.id, spec.aliases) and not lifecycle.is_retired(spec)
+    ]
+    return _json({"object": "list", "data": data})
+
+
+async def retrieve_model(request: Request) -> Response:
+    """GET /v1/models/{id}: one model (ids contain ``/``; aliases resolve). A model the
+    key may not use is as unknown as a missing one; a shut-down one says when and what
+    replaces it."""
+    gw = gateway(request)
+    key = await authenticate(request)
+    model_id = request.path_params["model_id"]
+    try:
+        spec = gw.catalog.resolve(model_id)
+    except NotFound:
+        raise unknown_model(model_id, param=None) from None
+    if not key.allows_model(spec.id, spec.aliases):
+        raise unknown_model(model_id, param=None)
+    lifecycle.refuse_if_retired(spec)
+    return _json(model_object(gw, spec))
+
+
+def model_object(gw: Gateway, spec: ModelSpec) -> dict[str, Any]:
+    """The one serializer of a model, shared by the list and the single-model route."""
+    endpoints: list[dict[str, Any]] = []
+    for endpoint in lifecycle.live_endpoints(spec).endpoints:
+        provider = gw.providers.get(endpoint.provider)
+        endpoints.append(
             {
-                "id": spec.id,
-                "object": "model",
-                "created": _STARTED,
-                "owned_by": spec.id.split("/", 1)[0],
-                "aliases": list(spec.aliases),
-                "description": spec.description,
-                "operations": sorted(spec.operations),
-                "status": "stable"
-                if "stable" in statuses
-                else (sorted(statuses) or ["unknown"])[0],
-                "available": any(e["available"] for e in endpoints),
-                "sizes": list(spec.sizes),
-                "free_size": _free_size(spec.free_size),
-                "max_n": spec.n_max,
-                "capabilities": _capabilities(spec),
-                "endpoints": endpoints,
-                **lifecycle.model_fields(spec),
+                "provider": endpoint.provider,
+                "upstream_model": endpoint.upstream_model,
+                "status": provider.config.status if provider else "unknown",
+                "available": bool(provider and provider.available),
+                "pricing": endpoint.pricing.to_json() if endpoint.pricing.configured else None,
             }
         )
-    return _json({"object": "list", "data": data})
+    statuses = {e["status"] for e in endpoints}
+    return {
+        "id": spec.id,
+        "object": "model",
+        "created": _STARTED,
+        "owned_by": spec.id.split("/", 1)[0],
+        "aliases": list(spec.aliases),
+        "description": spec.description,
+        "operations": sorted(spec.operations),
+        "status": "stable" if "stable" in statuses else (sorted(statuses) or ["unknown"])[0],
+        "available": any(e["available"] for e in endpoints),
+        "sizes": list(spec.sizes),
+        "free_size": _free_size(spec.free_size),
+        "max_n": spec.n_max,
+        "capabilities": _capabilities(spec),
+        "endpoints": endpoints,
+        **lifecycle.model_fields(spec),
+    }
 
 
 def _capabilities(spec: Any) -> dict[str, Any]:

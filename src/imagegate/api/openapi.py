@@ -1,107 +1,398 @@
-"""Request-body schemas for the OpenAPI document served at /docs.
+"""The OpenAPI document: a contract a client generator and a fuzzer can use.
 
 The routes parse bodies themselves (streamed, capped, both encodings), so FastAPI cannot
-infer these; they are declared here once. In multipart bodies ``image`` and ``mask`` are
-typed as strings: a file part, or text holding a URL, base64 or a data URL.
+infer their shapes. Request bodies are derived here from the one field declaration the
+parser uses (``api.fields.FIELDS``); responses, error statuses, path parameters and
+operationIds (the reference SDKs' ``createImage``, ``createImageEdit``,
+``createImageVariation``) are declared once below and checked against the live server by
+the fuzz test (``tests/test_openapi_fuzz.py``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
-_PROVIDER = {
-    "type": "object",
-    "description": "Routing preferences.",
-    "properties": {
-        "order": {"type": "array", "items": {"type": "string"}},
-        "only": {"type": "array", "items": {"type": "string"}},
-        "ignore": {"type": "array", "items": {"type": "string"}},
-        "include_alpha": {"type": "boolean", "default": False},
-        "allow_fallbacks": {"type": "boolean", "default": True},
-        "sort": {"type": "string", "enum": ["price", "latency", "throughput"]},
-        "max_price": {"type": "number", "description": "USD per image"},
-        "require_parameters": {"type": "boolean", "default": False},
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from imagegate.api.fields import FIELDS, ROUTING_FIELDS, Field
+from imagegate.api.schemas import SCHEMAS
+from imagegate.core.types import Operation
+
+_SCALARS = {"string": "string", "integer": "integer", "boolean": "boolean", "number": "number"}
+_IMAGE_FILE = {"type": "string", "format": "binary"}
+_IMAGE_REF = {"$ref": "#/components/schemas/ImageRef"}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def field_schema(f: Field, multipart: bool = False) -> dict[str, Any]:
+    """The JSON schema of one declared field."""
+    if f.kind == "object":
+        schema: dict[str, Any] = _ref("RoutingPreferences")
+        if multipart:  # openai-python sends extra_body objects as bracketed form fields
+            schema = {"type": "string", "description": "JSON text of RoutingPreferences."}
+        return schema
+    if f.kind == "array":
+        schema = {"type": "array", "items": {"type": "string"}}
+    else:
+        schema = {"type": _SCALARS[f.kind]}
+    schema["description"] = f.description
+    if f.choices:
+        schema["enum"] = list(f.choices)
+    elif f.values:
+        schema["description"] += f" Usually one of: {', '.join(f.values)}."
+    if f.minimum is not None:
+        schema["minimum"] = f.minimum
+    if f.maximum is not None:
+        schema["maximum"] = f.maximum
+    if f.example is not None:
+        schema["example"] = f.example
+    return schema
+
+
+def _properties(operation: Operation, multipart: bool = False) -> dict[str, Any]:
+    return {f.name: field_schema(f, multipart) for f in FIELDS if operation in f.operations}
+
+
+def routing_schema() -> dict[str, Any]:
+    props = {f.name: field_schema(f) for f in ROUTING_FIELDS}
+    props["max_price"]["minimum"] = 0
+    return {"type": "object", "description": "Routing preferences.", "properties": props}
+
+
+def request_schemas() -> dict[str, Any]:
+    """Named request bodies, each derived from the field declaration."""
+    images_text = {"type": "string", "description": "An https URL, base64 or a data URL."}
+    return {
+        "RoutingPreferences": routing_schema(),
+        "ImageRef": {
+            "type": "object",
+            "description": "An input image by URL (https or data URL) or by stored file id.",
+            "properties": {"image_url": {"type": "string"}, "file_id": {"type": "string"}},
+        },
+        "CreateImageRequest": _object(["prompt"], _properties("generate")),
+        "CreateImageEditRequest": _object(
+            ["image", "prompt"],
+            {
+                "image": {
+                    "description": "One image file, or several (repeated `image[]` parts).",
+                    "anyOf": [_IMAGE_FILE, {"type": "array", "items": _IMAGE_FILE}],
+                },
+                "mask": {**_IMAGE_FILE, "description": "Transparent where to edit."},
+                **_properties("edit", multipart=True),
+            },
+        ),
+        "CreateImageEditJsonRequest": _object(
+            ["prompt"],
+            {
+                "images": {"type": "array", "items": _IMAGE_REF, "maxItems": 16},
+                "image": {"anyOf": [images_text, {"type": "array", "items": images_text}]},
+                "mask": {"anyOf": [images_text, _IMAGE_REF]},
+                **_properties("edit"),
+            },
+        ),
+        "CreateImageVariationRequest": _object(
+            ["image"], {"image": _IMAGE_FILE, **_properties("variation", multipart=True)}
+        ),
+    }
+
+
+def _object(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "properties": props}
+
+
+def _json_body(schema: str, required: bool = True) -> dict[str, Any]:
+    return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_IMAGE_BODIES: dict[str, dict[str, Any]] = {
+    "createImage": _json_body("CreateImageRequest"),
+    "createImageEdit": {
+        "required": True,
+        "content": {
+            "multipart/form-data": {"schema": _ref("CreateImageEditRequest")},
+            "application/json": {"schema": _ref("CreateImageEditJsonRequest")},
+        },
+    },
+    "createImageVariation": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": _ref("CreateImageVariationRequest")}},
     },
 }
-_COMMON: dict[str, Any] = {
-    "model": {"type": "string", "example": "imagegate/sandbox"},
-    "n": {"type": "integer", "minimum": 1, "maximum": 10, "default": 1},
-    "size": {"type": "string", "example": "1024x1024", "description": "auto or WIDTHxHEIGHT"},
-    "response_format": {"type": "string", "enum": ["b64_json", "url"]},
-    "user": {"type": "string"},
-    "provider": _PROVIDER,
-    "meta": {"type": "boolean", "description": "Add routing metadata to the response."},
-    "usage": {"type": "boolean", "description": "Add cost_usd and images to usage."},
-    "seed": {"type": "integer"},
-}
-_GENERATION: dict[str, Any] = {
-    "prompt": {"type": "string"},
-    "quality": {"type": "string", "example": "auto"},
-    "style": {"type": "string", "enum": ["vivid", "natural"]},
-    "output_format": {"type": "string", "enum": ["png", "jpeg", "webp"]},
-    "output_compression": {"type": "integer", "minimum": 0, "maximum": 100},
-    "background": {"type": "string", "enum": ["auto", "transparent", "opaque"]},
-    "moderation": {"type": "string", "enum": ["auto", "low"]},
-    "stream": {"type": "boolean"},
-    "partial_images": {"type": "integer", "minimum": 0, "maximum": 3},
-}
-_IMAGE_TEXT = {"type": "string", "description": "A file, or an https URL, base64 or data URL."}
+
+_IMAGE_ERRORS = (400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
+_READ_ERRORS = (401, 429, 500)
+_ADMIN_ERRORS = (400, 401, 403, 404, 413, 415, 429, 500)
 
 
-def _schema(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
+def _path(name: str, description: str, example: str | None = None) -> dict[str, Any]:
+    param: dict[str, Any] = {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": description,
+        "schema": {"type": "string"},
+    }
+    if example is not None:
+        param["example"] = example
+    return param
+
+
+def _query(name: str, description: str, **schema: Any) -> dict[str, Any]:
     return {
-        "type": "object",
-        "required": required,
-        "properties": props,
-        "additionalProperties": True,
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": {"type": "string", **schema},
     }
 
 
-def generation_body() -> dict[str, Any]:
-    schema = _schema(["model", "prompt"], {**_COMMON, **_GENERATION})
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+_IDEMPOTENCY = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "description": "Replays the first response for 24 h instead of generating again.",
+    "schema": {"type": "string", "maxLength": 255},
+}
+_IMAGES_OK = {
+    "description": "The images (JSON), or server-sent events when `stream` is true.",
+    "content": {
+        "application/json": {"schema": _ref("ImagesResponse")},
+        "text/event-stream": {"schema": {"type": "string"}},
+    },
+}
 
 
-def edit_body() -> dict[str, Any]:
-    multipart = _schema(
-        ["model", "image", "prompt"],
-        {
-            **_COMMON,
-            **_GENERATION,
-            "image": {"oneOf": [_IMAGE_TEXT, {"type": "array", "items": _IMAGE_TEXT}]},
-            "mask": _IMAGE_TEXT,
-            "input_fidelity": {"type": "string", "enum": ["high", "low"]},
-        },
-    )
-    ref = {
-        "type": "object",
-        "properties": {"image_url": {"type": "string"}, "file_id": {"type": "string"}},
-    }
-    as_json = _schema(
-        ["model", "prompt"],
-        {
-            **_COMMON,
-            **_GENERATION,
-            "images": {"type": "array", "items": ref, "maxItems": 16},
-            "image": {
-                "oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]
-            },
-            "mask": {"oneOf": [{"type": "string"}, ref]},
-        },
-    )
+def _ok(schema: str, description: str = "OK", status: str = "200") -> dict[str, Any]:
     return {
-        "requestBody": {
-            "required": True,
-            "content": {
-                "multipart/form-data": {"schema": multipart},
-                "application/json": {"schema": as_json},
-            },
+        status: {
+            "description": description,
+            "content": {"application/json": {"schema": _ref(schema)}},
         }
     }
 
 
-def variation_body() -> dict[str, Any]:
-    multipart = _schema(["model", "image"], {**_COMMON, "image": _IMAGE_TEXT})
+def _op(
+    operation_id: str,
+    summary: str,
+    ok: dict[str, Any],
+    errors: Iterable[int],
+    *,
+    parameters: list[dict[str, Any]] | None = None,
+    body: dict[str, Any] | None = None,
+    public: bool = False,
+) -> dict[str, Any]:
+    responses = dict(ok)
+    for status in errors:
+        responses[str(status)] = {"$ref": f"#/components/responses/Error{status}"}
+    op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "responses": responses}
+    if parameters:
+        op["parameters"] = parameters
+    if body:
+        op["requestBody"] = body
+    if public:
+        op["security"] = []
+    return op
+
+
+_KEY_ID = _path("key_id", "The API key's id (not the key itself).")
+OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
+    ("post", "/v1/images/generations"): _op(
+        "createImage",
+        "Create images from a prompt",
+        {"200": _IMAGES_OK},
+        _IMAGE_ERRORS,
+        parameters=[_IDEMPOTENCY],
+        body=_IMAGE_BODIES["createImage"],
+    ),
+    ("post", "/v1/images/edits"): _op(
+        "createImageEdit",
+        "Edit or extend images",
+        {"200": _IMAGES_OK},
+        _IMAGE_ERRORS,
+        parameters=[_IDEMPOTENCY],
+        body=_IMAGE_BODIES["createImageEdit"],
+    ),
+    ("post", "/v1/images/variations"): _op(
+        "createImageVariation",
+        "Create variations of an image",
+        {"200": _IMAGES_OK},
+        _IMAGE_ERRORS,
+        parameters=[_IDEMPOTENCY],
+        body=_IMAGE_BODIES["createImageVariation"],
+    ),
+    ("get", "/v1/models"): _op("listModels", "List models", _ok("ModelList"), _READ_ERRORS),
+    ("get", "/v1/models/{model_id}"): _op(
+        "retrieveModel",
+        "Retrieve a model",
+        _ok("Model"),
+        (*_READ_ERRORS, 404),
+        parameters=[_path("model_id", "Model id (may contain `/`) or alias.", "imagegate/sandbox")],
+    ),
+    ("get", "/v1/files/{file_id}"): _op(
+        "downloadFile",
+        "Download a stored image through its signed link",
+        {
+            "200": {
+                "description": "The image.",
+                "content": {
+                    "image/png": {"schema": _IMAGE_FILE},
+                    "image/jpeg": {"schema": _IMAGE_FILE},
+                    "image/webp": {"schema": _IMAGE_FILE},
+                },
+            }
+        },
+        (404,),
+        parameters=[
+            _path("file_id", "The stored file's id."),
+            _query("exp", "Expiry (unix seconds) from the signed link."),
+            _query("sig", "Signature from the signed link."),
+        ],
+        public=True,
+    ),
+    ("get", "/healthz"): _op(
+        "healthCheck", "Liveness and provider health", _ok("Health"), (), public=True
+    ),
+    ("get", "/metrics"): _op(
+        "getMetrics",
+        "Prometheus metrics",
+        {
+            "200": {
+                "description": "Prometheus text format.",
+                "content": {"text/plain": {"schema": {"type": "string"}}},
+            }
+        },
+        (401, 403),
+        public=True,
+    ),
+    ("post", "/v1/admin/keys"): _op(
+        "createApiKey",
+        "Create an API key (admin)",
+        _ok("CreatedApiKey", "Created", "201"),
+        _ADMIN_ERRORS,
+        body=_json_body("CreateApiKeyRequest"),
+    ),
+    ("get", "/v1/admin/keys"): _op(
+        "listApiKeys", "List API keys (admin)", _ok("ApiKeyList"), (401, 403, 429, 500)
+    ),
+    ("delete", "/v1/admin/keys/{key_id}"): _op(
+        "revokeApiKey",
+        "Revoke an API key (admin)",
+        _ok("DeletedApiKey"),
+        _ADMIN_ERRORS,
+        parameters=[_KEY_ID],
+    ),
+    ("post", "/v1/admin/keys/{key_id}/credits"): _op(
+        "topUpCredits",
+        "Add credits to a key (admin)",
+        _ok("CreditTopUp"),
+        (*_ADMIN_ERRORS, 409),
+        parameters=[_KEY_ID],
+        body=_json_body("TopUpRequest"),
+    ),
+    ("get", "/v1/admin/keys/{key_id}/ledger"): _op(
+        "listLedgerEntries",
+        "A key's credit movements (admin)",
+        _ok("LedgerList"),
+        _ADMIN_ERRORS,
+        parameters=[_KEY_ID],
+    ),
+    ("get", "/v1/generations/{generation_id}"): _op(
+        "retrieveGeneration",
+        "One request's record",
+        _ok("Generation"),
+        (*_READ_ERRORS, 404),
+        parameters=[_path("generation_id", "The id from `x-imagegate-generation-id`.")],
+    ),
+    ("get", "/v1/usage"): _op(
+        "getUsage",
+        "Spend and image totals",
+        _ok("UsageSummary"),
+        (*_READ_ERRORS, 400, 404),
+        parameters=[
+            _query("start", "Unix seconds, YYYY-MM-DD or ISO 8601 (default: end - 30 days)."),
+            _query("end", "Unix seconds, YYYY-MM-DD or ISO 8601 (default: now)."),
+            _query("group_by", "Group totals.", enum=["model", "provider", "key", "day"]),
+            _query("key_id", "Admin keys: one key's usage."),
+        ],
+    ),
+}
+
+_STATUS_TEXT = {
+    400: "Invalid request",
+    401: "Missing or invalid API key",
+    402: "Insufficient credits",
+    403: "Not allowed for this key",
+    404: "Not found",
+    409: "Conflict",
+    413: "Too large",
+    415: "Unsupported media type",
+    429: "Rate limited (see Retry-After)",
+    500: "Internal error",
+    502: "Every upstream attempt failed",
+    503: "No provider available",
+    504: "Upstream timeout",
+}
+
+
+def _error_responses() -> dict[str, Any]:
     return {
-        "requestBody": {"required": True, "content": {"multipart/form-data": {"schema": multipart}}}
+        f"Error{status}": {
+            "description": text,
+            "content": {"application/json": {"schema": _ref("ErrorResponse")}},
+        }
+        for status, text in _STATUS_TEXT.items()
     }
+
+
+def _undeclared(op: dict[str, Any]) -> None:
+    """A route added without an entry in ``OPERATIONS`` still gets a camelCase
+    operationId and the error statuses every authenticated route can answer."""
+    words = str(op.get("summary") or op.get("operationId") or "operation").split()
+    op["operationId"] = words[0].lower() + "".join(w.capitalize() for w in words[1:])
+    # FastAPI would claim a JSON body of any shape; claim nothing rather than a wrong type
+    # (an HTML page, say), until the route is declared above.
+    op["responses"] = {"200": {"description": "Successful response (not declared yet)."}}
+    for status in (400, 401, 403, 404, 429, 500):
+        op["responses"][str(status)] = {
+            "$ref": f"#/components/responses/Error{status}"
+        }
+
+
+def document(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's paths, with each operation replaced by its declaration above."""
+    doc = get_openapi(
+        title=app.title, version=app.version, description=app.description, routes=app.routes
+    )
+    for path, item in doc.get("paths", {}).items():
+        for method, op in item.items():
+            declared = OPERATIONS.get((method, path))
+            if declared is not None:
+                op.pop("responses", None)
+                op.update(declared)
+            else:
+                _undeclared(op)
+    components = doc.setdefault("components", {})
+    components.setdefault("schemas", {}).update({**SCHEMAS, **request_schemas()})
+    components["responses"] = _error_responses()
+    components["securitySchemes"] = {
+        "bearerAuth": {"type": "http", "scheme": "bearer", "description": "An imagegate key."}
+    }
+    doc["security"] = [{"bearerAuth": []}]
+    return doc
+
+
+def install(app: FastAPI) -> None:
+    """Serve ``document(app)`` at /openapi.json (built once, on first request)."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = document(app)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

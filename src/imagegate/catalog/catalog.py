@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from importlib import resources
 from typing import Any
 
 import yaml
 
+from imagegate.catalog.sizes import fill_size_rule
 from imagegate.catalog.spec import CatalogError, ModelSpec, parse_model
 from imagegate.core.errors import NotFound
 from imagegate.providers.base import ProviderConfig
@@ -76,15 +78,23 @@ class Catalog:
 
     @classmethod
     def load(
-        cls, extra: list[dict[str, Any]] | None = None, provider_ids: set[str] | None = None
+        cls,
+        extra: list[dict[str, Any]] | None = None,
+        provider_ids: set[str] | Mapping[str, str] | None = None,
     ) -> Catalog:
-        """Parse built-in models, then the configured ones (same id replaces)."""
+        """Parse built-in models, then the configured ones (same id replaces).
+
+        ``provider_ids`` may map each provider id to its adapter type, which decides the
+        size rule of a configured model that declares none (``catalog.sizes``).
+        """
         entries: dict[str, ModelSpec] = {}
         for raw in builtin_document()["models"]:
             spec = parse_model(raw)
             entries[spec.id] = spec
+        builtin = list(entries.values())
+        types = provider_ids if isinstance(provider_ids, Mapping) else {}
         for raw in extra or []:
-            spec = parse_model(raw)
+            spec = fill_size_rule(parse_model(raw), builtin, types)
             entries[spec.id] = spec
         if provider_ids is not None:
             for spec in entries.values():
@@ -99,13 +109,18 @@ class Catalog:
     def resolve(self, model_id: str) -> ModelSpec:
         spec = self._lookup.get(model_id)
         if spec is None:
-            raise NotFound(
-                f"The model '{model_id}' does not exist. GET /v1/models lists the models "
-                "this gateway serves.",
-                param="model",
-                code="model_not_found",
-            )
+            raise unknown_model(model_id)
         return spec
 
     def __iter__(self) -> Any:
         return iter(self._models.values())
+
+
+def unknown_model(model_id: str, param: str | None = "model") -> NotFound:
+    """The 404 for a model that does not exist (or that the caller may not see)."""
+    return NotFound(
+        f"The model '{model_id}' does not exist. GET /v1/models lists the models "
+        "this gateway serves.",
+        param=param,
+        code="model_not_found",
+    )

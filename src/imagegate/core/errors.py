@@ -56,7 +56,7 @@ class InvalidRequest(GatewayError):
 
 class Unauthorized(GatewayError):
     status = 401
-    type = "authentication_error"
+    type = "invalid_request_error"  # as OpenAI answers a bad key
     code = "invalid_api_key"
 
 

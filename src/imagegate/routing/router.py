@@ -30,7 +30,7 @@ from imagegate.core.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from imagegate.core.types import ImageRequest, ImageResult
+from imagegate.core.types import ImageRequest, ImageResult, RoutingPreferences
 from imagegate.metrics import record_attempt
 from imagegate.providers.base import Provider
 from imagegate.routing.health import BreakerState, HealthBook
@@ -125,15 +125,41 @@ class Router:
                 )
             pool = affordable
         if not pool:
-            raise NoProviderAvailable(
-                f"No provider is available for model '{spec.id}' with these routing "
-                "preferences (credentials missing, or every endpoint filtered out).",
-                param="provider",
-            )
+            raise self._no_provider(spec, request)
         ordered = self._order(pool, request)
         if not prefs.allow_fallbacks:
             ordered = ordered[:1]
         return ordered[: self.settings.max_attempts]
+
+    def _no_provider(self, spec: ModelSpec, request: ImageRequest) -> NoProviderAvailable:
+        """Say why nothing can serve ``spec``: the credentials to set, or the caller's own
+        routing preferences (the only time ``param`` names ``provider``)."""
+        sent_prefs = request.provider != RoutingPreferences()
+        missing = sorted(
+            {
+                f"{p.config.api_key_env} (provider '{p.id}')"
+                if p.config.api_key_env
+                else f"an api_key for provider '{p.id}'"
+                for e in spec.endpoints
+                if (p := self.providers.get(e.provider)) is not None and not p.available
+            }
+        )
+        if missing and not sent_prefs:
+            return NoProviderAvailable(
+                f"No provider is available for model '{spec.id}': the gateway has no "
+                f"credentials for it. The operator must set {' or '.join(missing)}."
+            )
+        if not sent_prefs:
+            return NoProviderAvailable(
+                f"No provider is available for model '{spec.id}': its endpoints are alpha; "
+                "send provider.include_alpha to use them."
+            )
+        reason = f" (credentials missing: {', '.join(missing)})" if missing else ""
+        return NoProviderAvailable(
+            f"No provider is available for model '{spec.id}' with these routing "
+            f"preferences{reason}.",
+            param="provider",
+        )
 
     def _eligible(self, spec: ModelSpec, request: ImageRequest) -> list[Candidate]:
         prefs = request.provider
@@ -228,7 +254,6 @@ class Router:
             raise NoProviderAvailable(
                 f"Every endpoint for '{spec.id}' is failing (circuit breakers open, or the "
                 "upstream model is gone); try again shortly.",
-                param="provider",
                 headers={"Retry-After": str(math.ceil(self.health.breaker.cooldown_s))},
             )
         raise _exhausted(spec, last, attempts)

@@ -61,10 +61,14 @@ class Configuration:
         return out
 
 
+def admin_key_path() -> Path:
+    """Where a local ``imagegate serve`` writes its generated admin key."""
+    return Path(os.environ.get("IMAGEGATE_DATA_DIR", "./.imagegate")).resolve() / "admin-key"
+
+
 def local_admin_key() -> str | None:
     """The admin key a local ``imagegate serve`` wrote to its data dir, if readable."""
-    path = Path(os.environ.get("IMAGEGATE_DATA_DIR", "./.imagegate")) / "admin-key"
     try:
-        return path.read_text().strip() or None
+        return admin_key_path().read_text().strip() or None
     except OSError:
         return None

@@ -1,0 +1,240 @@
+"""Response and admin-body schemas of the OpenAPI document (``api.openapi``).
+
+Declared once here; the fuzz test (``tests/test_openapi_fuzz.py``) validates every
+response the live server gives against them, so a change to a response body that is not
+made here fails ``make test``. Objects stay open (no ``additionalProperties: false``):
+clients must tolerate fields added later, as OpenAI's do.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STR = {"type": "string"}
+INT = {"type": "integer"}
+NUM = {"type": "number"}
+BOOL = {"type": "boolean"}
+STR_OR_NULL = {"type": ["string", "null"]}
+INT_OR_NULL = {"type": ["integer", "null"]}
+NUM_OR_NULL = {"type": ["number", "null"]}
+STR_LIST = {"type": "array", "items": STR}
+
+
+def ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def obj(required: list[str], props: dict[str, Any], description: str = "") -> dict[str, Any]:
+    schema: dict[str, Any] = {"type": "object", "required": required, "properties": props}
+    if description:
+        schema["description"] = description
+    return schema
+
+
+def listing(item: str) -> dict[str, Any]:
+    return obj(
+        ["object", "data"],
+        {"object": {"const": "list"}, "data": {"type": "array", "items": ref(item)}},
+    )
+
+
+SCHEMAS: dict[str, Any] = {
+    "Error": obj(
+        ["message", "type", "param", "code"],
+        {"message": STR, "type": STR, "param": STR_OR_NULL, "code": STR_OR_NULL},
+    ),
+    "ErrorResponse": obj(["error"], {"error": ref("Error")}, "OpenAI's error envelope."),
+    "Image": obj(
+        [],
+        {
+            "b64_json": {**STR, "description": "Base64 image (response_format b64_json)."},
+            "url": {**STR, "description": "Signed link (response_format url)."},
+            "revised_prompt": STR,
+        },
+        "Exactly one of b64_json or url.",
+    ),
+    "ImagesUsage": obj(
+        [],
+        {
+            "input_tokens": INT,
+            "output_tokens": INT,
+            "total_tokens": INT,
+            "input_tokens_details": {"type": "object"},
+            "images": {**INT, "description": "With `usage: true`."},
+            "cost_usd": {**NUM, "description": "With `usage: true`."},
+        },
+    ),
+    "Attempt": obj(
+        ["provider", "status", "latency_ms"],
+        {"provider": STR, "status": STR, "latency_ms": NUM, "error": STR_OR_NULL},
+    ),
+    "GenerationMeta": obj(
+        ["generation_id", "model", "provider", "attempts", "cost_usd"],
+        {
+            "generation_id": STR,
+            "model": STR,
+            "provider": STR,
+            "upstream_model": STR,
+            "attempts": {"type": "array", "items": ref("Attempt")},
+            "latency_ms": NUM,
+            "cost_usd": NUM,
+        },
+        "With `meta: true`: how the request was routed.",
+    ),
+    "ImagesResponse": obj(
+        ["created", "data"],
+        {
+            "created": INT,
+            "data": {"type": "array", "items": ref("Image")},
+            "background": STR,
+            "output_format": STR,
+            "quality": STR,
+            "size": STR,
+            "usage": ref("ImagesUsage"),
+            "meta": ref("GenerationMeta"),
+        },
+    ),
+    "FreeSize": obj(
+        ["min_side", "max_side", "multiple_of"],
+        {
+            "min_side": INT,
+            "max_side": INT,
+            "multiple_of": INT,
+            "max_aspect": NUM_OR_NULL,
+            "min_pixels": INT_OR_NULL,
+            "max_pixels": INT_OR_NULL,
+        },
+        "Any WIDTHxHEIGHT within these bounds.",
+    ),
+    "ModelEndpoint": obj(
+        ["provider", "upstream_model", "status", "available"],
+        {
+            "provider": STR,
+            "upstream_model": STR,
+            "status": STR,
+            "available": BOOL,
+            "pricing": {"type": ["object", "null"]},
+        },
+    ),
+    "Model": obj(
+        ["id", "object", "created", "owned_by"],
+        {
+            "id": STR,
+            "object": {"const": "model"},
+            "created": INT,
+            "owned_by": STR,
+            "aliases": STR_LIST,
+            "description": STR,
+            "operations": STR_LIST,
+            "status": STR,
+            "available": BOOL,
+            "sizes": STR_LIST,
+            "free_size": {"anyOf": [ref("FreeSize"), {"type": "null"}]},
+            "max_n": INT,
+            "endpoints": {"type": "array", "items": ref("ModelEndpoint")},
+        },
+    ),
+    "ModelList": listing("Model"),
+    "Health": obj(
+        ["status"],
+        {"status": STR, "providers": {"type": "object"}, "endpoints": {"type": "object"}},
+    ),
+    "CreateApiKeyRequest": obj(
+        ["name"],
+        {
+            "name": {**STR, "minLength": 1},
+            "models": {**STR_LIST, "description": "Model ids this key may use (all if absent)."},
+            "admin": BOOL,
+            "credits": {
+                **NUM,
+                "minimum": 0,
+                "maximum": 1_000_000_000,
+                "description": "USD; no credit limit if absent.",
+            },
+            "rpm": {**INT, "minimum": 1, "maximum": 2**31 - 1},
+            "ipm": {**INT, "minimum": 1, "maximum": 2**31 - 1, "description": "Images per minute."},
+            "max_concurrent": {**INT, "minimum": 1, "maximum": 2**31 - 1},
+        },
+    ),
+    "ApiKey": obj(
+        ["id", "object", "name", "admin", "created_at"],
+        {
+            "id": STR,
+            "object": {"const": "api_key"},
+            "name": STR,
+            "admin": BOOL,
+            "models": {"type": ["array", "null"], "items": STR},
+            "credits_usd": NUM_OR_NULL,
+            "rpm": INT_OR_NULL,
+            "ipm": INT_OR_NULL,
+            "max_concurrent": INT_OR_NULL,
+            "created_at": INT,
+            "revoked_at": INT_OR_NULL,
+        },
+    ),
+    "CreatedApiKey": {
+        "allOf": [ref("ApiKey"), obj(["key"], {"key": {**STR, "description": "Shown once."}})]
+    },
+    "ApiKeyList": listing("ApiKey"),
+    "DeletedApiKey": obj(["id", "object", "deleted"], {"id": STR, "object": STR, "deleted": BOOL}),
+    "TopUpRequest": obj(
+        ["amount"],
+        {
+            "amount": {
+                **NUM,
+                "exclusiveMinimum": 0,
+                "maximum": 1_000_000_000,
+                "description": "USD to add.",
+            },
+            "note": {**STR, "maxLength": 200},
+        },
+    ),
+    "CreditTopUp": obj(
+        ["id", "object", "amount_usd", "balance_usd"],
+        {"id": STR, "object": STR, "amount_usd": NUM, "balance_usd": NUM},
+    ),
+    "LedgerEntry": obj(
+        ["id", "kind", "amount_usd", "created_at"],
+        {
+            "id": {"type": ["integer", "string"]},
+            "kind": STR,
+            "amount_usd": NUM,
+            "balance_usd": NUM_OR_NULL,
+            "hold_id": STR_OR_NULL,
+            "generation_id": STR_OR_NULL,
+            "note": STR_OR_NULL,
+            "created_at": INT,
+        },
+    ),
+    "LedgerList": listing("LedgerEntry"),
+    "Generation": obj(
+        ["id", "object", "model", "status"],
+        {
+            "id": STR,
+            "object": {"const": "generation"},
+            "key_id": STR,
+            "model": STR,
+            "operation": STR,
+            "status": STR,
+            "provider": STR_OR_NULL,
+            "upstream_model": STR_OR_NULL,
+            "error_code": STR_OR_NULL,
+            "images": INT_OR_NULL,
+            "latency_ms": NUM,
+            "cost_usd": NUM,
+            "created_at": INT,
+        },
+    ),
+    "UsageSummary": obj(
+        ["object", "start", "end", "totals", "data"],
+        {
+            "object": {"const": "usage"},
+            "start": INT,
+            "end": INT,
+            "group_by": STR_OR_NULL,
+            "key_id": STR_OR_NULL,
+            "totals": {"type": "object"},
+            "data": {"type": "array", "items": {"type": "object"}},
+        },
+    ),
+}
