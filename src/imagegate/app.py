@@ -127,9 +127,7 @@ async def build_gateway(settings: Settings) -> Gateway:
             ) from exc
 
     providers = build_providers(provider_configs, ProviderContext(http, fetch_upstream))
-    catalog = Catalog.load(
-        settings.models, {pid: p.config.type for pid, p in providers.items()}
-    )
+    catalog = Catalog.load(settings.models, {pid: p.config.type for pid, p in providers.items()})
     store = open_store(settings.storage_url, settings.data_dir, settings.url_ttl_s)
     resolver = InputResolver(
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)

@@ -38,33 +38,70 @@ class Field:
 
 _GEN_EDIT: frozenset[Operation] = frozenset(("generate", "edit"))
 FIELDS: tuple[Field, ...] = (
-    Field("model", "string", "Model id or alias; the config's `defaults:` when left out.",
-          example="imagegate/sandbox"),
-    Field("prompt", "string", "What to draw, or how to change the input.", _GEN_EDIT,
-          example="a red fox in the snow"),
+    Field(
+        "model",
+        "string",
+        "Model id or alias; the config's `defaults:` when left out.",
+        example="imagegate/sandbox",
+    ),
+    Field(
+        "prompt",
+        "string",
+        "What to draw, or how to change the input.",
+        _GEN_EDIT,
+        example="a red fox in the snow",
+    ),
     Field("n", "integer", "Number of images.", minimum=1, maximum=10),
-    Field("size", "string", "`auto` or WIDTHxHEIGHT; each model's GET /v1/models entry lists "
-          "what it takes.", example="1024x1024"),
-    Field("quality", "string", "Model-dependent quality.", _GEN_EDIT,
-          values=("auto", "low", "medium", "high", "standard", "hd")),
-    Field("style", "string", "dall-e-3 style.", frozenset(("generate",)),
-          values=("vivid", "natural")),
-    Field("response_format", "string", "Return base64 or a signed URL.",
-          choices=("url", "b64_json")),
-    Field("output_format", "string", "Image file format.", _GEN_EDIT,
-          choices=("png", "jpeg", "webp")),
-    Field("output_compression", "integer", "0-100, for jpeg and webp.", _GEN_EDIT,
-          minimum=0, maximum=100),
-    Field("background", "string", "Background transparency.", _GEN_EDIT,
-          values=("auto", "transparent", "opaque")),
-    Field("moderation", "string", "Upstream moderation level.", _GEN_EDIT,
-          values=("auto", "low")),
+    Field(
+        "size",
+        "string",
+        "`auto` or WIDTHxHEIGHT; each model's GET /v1/models entry lists what it takes.",
+        example="1024x1024",
+    ),
+    Field(
+        "quality",
+        "string",
+        "Model-dependent quality.",
+        _GEN_EDIT,
+        values=("auto", "low", "medium", "high", "standard", "hd"),
+    ),
+    Field(
+        "style", "string", "dall-e-3 style.", frozenset(("generate",)), values=("vivid", "natural")
+    ),
+    Field(
+        "response_format", "string", "Return base64 or a signed URL.", choices=("url", "b64_json")
+    ),
+    Field(
+        "output_format", "string", "Image file format.", _GEN_EDIT, choices=("png", "jpeg", "webp")
+    ),
+    Field(
+        "output_compression",
+        "integer",
+        "0-100, for jpeg and webp.",
+        _GEN_EDIT,
+        minimum=0,
+        maximum=100,
+    ),
+    Field(
+        "background",
+        "string",
+        "Background transparency.",
+        _GEN_EDIT,
+        values=("auto", "transparent", "opaque"),
+    ),
+    Field("moderation", "string", "Upstream moderation level.", _GEN_EDIT, values=("auto", "low")),
     Field("user", "string", "End-user id, passed on."),
-    Field("input_fidelity", "string", "How closely to keep the input's features.",
-          frozenset(("edit",)), values=("high", "low")),
+    Field(
+        "input_fidelity",
+        "string",
+        "How closely to keep the input's features.",
+        frozenset(("edit",)),
+        values=("high", "low"),
+    ),
     Field("stream", "boolean", "Answer with server-sent events.", _GEN_EDIT),
-    Field("partial_images", "integer", "Partial images to stream.", _GEN_EDIT,
-          minimum=0, maximum=3),
+    Field(
+        "partial_images", "integer", "Partial images to stream.", _GEN_EDIT, minimum=0, maximum=3
+    ),
     Field("meta", "boolean", "Add routing metadata (`meta`) to the response."),
     Field("usage", "boolean", "Add `cost_usd` and `images` to `usage`."),
     Field("seed", "integer", "Seed, for providers that take one."),

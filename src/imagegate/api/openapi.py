@@ -359,9 +359,7 @@ def _undeclared(op: dict[str, Any]) -> None:
     # (an HTML page, say), until the route is declared above.
     op["responses"] = {"200": {"description": "Successful response (not declared yet)."}}
     for status in (400, 401, 403, 404, 429, 500):
-        op["responses"][str(status)] = {
-            "$ref": f"#/components/responses/Error{status}"
-        }
+        op["responses"][str(status)] = {"$ref": f"#/components/responses/Error{status}"}
 
 
 def document(app: FastAPI) -> dict[str, Any]:
