@@ -42,7 +42,9 @@ class ConfigError(Exception):
 @dataclass(slots=True)
 class Limits:
     max_image_bytes: int = 50 * MB
-    max_json_bytes: int = 200 * MB
+    max_json_bytes: int | None = None  # None: derived from the catalog (api.admission)
+    max_body_bytes: int = 256 * MB  # no request body past this, JSON or multipart
+    max_inflight_bytes: int = 512 * MB  # request-body bytes the process holds at once
     max_image_pixels: int = 36_000_000  # the same bomb guard the media layer uses
     max_form_fields: int = 200
 
@@ -191,6 +193,11 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.limits.max_image_bytes = int(doc.number(node, "limits.max_image_mb") * MB)
             elif key == "max_json_mb":
                 settings.limits.max_json_bytes = int(doc.number(node, "limits.max_json_mb") * MB)
+            elif key == "max_body_mb":
+                settings.limits.max_body_bytes = int(doc.number(node, "limits.max_body_mb") * MB)
+            elif key == "max_inflight_mb":
+                mb = doc.number(node, "limits.max_inflight_mb")
+                settings.limits.max_inflight_bytes = int(mb * MB)
             elif key == "max_image_pixels":
                 settings.limits.max_image_pixels = doc.integer(node, "limits.max_image_pixels", 1)
             else:
