@@ -44,7 +44,7 @@ from imagegate.providers.transport import AiohttpTransport, UpstreamClient
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Router, RouterSettings
 from imagegate.routing.shared_health import RedisBreakerSync
-from imagegate.storage import open_store
+from imagegate.storage import open_store, ownership
 from imagegate.storage.signing import UrlSigner, load_or_create_secret
 
 log = logging.getLogger("imagegate")
@@ -115,6 +115,9 @@ async def build_gateway(settings: Settings) -> Gateway:
     providers = build_providers(provider_configs, ProviderContext(http, fetch_upstream))
     catalog = Catalog.load(settings.models, set(providers))
     store = open_store(settings.storage_url, settings.data_dir, settings.url_ttl_s)
+    secret = load_or_create_secret(settings.data_dir)
+    ownership.configure(secret)  # stored files carry their owner's tag (storage.ownership)
+    signer = UrlSigner(secret)
     resolver = InputResolver(
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
     )
@@ -132,7 +135,7 @@ async def build_gateway(settings: Settings) -> Gateway:
         providers=providers,
         router=router,
         store=store,
-        signer=UrlSigner(load_or_create_secret(settings.data_dir)),
+        signer=signer,
         fetcher=fetcher,
         resolver=resolver,
         http=http,

@@ -16,6 +16,7 @@ from imagegate.core.errors import InvalidRequest, NotFound
 from imagegate.core.types import InputImage
 from imagegate.media.fetch import SafeFetcher
 from imagegate.media.images import probe_image
+from imagegate.storage import ownership
 from imagegate.storage.base import ImageStore
 
 MAX_INPUT_IMAGES = 16
@@ -87,7 +88,9 @@ class InputResolver:
         return self.probe(_b64decode(text, param), param)
 
     async def from_file_id(self, file_id: str, param: str) -> InputImage:
-        stored = await self.store.get(file_id)
+        """Only the key that stored a file (or an admin key) may use it; any other sees
+        the same 404 as for an id that does not exist."""
+        stored = await self.store.get(file_id) if ownership.may_read(file_id) else None
         if stored is None:
             raise NotFound(f"No file with id '{file_id}'.", param=param, code="file_not_found")
         return self.probe(stored.data, param, file_id)
