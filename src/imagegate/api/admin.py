@@ -14,8 +14,9 @@ from imagegate.api.auth import require_admin
 from imagegate.api.body import read_json
 from imagegate.api.fields import as_bool, as_int, as_str_list
 from imagegate.api.state import gateway
-from imagegate.core.errors import InvalidRequest, NotFound
+from imagegate.core.errors import Conflict, InvalidRequest, NotFound
 
+INT64_MAX = 2**63 - 1  # every count and micro-USD amount is a 64-bit database integer
 _KEY_FIELDS = {"name", "models", "admin", "credits", "rpm", "ipm", "max_concurrent"}
 
 
@@ -59,6 +60,8 @@ async def create_key(request: Request) -> Response:
         isinstance(credits, bool) or not isinstance(credits, int | float) or credits < 0
     ):
         raise InvalidRequest("'credits' must be a number of USD >= 0.", param="credits")
+    if credits is not None:
+        _micro_in_range(credits, "credits")
     rpm, ipm, concurrent = (_positive_int(raw, name) for name in ("rpm", "ipm", "max_concurrent"))
     admin = as_bool("admin", raw.get("admin", False))
     key, plaintext = await run_in_threadpool(
@@ -93,9 +96,23 @@ def _positive_int(raw: dict[str, Any], name: str) -> int | None:
     if raw.get(name) is None:
         return None
     value = as_int(name, raw[name])
-    if value < 1:
-        raise InvalidRequest(f"'{name}' must be >= 1.", param=name)
+    if value < 1 or value > INT64_MAX:
+        raise InvalidRequest(f"'{name}' must be between 1 and {INT64_MAX}.", param=name)
     return value
+
+
+def _micro_in_range(usd: float, name: str, add_to: int = 0) -> int:
+    """USD as micro-USD, refused (400 naming ``name``) when it or the balance it makes
+    would not fit the database's 64-bit integers."""
+    micro = usd_to_micro(usd) if usd < 1e300 else INT64_MAX + 1
+    if micro > INT64_MAX or micro + add_to > INT64_MAX:
+        most = (INT64_MAX - add_to) / 1_000_000
+        raise InvalidRequest(
+            f"'{name}' is too large: at most {most:.6f} USD can be added to this key.",
+            param=name,
+            code="value_out_of_range",
+        )
+    return micro
 
 
 async def top_up(request: Request) -> Response:
@@ -114,7 +131,16 @@ async def top_up(request: Request) -> Response:
     note = raw.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > 200):
         raise InvalidRequest("'note' must be a string of at most 200 characters.", param="note")
-    micro = usd_to_micro(amount)
+    key = await run_in_threadpool(gw.keys.get, key_id)
+    if key is None:
+        raise NotFound(f"No API key with id '{key_id}'.", param="key_id", code="key_not_found")
+    if key.revoked:
+        raise Conflict(
+            f"API key '{key_id}' has been revoked; a revoked key cannot be topped up.",
+            param="key_id",
+            code="key_revoked",
+        )
+    micro = _micro_in_range(amount, "amount", add_to=max(0, key.credits_micro or 0))
     balance = await run_in_threadpool(gw.ledger.top_up, key_id, micro, note)
     return _json(
         {
