@@ -29,6 +29,7 @@ from imagegate.accounts.usage import UsageBook
 from imagegate.api import admin, images, misc, prometheus, usage
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.inputs import InputLimits, InputResolver
+from imagegate.api.hosts import HostGuardMiddleware
 from imagegate.api.middleware import RequestContextMiddleware
 from imagegate.api.openapi import edit_body, generation_body, variation_body
 from imagegate.api.state import Gateway
@@ -231,6 +232,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         description="OpenAI-compatible Images API gateway.",
+    )
+    app.add_middleware(
+        HostGuardMiddleware, allowed=settings.allowed_hosts, public_url=settings.public_url
     )
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(GatewayError, gateway_error_handler)

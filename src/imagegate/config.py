@@ -74,6 +74,7 @@ class Settings:
     redis_url: str | None = None
     storage_url: str | None = None
     public_url: str | None = None
+    allowed_hosts: list[str] = field(default_factory=list)  # Host values kept as sent
     admin_key: str | None = None
     url_ttl_s: int = 3600
     sweep_interval_s: int = 300
@@ -161,9 +162,16 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.public_url = settings.public_url or doc.string(node, "server.public_url")
             elif key == "data_dir":
                 settings.data_dir = Path(doc.string(node, "server.data_dir")).resolve()
+            elif key == "allowed_hosts":
+                hosts = doc.sequence(node, "server.allowed_hosts")
+                settings.allowed_hosts = [
+                    doc.string(h, f"server.allowed_hosts[{i}]").lower() for i, h in enumerate(hosts)
+                ]
             else:
                 raise doc.error(
-                    node, f"server.{key}", "unknown key (expected public_url, data_dir)"
+                    node,
+                    f"server.{key}",
+                    "unknown key (expected public_url, data_dir, allowed_hosts)",
                 )
     if "storage" in top:
         storage = doc.mapping(top["storage"], "storage")
