@@ -28,8 +28,8 @@ from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRa
 from imagegate.accounts.usage import UsageBook
 from imagegate.api import admin, images, misc, prometheus, usage
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
-from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.hosts import HostGuardMiddleware
+from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.middleware import RequestContextMiddleware
 from imagegate.api.openapi import edit_body, generation_body, variation_body
 from imagegate.api.state import Gateway
