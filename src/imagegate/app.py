@@ -27,6 +27,7 @@ from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from imagegate.accounts.usage import UsageBook
 from imagegate.api import admin, images, misc, prometheus, usage
+from imagegate.api.docs_page import add_docs
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.hosts import HostGuardMiddleware
 from imagegate.api.inputs import InputLimits, InputResolver
@@ -232,6 +233,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         description="OpenAI-compatible Images API gateway.",
+        docs_url=None,  # served offline by api.docs_page, with no CDN
+        redoc_url=None,
     )
     app.add_middleware(
         HostGuardMiddleware, allowed=settings.allowed_hosts, public_url=settings.public_url
@@ -241,6 +244,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(HTTPException, http_error_handler)
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     _routes(app)
+    add_docs(app)
     return app
 
 

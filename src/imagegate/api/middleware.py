@@ -16,6 +16,7 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import metrics
+from imagegate.api.security_headers import add_security_headers
 from imagegate.logs import request_id_var
 from imagegate.storage.ownership import log_id
 
@@ -47,6 +48,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
                 headers.append((b"x-request-id", raw_id))
+                add_security_headers(headers)
                 message["headers"] = headers
             await send(message)
 
