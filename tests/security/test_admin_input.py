@@ -3,21 +3,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import httpx
 import pytest
 
-from gateway import RunningGateway, run_gateway
+from gateway import RunningGateway
 from security.support import auth
 
 INT64_MAX = 2**63 - 1
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with run_gateway(tmp_path_factory.mktemp("admin_input")) as running:
-        yield running
+@pytest.fixture
+def gw(plain_gateway: RunningGateway) -> RunningGateway:
+    return plain_gateway
 
 
 def _create(gw: RunningGateway, **fields: object) -> httpx.Response:

@@ -4,18 +4,16 @@ response, a restrictive CSP on HTML pages, and /docs with no asset from another 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from gateway import RunningGateway, run_gateway
+from gateway import RunningGateway
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with run_gateway(tmp_path_factory.mktemp("headers")) as running:
-        yield running
+@pytest.fixture
+def gw(plain_gateway: RunningGateway) -> RunningGateway:
+    return plain_gateway
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/v1/models", "/docs", "/openapi.json"])

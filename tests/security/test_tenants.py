@@ -3,19 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
 import httpx
 import pytest
 
-from gateway import RunningGateway, run_gateway
+from gateway import RunningGateway
 from security.support import auth, create_key
 
 
-@pytest.fixture(scope="module")
-def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningGateway]:
-    with run_gateway(tmp_path_factory.mktemp("tenants")) as running:
-        yield running
+@pytest.fixture
+def gw(plain_gateway: RunningGateway) -> RunningGateway:
+    return plain_gateway
 
 
 def _generate(gw: RunningGateway, key: str) -> tuple[str, str, str]:
