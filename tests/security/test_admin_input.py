@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import httpx
 import pytest
 
 from gateway import RunningGateway
 from security.support import auth
+from test_cli_and_config import cli
 
 INT64_MAX = 2**63 - 1
 
@@ -75,3 +78,17 @@ def test_revoked_key_cannot_be_topped_up(gw: RunningGateway) -> None:
     assert reply.json()["error"]["code"] == "key_revoked"
     ledger = httpx.get(f"{gw.v1}/admin/keys/{key_id}/ledger", headers=auth(gw.admin_key)).json()
     assert [e["kind"] for e in ledger["data"]].count("topup") <= 1
+
+
+def test_cli_refuses_to_top_up_a_revoked_key(tmp_path: Path) -> None:
+    created = cli("keys", "create", "--name", "gone", "--credits", "1", data_dir=tmp_path)
+    assert created.returncode == 0, created.stderr
+    key_id = created.stdout.strip().splitlines()[-1].split("_")[1]
+    assert cli("keys", "revoke", key_id, data_dir=tmp_path).returncode == 0
+    topped = cli("keys", "top-up", key_id, "5", data_dir=tmp_path)
+    assert topped.returncode == 1
+    assert "revoked" in topped.stderr
+    huge = cli("keys", "create", "--name", "big", "--credits", "1", data_dir=tmp_path)
+    big_id = huge.stdout.strip().splitlines()[-1].split("_")[1]
+    too_much = cli("keys", "top-up", big_id, "1e13", data_dir=tmp_path)
+    assert too_much.returncode == 1 and "too large" in too_much.stderr

@@ -9,14 +9,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate.accounts.keys import ApiKey, usd_to_micro
+from imagegate.accounts.keys import ApiKey
+from imagegate.accounts.limits import INT64_MAX, micro_in_range, top_up_amount
 from imagegate.api.auth import require_admin
 from imagegate.api.body import read_json
 from imagegate.api.fields import as_bool, as_int, as_str_list
 from imagegate.api.state import gateway
-from imagegate.core.errors import Conflict, InvalidRequest, NotFound
+from imagegate.core.errors import InvalidRequest, NotFound
 
-INT64_MAX = 2**63 - 1  # every count and micro-USD amount is a 64-bit database integer
 _KEY_FIELDS = {"name", "models", "admin", "credits", "rpm", "ipm", "max_concurrent"}
 
 
@@ -61,7 +61,7 @@ async def create_key(request: Request) -> Response:
     ):
         raise InvalidRequest("'credits' must be a number of USD >= 0.", param="credits")
     if credits is not None:
-        _micro_in_range(credits, "credits")
+        micro_in_range(credits, "credits")
     rpm, ipm, concurrent = (_positive_int(raw, name) for name in ("rpm", "ipm", "max_concurrent"))
     admin = as_bool("admin", raw.get("admin", False))
     key, plaintext = await run_in_threadpool(
@@ -101,20 +101,6 @@ def _positive_int(raw: dict[str, Any], name: str) -> int | None:
     return value
 
 
-def _micro_in_range(usd: float, name: str, add_to: int = 0) -> int:
-    """USD as micro-USD, refused (400 naming ``name``) when it or the balance it makes
-    would not fit the database's 64-bit integers."""
-    micro = usd_to_micro(usd) if usd < 1e300 else INT64_MAX + 1
-    if micro > INT64_MAX or micro + add_to > INT64_MAX:
-        most = (INT64_MAX - add_to) / 1_000_000
-        raise InvalidRequest(
-            f"'{name}' is too large: at most {most:.6f} USD can be added to this key.",
-            param=name,
-            code="value_out_of_range",
-        )
-    return micro
-
-
 async def top_up(request: Request) -> Response:
     """POST /v1/admin/keys/{key_id}/credits ``{"amount": USD, "note": ...}``."""
     await require_admin(request)
@@ -132,15 +118,7 @@ async def top_up(request: Request) -> Response:
     if note is not None and (not isinstance(note, str) or len(note) > 200):
         raise InvalidRequest("'note' must be a string of at most 200 characters.", param="note")
     key = await run_in_threadpool(gw.keys.get, key_id)
-    if key is None:
-        raise NotFound(f"No API key with id '{key_id}'.", param="key_id", code="key_not_found")
-    if key.revoked:
-        raise Conflict(
-            f"API key '{key_id}' has been revoked; a revoked key cannot be topped up.",
-            param="key_id",
-            code="key_revoked",
-        )
-    micro = _micro_in_range(amount, "amount", add_to=max(0, key.credits_micro or 0))
+    micro = top_up_amount(key, key_id, amount)
     balance = await run_in_threadpool(gw.ledger.top_up, key_id, micro, note)
     return _json(
         {
