@@ -158,3 +158,30 @@ def test_reset_format_matches_openai() -> None:
     assert format_duration(1.5) == "1.5s"
     assert format_duration(360) == "6m0s"
     assert format_duration(61.25) == "1m1.25s"
+
+
+async def test_a_check_without_consume_takes_no_tokens_but_a_slot(
+    make_limiter: LimiterFactory,
+) -> None:
+    """Admission (api.admission) checks the buckets before the body, taking only a slot."""
+    limiter, key = make_limiter(), _key(rpm=1, concurrent=1)
+    checked = await limiter.acquire(key, 1, "adm-1", consume=False)
+    with pytest.raises(RateLimited):  # the slot is held while the body is read
+        await limiter.acquire(key, 1, "adm-2", consume=False)
+    await limiter.release(checked)
+    await limiter.acquire(key, 1, "req-1")  # the one request token is still there
+    with pytest.raises(RateLimited) as refused:
+        await limiter.acquire(key, 1, "adm-3", consume=False)
+    assert refused.value.code in ("requests_per_minute_exceeded", "concurrency_limit_exceeded")
+
+
+async def test_input_fetches_take_request_tokens_without_a_slot(
+    make_limiter: LimiterFactory,
+) -> None:
+    limiter, key = make_limiter(), _key(rpm=2, concurrent=1)
+    with pytest.raises(RateLimited) as refused:
+        await limiter.acquire(key, 0, "f-1", requests=3, slot=False)
+    assert refused.value.code == "requests_per_minute_exceeded"
+    await limiter.acquire(key, 0, "f-2", requests=2, slot=False)
+    with pytest.raises(RateLimited):
+        await limiter.acquire(key, 1, "req-1")

@@ -27,7 +27,9 @@ from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from imagegate.accounts.usage import UsageBook
 from imagegate.api import admin, generations, images, misc, openapi, prometheus, usage
+from imagegate.api.docs_page import add_docs
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
+from imagegate.api.hosts import HostGuardMiddleware
 from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.middleware import RequestContextMiddleware
 from imagegate.api.state import Gateway
@@ -45,7 +47,7 @@ from imagegate.providers.transport import AiohttpTransport, UpstreamClient
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Router, RouterSettings
 from imagegate.routing.shared_health import RedisBreakerSync
-from imagegate.storage import open_store
+from imagegate.storage import open_store, ownership
 from imagegate.storage.signing import UrlSigner, load_or_create_secret
 
 log = logging.getLogger("imagegate")
@@ -129,6 +131,9 @@ async def build_gateway(settings: Settings) -> Gateway:
     providers = build_providers(provider_configs, ProviderContext(http, fetch_upstream))
     catalog = Catalog.load(settings.models, {pid: p.config.type for pid, p in providers.items()})
     store = open_store(settings.storage_url, settings.data_dir, settings.url_ttl_s)
+    secret = load_or_create_secret(settings.data_dir)
+    ownership.configure(secret)  # stored files carry their owner's tag (storage.ownership)
+    signer = UrlSigner(secret)
     resolver = InputResolver(
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
     )
@@ -146,7 +151,7 @@ async def build_gateway(settings: Settings) -> Gateway:
         providers=providers,
         router=router,
         store=store,
-        signer=UrlSigner(load_or_create_secret(settings.data_dir)),
+        signer=signer,
         fetcher=fetcher,
         resolver=resolver,
         http=http,
@@ -242,6 +247,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         description="OpenAI-compatible Images API gateway.",
+        docs_url=None,  # served offline by api.docs_page, with no CDN
+        redoc_url=None,
+    )
+    app.add_middleware(
+        HostGuardMiddleware, allowed=settings.allowed_hosts, public_url=settings.public_url
     )
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(GatewayError, gateway_error_handler)
@@ -249,6 +259,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     _routes(app)
     openapi.install(app)
+    add_docs(app)
     return app
 
 

@@ -15,8 +15,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from imagegate.accounts.keys import usd_to_micro
+from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
+from imagegate.accounts.limits import top_up_amount
 from imagegate.accounts.usage import GROUP_BY, GroupBy, UsageBook
 from imagegate.config import ConfigError, load_settings
 from imagegate.core.errors import GatewayError
@@ -49,9 +50,11 @@ def top_up(
     config: ConfigOption = None,
 ) -> None:
     """Add credits to a key; prints the new balance."""
-    ledger = Ledger(_database(config), hold_ttl_s=0)
+    db = _database(config)
+    ledger = Ledger(db, hold_ttl_s=0)
     try:
-        balance = ledger.top_up(_key_id(key_id), usd_to_micro(amount), note)
+        micro = top_up_amount(KeyStore(db).get(_key_id(key_id)), _key_id(key_id), amount)
+        balance = ledger.top_up(_key_id(key_id), micro, note)
     except GatewayError as exc:
         typer.echo(f"imagegate: {exc.message}", err=True)
         raise typer.Exit(1) from None

@@ -43,7 +43,9 @@ class ConfigError(Exception):
 @dataclass(slots=True)
 class Limits:
     max_image_bytes: int = 50 * MB
-    max_json_bytes: int = 200 * MB
+    max_json_bytes: int | None = None  # None: derived from the catalog (api.admission)
+    max_body_bytes: int = 256 * MB  # no request body past this, JSON or multipart
+    max_inflight_bytes: int = 512 * MB  # request-body bytes the process holds at once
     max_image_pixels: int = 36_000_000  # the same bomb guard the media layer uses
     max_form_fields: int = 200
 
@@ -73,6 +75,7 @@ class Settings:
     redis_url: str | None = None
     storage_url: str | None = None
     public_url: str | None = None
+    allowed_hosts: list[str] = field(default_factory=list)  # Host values kept as sent
     admin_key: str | None = None
     url_ttl_s: int = 3600
     sweep_interval_s: int = 300
@@ -169,9 +172,16 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.public_url = settings.public_url or doc.string(node, "server.public_url")
             elif key == "data_dir":
                 settings.data_dir = Path(doc.string(node, "server.data_dir")).resolve()
+            elif key == "allowed_hosts":
+                hosts = doc.sequence(node, "server.allowed_hosts")
+                settings.allowed_hosts = [
+                    doc.string(h, f"server.allowed_hosts[{i}]").lower() for i, h in enumerate(hosts)
+                ]
             else:
                 raise doc.error(
-                    node, f"server.{key}", "unknown key (expected public_url, data_dir)"
+                    node,
+                    f"server.{key}",
+                    "unknown key (expected public_url, data_dir, allowed_hosts)",
                 )
     if "storage" in top:
         storage = doc.mapping(top["storage"], "storage")
@@ -201,6 +211,11 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.limits.max_image_bytes = int(doc.number(node, "limits.max_image_mb") * MB)
             elif key == "max_json_mb":
                 settings.limits.max_json_bytes = int(doc.number(node, "limits.max_json_mb") * MB)
+            elif key == "max_body_mb":
+                settings.limits.max_body_bytes = int(doc.number(node, "limits.max_body_mb") * MB)
+            elif key == "max_inflight_mb":
+                mb = doc.number(node, "limits.max_inflight_mb")
+                settings.limits.max_inflight_bytes = int(mb * MB)
             elif key == "max_image_pixels":
                 settings.limits.max_image_pixels = doc.integer(node, "limits.max_image_pixels", 1)
             else:

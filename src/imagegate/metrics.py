@@ -99,6 +99,17 @@ HOLDS = Gauge(
     multiprocess_mode="livesum",
 )
 
+BODY_BYTES = Gauge(
+    "imagegate_request_body_bytes_in_flight",
+    "Request-body bytes reserved by requests being read or served (limits.max_inflight_mb).",
+    registry=_REGISTRY,
+    multiprocess_mode="livesum",
+)
+
+
+def body_bytes_changed(delta: int) -> None:
+    BODY_BYTES.inc(delta)
+
 
 def multiproc_dir() -> str | None:
     """The multiprocess directory when multiprocess mode is on, else None."""

@@ -60,7 +60,16 @@ class BucketState:
 
 
 class RateLimiter(Protocol):
-    async def acquire(self, key: ApiKey, images: int, request_id: str) -> Permit: ...
+    async def acquire(
+        self,
+        key: ApiKey,
+        images: int,
+        request_id: str,
+        *,
+        requests: int = 1,
+        slot: bool = True,
+        consume: bool = True,
+    ) -> Permit: ...
 
     async def release(self, permit: Permit) -> None: ...
 
@@ -93,6 +102,7 @@ def refuse(
     requests: BucketState | None,
     image_state: BucketState | None,
     wait_s: float,
+    wanted_requests: int = 1,
 ) -> RateLimited:
     """The 429 for a bucket that cannot cover this request now."""
     headers = limit_headers(requests, image_state)
@@ -105,7 +115,7 @@ def refuse(
             code="images_per_minute_exceeded",
             headers=headers,
         )
-    if requests is not None and requests.remaining < 1:
+    if requests is not None and requests.remaining < wanted_requests:
         what, code = f"{limits.rpm} requests per minute", "requests_per_minute_exceeded"
     else:
         what, code = f"{limits.ipm} images per minute", "images_per_minute_exceeded"
@@ -140,7 +150,18 @@ class MemoryRateLimiter:
         tokens, stamp = self._buckets.get((key_id, kind), (float(limit), now))
         return min(float(limit), tokens + (now - stamp) * limit / WINDOW_S)
 
-    async def acquire(self, key: ApiKey, images: int, request_id: str) -> Permit:
+    async def acquire(
+        self,
+        key: ApiKey,
+        images: int,
+        request_id: str,
+        *,
+        requests: int = 1,
+        slot: bool = True,
+        consume: bool = True,
+    ) -> Permit:
+        """Check-and-take ``requests`` request tokens, ``images`` image tokens and (with
+        ``slot``) a concurrency slot; ``consume=False`` checks the buckets without taking."""
         limits = Limits.of(key)
         permit = Permit(key.id, request_id)
         if not limits.any:
@@ -148,10 +169,11 @@ class MemoryRateLimiter:
         now = self._clock()
         req_tokens = self._peek(key.id, "req", limits.rpm, now)
         img_tokens = self._peek(key.id, "img", limits.ipm, now)
-        wait = _wait(limits, images, req_tokens, img_tokens)
+        wait = _wait(limits, images, req_tokens, img_tokens, requests)
         if wait is not None:
-            raise refuse(limits, images, *_states(limits, req_tokens, img_tokens), wait)
-        if limits.concurrent:
+            states = _states(limits, req_tokens, img_tokens)
+            raise refuse(limits, images, *states, wait, requests)
+        if limits.concurrent and slot:
             slots = self._slots.setdefault(key.id, {})
             for rid in [rid for rid, exp in slots.items() if exp <= now]:
                 del slots[rid]
@@ -159,10 +181,10 @@ class MemoryRateLimiter:
                 raise refuse_concurrency(limits)
             slots[request_id] = now + self._slot_ttl_s
             permit.holds_slot = True
-        if req_tokens is not None:
-            req_tokens -= 1
+        if req_tokens is not None and consume:
+            req_tokens -= requests
             self._buckets[(key.id, "req")] = (req_tokens, now)
-        if img_tokens is not None:
+        if img_tokens is not None and consume:
             img_tokens -= images
             self._buckets[(key.id, "img")] = (img_tokens, now)
         permit.headers = limit_headers(*_states(limits, req_tokens, img_tokens))
@@ -177,12 +199,18 @@ class MemoryRateLimiter:
 
 
 def _wait(
-    limits: Limits, images: int, req_tokens: float | None, img_tokens: float | None
+    limits: Limits,
+    images: int,
+    req_tokens: float | None,
+    img_tokens: float | None,
+    requests: int = 1,
 ) -> float | None:
     """Seconds until both buckets can cover the request, or None if they can now."""
     wait = 0.0
-    if req_tokens is not None and limits.rpm and req_tokens < 1:
-        wait = max(wait, (1 - req_tokens) * WINDOW_S / limits.rpm)
+    if req_tokens is not None and limits.rpm and req_tokens < requests:
+        wait = max(wait, (min(requests, limits.rpm) - req_tokens) * WINDOW_S / limits.rpm)
+        if requests > limits.rpm:
+            wait = max(wait, WINDOW_S)
     if img_tokens is not None and limits.ipm and img_tokens < images:
         wait = max(wait, (min(images, limits.ipm) - img_tokens) * WINDOW_S / limits.ipm)
         if images > limits.ipm:
@@ -200,14 +228,15 @@ def _states(
 
 
 # KEYS: requests bucket, images bucket, slots set. ARGV: rpm, ipm, images, concurrent,
-# request id, slot ttl. Returns {status, req tokens, img tokens, wait} with status
-# 1 admitted, 0 over a bucket, -1 over the concurrency limit (numbers as strings: Redis
-# would truncate Lua floats).
+# request id, slot ttl, requests, consume (1 take tokens, 0 only check them). Returns
+# {status, req tokens, img tokens, wait} with status 1 admitted, 0 over a bucket, -1 over
+# the concurrency limit (numbers as strings: Redis would truncate Lua floats).
 _ACQUIRE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 local rpm, ipm, n = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local conc, rid, ttl = tonumber(ARGV[4]), ARGV[5], tonumber(ARGV[6])
+local nr, consume = tonumber(ARGV[7]), tonumber(ARGV[8])
 local function peek(key, limit)
   if limit <= 0 then return nil end
   local v = redis.call('HMGET', key, 'tokens', 'ts')
@@ -217,7 +246,10 @@ local function peek(key, limit)
 end
 local rt, it = peek(KEYS[1], rpm), peek(KEYS[2], ipm)
 local wait = 0
-if rt and rt < 1 then wait = math.max(wait, (1 - rt) * 60 / rpm) end
+if rt and rt < nr then
+  wait = math.max(wait, (math.min(nr, rpm) - rt) * 60 / rpm)
+  if nr > rpm then wait = math.max(wait, 60) end
+end
 if it and it < n then
   wait = math.max(wait, (math.min(n, ipm) - it) * 60 / ipm)
   if n > ipm then wait = math.max(wait, 60) end
@@ -233,12 +265,12 @@ if conc > 0 then
   redis.call('ZADD', KEYS[3], now + ttl, rid)
   redis.call('EXPIRE', KEYS[3], math.ceil(ttl) + 60)
 end
-if rt then
-  rt = rt - 1
+if rt and consume == 1 then
+  rt = rt - nr
   redis.call('HSET', KEYS[1], 'tokens', tostring(rt), 'ts', tostring(now))
   redis.call('EXPIRE', KEYS[1], 120)
 end
-if it then
+if it and consume == 1 then
   it = it - n
   redis.call('HSET', KEYS[2], 'tokens', tostring(it), 'ts', tostring(now))
   redis.call('EXPIRE', KEYS[2], 120)
@@ -256,11 +288,22 @@ class RedisRateLimiter:
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
 
-    async def acquire(self, key: ApiKey, images: int, request_id: str) -> Permit:
+    async def acquire(
+        self,
+        key: ApiKey,
+        images: int,
+        request_id: str,
+        *,
+        requests: int = 1,
+        slot: bool = True,
+        consume: bool = True,
+    ) -> Permit:
+        """See :meth:`MemoryRateLimiter.acquire`; one atomic script in Redis."""
         limits = Limits.of(key)
         permit = Permit(key.id, request_id)
         if not limits.any:
             return permit
+        concurrent = (limits.concurrent or 0) if slot else 0
         p = f"{self._prefix}:{key.id}"
         status, req, img, wait = await self._acquire(
             keys=[f"{p}:req", f"{p}:img", f"{p}:slots"],
@@ -268,9 +311,11 @@ class RedisRateLimiter:
                 limits.rpm or 0,
                 limits.ipm or 0,
                 images,
-                limits.concurrent or 0,
+                concurrent,
                 request_id,
                 self._slot_ttl_s,
+                requests,
+                1 if consume else 0,
             ],
         )
         req_tokens = float(req) if limits.rpm else None
@@ -278,8 +323,9 @@ class RedisRateLimiter:
         if int(status) == -1:
             raise refuse_concurrency(limits)
         if int(status) == 0:
-            raise refuse(limits, images, *_states(limits, req_tokens, img_tokens), float(wait))
-        permit.holds_slot = bool(limits.concurrent)
+            states = _states(limits, req_tokens, img_tokens)
+            raise refuse(limits, images, *states, float(wait), requests)
+        permit.holds_slot = bool(concurrent)
         permit.headers = limit_headers(*_states(limits, req_tokens, img_tokens))
         return permit
 

@@ -9,7 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate.accounts.keys import ApiKey, usd_to_micro
+from imagegate.accounts.keys import ApiKey
+from imagegate.accounts.limits import micro_in_range, top_up_amount
 from imagegate.api.auth import require_admin
 from imagegate.api.body import read_json
 from imagegate.api.fields import as_bool, as_int, as_str_list
@@ -65,6 +66,8 @@ async def create_key(request: Request) -> Response:
         raise InvalidRequest(
             f"'credits' must be a number of USD from 0 to {MAX_USD}.", param="credits"
         )
+    if credits is not None:
+        micro_in_range(credits, "credits")
     rpm, ipm, concurrent = (_positive_int(raw, name) for name in ("rpm", "ipm", "max_concurrent"))
     admin = as_bool("admin", raw.get("admin", False))
     key, plaintext = await run_in_threadpool(
@@ -122,7 +125,8 @@ async def top_up(request: Request) -> Response:
     note = raw.get("note")
     if note is not None and (not isinstance(note, str) or len(note) > 200):
         raise InvalidRequest("'note' must be a string of at most 200 characters.", param="note")
-    micro = usd_to_micro(amount)
+    key = await run_in_threadpool(gw.keys.get, key_id)
+    micro = top_up_amount(key, key_id, amount)
     balance = await run_in_threadpool(gw.ledger.top_up, key_id, micro, note)
     return _json(
         {

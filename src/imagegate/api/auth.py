@@ -10,6 +10,7 @@ from imagegate.accounts.keys import ApiKey, bearer_token
 from imagegate.api.state import gateway
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import Forbidden
+from imagegate.storage import ownership
 
 
 async def authenticate(request: Request) -> ApiKey:
@@ -21,6 +22,7 @@ async def authenticate(request: Request) -> ApiKey:
         key = await run_in_threadpool(gw.keys.authenticate, token)
     request.state.key_id = key.id
     request.state.api_key = key
+    ownership.set_caller(key.id, key.is_admin)
     return key
 
 

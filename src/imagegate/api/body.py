@@ -6,6 +6,7 @@ python-multipart so that an oversized part is refused as soon as it crosses its 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -38,7 +39,7 @@ class Multipart:
     files: list[FilePart] = field(default_factory=list)
 
 
-def _declared_length(request: Request) -> int | None:
+def declared_length(request: Request) -> int | None:
     value = request.headers.get("content-length")
     try:
         return int(value) if value is not None else None
@@ -46,9 +47,15 @@ def _declared_length(request: Request) -> int | None:
         raise InvalidRequest("Invalid Content-Length header.", code="invalid_body") from None
 
 
-async def read_json(request: Request, max_bytes: int) -> dict[str, object]:
-    """Read and parse a JSON object body; 413 past ``max_bytes``, 400 on bad JSON."""
-    raw = await _read_capped(request, max_bytes)
+OnChunk = Callable[[int], None]
+
+
+async def read_json(
+    request: Request, max_bytes: int, on_chunk: OnChunk | None = None
+) -> dict[str, object]:
+    """Read and parse a JSON object body; 413 past ``max_bytes`` (before parsing anything),
+    400 on bad JSON. ``on_chunk`` sees each chunk's size before it is kept."""
+    raw = await _read_capped(request, max_bytes, on_chunk)
     if not raw:
         raise InvalidRequest(
             "The request body is empty; expected a JSON object.", code="invalid_json"
@@ -64,14 +71,16 @@ async def read_json(request: Request, max_bytes: int) -> dict[str, object]:
     return body
 
 
-async def read_urlencoded(request: Request, max_bytes: int) -> list[tuple[str, str]]:
+async def read_urlencoded(
+    request: Request, max_bytes: int, on_chunk: OnChunk | None = None
+) -> list[tuple[str, str]]:
     """Read an application/x-www-form-urlencoded body as (name, value) pairs."""
-    raw = await _read_capped(request, max_bytes)
+    raw = await _read_capped(request, max_bytes, on_chunk)
     return parse_qsl(raw.decode("utf-8", "replace"), keep_blank_values=True)
 
 
-async def _read_capped(request: Request, max_bytes: int) -> bytes:
-    declared = _declared_length(request)
+async def _read_capped(request: Request, max_bytes: int, on_chunk: OnChunk | None) -> bytes:
+    declared = declared_length(request)
     if declared is not None and declared > max_bytes:
         raise _too_large(max_bytes)
     chunks: list[bytes] = []
@@ -80,6 +89,8 @@ async def _read_capped(request: Request, max_bytes: int) -> bytes:
         total += len(chunk)
         if total > max_bytes:
             raise _too_large(max_bytes)
+        if on_chunk is not None:
+            on_chunk(len(chunk))
         chunks.append(chunk)
     return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
@@ -102,14 +113,20 @@ def content_kind(request: Request) -> str:
 
 
 async def read_multipart(
-    request: Request, *, max_file_bytes: int, max_parts: int, max_total_bytes: int
+    request: Request,
+    *,
+    max_file_bytes: int,
+    max_parts: int,
+    max_total_bytes: int,
+    on_chunk: OnChunk | None = None,
 ) -> Multipart:
-    """Parse a multipart body incrementally, capping each part and the part count."""
+    """Parse a multipart body incrementally, capping each part, the part count and the
+    whole body."""
     _, params = parse_options_header(request.headers.get("content-type", ""))
     boundary = params.get(b"boundary")
     if not boundary:
         raise InvalidRequest("Missing boundary in multipart/form-data body.", code="invalid_body")
-    declared = _declared_length(request)
+    declared = declared_length(request)
     if declared is not None and declared > max_total_bytes:
         raise _too_large(max_total_bytes)
     state = _PartCollector(max_file_bytes, max_parts)
@@ -120,6 +137,8 @@ async def read_multipart(
             total += len(chunk)
             if total > max_total_bytes:
                 raise _too_large(max_total_bytes)
+            if on_chunk is not None:
+                on_chunk(len(chunk))
             parser.write(chunk)
             if state.error is not None:
                 raise state.error

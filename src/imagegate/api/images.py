@@ -16,15 +16,16 @@ from starlette.responses import Response
 from imagegate import metrics
 from imagegate.accounts import idempotency
 from imagegate.accounts.keys import ApiKey
-from imagegate.api.auth import authenticate, authorize_model
-from imagegate.api.body import content_kind, read_json, read_multipart, read_urlencoded
+from imagegate.api.admission import admit, count_inputs
+from imagegate.api.auth import authorize_model
+from imagegate.api.body import content_kind
 from imagegate.api.charging import Charge
 from imagegate.api.disconnect import cancel_on_disconnect
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
 from imagegate.api.output import conform_output, output_bytes
 from imagegate.api.render import response_body
-from imagegate.api.state import Gateway, gateway
+from imagegate.api.state import Gateway
 from imagegate.api.streaming import stream_response
 from imagegate.catalog import lifecycle
 from imagegate.catalog.priceable import priceable
@@ -35,21 +36,22 @@ from imagegate.core.errors import (
 )
 from imagegate.core.types import GeneratedImage, ImageRequest, Operation
 
-MAX_PARTS_OVERHEAD = 16
-
 
 async def create_image(request: Request) -> Response:
     """POST /v1/images/generations (JSON)."""
-    gw = gateway(request)
-    key = await authenticate(request)
-    if content_kind(request) != "json":
-        raise UnsupportedMediaType(
-            "/v1/images/generations takes a JSON body (Content-Type: application/json).",
-            code="unsupported_content_type",
-        )
-    raw = await read_json(request, gw.settings.limits.max_json_bytes)
-    req, spec = _prepare(gw, key, "generate", raw)
-    return await _execute(gw, request, req, spec, raw)
+    adm = await admit(request, "generate")
+    try:
+        if content_kind(request) != "json":
+            raise UnsupportedMediaType(
+                "/v1/images/generations takes a JSON body (Content-Type: application/json).",
+                code="unsupported_content_type",
+            )
+        raw = await adm.read_json()
+        req, spec = _prepare(adm.gw, adm.key, "generate", raw)
+        await adm.end_body_phase()
+        return await _execute(adm.gw, request, req, spec, raw)
+    finally:
+        await adm.close()
 
 
 async def create_image_edit(request: Request) -> Response:
@@ -63,32 +65,33 @@ async def create_image_variation(request: Request) -> Response:
 
 
 async def _with_images(request: Request, operation: Operation) -> Response:
-    gw = gateway(request)
-    key = await authenticate(request)
-    limits = gw.settings.limits
-    kind = content_kind(request)
-    if kind == "json":
-        raw = await read_json(request, limits.max_json_bytes)
-        req, spec = _prepare(gw, key, operation, raw)
-        req.images, req.mask = await json_inputs(gw.resolver, raw)
-        files: list[bytes] = []
-    elif kind == "form":
-        raw = fold_form_fields(await read_urlencoded(request, limits.max_json_bytes))
-        req, spec = _prepare(gw, key, operation, raw)
-        req.images, req.mask = await multipart_inputs(gw.resolver, [], raw)
-        files = []
-    else:
-        form = await read_multipart(
-            request,
-            max_file_bytes=limits.max_image_bytes,
-            max_parts=limits.max_form_fields,
-            max_total_bytes=limits.max_image_bytes * 17 + 16 * 1024 * 1024,
-        )
-        raw = fold_form_fields(form.fields)
-        req, spec = _prepare(gw, key, operation, raw)
-        req.images, req.mask = await multipart_inputs(gw.resolver, form.files, raw)
-        files = [part.data for part in form.files]
-    return await _execute(gw, request, req, spec, raw, files)
+    """Admission (api.admission) first; then the body, the inputs counted, then fetched."""
+    adm = await admit(request, operation)
+    try:
+        kind = content_kind(request)
+        gw, files = adm.gw, []
+        if kind == "json":
+            raw = await adm.read_json()
+            req, spec = _prepare(gw, adm.key, operation, raw)
+            await adm.charge_fetches(count_inputs(operation, spec, raw, []))
+            req.images, req.mask = await json_inputs(gw.resolver, raw)
+        elif kind == "form":
+            raw = fold_form_fields(await adm.read_urlencoded())
+            req, spec = _prepare(gw, adm.key, operation, raw)
+            await adm.charge_fetches(count_inputs(operation, spec, raw, []))
+            req.images, req.mask = await multipart_inputs(gw.resolver, [], raw)
+        else:
+            form = await adm.read_multipart()
+            raw = fold_form_fields(form.fields)
+            req, spec = _prepare(gw, adm.key, operation, raw)
+            names = [part.name for part in form.files]
+            await adm.charge_fetches(count_inputs(operation, spec, raw, names))
+            req.images, req.mask = await multipart_inputs(gw.resolver, form.files, raw)
+            files = [part.data for part in form.files]
+        await adm.end_body_phase()
+        return await _execute(gw, request, req, spec, raw, files)
+    finally:
+        await adm.close()
 
 
 def _prepare(

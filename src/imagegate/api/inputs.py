@@ -16,6 +16,7 @@ from imagegate.core.errors import InvalidRequest, NotFound
 from imagegate.core.types import OUTPUT_FORMATS, InputImage
 from imagegate.media.fetch import SafeFetcher
 from imagegate.media.images import probe_image
+from imagegate.storage import ownership
 from imagegate.storage.base import ImageStore
 
 MAX_INPUT_IMAGES = 16
@@ -87,13 +88,17 @@ class InputResolver:
         return self.probe(_b64decode(text, param), param)
 
     async def from_file_id(self, file_id: str, param: str) -> InputImage:
-        """A stored file by its id, with or without the format extension the store keeps."""
-        stored = await self.store.get(file_id)
-        if stored is None and "." not in file_id:
-            for fmt in OUTPUT_FORMATS:
-                stored = await self.store.get(f"{file_id}.{fmt}")
-                if stored is not None:
-                    break
+        """A stored file by its id, with or without the format extension the store keeps.
+        Only the key that stored it (or an admin key) may use it; any other sees the same
+        404 as for an id that does not exist."""
+        stored = None
+        if ownership.may_read(file_id):
+            stored = await self.store.get(file_id)
+            if stored is None and "." not in file_id:
+                for fmt in OUTPUT_FORMATS:
+                    stored = await self.store.get(f"{file_id}.{fmt}")
+                    if stored is not None:
+                        break
         if stored is None:
             raise NotFound(f"No file with id '{file_id}'.", param=param, code="file_not_found")
         return self.probe(stored.data, param, file_id)

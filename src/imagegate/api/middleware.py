@@ -16,9 +16,12 @@ from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from imagegate import metrics
+from imagegate.api.security_headers import add_security_headers
 from imagegate.logs import request_id_var
+from imagegate.storage.ownership import log_id
 
 log = logging.getLogger("imagegate.access")
+_FILES = "/v1/files/"
 _SAFE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,128}$")
 
 
@@ -45,6 +48,7 @@ class RequestContextMiddleware:
                 status = message["status"]
                 headers = [h for h in message.get("headers", []) if h[0] != b"x-request-id"]
                 headers.append((b"x-request-id", raw_id))
+                add_security_headers(headers)
                 message["headers"] = headers
             await send(message)
 
@@ -53,7 +57,7 @@ class RequestContextMiddleware:
         except ClientDisconnect:
             status = 499  # gone while its body was read: nobody to answer
         except Exception as exc:
-            log.exception("unhandled error", extra={"path": scope.get("path")})
+            log.exception("unhandled error", extra={"path": _loggable_path(scope.get("path", ""))})
             if not response_started:
                 await _send_internal_error(send_with_id, request_id, _unavailable(exc))
         finally:
@@ -66,7 +70,7 @@ class RequestContextMiddleware:
                 "request",
                 extra={
                     "method": scope.get("method"),
-                    "path": scope.get("path"),
+                    "path": _loggable_path(scope.get("path", "")),
                     "status": status,
                     "latency_ms": round(elapsed * 1000, 2),
                     "key_id": state.get("key_id"),
@@ -75,6 +79,13 @@ class RequestContextMiddleware:
                 },
             )
             request_id_var.reset(token)
+
+
+def _loggable_path(path: str) -> str:
+    """The path as logged: a file id names a stored image, so only its hash is written."""
+    if path.startswith(_FILES):
+        return _FILES + log_id(path[len(_FILES) :])
+    return path
 
 
 def _incoming_id(scope: Scope) -> str | None:

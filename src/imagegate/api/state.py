@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import httpx
 from starlette.requests import Request
@@ -42,6 +43,8 @@ class Gateway:
     limiter: RateLimiter
     idempotency: IdempotencyStore
     breaker_sync: RedisBreakerSync | None = None  # shares breaker state via Redis
+    body_budget: Any = None  # api.admission.BodyBudget, made on first use
+    body_limits: dict[str, int] = field(default_factory=dict)  # per operation, derived once
 
     def public_base(self, request: Request) -> str:
         """Base of returned URLs: IMAGEGATE_PUBLIC_URL, else the URL the client used."""

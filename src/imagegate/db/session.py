@@ -7,6 +7,7 @@ zero-configuration default; PostgreSQL is for several workers or hosts sharing o
 from __future__ import annotations
 
 import contextlib
+import os
 import sqlite3
 import threading
 import time
@@ -78,11 +79,29 @@ def _enable_wal(cursor: Any) -> None:
             delay = min(delay * 2, 0.1)
 
 
+def _private_sqlite_files(url: URL) -> None:
+    """Create the SQLite file 0600 (SQLite gives -wal and -shm the database's mode) and
+    tighten files an older version left world-readable: they hold key hashes and usage."""
+    database = url.database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return
+    path = Path(database)
+    if not path.parent.is_dir():
+        return
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        with contextlib.suppress(FileNotFoundError, PermissionError):
+            os.chmod(f"{path}{suffix}", 0o600)
+
+
 class Database:
     """A sync engine plus a session factory for one database URL."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
         self.url = normalize_url(url)
+        if self.is_sqlite:
+            _private_sqlite_files(self.url)
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_postgresql:
             kwargs["pool_pre_ping"] = True

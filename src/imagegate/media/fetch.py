@@ -43,8 +43,14 @@ _V4_CLASSES = _classes(
     ("172.16.0.0/12", "private"),
     ("192.168.0.0/16", "private"),
     ("100.64.0.0/10", "shared (CGNAT)"),
+    ("192.0.0.0/24", "reserved"),  # IETF protocol assignments
+    ("192.0.2.0/24", "reserved"),  # documentation (TEST-NET-1..3)
+    ("198.51.100.0/24", "reserved"),
+    ("203.0.113.0/24", "reserved"),
+    ("198.18.0.0/15", "reserved"),  # benchmarking
+    ("192.88.99.0/24", "reserved"),  # 6to4 relay anycast
     ("224.0.0.0/4", "multicast"),
-    ("240.0.0.0/4", "reserved"),
+    ("240.0.0.0/4", "reserved"),  # includes 255.255.255.255
 )
 _V6_CLASSES = _classes(
     ("::/128", "unspecified"),
@@ -54,9 +60,18 @@ _V6_CLASSES = _classes(
     ("fc00::/7", "private"),
     ("64:ff9b:1::/48", "private"),  # local-use NAT64
     ("ff00::/8", "multicast"),
+    ("100::/64", "reserved"),  # discard-only
+    ("2001:db8::/32", "reserved"),  # documentation
+    ("2001::/23", "reserved"),  # IETF protocol assignments (Teredo, ORCHID, ...)
+    ("5f00::/16", "reserved"),  # SRv6 SIDs
+    ("3fff::/20", "reserved"),  # documentation
 )
+# IPv6 forms that carry an IPv4 address; each is judged by the address it carries.
+_V4_COMPATIBLE = ipaddress.IPv6Network("::/96")  # ::a.b.c.d (deprecated)
+_V4_TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # ::ffff:0:a.b.c.d (SIIT)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 _SIX_TO_FOUR = ipaddress.IPv6Network("2002::/16")
+_TEREDO = ipaddress.IPv6Network("2001::/32")
 _HOSTNAME_RE = re.compile(r"[A-Za-z0-9_.-]+")
 _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 
@@ -64,29 +79,39 @@ _REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 def disallowed_address_class(ip: IPAddress) -> str | None:
     """Why ``ip`` must not be fetched from ("loopback", "private", ...), or None if public.
 
-    IPv6 forms that embed an IPv4 address (mapped, NAT64, 6to4) are judged by that address,
-    and anything Python does not consider globally routable is refused as "reserved".
+    Every IPv6 form that embeds an IPv4 address (IPv4-mapped, IPv4-compatible,
+    IPv4-translated, NAT64, 6to4, Teredo's client and server) is judged by the address it
+    carries, then by the explicit denied ranges above; ``is_global`` is only a last
+    belt for ranges the tables might miss.
     """
     if ip in _METADATA_ADDRESSES:
         return "cloud metadata"
     if isinstance(ip, ipaddress.IPv6Address):
-        embedded = _embedded_ipv4(ip)
-        if embedded is not None:
-            return disallowed_address_class(embedded)
+        for net, label in _V6_CLASSES[:2]:  # :: and ::1 before the ::/96 unwrap
+            if ip in net:
+                return label
+        for embedded in _embedded_ipv4(ip):
+            reason = disallowed_address_class(embedded)
+            if reason is not None:
+                return reason
     for net, label in _V6_CLASSES if ip.version == 6 else _V4_CLASSES:
         if ip in net:
             return label
     return None if ip.is_global else "reserved"
 
 
-def _embedded_ipv4(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+def _embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address carries, by every transition form."""
+    last4 = ipaddress.IPv4Address(ip.packed[-4:])
     if ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
-    if ip in _NAT64:
-        return ipaddress.IPv4Address(ip.packed[-4:])
-    if ip in _SIX_TO_FOUR:
-        return ip.sixtofour
-    return None
+        return [ip.ipv4_mapped]
+    if ip in _V4_COMPATIBLE or ip in _V4_TRANSLATED or ip in _NAT64:
+        return [last4]
+    if ip in _SIX_TO_FOUR and ip.sixtofour is not None:
+        return [ip.sixtofour]
+    if ip in _TEREDO and ip.teredo is not None:
+        return list(ip.teredo)
+    return []
 
 
 def _normalize_host(host: str) -> str:

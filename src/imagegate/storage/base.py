@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from types import TracebackType
 
 from imagegate.core.types import MIME_TYPES, OUTPUT_FORMATS, OutputFormat
+from imagegate.storage import ownership
 
 # 18 random bytes -> 24 urlsafe characters, then one extension naming the format.
 _FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}\.(" + "|".join(OUTPUT_FORMATS) + r")")
@@ -28,10 +29,12 @@ class StoredFile:
 
 
 def new_file_id(fmt: OutputFormat) -> str:
-    """A fresh URL-safe id such as ``Qx3..._A.png``; the extension records the format."""
+    """A fresh URL-safe id such as ``Qx3..._A.png``; the extension records the format and
+    the part before it ends with the storing key's owner tag (storage.ownership)."""
     if fmt not in MIME_TYPES:
         raise ValueError(f"unknown image format {fmt!r}")
-    return f"{secrets.token_urlsafe(18)}.{fmt}"
+    token = secrets.token_urlsafe(18)
+    return f"{token}{ownership.tag_for_new(token)}.{fmt}"
 
 
 def file_id_content_type(file_id: str) -> str | None:
