@@ -262,5 +262,6 @@ routing: {{breaker: {{failure_threshold: 1000, cooldown_s: 1}}}}
     assert statuses == {200: 40}, [r.text for r in replies if r.status_code != 200][:3]
     failed = flaky.outcomes["500"] + flaky.outcomes["reset"] + flaky.outcomes["timeout"]
     assert failed >= 0.25 * flaky.calls and flaky.outcomes["reset"] and flaky.outcomes["timeout"]
-    assert len(healthy.calls) == failed  # exactly the failed calls went on to the healthy one
+    # every failed call went on to the healthy one (more may, if a slow answer timed out here)
+    assert len(healthy.calls) >= failed
     print(f"flaky upstream: {dict(flaky.outcomes)}; healthy took {len(healthy.calls)}")

@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from imagegate.accounts.limits import INT64_MAX
+
+# Money is stored as int64 micro-USD: no amount or balance past this many USD.
+MAX_USD = INT64_MAX // 1_000_000
+
 STR = {"type": "string"}
 INT = {"type": "integer"}
 NUM = {"type": "number"}
@@ -148,7 +153,7 @@ SCHEMAS: dict[str, Any] = {
             "credits": {
                 **NUM,
                 "minimum": 0,
-                "maximum": 1_000_000_000,
+                "maximum": MAX_USD,
                 "description": "USD; no credit limit if absent.",
             },
             "rpm": {**INT, "minimum": 1, "maximum": 2**31 - 1},
@@ -183,7 +188,7 @@ SCHEMAS: dict[str, Any] = {
             "amount": {
                 **NUM,
                 "exclusiveMinimum": 0,
-                "maximum": 1_000_000_000,
+                "maximum": MAX_USD,
                 "description": "USD to add.",
             },
             "note": {**STR, "maxLength": 200},
