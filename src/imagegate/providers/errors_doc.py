@@ -32,6 +32,6 @@ and are never retried elsewhere. Any other 4xx is treated as ours (`common.upstr
 | `replicate` | 401; 402 (billing); 404; 429 | 422 validation; NSFW failures (content policy) | replicate.com/docs/reference/http |
 | `fal` | 401; 403 (locked / exhausted balance); 404; any error with `X-Fal-Retryable: true` (per issue 13, not independently verified) | 422 validation; `content_policy_violation` (body `type` or the documented `X-Fal-Error-Type` header) | fal.ai/docs model errors; fal.ai/docs/documentation/serverless/reliability/retries |
 | `together` | 401; 402 (spending limit); 403; 404; 429 | 400/422; NSFW messages (content policy) | docs.together.ai/docs/error-codes |
-| `xai` | 400 "Incorrect API key" (read as 401); 401; 403; 404; 429 | other 400/422; moderation refusals (content policy) | docs.x.ai "Debugging Errors" |
+| `xai` | 400 "Incorrect API key" (read as 401); 401; 403 (no permission, team blocked); 404 (model not found: model gone); 429 / 403 "used all available credits or reached its monthly spending limit" (not waited out) | other 400/422; moderation refusals (content policy) | docs.x.ai/developers/debugging; credits message as reported in github.com/continuedev/continue/issues/10373 (429) and github.com/warpdotdev/warp/issues/14867 (403) (secondary) |
 | `openai_compatible` | as `openai` (same codes); 404/410 | as `openai` | OpenAI error codes (above) |
 """

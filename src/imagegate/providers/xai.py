@@ -67,6 +67,9 @@ ASPECT_RATIOS = (
 )
 TWO_K_ABOVE_PIXELS = 2 * 1024 * 1024
 _POLICY_WORDS = ("moderation", "content policy", "safety", "violat")
+# Exhausted credits come as 429 or 403 with this wording (docs/providers.md cites the
+# reports): about our account, so failed over at once and never waited out.
+_CREDIT_WORDS = ("used all available credits", "spending limit")
 
 
 class XAIProvider(Provider):
@@ -187,6 +190,10 @@ class XAIProvider(Provider):
         if status == 400 and "api key" in lowered:
             status = 401  # xAI answers a wrong key with 400; it is ours, not the caller's
         policy = status in (400, 403, 422) and any(w in lowered for w in _POLICY_WORDS)
+        if status == 404 and code is None:
+            # "A model specified in a POST request body was not found" (docs.x.ai
+            # "Debugging Errors"); our paths are fixed, so the model is what is gone.
+            code = "model_not_found"
         error = upstream_error(
             self.id,
             status,
@@ -194,6 +201,7 @@ class XAIProvider(Provider):
             code=code,
             retry_after_s=retry_after(response),
             content_policy=policy,
+            ours=any(w in lowered for w in _CREDIT_WORDS),
         )
         error.status = response.status_code  # classified as 401, reported as sent
         return error
