@@ -56,11 +56,12 @@ from fakes.asgi import serve_app
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # [REF] 413
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
+# [REF]'s ``model`` enum (as in the generated copy cited above; "sd3.5-flash", listed here
+# before, was not found on any page read and was removed on the 2026-11-30 re-audit).
 SD3_MODELS = (
     "sd3.5-large",
     "sd3.5-large-turbo",
     "sd3.5-medium",
-    "sd3.5-flash",
     "sd3-large",
     "sd3-large-turbo",
     "sd3-medium",
