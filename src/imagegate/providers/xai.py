@@ -14,6 +14,9 @@ the request enums match the official SDK xai-org/xai-sdk-python
 * Errors come as ``{"code": "<status text>", "error": "<message>"}`` (what the API sends
   today) or OpenAI-style ``{"error": {"message", "code"}}``; both are read. Per the
   debugging page a wrong API key is a *400* whose message says so: it is treated as 401.
+  A 404 means the model in the body was not found (our paths are fixed): the model is
+  gone. Exhausted credits come as 429 or 403 "... used all available credits or reached
+  its monthly spending limit": ours, failed over at once, never waited out.
 
 Normalisation: xAI takes no ``size``. A sized request maps to the nearest documented
 ``aspect_ratio`` (compared in log space) and to ``resolution`` "2k" when it asks for more
