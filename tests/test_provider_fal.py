@@ -322,6 +322,15 @@ async def test_validation_error_is_the_callers(fake: FakeFal, http: httpx.AsyncC
     assert client.param == "num_inference_steps"
 
 
+async def test_dev_endpoints_take_fals_default_step_count(
+    fake: FakeFal, http: httpx.AsyncClient
+) -> None:
+    """The 12-step cap is FLUX.1 [schnell]'s; [dev] image-to-image defaults to 28 steps."""
+    request = edit([png(320, 240)], extra={"num_inference_steps": 28})
+    await provider(fake, http).run(request, IMG2IMG)
+    assert fake.inputs[-1]["num_inference_steps"] == 28
+
+
 async def test_input_errors_name_the_openai_field(fake: FakeFal, http: httpx.AsyncClient) -> None:
     fake.image_too_large = True
     with pytest.raises(UpstreamError) as caught:

@@ -33,7 +33,7 @@ def fake() -> Iterator[FakeGoogle]:
 def _reset(fake: FakeGoogle) -> None:
     fake.calls.clear()
     fake.fail_status = fake.fail_status_name = fake.retry_delay = fake.retry_after = None
-    fake.thinking = False
+    fake.thinking = fake.prepay_depleted = False
     fake.api_key = "gk-fake"
 
 
@@ -248,6 +248,15 @@ async def test_server_and_account_errors_fail_over(
     error = await upstream_failure(fake, context, request())
     assert error.retryable is retryable
     assert error.client_error is None
+
+
+async def test_depleted_prepay_credits_are_ours_and_not_waited_out(
+    fake: FakeGoogle, context: ProviderContext
+) -> None:
+    fake.prepay_depleted, fake.retry_after = True, "30"
+    error = await upstream_failure(fake, context, request())
+    assert (error.status, error.retryable, error.ours) == (402, True, True)
+    assert error.client_error is None and error.retry_after_s is None
 
 
 async def test_429_takes_retry_info_or_retry_after(

@@ -289,3 +289,45 @@ async def test_rejected_requests_are_the_callers_error(fake: FakeStability, stat
     assert isinstance(error, UpstreamError) and not error.retryable
     assert isinstance(error.client_error, InvalidRequest)
     assert "simulated failure" in error.client_error.message
+
+
+# --- account-level failures and strictness (fakes/stability.py cites the pages) --------
+
+
+async def test_exhausted_credits_are_ours(fake: FakeStability) -> None:
+    fake.out_of_credits = True
+    error = await failure(fake, gen())
+    assert isinstance(error, UpstreamError) and error.status == 402
+    assert error.retryable and error.ours and error.client_error is None
+
+
+async def test_a_retired_sd3_model_is_ours_not_the_callers(fake: FakeStability) -> None:
+    """Stability validates ``model`` against its enum (400 naming the field); the model id
+    comes from our catalog, so the error is ours and the model is gone."""
+    fake.retired = {"sd3.5-medium"}
+    error = await failure(fake, gen(), "sd3.5-medium")
+    assert isinstance(error, UpstreamError) and error.status == 400
+    assert error.retryable and error.model_gone and error.client_error is None
+
+
+async def test_an_oversized_request_is_413_and_the_callers(fake: FakeStability) -> None:
+    big = InputImage(b"\x89PNG" + bytes(11 * 1024 * 1024), "png", 64, 64)
+    error = await failure(fake, edit([big]), "sd3.5-large")
+    assert isinstance(error, UpstreamError) and error.status == 413
+    assert not error.retryable and isinstance(error.client_error, InvalidRequest)
+
+
+async def test_the_fake_refuses_what_stability_refuses(fake: FakeStability) -> None:
+    """No key is 401; a JSON body is 400 (multipart only); ``accept`` defaults to image/*."""
+    url = f"{fake.url}/v2beta/stable-image/generate/core"
+    key = {"authorization": f"Bearer {fake.api_key}"}
+    form = {"prompt": (None, "a lighthouse")}
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(url, files=form)).status_code == 401
+        as_json = await http.post(url, json={"prompt": "a lighthouse"}, headers=key)
+        assert as_json.status_code == 400
+        bytes_back = await http.post(url, files=form, headers={**key, "accept": ""})
+        assert bytes_back.status_code == 200
+        assert bytes_back.headers["content-type"].startswith("image/")
+        bad_accept = await http.post(url, files=form, headers={**key, "accept": "text/html"})
+        assert bad_accept.status_code == 400

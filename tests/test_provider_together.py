@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from fakes.http_server import free_port
-from fakes.together import FakeTogether, serve_fake
+from fakes.together import KNOWN_FIELDS, FakeTogether, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.media.fetch import SafeFetcher
@@ -293,3 +293,15 @@ async def test_account_failures_are_ours_and_a_retired_model_is_gone(
     with pytest.raises(UpstreamError) as info:
         await provider(fake, context).run(request(), SCHNELL)
     assert info.value.model_gone and info.value.client_error is None
+
+
+async def test_only_the_sdks_fields_are_sent(fake: FakeTogether, context: ProviderContext) -> None:
+    """The fake does not reject unknown fields (no page says Together does), so this
+    checks the adapter itself against the SDK's field list."""
+    await provider(fake, context).run(request(n=6, seed=3, size="1024x768"), SCHNELL)
+    await provider(fake, context).run(
+        request(operation="edit", images=[png(64, 64)], size="auto", width=64, height=64),
+        KONTEXT,
+    )
+    for call in fake.calls:
+        assert set(call.body) <= KNOWN_FIELDS, call.body

@@ -294,3 +294,74 @@ async def test_defaults_point_at_xai() -> None:
 
 async def _no_fetch(url: str) -> bytes:
     raise AssertionError(url)
+
+
+# --- account-level failures and strictness (fakes/xai.py cites the pages) --------------
+
+
+@pytest.mark.parametrize("status", [429, 403])
+async def test_exhausted_credits_are_ours_and_not_waited_out(
+    fake: FakeXAI, context: ProviderContext, status: int
+) -> None:
+    fake.out_of_credits = status
+    fake.retry_after = "30"
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(), MODEL)
+    assert info.value.retryable and info.value.ours
+    assert info.value.client_error is None
+    assert info.value.retry_after_s is None  # waiting does not buy credits
+
+
+async def test_a_plain_rate_limit_is_waited_out_and_not_ours(
+    fake: FakeXAI, context: ProviderContext
+) -> None:
+    fake.fail = (429, "You have reached your rate limit")
+    fake.retry_after = "2"
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(), MODEL)
+    assert info.value.retryable and not info.value.ours
+    assert info.value.retry_after_s == 2.0
+
+
+async def test_a_retired_model_is_gone_and_ours(fake: FakeXAI, context: ProviderContext) -> None:
+    fake.retired = {MODEL}
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(), MODEL)
+    assert (info.value.status, info.value.retryable) == (404, True)
+    assert info.value.model_gone and info.value.client_error is None
+
+
+async def test_a_blocked_team_is_ours(fake: FakeXAI, context: ProviderContext) -> None:
+    fake.blocked = True
+    with pytest.raises(UpstreamError) as info:
+        await provider(fake, context).run(request(), MODEL)
+    assert (info.value.status, info.value.retryable) == (403, True)
+    assert info.value.client_error is None
+
+
+async def test_the_fake_refuses_what_xai_refuses(fake: FakeXAI) -> None:
+    """The fake itself: no JSON content type is 415, no key is 401, an unknown model 404,
+    size/style 400 (documented as not supported), quality is accepted."""
+    url = f"{fake.url}/v1/images/generations"
+    key = {"Authorization": f"Bearer {fake.api_key}"}
+    body = {"model": MODEL, "prompt": "p", "response_format": "b64_json"}
+    async with httpx.AsyncClient() as http:
+        assert (await http.post(url, content=b"model=x", headers=key)).status_code == 415
+        assert (await http.post(url, json=body)).status_code == 401
+        missing = await http.post(url, json={**body, "model": "grok-9"}, headers=key)
+        assert missing.status_code == 404
+        for name in ("size", "style"):
+            assert (await http.post(url, json={**body, name: "x"}, headers=key)).status_code == 400
+        ok = await http.post(url, json={**body, "quality": "high"}, headers=key)
+        assert ok.status_code == 200, ok.text
+
+
+async def test_only_documented_fields_are_sent(fake: FakeXAI, context: ProviderContext) -> None:
+    await provider(fake, context).run(request(size="1536x1024", user="u1", n=2), MODEL)
+    await provider(fake, context).run(
+        request(operation="edit", images=[png(64, 64), png(32, 64)]), MODEL
+    )
+    documented = {"model", "prompt", "n", "response_format", "aspect_ratio", "resolution"}
+    documented |= {"quality", "user", "image", "images"}
+    for call in fake.calls:
+        assert set(call.body) <= documented, call.body

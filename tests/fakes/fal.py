@@ -25,6 +25,10 @@ Follows fal's documentation ("Asynchronous Inference" (queue), "Synchronous Requ
 * requests must be JSON (``Content-Type: application/json``, as fal's client sends): any
   other body is a 422 (the fake's wording).
 
+Re-audit 2026-11-30: the ``num_inference_steps`` cap of 1-12 is FLUX.1 [schnell]'s and
+is now checked on that endpoint only (it was applied to every endpoint, rejecting the
+[dev] endpoints' own default of 28 steps).
+
 Prompts: ``forbidden...`` trips the content checker; ``nsfw...`` flags every image in
 ``has_nsfw_concepts`` (blacked out, as fal returns them); ``half-nsfw...`` flags the first.
 """
@@ -264,7 +268,11 @@ class FakeFal:
             errors.append(
                 _error("output_format", "Input should be 'jpeg' or 'png'", "literal_error")
             )
-        if not 1 <= body.get("num_inference_steps", 4) <= 12:
+        # FLUX.1 [schnell]'s own range (1-12, its fal model page); the [dev] endpoints
+        # take more (28 by default), so the cap is not applied to them.
+        steps_cap = 12 if endpoint == "fal-ai/flux/schnell" else None
+        steps = body.get("num_inference_steps", 4)
+        if steps_cap is not None and not 1 <= steps <= steps_cap:
             errors.append(
                 _error(
                     "num_inference_steps",

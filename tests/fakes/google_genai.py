@@ -24,6 +24,10 @@ Follows:
   INVALID_ARGUMENT with an ``ErrorInfo`` reason ``API_KEY_INVALID``; 429
   RESOURCE_EXHAUSTED carries a ``google.rpc.RetryInfo`` ``retryDelay``.
 
+* Depleted prepay credits are 402 with status ``RESOURCE_EXHAUSTED`` (no longer 429), as
+  Google announced at https://discuss.ai.google.dev/t/api-update-depleted-prepay-credits-now-return-http-402-instead-of-429/183654
+  (checked 2026-11-30): the ``prepay_depleted`` knob.
+
 Prompts steer the unhappy paths: "blocked..." (promptFeedback.blockReason), "unsafe..."
 (finishReason IMAGE_SAFETY), "chatty..." (text only, no image), "forbidden..." (Imagen:
 every image filtered). ``fail_status`` makes every call fail with Google's error body.
@@ -92,6 +96,7 @@ class FakeGoogle:
     retry_delay: str | None = None  # RetryInfo.retryDelay on failures, e.g. "7s"
     retry_after: str | None = None  # a Retry-After header on failures
     thinking: bool = False  # send interim "thought" parts before the final image
+    prepay_depleted: bool = False  # 402 RESOURCE_EXHAUSTED, see the module docstring
     calls: list[Call] = field(default_factory=list)
     url: str = ""
 
@@ -121,6 +126,13 @@ class FakeGoogle:
             )
         if self.fail_status is not None:
             return self._failure()
+        if self.prepay_depleted:
+            return self._error(
+                402,
+                "Your prepayment credits are depleted. Please go to AI Studio at "
+                "https://ai.studio/projects to manage your project and billing.",
+                status_name="RESOURCE_EXHAUSTED",
+            )
         if model not in KNOWN_MODELS or method not in ("generateContent", "predict"):
             return self._error(
                 404,

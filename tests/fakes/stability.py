@@ -1,25 +1,39 @@
 """A loopback fake of Stability AI's v2beta Stable Image API, for the ``stability`` adapter.
 
-Follows platform.stability.ai/docs/api-reference ("Generate: Stable Image Ultra / Core,
-Stable Diffusion 3.5", "Edit: Inpaint"; the 200/400/403/413/422/429/500 response
-descriptions) and Stability's official ComfyUI nodes (Stability-AI/ComfyUI-SAI_API,
-``stability_api.py``: endpoints, multipart fields, per-endpoint output formats and
-aspect-ratio dimensions, error ``name`` values):
+Pages it follows (every rule below names its source; checked 2026-11-30):
 
-* ``POST /v2beta/stable-image/generate/{core,ultra,sd3}`` and
-  ``/v2beta/stable-image/edit/inpaint``, ``multipart/form-data``, ``Authorization: Bearer``.
-* ``Accept: application/json`` answers ``{"image": <base64>, "finish_reason", "seed"}``;
-  ``Accept: image/*`` answers the bytes with ``finish-reason`` and ``seed`` headers.
-* Fields: ``prompt`` (required), ``aspect_ratio`` (16:9 1:1 21:9 2:3 3:2 4:5 5:4 9:16
-  9:21), ``output_format`` (sd3: png/jpeg; others png/jpeg/webp), ``seed``
-  (0..4294967294), ``negative_prompt``, ``style_preset``; sd3 adds ``model`` and ``mode``
-  (image-to-image needs ``image`` and ``strength``); ultra takes ``image`` + ``strength``;
-  inpaint takes ``image`` and an optional black/white ``mask`` (white = inpaint).
-* Errors are ``{"id", "name", "errors": [...]}``; a prompt starting with "forbidden" is
-  refused with 403 ``content_moderation``.
+* [REF] Stability's API reference, https://platform.stability.ai/docs/api-reference
+  ("Generate": Stable Image Ultra / Core, Stable Diffusion 3.5; "Edit": Inpaint), whose
+  operations are generated from Stability's OpenAPI (a generated copy:
+  https://glama.ai/mcp/servers/arwjcxkkhg/blob/main/src/stabilityAi/types.ts):
+  ``POST /v2beta/stable-image/generate/{core,ultra,sd3}`` and ``/edit/inpaint``; required
+  headers ``authorization`` (``Bearer <key>``) and ``content-type: multipart/form-data``;
+  ``accept`` is ``image/*`` (the default: image bytes with ``finish-reason`` and ``seed``
+  headers) or ``application/json`` (``{"image": <base64>, "finish_reason": "SUCCESS" |
+  "CONTENT_FILTERED", "seed"}``). Fields: ``prompt`` (1-10000 characters), ``aspect_ratio``
+  (16:9 1:1 21:9 2:3 3:2 4:5 5:4 9:16 9:21), ``output_format`` (sd3: png/jpeg; the others
+  png/jpeg/webp), ``seed`` (0..4294967294), ``negative_prompt``, ``style_preset``; sd3
+  adds ``model`` (an enum) and ``mode`` (image-to-image needs ``image`` and ``strength``);
+  ultra takes ``image`` + ``strength``; inpaint needs ``image``, ``mask`` optional.
+  Responses: 400 invalid parameters, errors as ``{"id", "name", "errors": ["<field>:
+  <problem>"]}``; 403 flagged by content moderation (``name: content_moderation``); 413
+  a request larger than 10 MiB; 422 well-formed but rejected; 429 more than 150 requests
+  in 10 seconds; 500 internal error.
+* [SIZES] output pixel sizes per aspect ratio as labelled in Stability's official ComfyUI
+  nodes, https://github.com/Stability-AI/ComfyUI-SAI_API (``stability_api.py``).
+* [CREDITS] an account out of credits is answered 402 ``name: payment_required``, "You
+  lack sufficient credits to make this request. ..." (secondary: a captured response in
+  https://github.com/Asadrammy/body-swap/blob/HEAD/STABILITY_AI_CREDITS_ISSUE.md); a bad
+  key is 401 (secondary: https://prismix.dev/guides/stability-ai-not-working).
 
+Not enforced, because no page says Stability rejects it: unknown form fields, and an
+``image`` sent to Core (the adapter refuses Core edits itself).
+
+Test triggers: a prompt starting with "forbidden" is refused 403 ``content_moderation``.
 Knobs: ``fail_status``/``fail_name`` fail every call, ``retry_after`` sets that header,
-``filter_output`` answers 200 with ``finish_reason: CONTENT_FILTERED`` (a blurred image).
+``filter_output`` answers 200 with ``finish_reason: CONTENT_FILTERED`` (a blurred image),
+``out_of_credits`` answers [CREDITS], ``retired`` removes sd3 model ids from the enum (a
+400 naming ``model``, what [REF]'s enum validation answers for an id it no longer has).
 """
 
 from __future__ import annotations
@@ -40,12 +54,14 @@ from starlette.routing import Route
 
 from fakes.asgi import serve_app
 
+MAX_REQUEST_BYTES = 10 * 1024 * 1024  # [REF] 413
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
+# [REF]'s ``model`` enum (as in the generated copy cited above; "sd3.5-flash", listed here
+# before, was not found on any page read and was removed on the 2026-11-30 re-audit).
 SD3_MODELS = (
     "sd3.5-large",
     "sd3.5-large-turbo",
     "sd3.5-medium",
-    "sd3.5-flash",
     "sd3-large",
     "sd3-large-turbo",
     "sd3-medium",
@@ -77,6 +93,8 @@ class FakeStability:
     fail_name: str = "internal_error"
     retry_after: str | None = None
     filter_output: bool = False
+    out_of_credits: bool = False
+    retired: set[str] = field(default_factory=set)
     url: str = ""
     calls: list[Call] = field(default_factory=list)
 
@@ -102,16 +120,28 @@ class FakeStability:
         return await self._handle(request, "inpaint")
 
     async def _handle(self, request: Request, kind: str) -> Response:
-        fields, files = await _form(request)
         headers = {k.lower(): v for k, v in request.headers.items()}
+        if int(headers.get("content-length") or 0) > MAX_REQUEST_BYTES:  # [REF] 413
+            self.calls.append(Call(request.url.path, headers, {}, {}))
+            return _error(413, "payload_too_large", ["Your request was larger than 10MiB."])
+        fields, files = await _form(request)
         self.calls.append(Call(request.url.path, headers, fields, files))
-        if headers.get("authorization") != f"Bearer {self.api_key}":
+        if headers.get("authorization") != f"Bearer {self.api_key}":  # [CREDITS] 401
             return _error(401, "unauthorized", ["authorization: invalid or missing"])
         if self.fail_status is not None:
             extra = {"Retry-After": self.retry_after} if self.retry_after else None
             return _error(self.fail_status, self.fail_name, ["simulated failure"], extra)
-        accept = headers.get("accept", "")
-        problems = _check(kind, fields, files, headers)
+        if self.out_of_credits:  # [CREDITS] 402
+            return _error(
+                402,
+                "payment_required",
+                [
+                    "You lack sufficient credits to make this request. Please purchase more "
+                    "credits at https://platform.stability.ai/account/credits and try again."
+                ],
+            )
+        accept = headers.get("accept") or "image/*"  # [REF]: image/* is the default
+        problems = _check(kind, fields, files, headers, self.retired)
         if problems:
             return _error(400, "bad_request", problems)
         if fields["prompt"].startswith("forbidden"):
@@ -137,12 +167,17 @@ class FakeStability:
 
 
 def _check(
-    kind: str, fields: dict[str, str], files: dict[str, bytes], headers: dict[str, str]
+    kind: str,
+    fields: dict[str, str],
+    files: dict[str, bytes],
+    headers: dict[str, str],
+    retired: set[str],
 ) -> list[str]:
+    """[REF]'s parameter rules, as ``"<field>: <problem>"`` lines."""
     problems = []
     if not headers.get("content-type", "").startswith("multipart/form-data"):
         problems.append("content-type: must be multipart/form-data")
-    if headers.get("accept") not in ("application/json", "image/*"):
+    if (headers.get("accept") or "image/*") not in ("application/json", "image/*"):
         problems.append("accept: must be image/* or application/json")
     if not 1 <= len(fields.get("prompt", "")) <= 10000:
         problems.append("prompt: is required and at most 10000 characters")
@@ -155,16 +190,15 @@ def _check(
         problems.append("seed: must be between 0 and 4294967294")
     image_to_image = "image" in files and kind in ("ultra", "sd3")
     if kind == "sd3":
-        if fields.get("model", "sd3.5-large") not in SD3_MODELS:
-            problems.append("model: unknown model")
+        models = [m for m in SD3_MODELS if m not in retired]
+        if fields.get("model", "sd3.5-large") not in models:
+            problems.append(f"model: must be one of {', '.join(models)}")
         mode = fields.get("mode", "text-to-image")
         if mode not in ("text-to-image", "image-to-image"):
             problems.append("mode: must be text-to-image or image-to-image")
         if mode == "image-to-image" and "image" not in files:
             problems.append("image: is required for image-to-image")
         image_to_image = mode == "image-to-image"
-    if kind == "core" and "image" in files:
-        problems.append("image: is not accepted")
     if image_to_image and not 0 <= float(fields.get("strength", "-1")) <= 1:
         problems.append("strength: is required with image, between 0 and 1")
     if kind == "inpaint" and "image" not in files:

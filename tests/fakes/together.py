@@ -12,11 +12,15 @@ image_url, ...}``. A success is ``{"id", "model", "object": "list", "data": [{"i
 with the statuses of docs.together.ai/docs/error-codes (401, 402, 429, 500, 503...).
 
 What it enforces (so adapter mistakes show up as failures): a JSON body
-(``Content-Type: application/json``, as the SDK sends), the bearer key, a known field set,
-``n`` within 1..``max_n``, integer width/height, and ``image_url`` only for Kontext
-models. It does not require sizes to be multiples of 16 or within a range: the API
-reference states neither (checked 2026-11-29), so that rounding is the adapter's own
-choice. Images are real JPEGs (PNGs when asked) of the requested size.
+(``Content-Type: application/json``, as the SDK sends), the bearer key, ``model`` and
+``prompt`` present, ``n`` a positive integer, integer width/height and the
+``response_format`` enum (the reference's types). Not enforced, because the reference
+does not say Together rejects them (re-audited 2026-11-30): sizes that are not multiples
+of 16 or outside a range (that rounding is the adapter's own choice), unknown fields
+(``KNOWN_FIELDS`` lists the SDK's; tests assert the adapter sends only those), a cap on
+``n`` (``max_n`` sets one for a test; the adapter's 4 per call is its own choice), and
+``image_url`` on a model that is not Kontext. Images are real JPEGs (PNGs when asked) of
+the requested size.
 
 Account-level failures (statuses from docs.together.ai/docs/error-codes; the wording is
 the fake's own): ``account="spending_limit"`` answers 402, ``account="bad_key"`` 401; a
@@ -74,7 +78,7 @@ class Call:
 @dataclass
 class FakeTogether:
     api_key: str = "together-test-key"
-    max_n: int = 4
+    max_n: int | None = None
     fail: tuple[int, str, str | None] | None = None
     retry_after: str | None = None
     short_by: int = 0
@@ -140,22 +144,17 @@ class FakeTogether:
         )
 
 
-def _problem(body: dict[str, Any], max_n: int) -> str | None:
-    unknown = set(body) - KNOWN_FIELDS
-    if unknown:
-        return f"Unknown field(s): {', '.join(sorted(unknown))}"
+def _problem(body: dict[str, Any], max_n: int | None) -> str | None:
     if not body.get("model") or not body.get("prompt"):
         return "model and prompt are required"
     n = body.get("n", 1)
-    if not isinstance(n, int) or not 1 <= n <= max_n:
+    if not isinstance(n, int) or n < 1 or (max_n is not None and n > max_n):
         return f"n must be between 1 and {max_n}"
     for side in ("width", "height"):
         if not isinstance(body.get(side), int):
             return f"{side} must be an integer"
     if body.get("response_format") not in (None, "base64", "url"):
         return "response_format must be base64 or url"
-    if "image_url" in body and "kontext" not in str(body["model"]).lower():
-        return f"Model {body['model']} does not support image_url"
     return None
 
 

@@ -6,8 +6,10 @@ sections; Stability's official ComfyUI nodes, Stability-AI/ComfyUI-SAI_API
 ``Authorization: Bearer <key>``. We send ``Accept: application/json`` and read
 ``{"image": <base64>, "finish_reason": "SUCCESS" | "CONTENT_FILTERED", "seed"}``; a
 ``CONTENT_FILTERED`` image is blurred, so it becomes 400 ``content_policy_violation``
-rather than an output. Errors are ``{"id", "name", "errors": [...]}`` with 400, 401, 402,
-403 (``name: content_moderation`` is the caller's content), 404, 413, 422, 429, 500.
+rather than an output. Errors are ``{"id", "name", "errors": ["<field>: <problem>"]}``
+with 400, 401, 402 (``payment_required``: out of credits, ours), 403 (``name:
+content_moderation`` is the caller's content), 404, 413, 422, 429, 500; a 400 naming
+``model`` (an sd3 id Stability no longer has) is ours and marks the model gone.
 
 Which endpoint each upstream model uses:
 
@@ -199,12 +201,17 @@ class StabilityProvider(Provider):
         texts = [str(e) for e in errors] if isinstance(errors, list) else []
         message = ("; ".join(texts) or name or response.reason_phrase or "error")[:500]
         status = response.status_code
+        # Errors name their field ("model: ..."); ``model`` is the catalog's upstream id,
+        # never the caller's, so a rejected one is ours and that model is gone.
+        model_rejected = any(t.startswith("model:") for t in texts)
         return upstream_error(
             self.id,
             status,
             message,
+            code="model_not_found" if model_rejected else None,
             retry_after_s=retry_after(response),
             content_policy=name == "content_moderation",
+            ours=model_rejected,
         )
 
 

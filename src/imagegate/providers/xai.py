@@ -14,6 +14,9 @@ the request enums match the official SDK xai-org/xai-sdk-python
 * Errors come as ``{"code": "<status text>", "error": "<message>"}`` (what the API sends
   today) or OpenAI-style ``{"error": {"message", "code"}}``; both are read. Per the
   debugging page a wrong API key is a *400* whose message says so: it is treated as 401.
+  A 404 means the model in the body was not found (our paths are fixed): the model is
+  gone. Exhausted credits come as 429 or 403 "... used all available credits or reached
+  its monthly spending limit": ours, failed over at once, never waited out.
 
 Normalisation: xAI takes no ``size``. A sized request maps to the nearest documented
 ``aspect_ratio`` (compared in log space) and to ``resolution`` "2k" when it asks for more
@@ -67,6 +70,9 @@ ASPECT_RATIOS = (
 )
 TWO_K_ABOVE_PIXELS = 2 * 1024 * 1024
 _POLICY_WORDS = ("moderation", "content policy", "safety", "violat")
+# Exhausted credits come as 429 or 403 with this wording (docs/providers.md cites the
+# reports): about our account, so failed over at once and never waited out.
+_CREDIT_WORDS = ("used all available credits", "spending limit")
 
 
 class XAIProvider(Provider):
@@ -187,6 +193,10 @@ class XAIProvider(Provider):
         if status == 400 and "api key" in lowered:
             status = 401  # xAI answers a wrong key with 400; it is ours, not the caller's
         policy = status in (400, 403, 422) and any(w in lowered for w in _POLICY_WORDS)
+        if status == 404 and code is None:
+            # "A model specified in a POST request body was not found" (docs.x.ai
+            # "Debugging Errors"); our paths are fixed, so the model is what is gone.
+            code = "model_not_found"
         error = upstream_error(
             self.id,
             status,
@@ -194,6 +204,7 @@ class XAIProvider(Provider):
             code=code,
             retry_after_s=retry_after(response),
             content_policy=policy,
+            ours=any(w in lowered for w in _CREDIT_WORDS),
         )
         error.status = response.status_code  # classified as 401, reported as sent
         return error

@@ -51,6 +51,10 @@ class FilesystemStore(ImageStore):
         try:
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
+            # Stamp the age with the clock ``_expired`` compares against (a network
+            # filesystem's server clock, or a faked test clock, may differ).
+            now = time.time()
+            os.utime(tmp, (now, now))
             os.replace(tmp, self.root / file_id)
         except BaseException:
             tmp.unlink(missing_ok=True)
