@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import time
 from collections.abc import Sequence
@@ -24,6 +23,7 @@ from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
 from imagegate.api.output import conform_output, output_bytes
 from imagegate.api.render import response_body
+from imagegate.api.replay import Record, replay
 from imagegate.api.state import Gateway, gateway
 from imagegate.api.streaming import stream_response
 from imagegate.catalog.rules import check_request
@@ -109,43 +109,58 @@ async def _execute(
     raw: dict[str, Any],
     files: Sequence[bytes] = (),
 ) -> Response:
+    """Run the request once per ``Idempotency-Key`` (streams too): a repeat gets the first
+    response, whichever path produced it."""
     request.state.model = spec.id
     check_request(spec, req)
     key: ApiKey = request.state.api_key
-    if req.stream:
-        return await stream_response(gw, request, req, spec)
     header = request.headers.get(idempotency.HEADER)
     if header is None:
-        return await _generate(gw, request, req, spec, key)
+        return await _run(gw, request, req, spec, key, None)
     idem_key = idempotency.check_key(header)
     digest = idempotency.request_hash({"operation": req.operation, **raw}, list(files))
     stored = await run_in_threadpool(gw.idempotency.begin, key.id, idem_key, digest)
     if stored is not None:
-        headers = {**stored.headers, "x-imagegate-idempotent-replay": "true"}
-        return Response(stored.body, stored.status, headers, media_type="application/json")
+        return await replay(gw, stored)
+    record = Record(gw, key.id, idem_key)
     try:
-        response = await _generate(gw, request, req, spec, key)
+        return await _run(gw, request, req, spec, key, record)
     except BaseException:
-        await asyncio.shield(
-            asyncio.ensure_future(run_in_threadpool(gw.idempotency.abandon, key.id, idem_key))
-        )
+        await record.abandon()  # a no-op once the request was charged (record completed)
         raise
-    kept = {k: v for k, v in response.headers.items() if k.startswith("x-imagegate-")}
-    first = idempotency.StoredResponse(response.status_code, kept, bytes(response.body))
-    await asyncio.shield(
-        asyncio.ensure_future(run_in_threadpool(gw.idempotency.complete, key.id, idem_key, first))
-    )
-    return response
+
+
+async def _run(
+    gw: Gateway,
+    request: Request,
+    req: ImageRequest,
+    spec: ModelSpec,
+    key: ApiKey,
+    record: Record | None,
+) -> Response:
+    if req.stream:
+        return await stream_response(gw, request, req, spec, record)
+    return await _generate(gw, request, req, spec, key, record)
 
 
 async def _generate(
-    gw: Gateway, request: Request, req: ImageRequest, spec: ModelSpec, key: ApiKey
+    gw: Gateway,
+    request: Request,
+    req: ImageRequest,
+    spec: ModelSpec,
+    key: ApiKey,
+    record: Record | None = None,
 ) -> Response:
-    """Hold, route, settle: the request is charged exactly when it returns a response."""
+    """Hold, route, settle: the request is charged exactly when it returns a response.
+
+    Once settled, the response is always returned (and its idempotency record completed);
+    nothing after the settlement can fail it.
+    """
     started = time.perf_counter()
     charge = await Charge.open(gw, key, spec, req)
+    assert charge.plan is not None
     try:
-        routed = await cancel_on_disconnect(request, gw.router.route(spec, req))
+        routed = await cancel_on_disconnect(request, gw.router.route(spec, req, charge.plan))
         request.state.provider = routed.provider.id
         images = await conform_output(routed.result.images, req, routed.provider.capabilities)
         urls: list[str | None] = [None] * len(images)
@@ -157,9 +172,8 @@ async def _generate(
     except BaseException as exc:
         await charge.fail(exc)
         raise
-    attempts = [a.to_dict() for a in routed.attempts]
     charged = await charge.succeed(
-        routed.provider.id, routed.endpoint.upstream_model, attempts, cost_micro, len(images)
+        routed.provider.id, routed.endpoint.upstream_model, cost_micro, len(images)
     )
     cost = charged / 1_000_000
     metrics.record_generation(spec.id, routed.provider.id, len(images), cost)
@@ -179,7 +193,10 @@ async def _generate(
         "x-imagegate-cost-usd": f"{cost:.6f}",
         "x-imagegate-generation-id": charge.generation_id,
     }
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+    content = orjson.dumps(body)
+    if record is not None:
+        await record.complete(200, headers, orjson.loads(content))
+    return Response(content, media_type="application/json", headers=headers)
 
 
 async def _host(gw: Gateway, base: str, image: GeneratedImage) -> str:
