@@ -18,14 +18,19 @@ def gateway_database(gw: RunningGateway, database_url: str | None = None) -> str
     return database_url or f"sqlite:///{Path(gw.data_dir) / 'imagegate.db'}"
 
 
-def assert_books_balance(database_url: str, upstream_calls: int | None = None) -> BooksSummary:
+def assert_books_balance(
+    database: str | Database, upstream_calls: int | None = None
+) -> BooksSummary:
     """Ledger entries sum to every balance, holds and usage agree, and (when given) the
     number of upstream calls on record is what the fake upstreams received."""
-    db = Database(database_url)
-    try:
-        summary = verify_books(db)
-    finally:
-        db.dispose()
+    if isinstance(database, Database):
+        summary = verify_books(database)
+    else:
+        db = Database(database)
+        try:
+            summary = verify_books(db)
+        finally:
+            db.dispose()
     if upstream_calls is not None:
         assert summary.upstream_calls == upstream_calls, (
             f"{upstream_calls} upstream calls made, {summary.upstream_calls} on record"
