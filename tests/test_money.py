@@ -4,8 +4,11 @@ upstream call on the books, one charge per Idempotency-Key, streams charged on d
 from __future__ import annotations
 
 import asyncio
+import shutil
+import subprocess
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -274,3 +277,95 @@ def _only_generation(gw: RunningGateway) -> str:
     with sqlite3.connect(gw.data_dir / "imagegate.db") as conn:
         (row,) = conn.execute("SELECT generation_id FROM usage_records").fetchall()
     return str(row[0])
+
+
+def _own_redis(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    """A redis-server of this test's own, on a spare port (the shared one stays up)."""
+    from gateway import free_port
+
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    import redis
+
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+            return proc, url
+        except redis.RedisError:
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+
+def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
+    tmp_path: Path,
+) -> None:
+    """Redis (concurrency slots) dies while the request is upstream: the caller still gets
+    its image, is charged once, and the retry with the same Idempotency-Key is a replay."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    redis_proc, redis_url = _own_redis(tmp_path)
+    try:
+        with (
+            serve_fake(FakeOpenAI(delay_s=1.0)) as up,
+            run_gateway(
+                tmp_path,
+                CONFIG.format(url=up.url, extra=""),
+                env={"IMAGEGATE_REDIS_URL": redis_url},
+            ) as gw,
+        ):
+            key = _new_key(gw, credits=1, max_concurrent=2)
+            headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "redis-dies"}
+            body = {
+                "model": "test/priced",
+                "prompt": "a",
+                "size": "256x256",
+                "response_format": "b64_json",
+            }
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(
+                    httpx.post,
+                    f"{gw.v1}/images/generations",
+                    json=body,
+                    headers=headers,
+                    timeout=30,
+                )
+                deadline = time.monotonic() + 20
+                while not up.calls:  # the request is upstream now
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                redis_proc.kill()
+                redis_proc.wait()
+                first = pending.result()
+            assert first.status_code == 200, first.text
+            assert first.json()["data"][0]["b64_json"]
+            retry = httpx.post(
+                f"{gw.v1}/images/generations", json=body, headers=headers, timeout=30
+            )
+            assert retry.status_code == 200, retry.text
+            assert retry.headers["x-imagegate-idempotent-replay"] == "true"
+            assert retry.json()["data"] == first.json()["data"]
+            assert len(up.calls) == 1
+            assert _balance_micro(gw, key) == 990_000
+        assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+    finally:
+        if redis_proc.poll() is None:
+            redis_proc.kill()
+            redis_proc.wait()
