@@ -268,6 +268,8 @@ def test_hosting_failure_after_the_upstream_keeps_provider_and_cost(tmp_path: Pa
         assert spend["totals"]["cost_usd"] == 0
         assert spend["upstream"]["cost_usd"] == 0.01
         assert spend["upstream"]["by_provider"][0]["provider"] == "up"
+        scrape = httpx.get(f"{gw.url}/metrics", timeout=30).text
+        assert 'imagegate_upstream_cost_usd_total{outcome="ok",provider="up"} 0.01' in scrape
     assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
 
 

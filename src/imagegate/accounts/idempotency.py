@@ -6,6 +6,9 @@ same body gets the stored response and is not charged again; one that arrives wh
 first still runs gets 409; one with a different body gets 400. A first request that fails
 deletes its row, so the retry a client sends after an error runs for real. A pending row
 older than the hold expiry belongs to a process that died and is taken over.
+
+The stored body holds no image bytes: the API layer (``api/replay.py``) keeps ``b64_json``
+images in the image store and stores their file ids; streams store their completed event.
 """
 
 from __future__ import annotations

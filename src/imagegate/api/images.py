@@ -17,7 +17,7 @@ from imagegate.accounts import idempotency
 from imagegate.accounts.keys import ApiKey
 from imagegate.api.auth import authenticate, authorize_model
 from imagegate.api.body import content_kind, read_json, read_multipart, read_urlencoded
-from imagegate.api.charging import Charge
+from imagegate.api.charging import INTERNAL, Charge
 from imagegate.api.disconnect import cancel_on_disconnect
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
@@ -176,24 +176,28 @@ async def _generate(
         routed.provider.id, routed.endpoint.upstream_model, cost_micro, len(images)
     )
     cost = charged / 1_000_000
+    try:
+        body = response_body(
+            req,
+            routed,
+            images,
+            urls,
+            model_id=spec.id,
+            generation_id=charge.generation_id,
+            cost_usd=cost,
+            latency_ms=(time.perf_counter() - started) * 1000,
+        )
+        content = orjson.dumps(body)
+    except BaseException:  # settled but nothing to deliver: give the charge back
+        await charge.refund("response_not_delivered", INTERNAL)
+        raise
     metrics.record_generation(spec.id, routed.provider.id, len(images), cost)
-    body = response_body(
-        req,
-        routed,
-        images,
-        urls,
-        model_id=spec.id,
-        generation_id=charge.generation_id,
-        cost_usd=cost,
-        latency_ms=(time.perf_counter() - started) * 1000,
-    )
     headers = {
         **charge.headers,
         "x-imagegate-provider": routed.provider.id,
         "x-imagegate-cost-usd": f"{cost:.6f}",
         "x-imagegate-generation-id": charge.generation_id,
     }
-    content = orjson.dumps(body)
     if record is not None:
         await record.complete(200, headers, orjson.loads(content))
     return Response(content, media_type="application/json", headers=headers)

@@ -35,7 +35,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -105,7 +105,7 @@ async def stream_response(
         **charge.headers,
     }
     session.headers = headers
-    return EventStreamResponse(session.events(first), headers=headers)
+    return EventStreamResponse(session.events(first), headers=headers, on_close=session.close)
 
 
 class _StreamSession:
@@ -278,8 +278,15 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        headers: dict[str, str],
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.body_iterator = body
+        # Settles a stream whose body never started (the client left before the headers).
+        self.on_close = on_close
         self.status_code = 200
         self.background = None
         self.init_headers(headers)
@@ -311,6 +318,8 @@ class EventStreamResponse(Response):
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if self.on_close is not None:
+                await self.on_close()
 
 
 async def _disconnected(receive: Receive) -> None:
