@@ -371,3 +371,35 @@ def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
         if redis_proc.poll() is None:
             redis_proc.kill()
             redis_proc.wait()
+
+
+def test_storage_down_when_the_replay_is_kept_still_answers_and_charges_once(
+    tmp_path: Path,
+) -> None:
+    """The image store fails while the response is being kept for replays: the caller gets
+    its image and one charge; the retry replays the response (without its image bytes)."""
+    with (
+        serve_fake(FakeOpenAI()) as up,
+        run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
+    ):
+        key = _new_key(gw, credits=1)
+        images_dir = gw.data_dir / "images"
+        shutil.rmtree(images_dir)
+        images_dir.write_text("not a directory")  # every write into the store fails
+        headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "store-down"}
+        body = {
+            "model": "test/priced",
+            "prompt": "a",
+            "size": "256x256",
+            "response_format": "b64_json",
+        }
+        url = f"{gw.v1}/images/generations"
+        first = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert first.status_code == 200, first.text
+        assert first.json()["data"][0]["b64_json"], first.text[:300]
+        retry = httpx.post(url, json=body, headers=headers, timeout=30)
+        assert retry.status_code == 200 and retry.headers["x-imagegate-idempotent-replay"]
+        assert retry.json()["data"][0]["b64_json"] is None
+        assert retry.json()["created"] == first.json()["created"]
+        assert len(up.calls) == 1 and _balance_micro(gw, key) == 990_000
+    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)

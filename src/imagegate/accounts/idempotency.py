@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagegate.core.errors import Conflict, InvalidRequest
@@ -105,16 +105,7 @@ class IdempotencyStore:
 
     def complete(self, key_id: str, idem_key: str, response: StoredResponse) -> None:
         with self._db.write() as conn:
-            conn.execute(
-                update(IdempotencyRow)
-                .where(IdempotencyRow.key_id == key_id, IdempotencyRow.idempotency_key == idem_key)
-                .values(
-                    status="done",
-                    response_status=response.status,
-                    response_headers=response.headers,
-                    response_body=response.body,
-                )
-            )
+            complete_in(conn, key_id, idem_key, response)
 
     def purge_expired(self) -> int:
         """Delete records past their 24 hours (stored responses can be large)."""
@@ -134,6 +125,21 @@ class IdempotencyStore:
                     IdempotencyRow.status == "pending",
                 )
             )
+
+
+def complete_in(conn: Connection, key_id: str, idem_key: str, response: StoredResponse) -> None:
+    """Store the response in ``conn``'s transaction: the settlement's, so that a request is
+    charged exactly when its record is completed."""
+    conn.execute(
+        update(IdempotencyRow)
+        .where(IdempotencyRow.key_id == key_id, IdempotencyRow.idempotency_key == idem_key)
+        .values(
+            status="done",
+            response_status=response.status,
+            response_headers=response.headers,
+            response_body=response.body,
+        )
+    )
 
 
 def _existing(row: Any, digest: str) -> StoredResponse:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -132,11 +133,22 @@ class Ledger:
             lambda conn: self._hold(conn, key_id, amount_micro, generation_id), order=key_id
         )
 
-    async def settle_async(self, hold: Hold | None, cost_micro: int, usage: UsageRecord) -> None:
-        """:meth:`settle`, committed with whatever other writes are waiting."""
-        await self.batcher.run(
-            lambda conn: _settle(conn, hold, cost_micro, usage), order=usage.key_id
-        )
+    async def settle_async(
+        self,
+        hold: Hold | None,
+        cost_micro: int,
+        usage: UsageRecord,
+        also: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """:meth:`settle`, committed with whatever other writes are waiting; ``also``
+        writes in the same transaction (the request's idempotency record)."""
+
+        def job(conn: Connection) -> None:
+            _settle(conn, hold, cost_micro, usage)
+            if also is not None:
+                also(conn)
+
+        await self.batcher.run(job, order=usage.key_id)
 
     async def release_async(self, hold: Hold | None, usage: UsageRecord) -> None:
         """:meth:`release`, committed with whatever other writes are waiting."""

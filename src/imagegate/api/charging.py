@@ -12,8 +12,10 @@ import asyncio
 import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
+
+from sqlalchemy import Connection
 
 from imagegate import metrics
 from imagegate.accounts.keys import ApiKey
@@ -107,14 +109,20 @@ class Charge:
         return dict(self.permit.headers) if self.permit else {}
 
     async def succeed(
-        self, provider: str, upstream_model: str, cost_micro: int, images: int
+        self,
+        provider: str,
+        upstream_model: str,
+        cost_micro: int,
+        images: int,
+        also: Callable[[Connection], None] | None = None,
     ) -> int:
-        """Settle ``cost_micro`` and record the request; returns what was charged."""
+        """Settle ``cost_micro`` and record the request (``also`` writes in the same
+        transaction: its idempotency record); returns what was charged."""
         usage = self.usage
         usage.provider, usage.upstream_model = provider, upstream_model
         usage.images, usage.status = images, 200
         self._record_attempts()
-        await self._close(self.gw.ledger.settle_async(self.hold, cost_micro, usage))
+        await self._close(self.gw.ledger.settle_async(self.hold, cost_micro, usage, also))
         return usage.cost_micro
 
     async def fail(self, exc: BaseException, code: str | None = None) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -17,7 +19,7 @@ from imagegate.accounts import idempotency
 from imagegate.accounts.keys import ApiKey
 from imagegate.api.auth import authenticate, authorize_model
 from imagegate.api.body import content_kind, read_json, read_multipart, read_urlencoded
-from imagegate.api.charging import INTERNAL, Charge
+from imagegate.api.charging import Charge
 from imagegate.api.disconnect import cancel_on_disconnect
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
@@ -32,6 +34,7 @@ from imagegate.core.errors import (
     UnsupportedMediaType,
 )
 from imagegate.core.types import GeneratedImage, ImageRequest, Operation
+from imagegate.routing.router import Routed
 
 MAX_PARTS_OVERHEAD = 16
 
@@ -153,8 +156,8 @@ async def _generate(
 ) -> Response:
     """Hold, route, settle: the request is charged exactly when it returns a response.
 
-    Once settled, the response is always returned (and its idempotency record completed);
-    nothing after the settlement can fail it.
+    The response (and its idempotency record) is ready before the settlement, which stores
+    the record in its own transaction; nothing after the settlement can fail the request.
     """
     started = time.perf_counter()
     charge = await Charge.open(gw, key, spec, req)
@@ -168,39 +171,69 @@ async def _generate(
             base = gw.public_base(request)
             urls = [await _host(gw, base, img) for img in images]
         produced = dataclasses.replace(routed.result, images=images)
+        # The ledger charges exactly this (an excess over the hold by an adjust row), so the
+        # response is complete before the settlement, which also stores its replay.
         cost_micro = routed.endpoint.pricing.cost_micro(req, produced)
+        content, headers = _render(req, spec, charge, routed, images, urls, cost_micro, started)
+        also = None
+        if record is not None:
+            also = record.writer(await record.prepare(200, headers, orjson.loads(content)))
     except BaseException as exc:
         await charge.fail(exc)
         raise
-    charged = await charge.succeed(
-        routed.provider.id, routed.endpoint.upstream_model, cost_micro, len(images)
+    settle = charge.succeed(
+        routed.provider.id, routed.endpoint.upstream_model, cost_micro, len(images), also
     )
-    cost = charged / 1_000_000
-    try:
-        body = response_body(
-            req,
-            routed,
-            images,
-            urls,
-            model_id=spec.id,
-            generation_id=charge.generation_id,
-            cost_usd=cost,
-            latency_ms=(time.perf_counter() - started) * 1000,
-        )
-        content = orjson.dumps(body)
-    except BaseException:  # settled but nothing to deliver: give the charge back
-        await charge.refund("response_not_delivered", INTERNAL)
-        raise
-    metrics.record_generation(spec.id, routed.provider.id, len(images), cost)
+    await _to_the_end(settle, record)
+    metrics.record_generation(spec.id, routed.provider.id, len(images), cost_micro / 1e6)
+    return Response(content, media_type="application/json", headers=headers)
+
+
+def _render(
+    req: ImageRequest,
+    spec: ModelSpec,
+    charge: Charge,
+    routed: Routed,
+    images: list[GeneratedImage],
+    urls: list[str | None],
+    cost_micro: int,
+    started: float,
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and headers, at the cost the settlement will charge."""
+    cost = cost_micro / 1_000_000
+    body = response_body(
+        req,
+        routed,
+        images,
+        urls,
+        model_id=spec.id,
+        generation_id=charge.generation_id,
+        cost_usd=cost,
+        latency_ms=(time.perf_counter() - started) * 1000,
+    )
     headers = {
         **charge.headers,
         "x-imagegate-provider": routed.provider.id,
         "x-imagegate-cost-usd": f"{cost:.6f}",
         "x-imagegate-generation-id": charge.generation_id,
     }
+    return orjson.dumps(body), headers
+
+
+async def _to_the_end(settle: Coroutine[Any, Any, int], record: Record | None) -> None:
+    """Run the settlement to its end even if this request is cancelled meanwhile, so that
+    whether the idempotency record may be abandoned is known, never guessed."""
+    task = asyncio.ensure_future(settle)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        if record is not None and task.done() and task.exception() is None:
+            record.settled()
+        raise
     if record is not None:
-        await record.complete(200, headers, orjson.loads(content))
-    return Response(content, media_type="application/json", headers=headers)
+        record.settled()
 
 
 async def _host(gw: Gateway, base: str, image: GeneratedImage) -> str:

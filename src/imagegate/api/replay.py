@@ -6,8 +6,9 @@ their file ids (``b64_json_file``); a replay reads them back. So the database ne
 image bytes for 24 hours, and a replay returns the same images. A stream's record is its
 completed event, replayed as a one-event stream.
 
-Writing the record never fails the request: a charged response is delivered even when
-the database or the store is down (the record is then retried, and logged if lost).
+The record is completed in the same transaction as the settlement, so a request is
+charged exactly when its record says so; a store that is down only costs the replay its
+images.
 """
 
 from __future__ import annotations
@@ -15,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from imagegate.accounts import idempotency
-from imagegate.accounts.idempotency import StoredResponse
+from imagegate.accounts.idempotency import StoredResponse, complete_in
 from imagegate.api.state import Gateway
 from imagegate.core.types import OUTPUT_FORMATS, OutputFormat
 
@@ -30,11 +33,15 @@ log = logging.getLogger("imagegate.idempotency")
 
 REF = "b64_json_file"
 EVENT_HEADER = "x-imagegate-stream-event"  # kept in a stream's record: the event's type
-COMPLETE_TRIES = 3
 
 
 class Record:
-    """The claimed ``Idempotency-Key`` of one request in flight."""
+    """The claimed ``Idempotency-Key`` of one request in flight.
+
+    The response is stored by the settlement's own transaction (:meth:`writer`), so a
+    request is charged exactly when its record is completed: no outage between the two can
+    leave a charged request whose retry runs again.
+    """
 
     def __init__(self, gw: Gateway, key_id: str, idem_key: str) -> None:
         self.gw = gw
@@ -42,30 +49,28 @@ class Record:
         self.idem_key = idem_key
         self.finished = False
 
-    async def complete(self, status: int, headers: dict[str, str], payload: Any) -> None:
-        """Store the response (images by reference); never raises."""
-        if self.finished:
-            return
-        self.finished = True
+    async def prepare(self, status: int, headers: dict[str, str], payload: Any) -> StoredResponse:
+        """The response to keep, its images put in the store; never raises (a store that
+        is down leaves the response without its images)."""
         kept = {k: v for k, v in headers.items() if k.startswith("x-imagegate-")}
         try:
             body = orjson.dumps(await _stash(self.gw, payload))
-        except Exception as exc:  # the store is down: keep the response without images
+        except Exception as exc:
             log.warning("images not kept for an idempotent replay", extra={"error": str(exc)})
             body = orjson.dumps(_strip(payload))
-        stored = StoredResponse(status, kept, body)
-        for attempt in range(COMPLETE_TRIES):
-            try:
-                await _shielded(self.gw.idempotency.complete, self.key_id, self.idem_key, stored)
-                return
-            except Exception as exc:
-                if attempt == COMPLETE_TRIES - 1:
-                    log.error(
-                        "idempotency record not completed; a retry may run again",
-                        extra={"error": str(exc)},
-                    )
-                else:
-                    await asyncio.sleep(0.2 * (attempt + 1))
+        return StoredResponse(status, kept, body)
+
+    def writer(self, stored: StoredResponse) -> Callable[[Connection], None]:
+        """The write that completes the record, to run in the settlement's transaction."""
+
+        def write(conn: Connection) -> None:
+            complete_in(conn, self.key_id, self.idem_key, stored)
+
+        return write
+
+    def settled(self) -> None:
+        """The settlement (and with it the record) committed: nothing left to undo."""
+        self.finished = True
 
     async def abandon(self) -> None:
         """Nothing was charged: delete the record so that a retry runs; never raises."""
@@ -74,7 +79,7 @@ class Record:
         self.finished = True
         try:
             await _shielded(self.gw.idempotency.abandon, self.key_id, self.idem_key)
-        except Exception as exc:
+        except Exception as exc:  # the pending record then expires after its TTL
             log.warning("idempotency record not abandoned", extra={"error": str(exc)})
 
 
@@ -104,9 +109,10 @@ def _items(payload: Any) -> list[dict[str, Any]]:
 
 async def _stash(gw: Gateway, payload: Any) -> Any:
     for item in _items(payload):
-        data = item.pop("b64_json", None)
+        data = item.get("b64_json")
         if data is not None:
             item[REF] = await gw.store.put(base64.b64decode(data), _format(item, payload))
+            del item["b64_json"]
     return payload
 
 

@@ -188,18 +188,23 @@ class _StreamSession:
 
     async def _settle(self, micro: int, images: int, payload: dict[str, Any]) -> None:
         assert self.routed is not None
+        also = None
+        if self.record is not None:  # stored by the settlement's own transaction
+            headers = {**self.headers, EVENT_HEADER: str(payload["type"])}
+            also = self.record.writer(await self.record.prepare(200, headers, payload))
         try:
             charged = await self.charge.succeed(
-                self.routed.provider.id, self.routed.endpoint.upstream_model, micro, images
+                self.routed.provider.id, self.routed.endpoint.upstream_model, micro, images, also
             )
         except Exception:  # the image was delivered; its hold expires, it is not charged
             log.exception("could not settle a delivered stream")
+            if self.record is not None:
+                await self.record.abandon()
             return
+        if self.record is not None:
+            self.record.settled()
         self.cost_usd = charged / 1_000_000
         metrics.record_generation(self.spec.id, self.routed.provider.id, images, self.cost_usd)
-        if self.record is not None:
-            headers = {**self.headers, EVENT_HEADER: str(payload["type"])}
-            await self.record.complete(200, headers, payload)
 
     async def ended_without_completing(self) -> None:
         """The stream ended without its completed event reaching the transport (error,
