@@ -176,6 +176,16 @@ class Charge:
         try:
             # Shielded: a cancelled request (client gone) still settles or returns its hold.
             await asyncio.shield(write)
+        except Exception as exc:  # the database is gone: the hold expires, nothing charged
+            log.error(
+                "ledger write failed: this request's upstream calls are not on the books",
+                extra={
+                    "generation_id": self.generation_id,
+                    "attempts": self.usage.attempts,
+                    "error": str(exc),
+                },
+            )
+            raise
         finally:
             if self.hold is not None:
                 metrics.hold_finished()
