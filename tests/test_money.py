@@ -403,3 +403,59 @@ def test_storage_down_when_the_replay_is_kept_still_answers_and_charges_once(
         assert retry.json()["created"] == first.json()["created"]
         assert len(up.calls) == 1 and _balance_micro(gw, key) == 990_000
     assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+
+
+@pytest.mark.postgres
+def test_database_lost_during_the_upstream_call_charges_at_most_once(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """PostgreSQL becomes unreachable while a request is upstream: it cannot be settled, so
+    it is not charged (503); its hold expires; the retry with the same Idempotency-Key runs
+    once the database is back and is charged once."""
+    from sqlalchemy.engine import make_url
+
+    from tcp_proxy import tcp_proxy
+
+    target = make_url(pg_url)
+    extra = "credits: {hold_ttl_s: 2}\nrouting: {deadline_s: 1.5}\n"
+    with tcp_proxy(target.port or 5432) as proxy:
+        via_proxy = target.set(port=proxy.port).render_as_string(hide_password=False)
+        with (
+            serve_fake(FakeOpenAI(delay_s=1.0)) as up,
+            run_gateway(
+                tmp_path,
+                CONFIG.format(url=up.url, extra=extra),
+                env={"IMAGEGATE_DATABASE_URL": via_proxy},
+            ) as gw,
+        ):
+            key = _new_key(gw, credits=1)
+            headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "db-lost"}
+            body = {"model": "test/priced", "prompt": "a", "size": "256x256"}
+            url = f"{gw.v1}/images/generations"
+            with ThreadPoolExecutor(1) as pool:
+                pending = pool.submit(httpx.post, url, json=body, headers=headers, timeout=30)
+                deadline = time.monotonic() + 20
+                while not up.calls:  # the request is upstream now
+                    assert time.monotonic() < deadline
+                    time.sleep(0.01)
+                proxy.cut()
+                first = pending.result()
+            assert first.status_code == 503, first.text
+            proxy.restore()
+            deadline = time.monotonic() + 30
+            while True:  # 409 while the first's pending record stands (its TTL: the hold's)
+                retry = httpx.post(url, json=body, headers=headers, timeout=30)
+                if retry.status_code == 200:
+                    break
+                assert retry.status_code in (409, 503), retry.text
+                assert time.monotonic() < deadline
+                time.sleep(0.3)
+            deadline = time.monotonic() + 30
+            while _balance_micro(gw, key) != 990_000:  # the first's hold expires back
+                assert time.monotonic() < deadline, _balance_micro(gw, key)
+                time.sleep(0.2)
+            again = httpx.post(url, json=body, headers=headers, timeout=30)
+            assert again.headers["x-imagegate-idempotent-replay"] == "true"
+            assert len(up.calls) == 2 and _balance_micro(gw, key) == 990_000
+    summary = assert_books_balance(pg_url)
+    assert summary.charged_micro == 10_000

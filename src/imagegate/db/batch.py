@@ -145,8 +145,8 @@ class WriteBatcher:
                     _run_in_savepoint(conn, job)
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is kept
             log.error("write batch failed", exc_info=exc, extra={"jobs": len(batch)})
-            for job in batch:
-                if job.ok:
+            for job in batch:  # those that never ran too: the caller gets the real cause
+                if job.ok or job.error is None:
                     job.ok, job.value, job.error = False, None, exc
 
 
