@@ -268,6 +268,8 @@ def test_hosting_failure_after_the_upstream_keeps_provider_and_cost(tmp_path: Pa
         assert spend["totals"]["cost_usd"] == 0
         assert spend["upstream"]["cost_usd"] == 0.01
         assert spend["upstream"]["by_provider"][0]["provider"] == "up"
+        own = httpx.get(f"{gw.v1}/usage", headers={"Authorization": f"Bearer {key}"}).json()
+        assert "upstream" not in own  # what upstreams bill is the operator's business
         scrape = httpx.get(f"{gw.url}/metrics", timeout=30).text
         assert 'imagegate_upstream_cost_usd_total{outcome="ok",provider="up"} 0.01' in scrape
     assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
@@ -459,3 +461,34 @@ def test_database_lost_during_the_upstream_call_charges_at_most_once(
             assert len(up.calls) == 2 and _balance_micro(gw, key) == 990_000
     summary = assert_books_balance(pg_url)
     assert summary.charged_micro == 10_000
+
+
+def test_a_stream_that_dies_after_a_partial_keeps_its_provider_and_call(tmp_path: Path) -> None:
+    """The upstream drops the stream after its first partial image: the caller gets an error
+    event and no charge; the record names the provider and the failed call."""
+    with (
+        serve_fake(FakeOpenAI(stream_drop_after=1)) as up,
+        run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
+    ):
+        key = _new_key(gw, credits=1)
+        body = {
+            "model": "test/streamed",
+            "prompt": "a fox",
+            "size": "256x256",
+            "stream": True,
+            "partial_images": 1,
+        }
+        response = httpx.post(
+            f"{gw.v1}/images/generations",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert response.status_code == 200 and "event: error" in response.text
+        record = _wait_for_record(gw, response.headers["x-imagegate-generation-id"])
+        assert record["status"] == 502 and record["cost_usd"] == 0
+        assert (record["provider"], record["upstream_model"]) == ("oa", "gpt-image-2")
+        (attempt,) = record["attempts"]  # type: ignore[misc]
+        assert attempt["provider"] == "oa" and attempt["status"] != 200
+        assert _balance_micro(gw, key) == 1_000_000
+    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
