@@ -7,16 +7,17 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
 from books import assert_books_balance
 from imagegate import metrics
+from imagegate.accounts.audit import BooksUnbalanced, verify_books
 from imagegate.accounts.idempotency import IdempotencyStore, StoredResponse, request_hash
 from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import HoldClosed, Ledger
 from imagegate.accounts.usage import UsageBook, UsageRecord
 from imagegate.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound
-from imagegate.db.models import CreditHoldRow
+from imagegate.db.models import ApiKeyRow, CreditHoldRow
 from imagegate.db.session import Database
 
 
@@ -269,3 +270,26 @@ def test_abandoned_pending_key_is_taken_over_after_its_ttl(db: Database) -> None
     assert store.begin(key_id, "k", "d") is None
     time.sleep(0.3)
     assert store.begin(key_id, "k", "d") is None
+
+
+def test_migration_0003_opens_the_ledger_of_existing_keys(database_url: str) -> None:
+    """Keys funded before 0003 had no ledger row for their first credits; the migration adds
+    one, so their books balance."""
+    db = Database(database_url)
+    try:
+        db.migrate("0002")
+        with db.write() as conn:
+            conn.execute(
+                insert(ApiKeyRow).values(
+                    id="oldkey", name="old", secret_hash="0" * 64, credits_micro=2_500_000
+                )
+            )
+        with pytest.raises(BooksUnbalanced):
+            verify_books(db)
+        db.migrate()
+        assert [(e.kind, e.amount_micro) for e in Ledger(db, 60).entries("oldkey")] == [
+            ("open", 2_500_000)
+        ]
+        assert_books_balance(db)
+    finally:
+        db.dispose()
