@@ -59,7 +59,9 @@ def _deadlocks(url: str) -> int:
 
 
 async def _load(gw: RunningGateway, keys: list[str], total: int, concurrency: int) -> Counter[int]:
-    limits = httpx.Limits(max_connections=concurrency)
+    # Idle connections are dropped well before the server's keep-alive timeout (5 s), so a
+    # request is never sent on a connection the server is closing (a ReadError, not ours).
+    limits = httpx.Limits(max_connections=concurrency, keepalive_expiry=1.0)
     gate = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
 

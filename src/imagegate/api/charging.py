@@ -125,7 +125,7 @@ class Charge:
         await self._close(self.gw.ledger.settle_async(self.hold, cost_micro, usage, also))
         return usage.cost_micro
 
-    async def fail(self, exc: BaseException, code: str | None = None) -> None:
+    async def fail(self, exc: BaseException) -> None:
         """Release the hold and record why the request failed, with every upstream call
         made for it (the operator paid for those whatever the caller got)."""
         usage = self.usage
@@ -135,7 +135,6 @@ class Charge:
             usage.status, usage.error_code = CLIENT_CLOSED, "client_disconnected"
         else:
             usage.status, usage.error_code = INTERNAL, "internal_error"
-        usage.error_code = code or usage.error_code
         self._record_attempts()
         await self._close(self.gw.ledger.release_async(self.hold, usage))
 
@@ -162,7 +161,9 @@ class Charge:
                 answered[-1].provider,
                 answered[-1].upstream_model,
             )
-        for a in attempts:
+
+    def _count_upstream_spend(self) -> None:
+        for a in self.plan.attempts if self.plan is not None else []:
             outcome = (
                 "ok" if a.status == 200 else "cancelled" if a.status == CANCELLED else "failed"
             )
@@ -173,6 +174,7 @@ class Charge:
             write.close()
             return
         self.closed = True
+        self._count_upstream_spend()
         try:
             # Shielded: a cancelled request (client gone) still settles or returns its hold.
             await asyncio.shield(write)
