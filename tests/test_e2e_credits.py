@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from books import assert_books_balance, gateway_database
 from fakes.openai_images import FakeOpenAI, serve_fake
 from gateway import ADMIN_KEY, RunningGateway, run_gateway
 from imagegate.accounts.ledger import Ledger
@@ -51,6 +52,10 @@ def _config(fake: FakeOpenAI, down: FakeOpenAI, extra: str = "") -> str:
 def upstreams() -> Iterator[tuple[FakeOpenAI, FakeOpenAI]]:
     with serve_fake(FakeOpenAI()) as up, serve_fake(FakeOpenAI(fail_status=500)) as down:
         yield up, down
+
+
+def _calls(upstreams: tuple[FakeOpenAI, FakeOpenAI]) -> int:
+    return sum(len(fake.calls) for fake in upstreams)
 
 
 def _admin(gw: RunningGateway) -> httpx.Client:
@@ -104,7 +109,7 @@ def test_charges_top_up_usage_and_generation_records(
             assert missing.status_code == 404
             entries = admin.get(f"/admin/keys/{key.split('_')[1]}/ledger").json()["data"]
             kinds = [e["kind"] for e in entries]
-        assert kinds == ["hold", "settle", "topup"]
+        assert kinds == ["open", "hold", "settle", "topup"]
         assert _generate(gw, key, n=4).status_code == 200
         assert _balance(gw, key) == pytest.approx(0.99)
 
@@ -135,6 +140,7 @@ def test_charges_top_up_usage_and_generation_records(
         assert mine["totals"] == {"requests": 2, "succeeded": 2, "images": 6, "cost_usd": 0.06}
         assert mine["data"][0]["group"] == "test/priced"
         assert everyone["totals"]["cost_usd"] == pytest.approx(0.06)
+        assert_books_balance(gateway_database(gw), upstream_calls=_calls(upstreams))
 
 
 def test_failed_request_is_not_charged_but_recorded(
@@ -147,6 +153,7 @@ def test_failed_request_is_not_charged_but_recorded(
         assert _balance(gw, key) == 1.0
         usage = httpx.get(f"{gw.v1}/usage", headers={"Authorization": f"Bearer {key}"}).json()
         assert usage["totals"] == {"requests": 1, "succeeded": 0, "images": 0, "cost_usd": 0.0}
+        assert_books_balance(gateway_database(gw), upstream_calls=_calls(upstreams))
 
 
 def test_idempotency_key_replays_and_charges_once(
@@ -174,6 +181,7 @@ def test_idempotency_key_replays_and_charges_once(
             "x-imagegate-idempotent-replay"
             not in _generate(gw, _new_key(gw), headers=headers).headers
         )
+        assert_books_balance(gateway_database(gw), upstream_calls=_calls(upstreams))
 
 
 def test_rate_limits_answer_429_with_openai_headers(
@@ -225,6 +233,7 @@ def test_parallel_requests_spend_exactly_the_balance(tmp_path: Path, database_ur
         assert statuses.count(402) == 220 - k
         assert _balance(gw, key) == 0
         assert len(up.calls) == k
+        assert_books_balance(gateway_database(gw, database_url), upstream_calls=k)
 
 
 def test_crash_mid_load_leaves_no_hold_open(tmp_path: Path) -> None:
@@ -261,9 +270,11 @@ def test_crash_mid_load_leaves_no_hold_open(tmp_path: Path) -> None:
             settled = UsageBook(db).summary(*_all_time(), key_id=key_id)["totals"]["cost_usd"]
             assert _balance(restarted, key) == pytest.approx(initial - settled)
             assert sum(e.amount_micro for e in ledger.entries(key_id)) == round(
-                (_balance(restarted, key) - initial) * 1_000_000
+                _balance(restarted, key) * 1_000_000
             )
             assert _generate(restarted, key).status_code == 200  # and it still works
+            # The killed process's calls in flight left no record (only their expired holds).
+            assert_books_balance(gateway_database(restarted))
         db.dispose()
 
 
@@ -300,6 +311,7 @@ def test_two_servers_share_one_balance_and_one_rate_limit(
         spent = asyncio.run(both())
         assert spent.count(200) == 3 and spent.count(402) == 17
         assert _balance(first, funded) == 0 == _balance(second, funded)
+        assert_books_balance(pg_url, upstream_calls=len(up.calls) + len(down.calls))
 
 
 def test_streams_are_charged_on_completion(
@@ -330,6 +342,7 @@ def test_streams_are_charged_on_completion(
         with _admin(gw) as admin:
             usage = admin.get("/usage", params={"key_id": key.split("_")[1]}).json()
         assert usage["totals"]["requests"] == 1 and usage["totals"]["cost_usd"] == 0.01
+        assert_books_balance(gateway_database(gw))
 
 
 def test_unreachable_redis_is_503_for_limited_keys_only(

@@ -7,14 +7,17 @@ import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 
+from books import assert_books_balance
+from imagegate import metrics
+from imagegate.accounts.audit import BooksUnbalanced, verify_books
 from imagegate.accounts.idempotency import IdempotencyStore, StoredResponse, request_hash
 from imagegate.accounts.keys import KeyStore
-from imagegate.accounts.ledger import Ledger
+from imagegate.accounts.ledger import HoldClosed, Ledger
 from imagegate.accounts.usage import UsageBook, UsageRecord
 from imagegate.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound
-from imagegate.db.models import CreditHoldRow
+from imagegate.db.models import ApiKeyRow, CreditHoldRow
 from imagegate.db.session import Database
 
 
@@ -41,9 +44,9 @@ def test_hold_settle_charges_actual_cost_and_returns_the_rest(db: Database) -> N
     assert ledger.balance(key_id) == 880_000
     assert ledger.open_holds(key_id) == 0
     kinds = [e.kind for e in ledger.entries(key_id)]
-    assert kinds == ["hold", "settle"]
-    # Top-up isn't in this ledger (credits given at creation); the movements sum to -cost.
-    assert _ledger_sum(ledger, key_id) == -120_000
+    assert kinds == ["open", "hold", "settle"]
+    # The credits given at creation open the ledger: the entries sum to the balance.
+    assert _ledger_sum(ledger, key_id) == 880_000
     assert ledger.entries(key_id)[-1].balance_micro == 880_000
     record = UsageBook(db).get("gen_a")
     assert record is not None and record.cost_micro == 120_000 and record.status == 200
@@ -69,7 +72,7 @@ def test_hold_beyond_balance_is_402_and_changes_nothing(db: Database) -> None:
         ledger.hold(key_id, 100_001, "gen_c")
     assert info.value.status == 402 and "$0.100000" in info.value.message
     assert ledger.balance(key_id) == 100_000
-    assert ledger.entries(key_id) == []
+    assert [e.kind for e in ledger.entries(key_id)] == ["open"]
 
 
 def test_key_without_credit_limit_needs_no_hold(db: Database) -> None:
@@ -81,23 +84,51 @@ def test_key_without_credit_limit_needs_no_hold(db: Database) -> None:
     assert record is not None and record.cost_micro == 40_000
 
 
-def test_cost_above_the_hold_is_capped_at_the_hold(db: Database) -> None:
+def test_cost_above_the_hold_is_charged_by_an_adjust_entry(db: Database) -> None:
+    """Never a silent cap: the excess is charged, visibly, and counted as an error."""
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
     hold = ledger.hold(key_id, 100_000, "gen_e")
     usage = _usage(key_id, "gen_e")
+    before = metrics.ABOVE_HOLD._value.get()
     ledger.settle(hold, 250_000, usage)
-    assert ledger.balance(key_id) == 900_000
-    assert usage.cost_micro == 100_000
+    assert ledger.balance(key_id) == 750_000
+    assert usage.cost_micro == 250_000
+    adjust = ledger.entries(key_id)[-1]
+    assert (adjust.kind, adjust.amount_micro, adjust.hold_id) == ("adjust", -150_000, hold.id)
+    assert metrics.ABOVE_HOLD._value.get() == before + 1
+    assert_books_balance(db)
 
 
 def test_settling_twice_charges_once(db: Database) -> None:
+    """A second settlement or release of a settled hold is refused, never charged again."""
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
     hold = ledger.hold(key_id, 200_000, "gen_f")
     ledger.settle(hold, 50_000, _usage(key_id, "gen_f"))
-    ledger.release(hold, _usage(key_id, "gen_f2"))  # a late, wrong release: no effect
+    with pytest.raises(HoldClosed):
+        ledger.settle(hold, 50_000, _usage(key_id, "gen_f2"))
+    with pytest.raises(HoldClosed):
+        ledger.release(hold, _usage(key_id, "gen_f3"))
     assert ledger.balance(key_id) == 950_000
+    assert UsageBook(db).get("gen_f2") is None
+    assert_books_balance(db)
+
+
+def test_an_undelivered_response_is_refunded(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    hold = ledger.hold(key_id, 200_000, "gen_r")
+    usage = _usage(key_id, "gen_r")
+    ledger.settle(hold, 50_000, usage)
+    usage.status, usage.error_code = 503, "response_not_delivered"
+    ledger.refund(hold, usage)
+    ledger.refund(hold, usage)  # once only
+    assert ledger.balance(key_id) == 1_000_000
+    assert [e.kind for e in ledger.entries(key_id)][-1] == "refund"
+    record = UsageBook(db).get("gen_r")
+    assert record is not None and (record.status, record.cost_micro) == (503, 0)
+    assert_books_balance(db)
 
 
 def test_stale_holds_expire_back_to_the_key(db: Database) -> None:
@@ -123,7 +154,8 @@ def test_stale_holds_expire_back_to_the_key(db: Database) -> None:
     # The late settlement of the expired hold still charges, directly.
     ledger.settle(stale, 30_000, _usage(key_id, "gen_g"))
     assert ledger.balance(key_id) == 870_000
-    assert _ledger_sum(ledger, key_id) == 870_000 - 1_000_000
+    assert _ledger_sum(ledger, key_id) == 870_000
+    assert_books_balance(db)
 
 
 def test_top_up(db: Database) -> None:
@@ -238,3 +270,26 @@ def test_abandoned_pending_key_is_taken_over_after_its_ttl(db: Database) -> None
     assert store.begin(key_id, "k", "d") is None
     time.sleep(0.3)
     assert store.begin(key_id, "k", "d") is None
+
+
+def test_migration_0003_opens_the_ledger_of_existing_keys(database_url: str) -> None:
+    """Keys funded before 0003 had no ledger row for their first credits; the migration adds
+    one, so their books balance."""
+    db = Database(database_url)
+    try:
+        db.migrate("0002")
+        with db.write() as conn:
+            conn.execute(
+                insert(ApiKeyRow).values(
+                    id="oldkey", name="old", secret_hash="0" * 64, credits_micro=2_500_000
+                )
+            )
+        with pytest.raises(BooksUnbalanced):
+            verify_books(db)
+        db.migrate()
+        assert [(e.kind, e.amount_micro) for e in Ledger(db, 60).entries("oldkey")] == [
+            ("open", 2_500_000)
+        ]
+        assert_books_balance(db)
+    finally:
+        db.dispose()

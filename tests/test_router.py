@@ -281,3 +281,41 @@ async def test_errors_carry_attempts(fakes: dict[str, FakeOpenAI], http: Any) ->
     with pytest.raises(GatewayError) as info:
         await build(fakes, http).route(MODEL, request())
     assert info.value.status == 502 and len(info.value.attempts) == 3
+
+
+async def test_a_hedge_loser_is_recorded_with_what_it_may_cost(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    """The cancelled first call was sent (and may be billed): it stays in the attempts."""
+    router = build(fakes, http, hedge=True, hedge_min_samples=5)
+    for _ in range(5):
+        router.health.record_success("a", "up-a", 20, images=1)
+    fakes["a"].delay_s = 1.5
+    routed = await router.route(MODEL, request())
+    assert routed.provider.id == "b"
+    by_provider = {a.provider: a for a in routed.attempts}
+    assert set(by_provider) == {"a", "b"}
+    assert by_provider["a"].status == "cancelled" and by_provider["a"].cost_micro == 40_000
+    assert by_provider["b"].status == 200 and by_provider["b"].cost_micro == 10_000
+    assert by_provider["a"].upstream_model == "up-a"
+
+
+async def test_the_route_follows_the_plan_its_hold_was_taken_for(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    """Health changing between the hold and the call never routes past the held plan."""
+    router = build(fakes, http)
+    fakes["a"].fail_status = 500
+    for _ in range(2):  # a's breaker opens; b serves
+        await router.route(MODEL, request())
+    req = request(allow_fallbacks=False)
+    plan = router.plan(MODEL, req)
+    assert [c.provider.id for c in plan] == ["b"] and plan.max_cost_micro() == 10_000
+    fakes["b"].fail_status = 500
+    for _ in range(2):  # now b's breaker opens too; c (pricier than the hold) is next
+        await router.route(MODEL, request())
+    assert [c.provider.id for c in router.plan(MODEL, req)] == ["c"]
+    calls = len(fakes["c"].calls)
+    with pytest.raises(NoProviderAvailable):
+        await router.route(MODEL, req, plan)
+    assert len(fakes["c"].calls) == calls

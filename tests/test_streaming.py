@@ -17,6 +17,7 @@ import pytest
 from openai import OpenAI
 from PIL import Image
 
+from books import assert_books_balance, gateway_database
 from fakes.openai_images import FakeOpenAI, serve_fake
 from gateway import RunningGateway, run_gateway
 from imagegate.core.errors import UpstreamError
@@ -355,15 +356,16 @@ def test_disconnect_releases_the_credit_hold(env: Env) -> None:
         url = f"{env.gateway.v1}/admin/keys/{created['id']}/ledger"
         return list(httpx.get(url, headers=admin).json()["data"])
 
-    assert [e["kind"] for e in ledger()] == ["hold"]  # held while it streams
+    assert [e["kind"] for e in ledger()] == ["open", "hold"]  # held while it streams
     stream.close()
-    wait_until(lambda: len(ledger()) == 2, "the hold to be released")
-    assert [e["kind"] for e in ledger()] == ["hold", "release"]
+    wait_until(lambda: len(ledger()) == 3, "the hold to be released")
+    assert [e["kind"] for e in ledger()] == ["open", "hold", "release"]
     assert ledger()[-1]["balance_usd"] == 1.0
     usage = httpx.get(
         f"{env.gateway.v1}/usage", headers={"Authorization": f"Bearer {created['key']}"}
     ).json()
     assert usage["totals"] == {"requests": 1, "succeeded": 0, "images": 0, "cost_usd": 0.0}
+    assert_books_balance(gateway_database(env.gateway))
 
 
 # -- validation -----------------------------------------------------------------------------

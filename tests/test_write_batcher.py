@@ -147,3 +147,53 @@ def test_batched_holds_never_overdraw(db: Database) -> None:
     assert sum(e.amount_micro for e in ledger.entries(key.id)) == 600_000
     assert _count(db, LedgerEntryRow.id) == 1 + 10 + 10  # top-up, holds, settlements
     assert ledger.open_holds(key.id) == 0
+
+
+@pytest.mark.postgres
+def test_a_job_that_loses_a_deadlock_runs_again(pg_url: str) -> None:
+    """PostgreSQL picks a job as a deadlock victim (SQLSTATE 40P01): it is rolled back to its
+    savepoint, the rest of its batch commits, and it runs again; its caller sees success."""
+    db = Database(pg_url)
+    db.migrate()
+    batcher = WriteBatcher(db)
+    runs: list[int] = []
+
+    def victim(conn: Connection) -> str:
+        runs.append(1)
+        conn.execute(insert(UsageRow).values(**_usage_row(f"victim_{len(runs)}")))
+        if len(runs) == 1:  # what PostgreSQL raises in a deadlock victim
+            conn.exec_driver_sql(
+                "DO $$ BEGIN RAISE EXCEPTION 'deadlock detected' USING ERRCODE = '40P01'; END $$"
+            )
+        return "settled"
+
+    def ok(i: int):  # type: ignore[no-untyped-def]
+        return lambda conn: conn.execute(insert(UsageRow).values(**_usage_row(f"ok_{i}")))
+
+    try:
+        results = asyncio.run(_gather_in_one_batch(batcher, [ok(0), victim, ok(1)]))
+        batcher.close()
+        assert results[1] == "settled" and len(runs) == 2
+        with db.engine.connect() as conn:
+            ids = set(conn.execute(select(UsageRow.generation_id)).scalars())
+        assert ids == {"ok_0", "ok_1", "victim_2"}  # the first run's write was undone
+    finally:
+        db.dispose()
+
+
+def test_jobs_run_in_the_order_of_the_rows_they_lock(db: Database) -> None:
+    """Within a batch, jobs run sorted by ``order`` (the key id), so concurrent batches take
+    key rows in one order and cannot deadlock."""
+    batcher = WriteBatcher(db)
+    ran: list[str] = []
+
+    def job(name: str):  # type: ignore[no-untyped-def]
+        return lambda conn: ran.append(name)
+
+    async def main() -> None:
+        names = ["k3", "k1", "k2", "k1"]
+        await asyncio.gather(*(batcher.run(job(f"{n}#{i}"), order=n) for i, n in enumerate(names)))
+
+    asyncio.run(main())
+    batcher.close()
+    assert ran == ["k1#1", "k1#3", "k2#2", "k3#0"]

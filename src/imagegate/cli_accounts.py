@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from imagegate.accounts.audit import BooksUnbalanced, verify_books
 from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.limits import top_up_amount
@@ -113,6 +114,25 @@ def _table(summary: dict[str, Any], group_by: str) -> Table:
     return table
 
 
+def verify(config: ConfigOption = None) -> None:
+    """Check the books: ledger entries sum to every key's balance, every hold and every
+    upstream call is on record. Exits 1 with the first discrepancy."""
+    try:
+        summary = verify_books(_database(config))
+    except BooksUnbalanced as exc:
+        typer.echo(f"imagegate: the books do not balance: {exc}", err=True)
+        raise typer.Exit(1) from None
+    typer.echo(
+        f"ok: {summary.keys} keys, {summary.holds} holds, {summary.usage_records} usage "
+        f"records, {summary.upstream_calls} upstream calls; callers charged "
+        f"${summary.charged_micro / 1e6:.6f}, upstreams billed "
+        f"${summary.upstream_cost_micro / 1e6:.6f}"
+    )
+
+
 def register(app: typer.Typer, keys_app: typer.Typer) -> None:
     keys_app.command("top-up")(top_up)
     app.command("usage")(usage)
+    ledger_app = typer.Typer(help="Audit the credit ledger.", no_args_is_help=True)
+    ledger_app.command("verify")(verify)
+    app.add_typer(ledger_app, name="ledger")

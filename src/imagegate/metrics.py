@@ -39,7 +39,9 @@ __all__ = [
     "hold_started",
     "observe_request",
     "record_attempt",
+    "record_charge_above_hold",
     "record_generation",
+    "record_upstream_cost",
     "render",
 ]
 
@@ -90,6 +92,20 @@ COST = Counter(
     "imagegate_cost_usd",
     "Cost charged for returned images in US dollars, by model and provider.",
     ["model", "provider"],
+    registry=_REGISTRY,
+)
+UPSTREAM_COST = Counter(
+    "imagegate_upstream_cost_usd",
+    "What upstreams bill for the gateway's calls, in US dollars, by provider and outcome "
+    "(ok, failed, cancelled: hedge losers and calls cut short); compare with "
+    "imagegate_cost_usd (what callers were charged) for margin and leakage.",
+    ["provider", "outcome"],
+    registry=_REGISTRY,
+)
+ABOVE_HOLD = Counter(
+    "imagegate_charge_above_hold",
+    "Settlements whose cost exceeded their credit hold (a pricing error: the excess is "
+    "charged by an 'adjust' ledger entry).",
     registry=_REGISTRY,
 )
 HOLDS = Gauge(
@@ -146,6 +162,16 @@ def record_generation(model: str, provider: str, images: int, cost_usd: float) -
     IMAGES.labels(model, provider).inc(max(0, images))
     if cost_usd > 0:
         COST.labels(model, provider).inc(cost_usd)
+
+
+def record_upstream_cost(provider: str, outcome: str, cost_micro: int) -> None:
+    """Count what one upstream call is billed (``outcome``: ok, failed or cancelled)."""
+    if cost_micro > 0:
+        UPSTREAM_COST.labels(provider, outcome).inc(cost_micro / 1_000_000)
+
+
+def record_charge_above_hold() -> None:
+    ABOVE_HOLD.inc()
 
 
 def hold_started() -> None:

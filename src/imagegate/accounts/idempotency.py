@@ -6,6 +6,9 @@ same body gets the stored response and is not charged again; one that arrives wh
 first still runs gets 409; one with a different body gets 400. A first request that fails
 deletes its row, so the retry a client sends after an error runs for real. A pending row
 older than the hold expiry belongs to a process that died and is taken over.
+
+The stored body holds no image bytes: the API layer (``api/replay.py``) keeps ``b64_json``
+images in the image store and stores their file ids; streams store their completed event.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from imagegate.core.errors import Conflict, InvalidRequest
@@ -102,16 +105,7 @@ class IdempotencyStore:
 
     def complete(self, key_id: str, idem_key: str, response: StoredResponse) -> None:
         with self._db.write() as conn:
-            conn.execute(
-                update(IdempotencyRow)
-                .where(IdempotencyRow.key_id == key_id, IdempotencyRow.idempotency_key == idem_key)
-                .values(
-                    status="done",
-                    response_status=response.status,
-                    response_headers=response.headers,
-                    response_body=response.body,
-                )
-            )
+            complete_in(conn, key_id, idem_key, response)
 
     def purge_expired(self) -> int:
         """Delete records past their 24 hours (stored responses can be large)."""
@@ -131,6 +125,21 @@ class IdempotencyStore:
                     IdempotencyRow.status == "pending",
                 )
             )
+
+
+def complete_in(conn: Connection, key_id: str, idem_key: str, response: StoredResponse) -> None:
+    """Store the response in ``conn``'s transaction: the settlement's, so that a request is
+    charged exactly when its record is completed."""
+    conn.execute(
+        update(IdempotencyRow)
+        .where(IdempotencyRow.key_id == key_id, IdempotencyRow.idempotency_key == idem_key)
+        .values(
+            status="done",
+            response_status=response.status,
+            response_headers=response.headers,
+            response_body=response.body,
+        )
+    )
 
 
 def _existing(row: Any, digest: str) -> StoredResponse:

@@ -27,8 +27,9 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imagegate.accounts.ledger import opening_entry
 from imagegate.core.errors import InvalidRequest, Unauthorized
-from imagegate.db.models import ApiKeyRow, utcnow
+from imagegate.db.models import ApiKeyRow, LedgerEntryRow, utcnow
 from imagegate.db.session import Database
 
 logger = logging.getLogger(__name__)
@@ -245,6 +246,9 @@ class KeyStore:
         try:
             with self._db.session() as session, session.begin():
                 session.add(row)
+                if row.credits_micro:  # the ledger starts where the balance starts
+                    session.flush()
+                    session.add(LedgerEntryRow(**opening_entry(row.id, row.credits_micro)))
         except IntegrityError:
             raise InvalidRequest(
                 f"An API key with id {row.id!r} already exists.", param="key", code="key_exists"

@@ -13,20 +13,26 @@ from __future__ import annotations
 
 import logging
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from imagegate import metrics
 from imagegate.accounts.usage import UsageRecord, insert_usage
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
 from imagegate.db.batch import WriteBatcher
-from imagegate.db.models import ApiKeyRow, CreditHoldRow, LedgerEntryRow, utcnow
+from imagegate.db.models import ApiKeyRow, CreditHoldRow, LedgerEntryRow, UsageRow, utcnow
 from imagegate.db.session import Database
 
 log = logging.getLogger("imagegate.ledger")
 
 MICROS_PER_USD = 1_000_000
+
+
+class HoldClosed(RuntimeError):
+    """A settlement or release of a hold that is already settled or released."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,19 +122,41 @@ class Ledger:
         with self._db.write() as conn:
             _release(conn, hold, usage)
 
+    def refund(self, hold: Hold | None, usage: UsageRecord) -> None:
+        """A settled request could not be delivered: give its charge back."""
+        with self._db.write() as conn:
+            _refund(conn, hold, usage)
+
     async def hold_async(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
         """:meth:`hold`, committed with whatever other writes are waiting."""
         return await self.batcher.run(
-            lambda conn: self._hold(conn, key_id, amount_micro, generation_id)
+            lambda conn: self._hold(conn, key_id, amount_micro, generation_id), order=key_id
         )
 
-    async def settle_async(self, hold: Hold | None, cost_micro: int, usage: UsageRecord) -> None:
-        """:meth:`settle`, committed with whatever other writes are waiting."""
-        await self.batcher.run(lambda conn: _settle(conn, hold, cost_micro, usage))
+    async def settle_async(
+        self,
+        hold: Hold | None,
+        cost_micro: int,
+        usage: UsageRecord,
+        also: Callable[[Connection], None] | None = None,
+    ) -> None:
+        """:meth:`settle`, committed with whatever other writes are waiting; ``also``
+        writes in the same transaction (the request's idempotency record)."""
+
+        def job(conn: Connection) -> None:
+            _settle(conn, hold, cost_micro, usage)
+            if also is not None:
+                also(conn)
+
+        await self.batcher.run(job, order=usage.key_id)
 
     async def release_async(self, hold: Hold | None, usage: UsageRecord) -> None:
         """:meth:`release`, committed with whatever other writes are waiting."""
-        await self.batcher.run(lambda conn: _release(conn, hold, usage))
+        await self.batcher.run(lambda conn: _release(conn, hold, usage), order=usage.key_id)
+
+    async def refund_async(self, hold: Hold | None, usage: UsageRecord) -> None:
+        """:meth:`refund`, committed with whatever other writes are waiting."""
+        await self.batcher.run(lambda conn: _refund(conn, hold, usage), order=usage.key_id)
 
     def close(self) -> None:
         """Commit what is queued and stop the writer thread."""
@@ -277,16 +305,22 @@ class Ledger:
 
 
 def _settle(conn: Connection, hold: Hold | None, cost_micro: int, usage: UsageRecord) -> None:
+    """Charge the whole cost: the hold's part closes it; any excess (a pricing rule that
+    costs more than its own worst case) is charged by an ``adjust`` row, never dropped."""
     usage.cost_micro = cost_micro
     if hold is not None:
-        charged = min(cost_micro, hold.amount_micro)
-        if charged < cost_micro:
-            log.warning(
-                "cost above hold; charged the hold",
-                extra={"hold": hold.id, "cost_micro": cost_micro},
+        covered = min(cost_micro, hold.amount_micro)
+        _close(conn, hold, "settled", covered, total=cost_micro)
+        excess = cost_micro - covered
+        if excess > 0:
+            log.error(
+                "cost above its hold; the excess is charged by an adjust entry",
+                extra={"hold": hold.id, "cost_micro": cost_micro, "held": hold.amount_micro},
             )
-        usage.cost_micro = charged
-        _close(conn, hold, "settled", charged)
+            metrics.record_charge_above_hold()
+            balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": -excess}).scalar()
+            note = f"cost {usd(cost_micro)} above its hold {usd(hold.amount_micro)}"
+            _entry(conn, hold.key_id, "adjust", -excess, balance, hold.id, hold.generation_id, note)
     insert_usage(conn, usage)
 
 
@@ -297,19 +331,72 @@ def _release(conn: Connection, hold: Hold | None, usage: UsageRecord) -> None:
     insert_usage(conn, usage)
 
 
-def _close(conn: Connection, hold: Hold, status: str, charged: int) -> None:
-    params = {"hold_id": hold.id, "status": status, "charged": charged, "closed_at": utcnow()}
+def _refund(conn: Connection, hold: Hold | None, usage: UsageRecord) -> None:
+    """Reverse a settlement whose response could not be delivered (``refund`` row)."""
+    refunded = usage.cost_micro
+    usage.cost_micro = 0
+    conn.execute(
+        update(UsageRow)
+        .where(UsageRow.generation_id == usage.generation_id)
+        .values(status=usage.status, error_code=usage.error_code, cost_micro=0)
+    )
+    if hold is None or refunded <= 0:
+        return
+    reopened = conn.execute(
+        update(CreditHoldRow)
+        .where(CreditHoldRow.id == hold.id, CreditHoldRow.status == "settled")
+        .values(status="refunded", charged_micro=0)
+    ).rowcount
+    if not reopened:
+        return  # refunded already
+    balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": refunded}).scalar()
+    note = f"response not delivered: {usage.error_code}"
+    _entry(conn, hold.key_id, "refund", refunded, balance, hold.id, hold.generation_id, note)
+
+
+def _close(
+    conn: Connection, hold: Hold, status: str, charged: int, total: int | None = None
+) -> None:
+    """Close an open hold, returning what it did not charge. ``total`` (default
+    ``charged``) is recorded as the hold's charge when an ``adjust`` row adds to it."""
+    recorded = charged if total is None else total
+    params = {"hold_id": hold.id, "status": status, "charged": recorded, "closed_at": utcnow()}
     closed = conn.execute(_CLOSE_HOLD, params).rowcount
     refund = hold.amount_micro - charged if closed else -charged
     kind = "settle" if status == "settled" else "release"
     note = f"charged {usd(charged)} of {usd(hold.amount_micro)}"
     if not closed:
+        state = conn.execute(
+            select(CreditHoldRow.status).where(CreditHoldRow.id == hold.id)
+        ).scalar_one_or_none()
+        if state != "expired":
+            # Settled or released already: a second settlement must never charge again.
+            raise HoldClosed(f"credit hold {hold.id} is already {state or 'missing'}")
         # The sweeper already returned this hold (its expiry passed): charge directly.
         kind, note = "charge", "late settlement of an expired hold"
         if charged == 0:
             return
+        conn.execute(
+            update(CreditHoldRow)
+            .where(CreditHoldRow.id == hold.id, CreditHoldRow.status == "expired")
+            .values(status=status, charged_micro=recorded)
+        )
     balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": refund}).scalar()
     _entry(conn, hold.key_id, kind, refund, balance, hold.id, hold.generation_id, note)
+
+
+def opening_entry(key_id: str, amount_micro: int) -> dict[str, object]:
+    """The ``open`` ledger row of a key created with credits (the values to insert)."""
+    return {
+        "key_id": key_id,
+        "kind": "open",
+        "amount_micro": amount_micro,
+        "balance_micro": amount_micro,
+        "hold_id": None,
+        "generation_id": None,
+        "note": "credits given at key creation",
+        "created_at": utcnow(),
+    }
 
 
 def _entry(

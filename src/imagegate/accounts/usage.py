@@ -142,6 +142,7 @@ class UsageBook:
                     .order_by(column)
                 ).all()
                 groups = [_totals(r, group=r.group) for r in grouped]
+            spend = conn.execute(select(UsageRow.attempts).where(*where)).scalars().all()
         return {
             "object": "usage",
             "start": int(_utc(start).timestamp()),
@@ -149,7 +150,36 @@ class UsageBook:
             "group_by": group_by,
             "totals": _totals(total),
             "data": groups,
+            "upstream": upstream_spend(spend),
         }
+
+
+def upstream_spend(attempt_lists: Sequence[Any]) -> dict[str, Any]:
+    """What upstreams billed for these requests' calls (hedge losers, failures and calls
+    cut short included), in total and per provider: compare with ``totals.cost_usd``,
+    what callers were charged."""
+    by_provider: dict[str, dict[str, int]] = {}
+    for attempts in attempt_lists:
+        for attempt in attempts or []:
+            provider = str(attempt.get("provider") or "unknown")
+            acc = by_provider.setdefault(provider, {"calls": 0, "succeeded": 0, "cost": 0})
+            acc["calls"] += 1
+            acc["succeeded"] += int(attempt.get("status") == 200)
+            acc["cost"] += int(attempt.get("cost_micro") or 0)
+    total = sum(acc["cost"] for acc in by_provider.values())
+    return {
+        "cost_usd": round(total / 1_000_000, 6),
+        "calls": sum(acc["calls"] for acc in by_provider.values()),
+        "by_provider": [
+            {
+                "provider": provider,
+                "calls": acc["calls"],
+                "succeeded": acc["succeeded"],
+                "cost_usd": round(acc["cost"] / 1_000_000, 6),
+            }
+            for provider, acc in sorted(by_provider.items())
+        ],
+    }
 
 
 def _case_ok() -> Any:

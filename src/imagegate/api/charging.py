@@ -9,10 +9,13 @@ shielded so that a cancelled request (client gone) still settles or returns its 
 from __future__ import annotations
 
 import asyncio
+import logging
 import secrets
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
+
+from sqlalchemy import Connection
 
 from imagegate import metrics
 from imagegate.accounts.keys import ApiKey
@@ -23,6 +26,9 @@ from imagegate.api.state import Gateway
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError
 from imagegate.core.types import ImageRequest
+from imagegate.routing.router import CANCELLED, Plan
+
+log = logging.getLogger("imagegate.charging")
 
 # Recorded for a request that ended without an HTTP status of its own.
 CLIENT_CLOSED = 499
@@ -47,6 +53,7 @@ class Charge:
         self.generation_id = generation_id
         self.permit: Permit | None = None
         self.hold: Hold | None = None
+        self.plan: Plan | None = None
         self.started = time.perf_counter()
         self.usage = UsageRecord(generation_id, key.id, spec.id, req.operation)
         self.closed = False
@@ -60,12 +67,14 @@ class Charge:
         req: ImageRequest,
         generation_id: str | None = None,
     ) -> Charge:
-        """Take a rate-limit permit and hold the worst-case cost (429 / 402 otherwise)."""
+        """Take a rate-limit permit, plan the route and hold the plan's worst-case cost
+        (429 / 402 otherwise). The router then follows ``charge.plan``."""
         charge = cls(gw, key, spec, req, generation_id or new_generation_id())
         charge.permit = await gw.limiter.acquire(key, req.n, charge.generation_id)
         try:
+            charge.plan = gw.router.plan(spec, req)
             if key.credits_micro is not None:
-                amount = max_cost_micro(gw, spec, req)
+                amount = charge.plan.max_cost_micro()
                 charge.hold = await charge._take_hold(amount)
                 if charge.hold is not None:
                     metrics.hold_started()
@@ -103,48 +112,88 @@ class Charge:
         self,
         provider: str,
         upstream_model: str,
-        attempts: list[dict[str, Any]],
         cost_micro: int,
         images: int,
+        also: Callable[[Connection], None] | None = None,
     ) -> int:
-        """Settle ``cost_micro`` and record the request; returns what was charged."""
+        """Settle ``cost_micro`` and record the request (``also`` writes in the same
+        transaction: its idempotency record); returns what was charged."""
         usage = self.usage
         usage.provider, usage.upstream_model = provider, upstream_model
-        usage.attempts, usage.images, usage.status = attempts, images, 200
-        usage.latency_ms = (time.perf_counter() - self.started) * 1000
-        await self._close(self.gw.ledger.settle_async(self.hold, cost_micro, usage))
+        usage.images, usage.status = images, 200
+        self._record_attempts()
+        await self._close(self.gw.ledger.settle_async(self.hold, cost_micro, usage, also))
         return usage.cost_micro
 
     async def fail(self, exc: BaseException) -> None:
-        """Release the hold and record why the request failed."""
+        """Release the hold and record why the request failed, with every upstream call
+        made for it (the operator paid for those whatever the caller got)."""
         usage = self.usage
         if isinstance(exc, GatewayError):
             usage.status, usage.error_code = exc.status, exc.code
-            usage.attempts = [a.to_dict() for a in exc.attempts if hasattr(a, "to_dict")]
         elif isinstance(exc, asyncio.CancelledError):
             usage.status, usage.error_code = CLIENT_CLOSED, "client_disconnected"
         else:
             usage.status, usage.error_code = INTERNAL, "internal_error"
-        usage.latency_ms = (time.perf_counter() - self.started) * 1000
+        self._record_attempts()
         await self._close(self.gw.ledger.release_async(self.hold, usage))
+
+    async def refund(self, reason: str, status: int = 503) -> None:
+        """The request was settled but its response cannot be delivered: reverse the
+        charge (a ``refund`` ledger row) and record why. Best effort: it never raises."""
+        usage = self.usage
+        usage.status, usage.error_code = status, reason
+        try:
+            await asyncio.shield(self.gw.ledger.refund_async(self.hold, usage))
+        except Exception:
+            log.exception(
+                "could not refund an undelivered response", extra={"gen": usage.generation_id}
+            )
+
+    def _record_attempts(self) -> None:
+        usage = self.usage
+        usage.latency_ms = (time.perf_counter() - self.started) * 1000
+        attempts = self.plan.attempts if self.plan is not None else []
+        usage.attempts = [a.to_dict() for a in attempts]
+        if usage.provider is None and attempts:
+            answered = [a for a in attempts if a.status == 200] or attempts
+            usage.provider, usage.upstream_model = (
+                answered[-1].provider,
+                answered[-1].upstream_model,
+            )
+
+    def _count_upstream_spend(self) -> None:
+        for a in self.plan.attempts if self.plan is not None else []:
+            outcome = (
+                "ok" if a.status == 200 else "cancelled" if a.status == CANCELLED else "failed"
+            )
+            metrics.record_upstream_cost(a.provider, outcome, a.cost_micro)
 
     async def _close(self, write: Coroutine[Any, Any, None]) -> None:
         if self.closed:
             write.close()
             return
         self.closed = True
+        self._count_upstream_spend()
         try:
             # Shielded: a cancelled request (client gone) still settles or returns its hold.
             await asyncio.shield(write)
+        except Exception as exc:  # the database is gone: the hold expires, nothing charged
+            log.error(
+                "ledger write failed: this request's upstream calls are not on the books",
+                extra={
+                    "generation_id": self.generation_id,
+                    "attempts": self.usage.attempts,
+                    "error": str(exc),
+                },
+            )
+            raise
         finally:
             if self.hold is not None:
                 metrics.hold_finished()
             if self.permit is not None:
-                await self.gw.limiter.release(self.permit)
-
-
-def max_cost_micro(gw: Gateway, spec: ModelSpec, req: ImageRequest) -> int:
-    """The hold: the worst case over every endpoint the router may try for this request."""
-    return max(
-        (c.endpoint.pricing.max_cost_micro(req) for c in gw.router.plan(spec, req)), default=0
-    )
+                # Best effort: a charged request must get its response even if Redis is gone.
+                try:
+                    await self.gw.limiter.release(self.permit)
+                except Exception as exc:
+                    log.warning("could not release a rate-limit permit", extra={"error": str(exc)})

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from typing import Any
 
 import orjson
@@ -25,6 +26,7 @@ from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
 from imagegate.api.output import conform_output, output_bytes
 from imagegate.api.render import response_body
+from imagegate.api.replay import Record, replay
 from imagegate.api.state import Gateway
 from imagegate.api.streaming import stream_response
 from imagegate.catalog import lifecycle
@@ -35,6 +37,7 @@ from imagegate.core.errors import (
     UnsupportedMediaType,
 )
 from imagegate.core.types import GeneratedImage, ImageRequest, Operation
+from imagegate.routing.router import Routed
 
 
 async def create_image(request: Request) -> Response:
@@ -132,41 +135,56 @@ async def _respond(
     raw: dict[str, Any],
     files: Sequence[bytes],
 ) -> Response:
+    """Run the request once per ``Idempotency-Key`` (streams too): a repeat gets the first
+    response, whichever path produced it."""
     key: ApiKey = request.state.api_key
-    if req.stream:
-        return await stream_response(gw, request, req, spec)
     header = request.headers.get(idempotency.HEADER)
     if header is None:
-        return await _generate(gw, request, req, spec, key)
+        return await _run(gw, request, req, spec, key, None)
     idem_key = idempotency.check_key(header)
     digest = idempotency.request_hash({"operation": req.operation, **raw}, list(files))
     stored = await run_in_threadpool(gw.idempotency.begin, key.id, idem_key, digest)
     if stored is not None:
-        headers = {**stored.headers, "x-imagegate-idempotent-replay": "true"}
-        return Response(stored.body, stored.status, headers, media_type="application/json")
+        return await replay(gw, stored)
+    record = Record(gw, key.id, idem_key)
     try:
-        response = await _generate(gw, request, req, spec, key)
+        return await _run(gw, request, req, spec, key, record)
     except BaseException:
-        await asyncio.shield(
-            asyncio.ensure_future(run_in_threadpool(gw.idempotency.abandon, key.id, idem_key))
-        )
+        await record.abandon()  # a no-op once the request was charged (record completed)
         raise
-    kept = {k: v for k, v in response.headers.items() if k.startswith("x-imagegate-")}
-    first = idempotency.StoredResponse(response.status_code, kept, bytes(response.body))
-    await asyncio.shield(
-        asyncio.ensure_future(run_in_threadpool(gw.idempotency.complete, key.id, idem_key, first))
-    )
-    return response
+
+
+async def _run(
+    gw: Gateway,
+    request: Request,
+    req: ImageRequest,
+    spec: ModelSpec,
+    key: ApiKey,
+    record: Record | None,
+) -> Response:
+    if req.stream:
+        return await stream_response(gw, request, req, spec, record)
+    return await _generate(gw, request, req, spec, key, record)
 
 
 async def _generate(
-    gw: Gateway, request: Request, req: ImageRequest, spec: ModelSpec, key: ApiKey
+    gw: Gateway,
+    request: Request,
+    req: ImageRequest,
+    spec: ModelSpec,
+    key: ApiKey,
+    record: Record | None = None,
 ) -> Response:
-    """Hold, route, settle: the request is charged exactly when it returns a response."""
+    """Hold, route, settle: the request is charged exactly when it returns a response.
+
+    The response (and its idempotency record) is ready before the settlement, which stores
+    the record in its own transaction; nothing after the settlement can fail the request.
+    """
     started = time.perf_counter()
     charge = await Charge.open(gw, key, spec, req)
+    assert charge.plan is not None
     try:
-        routed = await cancel_on_disconnect(request, gw.router.route(spec, req))
+        routed = await cancel_on_disconnect(request, gw.router.route(spec, req, charge.plan))
         request.state.provider = routed.provider.id
         images = await conform_output(routed.result.images, req, routed.provider.capabilities)
         urls: list[str | None] = [None] * len(images)
@@ -174,16 +192,36 @@ async def _generate(
             base = gw.public_base(request)
             urls = [await _host(gw, base, img) for img in images]
         produced = dataclasses.replace(routed.result, images=images)
+        # The ledger charges exactly this (an excess over the hold by an adjust row), so the
+        # response is complete before the settlement, which also stores its replay.
         cost_micro = routed.endpoint.pricing.cost_micro(req, produced)
+        content, headers = _render(req, spec, charge, routed, images, urls, cost_micro, started)
+        also = None
+        if record is not None:
+            also = record.writer(await record.prepare(200, headers, orjson.loads(content)))
     except BaseException as exc:
         await charge.fail(exc)
         raise
-    attempts = [a.to_dict() for a in routed.attempts]
-    charged = await charge.succeed(
-        routed.provider.id, routed.endpoint.upstream_model, attempts, cost_micro, len(images)
+    settle = charge.succeed(
+        routed.provider.id, routed.endpoint.upstream_model, cost_micro, len(images), also
     )
-    cost = charged / 1_000_000
-    metrics.record_generation(spec.id, routed.provider.id, len(images), cost)
+    await _to_the_end(settle, record)
+    metrics.record_generation(spec.id, routed.provider.id, len(images), cost_micro / 1e6)
+    return Response(content, media_type="application/json", headers=headers)
+
+
+def _render(
+    req: ImageRequest,
+    spec: ModelSpec,
+    charge: Charge,
+    routed: Routed,
+    images: list[GeneratedImage],
+    urls: list[str | None],
+    cost_micro: int,
+    started: float,
+) -> tuple[bytes, dict[str, str]]:
+    """The response body and headers, at the cost the settlement will charge."""
+    cost = cost_micro / 1_000_000
     body = response_body(
         req,
         routed,
@@ -200,7 +238,23 @@ async def _generate(
         "x-imagegate-cost-usd": f"{cost:.6f}",
         "x-imagegate-generation-id": charge.generation_id,
     }
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+    return orjson.dumps(body), headers
+
+
+async def _to_the_end(settle: Coroutine[Any, Any, int], record: Record | None) -> None:
+    """Run the settlement to its end even if this request is cancelled meanwhile, so that
+    whether the idempotency record may be abandoned is known, never guessed."""
+    task = asyncio.ensure_future(settle)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await task
+        if record is not None and task.done() and task.exception() is None:
+            record.settled()
+        raise
+    if record is not None:
+        record.settled()
 
 
 async def _host(gw: Gateway, base: str, image: GeneratedImage) -> str:

@@ -21,9 +21,11 @@ What streaming takes, and why:
 * The provider runs inside the response's producer task; a client that disconnects
   cancels that task, which closes the upstream stream (or stops the engine).
 
-Settlement happens in one place: :meth:`_StreamSession.completed` (the stream finished with
-these images and this result) or :meth:`_StreamSession.ended_without_completing`, which
-the ``finally`` of every path calls when it did not.
+Settlement happens in one place: :meth:`_StreamSession.completed`, called once the
+completed event was handed to the transport (a client that leaves before that is not
+charged, and its usage record says so: 499 with the upstream call and its cost), or
+:meth:`_StreamSession.ended_without_completing`, which the ``finally`` of every path calls
+when it did not. With an ``Idempotency-Key`` the completed event is what a repeat replays.
 """
 
 from __future__ import annotations
@@ -31,8 +33,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -43,11 +46,14 @@ from starlette.types import Receive, Scope, Send
 from imagegate import metrics
 from imagegate.api.charging import Charge
 from imagegate.api.output import conform_output
+from imagegate.api.replay import EVENT_HEADER, Record
 from imagegate.api.state import Gateway
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamFailed
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, PartialImage
 from imagegate.routing.streaming import RoutedStream, route_stream
+
+log = logging.getLogger("imagegate.streaming")
 
 
 def check_streamable(req: ImageRequest) -> None:
@@ -73,14 +79,14 @@ def check_streamable(req: ImageRequest) -> None:
 
 
 async def stream_response(
-    gw: Gateway, request: Request, req: ImageRequest, spec: ModelSpec
+    gw: Gateway, request: Request, req: ImageRequest, spec: ModelSpec, record: Record | None = None
 ) -> Response:
     """Open the stream (failing over until its first event) and return the SSE response."""
     check_streamable(req)
     charge = await Charge.open(gw, request.state.api_key, spec, req)
-    session = _StreamSession(gw, req, spec, charge)
+    session = _StreamSession(gw, req, spec, charge, record)
     try:
-        opened = await route_stream(gw.router, spec, req)
+        opened = await route_stream(gw.router, spec, req, charge.plan)
         session.routed = opened
         first = await session.render(opened.first)
     except BaseException as exc:
@@ -98,14 +104,26 @@ async def stream_response(
         "x-imagegate-generation-id": session.generation_id,
         **charge.headers,
     }
-    return EventStreamResponse(session.events(first), headers=headers)
+    session.headers = headers
+    return EventStreamResponse(session.events(first), headers=headers, on_close=session.close)
 
 
 class _StreamSession:
     """One streamed request from routing to its last event."""
 
-    def __init__(self, gw: Gateway, req: ImageRequest, spec: ModelSpec, charge: Charge) -> None:
+    def __init__(
+        self,
+        gw: Gateway,
+        req: ImageRequest,
+        spec: ModelSpec,
+        charge: Charge,
+        record: Record | None = None,
+    ) -> None:
         self.gw = gw
+        self.record = record
+        self.headers: dict[str, str] = {}
+        # The completed event rendered and not yet handed to the transport.
+        self.pending: tuple[int, int, dict[str, Any]] | None = None
         self.req = req
         self.spec = spec
         self.charge = charge
@@ -125,11 +143,13 @@ class _StreamSession:
         assert self.routed is not None
         try:
             yield first
+            await self._delivered()
             while not self.done:
                 event = await self.routed.next_event()
                 chunk = await self.render(event)
                 if chunk:
                     yield chunk
+                    await self._delivered()
         except GatewayError as exc:
             self.failure = exc
             yield _sse("error", {"type": "error", **exc.to_dict()})
@@ -145,33 +165,55 @@ class _StreamSession:
             return await self._partial(event)
         if not event.images:
             raise UpstreamFailed("The upstream finished its stream without an image.")
-        images = await _conform(event.images, self.req, self.routed)
-        await self.completed(images, event)
-        return b"".join(self._completed_event(image, event) for image in images)
-
-    async def completed(self, images: list[GeneratedImage], result: ImageResult) -> None:
-        """The stream completed successfully with these images and this result.
-
-        The one place to settle: called once, before the completed event is sent.
-        """
         assert self.routed is not None
-        produced = dataclasses.replace(result, images=images)
+        images = await _conform(event.images, self.req, self.routed)
+        produced = dataclasses.replace(event, images=images)
         micro = self.routed.endpoint.pricing.cost_micro(self.req, produced)
-        charged = await self.charge.succeed(
-            self.routed.provider.id,
-            self.routed.endpoint.upstream_model,
-            [a.to_dict() for a in self.routed.attempts],
-            micro,
-            len(images),
-        )
-        self.cost_usd = charged / 1_000_000
-        metrics.record_generation(self.spec.id, self.routed.provider.id, len(images), self.cost_usd)
+        self.cost_usd = micro / 1_000_000
+        payloads = [self._completed_event(image, event) for image in images]
+        self.pending = (micro, len(images), payloads[-1])
+        return b"".join(_sse(str(data["type"]), data) for data in payloads)
+
+    async def _delivered(self) -> None:
+        """The last chunk was handed to the transport: settle if it was the completed one."""
+        if self.pending is not None and not self.done:
+            micro, count, payload = self.pending
+            await self.completed(micro, count, payload)
+
+    async def completed(self, micro: int, images: int, payload: dict[str, Any]) -> None:
+        """The completed event reached the transport: settle, once, and keep the replay."""
         self.done = True
+        # One shielded task: a client leaving now cannot split the charge from its record.
+        await asyncio.shield(asyncio.ensure_future(self._settle(micro, images, payload)))
+
+    async def _settle(self, micro: int, images: int, payload: dict[str, Any]) -> None:
+        assert self.routed is not None
+        also = None
+        if self.record is not None:  # stored by the settlement's own transaction
+            headers = {**self.headers, EVENT_HEADER: str(payload["type"])}
+            also = self.record.writer(await self.record.prepare(200, headers, payload))
+        try:
+            charged = await self.charge.succeed(
+                self.routed.provider.id, self.routed.endpoint.upstream_model, micro, images, also
+            )
+        except Exception:  # the image was delivered; its hold expires, it is not charged
+            log.exception("could not settle a delivered stream")
+            if self.record is not None:
+                await self.record.abandon()
+            return
+        if self.record is not None:
+            self.record.settled()
+        self.cost_usd = charged / 1_000_000
+        metrics.record_generation(self.spec.id, self.routed.provider.id, images, self.cost_usd)
 
     async def ended_without_completing(self) -> None:
-        """The stream ended without a completed event (error, disconnect, failover gave
-        up): release whatever was held for it."""
-        await self.charge.fail(self.failure or asyncio.CancelledError())
+        """The stream ended without its completed event reaching the transport (error,
+        disconnect, failover gave up): release whatever was held for it."""
+        try:
+            await self.charge.fail(self.failure or asyncio.CancelledError())
+        finally:
+            if self.record is not None:
+                await self.record.abandon()
 
     async def close(self) -> None:
         """Stop upstream work if it is still running, then settle the unfinished case."""
@@ -204,7 +246,7 @@ class _StreamSession:
         self.partials_sent += 1
         return _sse(kind, data)
 
-    def _completed_event(self, image: GeneratedImage, result: ImageResult) -> bytes:
+    def _completed_event(self, image: GeneratedImage, result: ImageResult) -> dict[str, Any]:
         assert self.routed is not None
         cost = self.cost_usd
         kind = f"{self.prefix}.completed"
@@ -228,7 +270,7 @@ class _StreamSession:
                 "latency_ms": round((time.perf_counter() - self.started) * 1000, 1),
                 "cost_usd": cost,
             }
-        return _sse(kind, data)
+        return data
 
 
 class EventStreamResponse(Response):
@@ -241,8 +283,15 @@ class EventStreamResponse(Response):
 
     media_type = "text/event-stream"
 
-    def __init__(self, body: AsyncIterator[bytes], headers: dict[str, str]) -> None:
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        headers: dict[str, str],
+        on_close: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
         self.body_iterator = body
+        # Settles a stream whose body never started (the client left before the headers).
+        self.on_close = on_close
         self.status_code = 200
         self.background = None
         self.init_headers(headers)
@@ -274,6 +323,8 @@ class EventStreamResponse(Response):
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()
+            if self.on_close is not None:
+                await self.on_close()
 
 
 async def _disconnected(receive: Receive) -> None:

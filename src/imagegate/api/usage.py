@@ -56,6 +56,8 @@ async def get_usage(request: Request) -> Response:
     grouping = cast(GroupBy | None, group_by)
     summary = await run_in_threadpool(book.summary, start, end, grouping, key_id)
     summary["key_id"] = key_id
+    if not key.is_admin:  # what upstreams bill the operator is the operator's business
+        summary.pop("upstream", None)
     return _json(summary)
 
 

@@ -14,6 +14,14 @@ its queue on one writer thread, in one transaction:
 
 The jobs keep the ledger's guarantees (conditional updates, one writer at a time); only the
 number of commits and thread hand-offs changes.
+
+Several processes each run a batcher against one PostgreSQL. A batch holds the row locks
+of every job it ran until its commit, so two batches that lock the same ``api_keys`` rows in
+different orders would deadlock. Jobs therefore carry an ``order`` (the key id they lock)
+and a batch runs them sorted by it: every batch takes key locks in one global order. A job
+that still loses a deadlock or serialization check (SQLSTATE 40P01 / 40001, e.g. against a
+sweeper) is rolled back to its savepoint and run again in a fresh transaction right after
+the batch commits, so the caller never sees a spurious failure.
 """
 
 from __future__ import annotations
@@ -35,6 +43,8 @@ T = TypeVar("T")
 log = logging.getLogger("imagegate.db")
 
 MAX_BATCH = 256
+MAX_TRIES = 5  # runs of a job that keeps losing deadlocks before its error is returned
+_RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})  # deadlock, serialization failure
 
 
 @dataclass(slots=True)
@@ -42,7 +52,9 @@ class _Job(Generic[T]):
     func: Callable[[Connection], T]
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[T]
+    order: str = ""
     ok: bool = False
+    retry: bool = False
     value: Any = None
     error: BaseException | None = field(default=None)
 
@@ -58,8 +70,11 @@ class WriteBatcher:
         self._start_lock = threading.Lock()
         self._closed = False
 
-    async def run(self, func: Callable[[Connection], T]) -> T:
+    async def run(self, func: Callable[[Connection], T], order: str = "") -> T:
         """Run ``func(conn)`` in the next batch; returns once its transaction committed.
+
+        ``order`` names the row the job locks first (the ledger passes the key id): a
+        batch runs its jobs sorted by it, so concurrent batches never deadlock.
 
         Cancelling the caller does not stop the job: it runs and commits regardless (a
         settlement must not be lost because its client went away). Callers that must undo
@@ -68,7 +83,7 @@ class WriteBatcher:
         if self._closed:
             raise RuntimeError("the write batcher is closed")
         loop = asyncio.get_running_loop()
-        job: _Job[T] = _Job(func, loop, loop.create_future())
+        job: _Job[T] = _Job(func, loop, loop.create_future(), order)
         self._ensure_thread()
         self._queue.put(job)
         return await job.future
@@ -106,8 +121,22 @@ class WriteBatcher:
                     stop = True
                     break
                 batch.append(job)
-            self._commit(batch)
+            batch.sort(key=_order)
+            self._commit_retrying(batch)
             _deliver(batch)
+
+    def _commit_retrying(self, batch: list[_Job[Any]]) -> None:
+        """Commit the batch; run again, in a transaction of their own, the jobs that lost
+        a deadlock (their savepoint undid them, the rest of the batch is committed)."""
+        pending = batch
+        for attempt in range(1, MAX_TRIES + 1):
+            self._commit(pending)
+            pending = [job for job in pending if job.retry]
+            if not pending or attempt == MAX_TRIES:
+                return
+            log.warning("write jobs lost a deadlock; running again", extra={"jobs": len(pending)})
+            for job in pending:
+                job.retry, job.error = False, None
 
     def _commit(self, batch: list[_Job[Any]]) -> None:
         try:
@@ -116,8 +145,8 @@ class WriteBatcher:
                     _run_in_savepoint(conn, job)
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is kept
             log.error("write batch failed", exc_info=exc, extra={"jobs": len(batch)})
-            for job in batch:
-                if job.ok:
+            for job in batch:  # those that never ran too: the caller gets the real cause
+                if job.ok or job.error is None:
                     job.ok, job.value, job.error = False, None, exc
 
 
@@ -128,9 +157,20 @@ def _run_in_savepoint(conn: Connection, job: _Job[Any]) -> None:
     except Exception as exc:
         conn.exec_driver_sql("ROLLBACK TO SAVEPOINT imagegate_job")
         job.error = exc
+        job.retry = _retryable(exc)
     else:
         job.ok = True
     conn.exec_driver_sql("RELEASE SAVEPOINT imagegate_job")
+
+
+def _order(job: _Job[Any]) -> str:
+    return job.order
+
+
+def _retryable(exc: BaseException) -> bool:
+    """A deadlock or serialization failure: the job did nothing wrong, run it again."""
+    orig = getattr(exc, "orig", None)
+    return getattr(orig, "sqlstate", None) in _RETRYABLE_SQLSTATES
 
 
 def _deliver(batch: list[_Job[Any]]) -> None:

@@ -49,19 +49,30 @@ class RouterSettings:
     hedge_min_samples: int = 20
 
 
+CANCELLED = "cancelled"  # an attempt's status when the gateway stopped it (hedge loser, ...)
+
+
 @dataclass(slots=True)
 class Attempt:
+    """One upstream call and what the provider bills for it (``cost_micro``: the price of
+    its result; the worst case for a call cancelled while running, which may still be
+    billed; 0 for a refused one)."""
+
     provider: str
     status: int | str
     latency_ms: float
     error: str | None = None
+    upstream_model: str = ""
+    cost_micro: int = 0
 
     def to_dict(self) -> dict[str, object]:
         return {
             "provider": self.provider,
+            "upstream_model": self.upstream_model,
             "status": self.status,
             "latency_ms": round(self.latency_ms, 1),
             "error": self.error,
+            "cost_micro": self.cost_micro,
         }
 
 
@@ -70,6 +81,30 @@ class Candidate:
     endpoint: EndpointSpec
     provider: Provider
     price: float = math.inf  # worst-case USD for one image of this request; inf = unpriced
+
+
+@dataclass(slots=True)
+class Plan:
+    """What one request may use: its candidates, in order, and every upstream call made
+    for it. The credit hold is :meth:`max_cost_micro` of the same plan the router then
+    follows, so a change of health in between cannot route past what was held."""
+
+    request: ImageRequest
+    candidates: list[Candidate]
+    attempts: list[Attempt] = field(default_factory=list)
+
+    def max_cost_micro(self) -> int:
+        """The worst case over every candidate: what to hold."""
+        return max(
+            (c.endpoint.pricing.max_cost_micro(self.request) for c in self.candidates),
+            default=0,
+        )
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return iter(self.candidates)
+
+    def __len__(self) -> int:
+        return len(self.candidates)
 
 
 @dataclass(slots=True)
@@ -99,8 +134,11 @@ class Router:
         self.settings = settings or RouterSettings()
         self.health = health or HealthBook()
 
-    def plan(self, spec: ModelSpec, request: ImageRequest) -> list[Candidate]:
+    def plan(self, spec: ModelSpec, request: ImageRequest) -> Plan:
         """The endpoints to try, in order, after preferences, prices and health."""
+        return Plan(request, self._candidates(spec, request))
+
+    def _candidates(self, spec: ModelSpec, request: ImageRequest) -> list[Candidate]:
         prefs = request.provider
         pool = self._eligible(spec, request)
         priced = [c for c in pool if c.endpoint.pricing.configured]
@@ -204,7 +242,9 @@ class Router:
         value = entry.ms_per_image_ewma if per_image else entry.latency_ewma_ms
         return value if value is not None else math.inf
 
-    async def route(self, spec: ModelSpec, request: ImageRequest) -> Routed:
+    async def route(
+        self, spec: ModelSpec, request: ImageRequest, plan: Plan | None = None
+    ) -> Routed:
         async def attempt(
             candidate: Candidate, queue: list[Candidate], remaining: float, attempts: list[Attempt]
         ) -> Routed | UpstreamError | GatewayError:
@@ -216,20 +256,23 @@ class Router:
             assert error is not None
             return error
 
-        return await self.failover(spec, request, attempt)
+        return await self.failover(spec, request, attempt, plan)
 
-    async def failover(self, spec: ModelSpec, request: ImageRequest, attempt: TryOne[T]) -> T:
+    async def failover(
+        self, spec: ModelSpec, request: ImageRequest, attempt: TryOne[T], plan: Plan | None = None
+    ) -> T:
         """Try the plan's endpoints in turn with ``attempt`` until one succeeds.
 
         ``attempt`` returns its success, a retryable ``UpstreamError`` (fail over), or the
         caller's ``GatewayError`` (raised at once). Breakers, the 429 wait and the deadline
-        are applied here, for plain requests and streams alike.
+        are applied here, for plain requests and streams alike. Every call made is added to
+        ``plan.attempts``, which the caller keeps whatever happens.
         """
-        candidates = self.plan(spec, request)
+        plan = plan or self.plan(spec, request)
         deadline = time.monotonic() + self.settings.deadline_s
-        attempts: list[Attempt] = []
+        attempts = plan.attempts
         last: UpstreamError | None = None
-        queue = list(candidates)
+        queue = list(plan.candidates)
         admitted_any = False
         while queue:
             candidate = queue.pop(0)
@@ -307,6 +350,8 @@ class Router:
                 if outcome.result is not None or outcome.caller_error is not None:
                     for other in pending:
                         other.cancel()
+                    # Let the loser record itself (a cancelled call may still be billed).
+                    await asyncio.gather(*pending, return_exceptions=True)
                     return outcome
         return outcome
 
@@ -328,8 +373,10 @@ class Router:
             return _Outcome(candidate, caller_error=failed)
         except asyncio.CancelledError:
             self.health.release_probe(*key)
+            record_cancelled(candidate, request, started, attempts)
             raise
         elapsed = record_success(candidate, started, attempts)
+        attempts[-1].cost_micro = endpoint.pricing.cost_micro(request, result)
         self.health.record_success(*key, elapsed, len(result.images))
         return _Outcome(candidate, result=result)
 
@@ -372,11 +419,12 @@ def record_failure(
     key = (endpoint.provider, endpoint.upstream_model)
     elapsed = (time.perf_counter() - started) * 1000
     record_attempt(provider.id, exc)
+    model = endpoint.upstream_model
     if isinstance(exc, GatewayError):
-        attempts.append(Attempt(provider.id, exc.status, elapsed, exc.message))
+        attempts.append(Attempt(provider.id, exc.status, elapsed, exc.message, model))
         health.release_probe(*key)
         return exc
-    attempts.append(Attempt(provider.id, exc.status or "error", elapsed, exc.message))
+    attempts.append(Attempt(provider.id, exc.status or "error", elapsed, exc.message, model))
     if not exc.retryable:
         health.release_probe(*key)
         return caller_error(exc)
@@ -405,9 +453,29 @@ def record_success(candidate: Candidate, started: float, attempts: list[Attempt]
     """Add a successful attempt; returns its latency in ms (health is the caller's: a
     stream is healthy only once it completes)."""
     elapsed = (time.perf_counter() - started) * 1000
-    attempts.append(Attempt(candidate.provider.id, 200, elapsed))
+    model = candidate.endpoint.upstream_model
+    attempts.append(Attempt(candidate.provider.id, 200, elapsed, upstream_model=model))
     record_attempt(candidate.provider.id, None)
     return elapsed
+
+
+def record_cancelled(
+    candidate: Candidate, request: ImageRequest, started: float, attempts: list[Attempt]
+) -> None:
+    """Add a call the gateway stopped while it ran (a hedge loser, a client gone): the
+    provider may bill it in full, so it is booked at its worst-case price."""
+    elapsed = (time.perf_counter() - started) * 1000
+    endpoint = candidate.endpoint
+    attempts.append(
+        Attempt(
+            candidate.provider.id,
+            CANCELLED,
+            elapsed,
+            "cancelled while running",
+            endpoint.upstream_model,
+            endpoint.pricing.max_cost_micro(request),
+        )
+    )
 
 
 def caller_error(exc: UpstreamError) -> GatewayError:

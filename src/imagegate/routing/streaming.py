@@ -27,10 +27,13 @@ from imagegate.core.types import ImageRequest, ImageResult, StreamEvent
 from imagegate.providers.base import Provider
 from imagegate.routing.health import HealthBook
 from imagegate.routing.router import (
+    CANCELLED,
     Attempt,
     Candidate,
+    Plan,
     Router,
     caller_error,
+    record_cancelled,
     record_failure,
     record_success,
     upstream_errors,
@@ -55,7 +58,13 @@ class RoutedStream:
     _health: HealthBook
     _expires: float  # event-loop time by which the whole stream must be done
     _started: float  # perf_counter when this endpoint was called
+    _request: ImageRequest
     _open: bool = field(default=True)
+
+    @property
+    def attempt(self) -> Attempt:
+        """This stream's upstream call: its outcome and cost are updated as it ends."""
+        return self.attempts[-1]
 
     @property
     def finished(self) -> bool:
@@ -66,13 +75,15 @@ class RoutedStream:
         try:
             event = await _next(self._events, self._expires, self.provider)
         except UpstreamError as exc:
+            self.attempt.status, self.attempt.error = exc.status or "error", exc.message
             await self._settle_health(exc)
             if not exc.retryable:
                 raise caller_error(exc) from exc
             if exc.timeout:
                 raise UpstreamTimeout(f"The upstream stream timed out: {exc.message}") from exc
             raise UpstreamFailed(f"The upstream stream failed: {exc.message}") from exc
-        except GatewayError:
+        except GatewayError as exc:
+            self.attempt.status, self.attempt.error = exc.status, exc.message
             await self._settle_health(None)
             raise
         if isinstance(event, ImageResult):
@@ -84,6 +95,9 @@ class RoutedStream:
         if self._open:
             self._open = False
             self._health.release_probe(*self._key)
+            # Stopped before its result: the provider may still bill the whole generation.
+            self.attempt.status, self.attempt.error = CANCELLED, "stream stopped before its end"
+            self.attempt.cost_micro = self.endpoint.pricing.max_cost_micro(self._request)
         await _close(self._events)
 
     @property
@@ -93,6 +107,7 @@ class RoutedStream:
     def _succeeded(self, result: ImageResult) -> None:
         if self._open:
             self._open = False
+            self.attempt.cost_micro = self.endpoint.pricing.cost_micro(self._request, result)
             elapsed = (time.perf_counter() - self._started) * 1000
             self._health.record_success(*self._key, elapsed, len(result.images))
 
@@ -110,7 +125,9 @@ class RoutedStream:
         await _close(self._events)
 
 
-async def route_stream(router: Router, spec: ModelSpec, request: ImageRequest) -> RoutedStream:
+async def route_stream(
+    router: Router, spec: ModelSpec, request: ImageRequest, plan: Plan | None = None
+) -> RoutedStream:
     """Open a stream on the first endpoint that yields an event, failing over before that.
 
     Raises the same ``GatewayError`` as ``Router.route`` when no endpoint gets that far.
@@ -121,7 +138,7 @@ async def route_stream(router: Router, spec: ModelSpec, request: ImageRequest) -
     ) -> RoutedStream | UpstreamError | GatewayError:
         return await _open(router.health, candidate, request, remaining, attempts)
 
-    return await router.failover(spec, request, attempt)
+    return await router.failover(spec, request, attempt, plan)
 
 
 async def _open(
@@ -144,10 +161,13 @@ async def _open(
         return record_failure(health, candidate, exc, started, attempts)
     except BaseException:  # cancelled (the client went away) or a bug: free the probe
         health.release_probe(endpoint.provider, endpoint.upstream_model)
+        record_cancelled(candidate, request, started, attempts)
         await _close(events)
         raise
     record_success(candidate, started, attempts)
-    stream = RoutedStream(first, endpoint, provider, attempts, events, health, expires, started)
+    stream = RoutedStream(
+        first, endpoint, provider, attempts, events, health, expires, started, request
+    )
     if isinstance(first, ImageResult):
         stream._succeeded(first)
     return stream
