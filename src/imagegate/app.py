@@ -26,7 +26,8 @@ from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from imagegate.accounts.usage import UsageBook
-from imagegate.api import admin, images, misc, prometheus, usage
+from imagegate.api import admin, images, misc, prometheus, ready, usage
+from imagegate.api.drain import Drain, chain_sigterm
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.middleware import RequestContextMiddleware
@@ -50,11 +51,24 @@ from imagegate.storage.signing import UrlSigner, load_or_create_secret
 log = logging.getLogger("imagegate")
 
 
+def open_database(settings: Settings) -> Database:
+    """The database of ``settings``, with its configured timeouts (not migrated)."""
+    return Database(
+        database_url_for(settings.data_dir, settings.database_url),
+        connect_timeout_s=settings.timeouts.db_connect_s,
+        statement_timeout_s=settings.timeouts.db_statement_s,
+    )
+
+
 def prepare_database(settings: Settings) -> tuple[Database, KeyStore]:
-    """Open and migrate the database, and make sure an admin key exists."""
+    """Open and migrate the database (unless ``settings.migrate`` is off: then check that it
+    is current), and make sure an admin key exists."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(database_url_for(settings.data_dir, settings.database_url))
-    db.migrate()
+    db = open_database(settings)
+    if settings.migrate:
+        db.migrate()
+    else:
+        db.require_current()
     keys = KeyStore(db)
     path = keys.ensure_admin(settings.admin_key, settings.data_dir)
     if path is not None:
@@ -119,11 +133,13 @@ async def build_gateway(settings: Settings) -> Gateway:
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
     )
     router = _router(settings, providers)
+    redis = _redis_client(settings)
     return Gateway(
-        breaker_sync=_breaker_sync(settings, router),
+        breaker_sync=_breaker_sync(redis, router),
+        redis=redis,
         ledger=Ledger(db, settings.effective_hold_ttl_s),
         usage=UsageBook(db),
-        limiter=_rate_limiter(settings),
+        limiter=_rate_limiter(settings, redis),
         idempotency=IdempotencyStore(db, settings.effective_hold_ttl_s),
         settings=settings,
         db=db,
@@ -139,22 +155,31 @@ async def build_gateway(settings: Settings) -> Gateway:
     )
 
 
-def _rate_limiter(settings: Settings) -> RateLimiter:
-    """Shared through Redis when ``IMAGEGATE_REDIS_URL`` is set, else in this process."""
-    if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(settings.redis_url)
-        return RedisRateLimiter(client, slot_ttl_s=settings.effective_hold_ttl_s)
-    return MemoryRateLimiter(slot_ttl_s=settings.effective_hold_ttl_s)
-
-
-def _breaker_sync(settings: Settings, router: Router) -> RedisBreakerSync | None:
+def _redis_client(settings: Settings) -> Any:
+    """One Redis client for the process, every command bounded by ``redis.timeout_s``."""
     if not settings.redis_url:
         return None
     import redis.asyncio as aioredis
 
-    return RedisBreakerSync(aioredis.from_url(settings.redis_url), router.health)
+    timeouts = settings.timeouts
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=timeouts.redis_s,
+        socket_connect_timeout=timeouts.redis_connect_s,
+    )
+
+
+def _rate_limiter(settings: Settings, redis: Any) -> RateLimiter:
+    """Shared through Redis when ``IMAGEGATE_REDIS_URL`` is set, else in this process."""
+    if redis is not None:
+        return RedisRateLimiter(redis, slot_ttl_s=settings.effective_hold_ttl_s)
+    return MemoryRateLimiter(slot_ttl_s=settings.effective_hold_ttl_s)
+
+
+def _breaker_sync(redis: Any, router: Router) -> RedisBreakerSync | None:
+    if redis is None:
+        return None
+    return RedisBreakerSync(redis, router.health)
 
 
 def _router(settings: Settings, providers: dict[str, Provider]) -> Router:
@@ -195,6 +220,18 @@ async def _expire_holds_forever(gw: Gateway) -> None:
         await asyncio.sleep(interval)
 
 
+async def _check_storage(gw: Gateway) -> None:
+    """Warn at start when image storage (e.g. the S3 bucket) cannot be reached: ``url``
+    responses would fail. Not fatal: ``b64_json`` traffic does not need it, and ``/readyz``
+    keeps reporting it."""
+    try:
+        await asyncio.wait_for(gw.store.check(), gw.settings.timeouts.ready_s * 5)
+    except Exception as exc:
+        log.warning(
+            "image storage is not reachable at start: %s: %s", type(exc).__name__, exc
+        )
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or load_settings()
 
@@ -202,6 +239,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = await build_gateway(settings)
         app.state.gateway = gw
+        await _check_storage(gw)
+        drain.bind(settings.effective_drain_s)
+        chain_sigterm(drain)
         sweeper = asyncio.create_task(_sweep_forever(gw))
         expirer = asyncio.create_task(_expire_holds_forever(gw))
         syncer = asyncio.create_task(gw.breaker_sync.run()) if gw.breaker_sync else None
@@ -223,12 +263,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gw.db.dispose()
             metrics.worker_exiting()
 
+    drain = Drain()
     app = FastAPI(
         title="imagegate",
         version=__version__,
         lifespan=lifespan,
         description="OpenAI-compatible Images API gateway.",
     )
+    app.state.drain = drain
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(GatewayError, gateway_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
@@ -309,6 +351,7 @@ def _routes(app: FastAPI) -> None:
     route("/v1/models", misc.list_models, "GET", "models")
     route("/v1/files/{file_id}", misc.get_file, "GET", "files")
     route("/healthz", misc.healthz, "GET", "health")
+    route("/readyz", ready.readyz, "GET", "health")
     route("/metrics", prometheus.prometheus_metrics, "GET", "health")
     route("/v1/admin/keys", admin.create_key, "POST", "admin")
     route("/v1/admin/keys", admin.list_keys, "GET", "admin")

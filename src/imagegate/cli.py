@@ -18,7 +18,9 @@ from rich.table import Table
 from imagegate.accounts.keys import KeyStore
 from imagegate.cli_accounts import register as register_account_commands
 from imagegate.cli_client import register as register_client_commands
-from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.cli_ops import DataDirOption, admin_database
+from imagegate.cli_ops import register as register_ops_commands
+from imagegate.config import NO_MIGRATE_ENV, ConfigError, Settings, load_settings
 
 app = typer.Typer(
     help="imagegate: an OpenAI-compatible Images API gateway.",
@@ -50,30 +52,50 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes sharing the port (metrics are summed).")
     ] = 1,
+    no_migrate: Annotated[
+        bool,
+        typer.Option(
+            "--no-migrate",
+            help="Do not change the schema (run `imagegate migrate` first); start only if the "
+            "database is current.",
+        ),
+    ] = False,
 ) -> None:
     """Start the gateway."""
     import uvicorn
 
+    from imagegate.api.drain import HARD_STOP_MARGIN_S
     from imagegate.app import check_settings, create_app, prepare_database, tune_gc_for_serving
     from imagegate.logs import configure_logging
 
     settings = _settings(config)
     configure_logging(log_level.upper())
+    settings.migrate = not no_migrate
     try:
         check_settings(settings)
         db, _ = prepare_database(settings)  # migrations and the admin key: once, before workers
         db.dispose()
+        settings.migrate = False  # done: the app (and every worker) only checks the schema
         application = create_app(settings)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"imagegate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
+    if workers > 1 and not settings.redis_url:
+        typer.echo(
+            f"imagegate: warning: {workers} workers without IMAGEGATE_REDIS_URL: rate limits "
+            "and concurrency limits are enforced by each worker alone (a key gets up to "
+            f"{workers}x its limits) and circuit breakers are per worker",
+            err=True,
+        )
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_config": None,
         "access_log": False,
         "log_level": log_level.lower(),
-        "timeout_graceful_shutdown": 10,
+        # The app cuts requests still running after server.drain_s itself (as server-side
+        # cancellations); uvicorn's hard stop only comes after they have been settled.
+        "timeout_graceful_shutdown": settings.effective_drain_s + HARD_STOP_MARGIN_S,
     }
     print(f"imagegate: serving on http://{host}:{port}/v1 (docs at /docs)", flush=True)
     if workers == 1:
@@ -85,6 +107,7 @@ def serve(
     if config:
         os.environ["IMAGEGATE_CONFIG"] = str(Path(config).resolve())
     os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
+    os.environ[NO_MIGRATE_ENV] = "1"  # the parent migrated; workers only check the schema
     with _metrics_dir():
         uvicorn.run("imagegate.app:create_app_from_env", factory=True, workers=workers, **options)
 
@@ -116,9 +139,10 @@ def keys_create(
     models: Annotated[str | None, typer.Option(help="Comma-separated allowed models.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Make an admin key.")] = False,
     config: ConfigOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Create a key; the key itself is printed alone on the last line."""
-    keys = _keystore(config)
+    keys = _keystore(config, data_dir)
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
     key, plaintext = keys.create(
         name,
@@ -136,10 +160,10 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(config: ConfigOption = None) -> None:
+def keys_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """List keys (never their secrets)."""
     table = Table("id", "name", "admin", "models", "balance", "rpm", "ipm", "created", "revoked")
-    for key in _keystore(config).list():
+    for key in _keystore(config, data_dir).list():
         table.add_row(
             key.id,
             key.name,
@@ -158,10 +182,11 @@ def keys_list(config: ConfigOption = None) -> None:
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="Key id (ig_<id>_...).")],
     config: ConfigOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Revoke a key; it stops working at once."""
     key_id = key_id.split("_")[1] if key_id.startswith("ig_") else key_id
-    if not _keystore(config).revoke(key_id):
+    if not _keystore(config, data_dir).revoke(key_id):
         typer.echo(f"imagegate: no key with id {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
@@ -193,17 +218,13 @@ def _has_credentials(config: object) -> bool:
     return bool(getattr(config, "api_key", None) or not env or os.environ.get(env))
 
 
-def _keystore(config: str | None) -> KeyStore:
-    from imagegate.db.session import Database, database_url_for
-
-    settings = _settings(config)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(database_url_for(settings.data_dir, settings.database_url))
-    db.migrate()
-    return KeyStore(db)
+def _keystore(config: str | None, data_dir: Path | None = None) -> KeyStore:
+    """The server's keys; never creates a database (see ``cli_ops.admin_database``)."""
+    return KeyStore(admin_database(config, data_dir))
 
 
 register_account_commands(app, keys_app)  # keys top-up, usage (cli_accounts.py)
+register_ops_commands(app)  # migrate (cli_ops.py)
 
 
 def main() -> None:

@@ -33,6 +33,8 @@ PROVIDER_TYPES = (
 STATUSES = ("stable", "beta", "alpha")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MB = 1024 * 1024
+# Set by `serve --workers N` for its workers: the parent already migrated the schema.
+NO_MIGRATE_ENV = "IMAGEGATE_NO_MIGRATE"
 
 
 class ConfigError(Exception):
@@ -66,6 +68,17 @@ class RoutingSettings:
 
 
 @dataclass(slots=True)
+class Timeouts:
+    """Bounds on waiting for shared services, so a hung one fails requests fast (503)."""
+
+    db_connect_s: float = 5.0  # PostgreSQL: opening a connection
+    db_statement_s: float = 30.0  # PostgreSQL: one statement (server- and client-side)
+    redis_connect_s: float = 2.0
+    redis_s: float = 2.0  # one Redis command
+    ready_s: float = 2.0  # each /readyz check
+
+
+@dataclass(slots=True)
 class Settings:
     data_dir: Path
     database_url: str | None = None
@@ -84,6 +97,14 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     limits: Limits = field(default_factory=Limits)
     fetch: FetchSettings = field(default_factory=FetchSettings)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    drain_s: float | None = None  # None: routing.deadline_s
+    migrate: bool = True  # serve --no-migrate turns it off
+
+    @property
+    def effective_drain_s(self) -> float:
+        """How long in-flight requests may run on after SIGTERM."""
+        return self.drain_s or self.routing.deadline_s
 
     @property
     def effective_hold_ttl_s(self) -> float:
@@ -102,6 +123,7 @@ def load_settings(config_file: str | Path | None = None) -> Settings:
         storage_url=env.get("IMAGEGATE_STORAGE_URL") or None,
         public_url=(env.get("IMAGEGATE_PUBLIC_URL") or None),
         admin_key=env.get("IMAGEGATE_ADMIN_KEY") or None,
+        migrate=env.get(NO_MIGRATE_ENV, "") not in ("1", "true", "yes"),
     )
     if path:
         settings.config_file = Path(path)
@@ -134,6 +156,8 @@ def _apply_file(settings: Settings, path: Path) -> None:
         "storage",
         "metrics",
         "credits",
+        "database",
+        "redis",
     }
     for key, node in top.items():
         if key not in known:
@@ -159,10 +183,13 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.public_url = settings.public_url or doc.string(node, "server.public_url")
             elif key == "data_dir":
                 settings.data_dir = Path(doc.string(node, "server.data_dir")).resolve()
+            elif key == "drain_s":
+                settings.drain_s = doc.number(node, "server.drain_s")
             else:
                 raise doc.error(
-                    node, f"server.{key}", "unknown key (expected public_url, data_dir)"
+                    node, f"server.{key}", "unknown key (expected public_url, data_dir, drain_s)"
                 )
+    _timeouts(doc, top, settings.timeouts)
     if "storage" in top:
         storage = doc.mapping(top["storage"], "storage")
         for key, node in storage.items():
@@ -209,6 +236,23 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.fetch.max_redirects = doc.integer(node, "fetch.max_redirects", 0)
             else:
                 raise doc.error(node, f"fetch.{key}", "unknown key")
+
+
+def _timeouts(doc: _Doc, top: dict[str, yaml.Node], timeouts: Timeouts) -> None:
+    """``database: {connect_timeout_s, statement_timeout_s}`` and ``redis: {connect_timeout_s,
+    timeout_s}`` (see docs/deploy.md)."""
+    fields = {
+        "database": {"connect_timeout_s": "db_connect_s", "statement_timeout_s": "db_statement_s"},
+        "redis": {"connect_timeout_s": "redis_connect_s", "timeout_s": "redis_s"},
+    }
+    for section, names in fields.items():
+        if section not in top:
+            continue
+        for key, node in doc.mapping(top[section], section).items():
+            if key not in names:
+                expected = ", ".join(names)
+                raise doc.error(node, f"{section}.{key}", f"unknown key (expected {expected})")
+            setattr(timeouts, names[key], doc.number(node, f"{section}.{key}"))
 
 
 def _provider(doc: _Doc, node: yaml.Node, where: str) -> ProviderConfig:

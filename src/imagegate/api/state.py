@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
 from starlette.requests import Request
@@ -42,6 +43,7 @@ class Gateway:
     limiter: RateLimiter
     idempotency: IdempotencyStore
     breaker_sync: RedisBreakerSync | None = None  # shares breaker state via Redis
+    redis: Any = None  # the shared Redis client when IMAGEGATE_REDIS_URL is set (for /readyz)
 
     def public_base(self, request: Request) -> str:
         """Base of returned URLs: IMAGEGATE_PUBLIC_URL, else the URL the client used."""

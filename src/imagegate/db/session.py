@@ -78,15 +78,38 @@ def _enable_wal(cursor: Any) -> None:
             delay = min(delay * 2, 0.1)
 
 
-class Database:
-    """A sync engine plus a session factory for one database URL."""
+class SchemaNotCurrent(ValueError):
+    """The database is not migrated to the revision this code needs."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+
+class Database:
+    """A sync engine plus a session factory for one database URL.
+
+    On PostgreSQL every wait is bounded: opening a connection by ``connect_timeout_s``
+    (also the wait for a free pooled connection), and each statement by
+    ``statement_timeout_s`` both in the server and in the client (see ``db/pg_timeouts.py``),
+    so a hung server fails requests in seconds instead of holding them.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        connect_timeout_s: float = 5.0,
+        statement_timeout_s: float = 30.0,
+    ) -> None:
         self.url = normalize_url(url)
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_postgresql:
-            kwargs["pool_pre_ping"] = True
+            from imagegate.db.pg_timeouts import engine_options
+
+            kwargs.update(engine_options(self.url, connect_timeout_s, statement_timeout_s))
         self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_postgresql:
+            from imagegate.db.pg_timeouts import bound_engine
+
+            bound_engine(self.engine, statement_timeout_s)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _configure_sqlite)
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
@@ -148,6 +171,11 @@ class Database:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
 
+    def ping(self) -> None:
+        """One round trip (``SELECT 1``); raises if the database does not answer."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
+
     def alembic_config(self) -> Config:
         """An Alembic config built in code: no ``alembic.ini`` is needed at runtime."""
         config = Config()
@@ -166,6 +194,23 @@ class Database:
         with self.exclusive() as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
+
+    def head_revision(self) -> str | None:
+        """The newest revision this version of imagegate knows."""
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
+
+    def require_current(self) -> None:
+        """Raise :class:`SchemaNotCurrent` unless the schema is at the newest revision
+        (``serve --no-migrate``: the schema is someone else's job)."""
+        current, head = self.current_revision(), self.head_revision()
+        if current != head:
+            raise SchemaNotCurrent(
+                f"the database schema is at revision {current or 'none (empty database)'}, "
+                f"this imagegate needs {head}: run `imagegate migrate` first "
+                f"(or serve without --no-migrate)"
+            )
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at, or None before the first migration."""

@@ -63,6 +63,10 @@ class ImageStore(ABC):
         """
         return None
 
+    async def check(self) -> None:
+        """Raise if the store cannot take files now (``/readyz``, start-up); default: fine."""
+        return None
+
     async def aclose(self) -> None:
         """Release resources (connections, clients); the default holds none."""
         return None

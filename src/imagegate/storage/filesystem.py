@@ -37,6 +37,13 @@ class FilesystemStore(ImageStore):
         self.grace_s = grace_s
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    async def check(self) -> None:
+        """The directory exists and this process can write into it."""
+        if not self.root.is_dir():
+            raise OSError(f"image directory {self.root} does not exist")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"image directory {self.root} is not writable")
+
     def _expired(self, mtime: float, now: float) -> bool:
         return mtime + self.ttl_s + self.grace_s < now
 

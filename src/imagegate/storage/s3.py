@@ -139,6 +139,10 @@ class S3Store(ImageStore):
         )
         return url
 
+    async def check(self) -> None:
+        """The bucket exists and these credentials reach it (HEAD bucket)."""
+        await self._run(self._client.head_bucket, Bucket=self.bucket)
+
     async def sweep(self, now: float | None = None) -> int:
         """Nothing to do: a bucket lifecycle rule deletes old objects (see docs/deploy.md)."""
         return 0

@@ -1,0 +1,155 @@
+"""``imagegate migrate``, ``serve --no-migrate`` and how admin commands find the database."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from gateway import run_gateway
+from imagegate.db.session import Database
+
+
+def imagegate(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, **(env or {})}
+    for name in ("IMAGEGATE_CONFIG", "IMAGEGATE_DATA_DIR", "IMAGEGATE_DATABASE_URL"):
+        if name not in (env or {}):
+            full.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "imagegate", *args],
+        capture_output=True,
+        text=True,
+        env=full,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_admin_commands_refuse_to_create_a_database_and_say_where_they_looked(
+    tmp_path: Path,
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for command in (["keys", "list"], ["keys", "create", "--name", "x"], ["usage"]):
+        result = imagegate(*command, cwd=elsewhere)
+        assert result.returncode == 2, result.stdout
+        assert str(elsewhere / ".imagegate" / "imagegate.db") in result.stderr
+        assert "--data-dir" in result.stderr and "IMAGEGATE_DATA_DIR" in result.stderr
+    assert not (elsewhere / ".imagegate" / "imagegate.db").exists()
+
+    via_env = imagegate("keys", "list", cwd=elsewhere, env={"IMAGEGATE_DATA_DIR": "/nowhere/x"})
+    assert via_env.returncode == 2 and "/nowhere/x/imagegate.db" in via_env.stderr
+    assert "IMAGEGATE_DATA_DIR" in via_env.stderr
+
+
+def test_admin_commands_find_the_servers_data_dir(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    with run_gateway(tmp_path) as gw:
+        listed = imagegate("keys", "list", "--data-dir", str(gw.data_dir), cwd=elsewhere)
+        assert listed.returncode == 0, listed.stderr
+        assert "testadmin01" in listed.stdout
+        config = tmp_path / "ops.yaml"
+        config.write_text(f"server: {{data_dir: {gw.data_dir}}}\n")
+        created = imagegate(
+            "keys", "create", "--name", "cli", "--config", str(config), cwd=elsewhere
+        )
+        assert created.returncode == 0, created.stderr
+        key = created.stdout.strip().splitlines()[-1]
+        body = {"model": "sandbox", "prompt": "x", "size": "64x64"}
+        answer = httpx.post(
+            f"{gw.v1}/images/generations",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=30,
+        )
+        assert answer.status_code == 200  # the server sees the key the CLI made
+
+
+def test_migrate_creates_the_database_on_purpose_and_is_idempotent(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    first = imagegate("migrate", "--data-dir", str(data), cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "migrated" in first.stdout
+    again = imagegate("migrate", "--data-dir", str(data), cwd=tmp_path)
+    assert again.returncode == 0 and "already at revision" in again.stdout
+    created = imagegate("keys", "create", "--name", "n", "--data-dir", str(data), cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+
+
+@pytest.mark.postgres
+def test_migrate_from_several_hosts_at_once_then_serve_with_a_dml_only_user(
+    tmp_path: Path, pg_url: str
+) -> None:
+    env = {"IMAGEGATE_DATABASE_URL": pg_url}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "imagegate", "migrate"],
+            env={**os.environ, **env},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], outputs
+    db = Database(pg_url)
+    assert db.current_revision() == db.head_revision()
+    db.dispose()
+
+    # A role that may read and write rows but not change the schema.
+    role = f"ig_dml_{uuid.uuid4().hex[:8]}"
+    admin = Database(pg_url)
+    with admin.engine.connect() as conn:
+        conn.exec_driver_sql(f"CREATE ROLE {role} LOGIN")
+        conn.exec_driver_sql(f"GRANT USAGE ON SCHEMA public TO {role}")
+        conn.exec_driver_sql(
+            f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {role}"
+        )
+        conn.exec_driver_sql(f"GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO {role}")
+        conn.commit()
+    try:
+        dml_url = make_url(pg_url).set(username=role).render_as_string(hide_password=False)
+        serve_env = {"IMAGEGATE_DATABASE_URL": dml_url}
+        with run_gateway(tmp_path, env=serve_env, serve_args=["--no-migrate"]) as gw:
+            ready = httpx.get(f"{gw.url}/readyz", timeout=10)
+            assert ready.status_code == 200, ready.text
+    finally:
+        with admin.engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP OWNED BY {role}")
+            conn.exec_driver_sql(f"DROP ROLE {role}")
+            conn.commit()
+        admin.dispose()
+
+
+def test_serve_no_migrate_refuses_an_unmigrated_database(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    env = {**os.environ, "IMAGEGATE_DATA_DIR": str(data)}
+    result = subprocess.run(
+        [sys.executable, "-m", "imagegate", "serve", "--no-migrate", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "imagegate migrate" in result.stderr
+
+
+def test_workers_migrate_once_in_the_parent_and_warn_without_redis(tmp_path: Path) -> None:
+    with run_gateway(tmp_path, serve_args=["--workers", "2"]) as gw:
+        assert httpx.get(f"{gw.url}/readyz", timeout=10).status_code == 200
+        log = gw.log()
+    assert log.count("Running upgrade  -> 0001") == 1, log
+    assert "rate limits and concurrency limits are enforced by each worker alone" in log

@@ -1,0 +1,206 @@
+"""Production operations: readiness probes, timeouts on shared services, outages.
+
+Faults are injected into private copies only: a TCP proxy in front of PostgreSQL that can
+be frozen, and a redis-server of the test's own (tests/fault_support.py).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy.engine import make_url
+
+from fault_support import freezable_proxy, private_redis
+from gateway import run_gateway
+
+SANDBOX = {"model": "sandbox", "prompt": "x", "size": "64x64", "response_format": "b64_json"}
+FAST_TIMEOUTS = """
+database: {connect_timeout_s: 1, statement_timeout_s: 1}
+redis: {connect_timeout_s: 1, timeout_s: 1}
+"""
+
+
+def _key(gw_url: str, admin: str, **limits: object) -> str:
+    created = httpx.post(
+        f"{gw_url}/v1/admin/keys",
+        json={"name": "ops", **limits},
+        headers={"Authorization": f"Bearer {admin}"},
+        timeout=30,
+    )
+    assert created.status_code in (200, 201), created.text
+    key: str = created.json()["key"]
+    return key
+
+
+def test_healthz_is_liveness_and_readyz_names_the_failed_dependency(tmp_path: Path) -> None:
+    with (
+        private_redis(tmp_path) as (redis_url, redis_proc),
+        run_gateway(tmp_path, FAST_TIMEOUTS, env={"IMAGEGATE_REDIS_URL": redis_url}) as gw,
+    ):
+        ready = httpx.get(f"{gw.url}/readyz", timeout=10)
+        assert ready.status_code == 200, ready.text
+        assert ready.json()["checks"] == {"database": "ok", "storage": "ok", "redis": "ok"}
+
+        redis_proc.kill()
+        redis_proc.wait()
+        started = time.monotonic()
+        ready = httpx.get(f"{gw.url}/readyz", timeout=30)
+        assert ready.status_code == 503
+        assert ready.json()["failed"] == ["redis"]
+        assert ready.headers["retry-after"]
+        assert time.monotonic() - started < 10
+        assert httpx.get(f"{gw.url}/healthz", timeout=10).status_code == 200
+
+        # Storage gone (the image directory removed): named too.
+        (gw.data_dir / "images").rename(gw.data_dir / "images-moved")
+        ready = httpx.get(f"{gw.url}/readyz", timeout=30)
+        assert ready.json()["failed"] == ["redis", "storage"]
+
+
+@pytest.mark.postgres
+def test_frozen_postgresql_fails_fast_with_503_and_recovers(tmp_path: Path, pg_url: str) -> None:
+    url = make_url(pg_url)
+    with freezable_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
+        proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+        with run_gateway(tmp_path, FAST_TIMEOUTS, env={"IMAGEGATE_DATABASE_URL": proxied}) as gw:
+            key = _key(gw.url, gw.admin_key, credits=5)
+            headers = {"Authorization": f"Bearer {key}"}
+            generations = f"{gw.v1}/images/generations"
+            assert httpx.post(generations, json=SANDBOX, headers=headers, timeout=30).is_success
+
+            proxy.freeze()
+            for _ in range(2):  # a pooled connection, then a new one: both bounded
+                started = time.monotonic()
+                frozen = httpx.post(generations, json=SANDBOX, headers=headers, timeout=60)
+                elapsed = time.monotonic() - started
+                assert frozen.status_code == 503, frozen.text
+                assert frozen.json()["error"]["code"] == "service_unavailable"
+                assert frozen.headers["retry-after"]
+                assert elapsed < 10, elapsed  # it hung for 17-19 s without timeouts
+            ready = httpx.get(f"{gw.url}/readyz", timeout=30)
+            assert ready.status_code == 503 and "database" in ready.json()["failed"]
+
+            proxy.thaw()
+            deadline = time.monotonic() + 30
+            while True:
+                again = httpx.post(generations, json=SANDBOX, headers=headers, timeout=30)
+                if again.is_success or time.monotonic() > deadline:
+                    break
+            assert again.is_success, again.text
+            log = gw.log()
+            # Each outage is one log line, not a traceback.
+            assert "database unavailable" in log
+            assert "Traceback" not in log
+
+
+def test_frozen_redis_fails_fast_with_503(tmp_path: Path) -> None:
+    with (
+        private_redis(tmp_path) as (redis_url, redis_proc),
+        run_gateway(tmp_path, FAST_TIMEOUTS, env={"IMAGEGATE_REDIS_URL": redis_url}) as gw,
+    ):
+        key = _key(gw.url, gw.admin_key, rpm=100)
+        headers = {"Authorization": f"Bearer {key}"}
+        generations = f"{gw.v1}/images/generations"
+        assert httpx.post(generations, json=SANDBOX, headers=headers, timeout=30).is_success
+        os.kill(redis_proc.pid, signal.SIGSTOP)  # hung: connections open, nothing answers
+        try:
+            started = time.monotonic()
+            frozen = httpx.post(generations, json=SANDBOX, headers=headers, timeout=60)
+            assert frozen.status_code == 503, frozen.text
+            assert frozen.headers["retry-after"]
+            assert time.monotonic() - started < 10
+            ready = httpx.get(f"{gw.url}/readyz", timeout=30)
+            assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
+        finally:
+            os.kill(redis_proc.pid, signal.SIGCONT)
+        assert httpx.post(generations, json=SANDBOX, headers=headers, timeout=30).is_success
+        log = gw.log()
+        assert "Redis unavailable" in log and "Traceback" not in log
+
+
+def test_sigterm_drains_then_cuts_as_a_server_cancellation(tmp_path: Path) -> None:
+    """In-flight requests get server.drain_s; one still running then is answered 503
+    ``server_shutting_down``, its hold returned and its Redis concurrency slot freed."""
+    import threading
+
+    import redis
+
+    from fakes.openai_images import FakeOpenAI, serve_fake
+    from imagegate.accounts.ledger import Ledger
+    from imagegate.db.session import Database
+
+    config = """
+server: {{drain_s: 2}}
+providers:
+  - {{id: slowup, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
+models:
+  - id: test/slow
+    sizes: [256x256]
+    endpoints:
+      - {{provider: slowup, upstream_model: up, pricing: {{per_image: 0.25}}}}
+"""
+    fake = FakeOpenAI(delay_s=60)
+    with (
+        serve_fake(fake) as slow,
+        private_redis(tmp_path) as (redis_url, _),
+        run_gateway(
+            tmp_path, config.format(url=slow.url), env={"IMAGEGATE_REDIS_URL": redis_url}
+        ) as gw,
+    ):
+        key = _key(gw.url, gw.admin_key, credits=1, max_concurrent=1)
+        key_id = key.split("_")[1]
+        answers: list[httpx.Response] = []
+
+        def call() -> None:
+            body = {"model": "test/slow", "prompt": "x", "size": "256x256"}
+            answers.append(
+                httpx.post(
+                    f"{gw.v1}/images/generations",
+                    json=body,
+                    headers={"Authorization": f"Bearer {key}"},
+                    timeout=60,
+                )
+            )
+
+        worker = threading.Thread(target=call)
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not fake.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert fake.calls, "the request never reached the upstream"
+        assert gw.process is not None
+        gw.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        with pytest.raises(httpx.ConnectError):  # no new connections while draining
+            httpx.get(f"{gw.url}/healthz", timeout=5)
+        worker.join(60)
+        assert gw.process.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
+
+        (answer,) = answers
+        assert answer.status_code == 503, answer.text
+        assert answer.json()["error"]["code"] == "server_shutting_down"
+        assert answer.headers["retry-after"]
+        slots = redis.Redis.from_url(redis_url).zcard(f"imagegate:rl:{key_id}:slots")
+        assert slots == 0
+        log = gw.log()
+        assert '"status": 499' not in log and "client_disconnected" not in log
+
+    db = Database(f"sqlite:///{gw.data_dir / 'imagegate.db'}")
+    try:
+        entries = Ledger(db, hold_ttl_s=60).entries(key_id)
+        assert [e.kind for e in entries] == ["top_up", "hold", "release"] or [
+            e.kind for e in entries
+        ][-2:] == ["hold", "release"]
+        assert entries[-1].balance_micro == 1_000_000  # nothing charged
+        with db.engine.connect() as conn:
+            rows = conn.exec_driver_sql(
+                "SELECT status, error_code FROM usage_records WHERE key_id = ?", (key_id,)
+            ).all()
+        assert [tuple(r) for r in rows] == [(503, "server_shutting_down")]
+    finally:
+        db.dispose()
