@@ -153,3 +153,58 @@ def test_workers_migrate_once_in_the_parent_and_warn_without_redis(tmp_path: Pat
         log = gw.log()
     assert log.count("Running upgrade  -> 0001") == 1, log
     assert "rate limits and concurrency limits are enforced by each worker alone" in log
+
+
+def _serve_refusal(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    full = {**os.environ, "IMAGEGATE_DATA_DIR": str(tmp_path / "data"), **env}
+    for name in ("IMAGEGATE_ADMIN_KEY", "IMAGEGATE_SIGNING_SECRET"):
+        if name not in env:
+            full.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "imagegate", "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=full,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"IMAGEGATE_ADMIN_KEY": "a"},
+        {"IMAGEGATE_ADMIN_KEY": "ig_abc_" + "s" * 43},
+        {"IMAGEGATE_SIGNING_SECRET": "x"},
+        {"IMAGEGATE_SIGNING_SECRET": "not-hex-though-long-" * 4},
+    ],
+)
+def test_weak_secrets_refuse_to_start_and_say_how_to_generate_one(
+    tmp_path: Path, env: dict[str, str]
+) -> None:
+    result = _serve_refusal(tmp_path, **env)
+    assert result.returncode == 2, result.stdout
+    assert "imagegate secret" in result.stderr
+    assert next(iter(env)) in result.stderr
+
+
+def test_generated_secrets_and_file_variants_are_accepted(tmp_path: Path) -> None:
+    signing = imagegate("secret", cwd=tmp_path).stdout.strip()
+    admin = imagegate("secret", "--admin-key", cwd=tmp_path).stdout.strip()
+    assert len(bytes.fromhex(signing)) == 32 and admin.startswith("ig_")
+    (tmp_path / "admin").write_text(admin + "\n")
+    (tmp_path / "signing").write_text(signing + "\n")
+    env = {
+        "IMAGEGATE_ADMIN_KEY_FILE": str(tmp_path / "admin"),
+        "IMAGEGATE_SIGNING_SECRET_FILE": str(tmp_path / "signing"),
+        "IMAGEGATE_ADMIN_KEY": "",
+        "IMAGEGATE_SIGNING_SECRET": "",
+    }
+    with run_gateway(tmp_path, env=env) as gw:
+        models = httpx.get(
+            f"{gw.v1}/models", headers={"Authorization": f"Bearer {admin}"}, timeout=10
+        )
+        assert models.status_code == 200
+    both = _serve_refusal(
+        tmp_path, IMAGEGATE_ADMIN_KEY=admin, IMAGEGATE_ADMIN_KEY_FILE=str(tmp_path / "admin")
+    )
+    assert both.returncode == 2 and "set only one" in both.stderr

@@ -36,6 +36,7 @@ from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.spec import CatalogError
 from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.config_secrets import SecretError, check_admin_key, decode_signing_secret
 from imagegate.core.errors import GatewayError, UpstreamError
 from imagegate.db.session import Database, database_url_for
 from imagegate.media.fetch import SafeFetcher
@@ -77,7 +78,15 @@ def prepare_database(settings: Settings) -> tuple[Database, KeyStore]:
 
 
 def check_settings(settings: Settings) -> None:
-    """Fail fast on a catalog or provider entry that cannot be used, naming its line."""
+    """Fail fast on a catalog or provider entry that cannot be used, naming its line, and
+    on a weak admin key or signing secret."""
+    try:
+        if settings.admin_key:
+            check_admin_key(settings.admin_key)
+        if settings.signing_secret:
+            decode_signing_secret(settings.signing_secret, "IMAGEGATE_SIGNING_SECRET")
+    except SecretError as exc:
+        raise ConfigError(str(exc)) from None
     configs = merge_providers(settings.providers)
     for config in configs:
         if config.type not in ADAPTERS:
@@ -148,7 +157,7 @@ async def build_gateway(settings: Settings) -> Gateway:
         providers=providers,
         router=router,
         store=store,
-        signer=UrlSigner(load_or_create_secret(settings.data_dir)),
+        signer=UrlSigner(load_or_create_secret(settings.data_dir, settings.signing_secret)),
         fetcher=fetcher,
         resolver=resolver,
         http=http,

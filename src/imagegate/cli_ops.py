@@ -137,5 +137,25 @@ def migrate(config: ConfigOption = None, data_dir: DataDirOption = None) -> None
         typer.echo(f"{where}: schema migrated from {before or 'empty'} to revision {after}")
 
 
+def secret(
+    admin_key: Annotated[
+        bool, typer.Option("--admin-key", help="An admin key (ig_<id>_<secret>) instead.")
+    ] = False,
+) -> None:
+    """Print a new random secret: a URL-signing secret (64 hex digits, for
+    IMAGEGATE_SIGNING_SECRET) or, with --admin-key, a key for IMAGEGATE_ADMIN_KEY."""
+    import secrets as random
+
+    from imagegate.accounts.keys import ID_LENGTH, KEY_PREFIX
+
+    if admin_key:
+        alphabet = "abcdefghijklmnopqrstuvwxyz0123456789"
+        key_id = "".join(random.choice(alphabet) for _ in range(ID_LENGTH))
+        typer.echo(f"{KEY_PREFIX}_{key_id}_{random.token_urlsafe(32)}")
+    else:
+        typer.echo(random.token_hex(32))
+
+
 def register(app: typer.Typer) -> None:
     app.command("migrate")(migrate)
+    app.command("secret")(secret)

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from imagegate.config_secrets import SECRET_NAMES, SecretError, secret_env
 from imagegate.providers.base import ProviderConfig
 
 PROVIDER_TYPES = (
@@ -86,6 +87,7 @@ class Settings:
     storage_url: str | None = None
     public_url: str | None = None
     admin_key: str | None = None
+    signing_secret: str | None = None  # hex; None: the data dir's signing-key file
     url_ttl_s: int = 3600
     sweep_interval_s: int = 300
     metrics_require_admin: bool = False  # GET /metrics is open unless this is set
@@ -116,13 +118,18 @@ def load_settings(config_file: str | Path | None = None) -> Settings:
     """Build settings from the environment, then apply the YAML file if one is given."""
     env = os.environ
     path = config_file or env.get("IMAGEGATE_CONFIG") or None
+    try:
+        secret = {name: secret_env(name, env) for name in SECRET_NAMES}
+    except SecretError as exc:
+        raise ConfigError(str(exc)) from None
     settings = Settings(
         data_dir=Path(env.get("IMAGEGATE_DATA_DIR", "./.imagegate")).resolve(),
-        database_url=env.get("IMAGEGATE_DATABASE_URL") or None,
-        redis_url=env.get("IMAGEGATE_REDIS_URL") or None,
+        database_url=secret["IMAGEGATE_DATABASE_URL"],
+        redis_url=secret["IMAGEGATE_REDIS_URL"],
         storage_url=env.get("IMAGEGATE_STORAGE_URL") or None,
         public_url=(env.get("IMAGEGATE_PUBLIC_URL") or None),
-        admin_key=env.get("IMAGEGATE_ADMIN_KEY") or None,
+        admin_key=secret["IMAGEGATE_ADMIN_KEY"],
+        signing_secret=secret["IMAGEGATE_SIGNING_SECRET"],
         migrate=env.get(NO_MIGRATE_ENV, "") not in ("1", "true", "yes"),
     )
     if path:
