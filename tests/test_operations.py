@@ -204,3 +204,46 @@ models:
         assert [tuple(r) for r in rows] == [(503, "server_shutting_down")]
     finally:
         db.dispose()
+
+
+def test_readyz_turns_503_as_soon_as_draining_starts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from starlette.testclient import TestClient
+
+    from imagegate.app import create_app
+    from imagegate.config import load_settings
+
+    monkeypatch.setenv("IMAGEGATE_DATA_DIR", str(tmp_path))
+    for name in ("IMAGEGATE_CONFIG", "IMAGEGATE_DATABASE_URL", "IMAGEGATE_REDIS_URL"):
+        monkeypatch.delenv(name, raising=False)
+    app = create_app(load_settings())
+    with TestClient(app) as client:
+        assert client.get("/readyz").status_code == 200
+        app.state.drain.begin()  # what SIGTERM does
+        draining = client.get("/readyz")
+        assert draining.status_code == 503 and draining.json()["status"] == "draining"
+        assert client.get("/healthz").status_code == 200
+
+
+def test_a_missing_postgresql_driver_names_the_extra(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['psycopg'] = None\n"
+        "from imagegate.cli import main\n"
+        "sys.argv = ['imagegate', 'serve', '--port', '1']\n"
+        "main()\n"
+    )
+    env = {
+        **os.environ,
+        "IMAGEGATE_DATA_DIR": str(tmp_path),
+        "IMAGEGATE_DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 2
+    assert "pip install 'imagegate[postgres]'" in result.stderr
+    assert "Traceback" not in result.stderr
