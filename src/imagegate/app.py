@@ -137,7 +137,12 @@ async def build_gateway(settings: Settings) -> Gateway:
 
     providers = build_providers(provider_configs, ProviderContext(http, fetch_upstream))
     catalog = Catalog.load(settings.models, set(providers))
-    store = open_store(settings.storage_url, settings.data_dir, settings.url_ttl_s)
+    store = open_store(
+        settings.storage_url,
+        settings.data_dir,
+        settings.url_ttl_s,
+        settings.storage_public_endpoint,
+    )
     resolver = InputResolver(
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
     )
@@ -229,6 +234,31 @@ async def _expire_holds_forever(gw: Gateway) -> None:
         await asyncio.sleep(interval)
 
 
+def check_storage(settings: Settings) -> None:
+    """Refuse to start when image storage cannot be used (e.g. the S3 bucket is missing
+    or the credentials cannot reach it): every ``url`` response would fail."""
+    store = open_store(
+        settings.storage_url,
+        settings.data_dir,
+        settings.url_ttl_s,
+        settings.storage_public_endpoint,
+    )
+
+    async def probe() -> None:
+        try:
+            await asyncio.wait_for(store.check(), settings.timeouts.ready_s * 5)
+        finally:
+            await store.aclose()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        where = settings.storage_url or f"{settings.data_dir / 'images'}"
+        raise ConfigError(
+            f"image storage {where} is not usable: {type(exc).__name__}: {exc}"
+        ) from None
+
+
 async def _check_storage(gw: Gateway) -> None:
     """Warn at start when image storage (e.g. the S3 bucket) cannot be reached: ``url``
     responses would fail. Not fatal: ``b64_json`` traffic does not need it, and ``/readyz``
@@ -236,9 +266,7 @@ async def _check_storage(gw: Gateway) -> None:
     try:
         await asyncio.wait_for(gw.store.check(), gw.settings.timeouts.ready_s * 5)
     except Exception as exc:
-        log.warning(
-            "image storage is not reachable at start: %s: %s", type(exc).__name__, exc
-        )
+        log.warning("image storage is not reachable at start: %s: %s", type(exc).__name__, exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

@@ -65,7 +65,13 @@ def serve(
     import uvicorn
 
     from imagegate.api.drain import HARD_STOP_MARGIN_S
-    from imagegate.app import check_settings, create_app, prepare_database, tune_gc_for_serving
+    from imagegate.app import (
+        check_settings,
+        check_storage,
+        create_app,
+        prepare_database,
+        tune_gc_for_serving,
+    )
     from imagegate.logs import configure_logging
 
     settings = _settings(config)
@@ -75,6 +81,7 @@ def serve(
         check_settings(settings)
         db, _ = prepare_database(settings)  # migrations and the admin key: once, before workers
         db.dispose()
+        check_storage(settings)  # e.g. the S3 bucket exists and is reachable
         settings.migrate = False  # done: the app (and every worker) only checks the schema
         application = create_app(settings)
     except (ConfigError, ValueError) as exc:

@@ -85,6 +85,7 @@ class Settings:
     database_url: str | None = None
     redis_url: str | None = None
     storage_url: str | None = None
+    storage_public_endpoint: str | None = None  # S3: the host presigned URLs name
     public_url: str | None = None
     admin_key: str | None = None
     signing_secret: str | None = None  # hex; None: the data dir's signing-key file
@@ -204,6 +205,8 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.storage_url = settings.storage_url or doc.string(node, "storage.url")
             elif key == "url_ttl_s":
                 settings.url_ttl_s = doc.integer(node, "storage.url_ttl_s", minimum=1)
+            elif key == "public_endpoint":
+                settings.storage_public_endpoint = doc.string(node, "storage.public_endpoint")
             elif key == "sweep_interval_s":
                 settings.sweep_interval_s = doc.integer(node, "storage.sweep_interval_s", minimum=1)
             else:

@@ -92,6 +92,12 @@ COST = Counter(
     ["model", "provider"],
     registry=_REGISTRY,
 )
+STORAGE_ERRORS = Counter(
+    "imagegate_storage_errors",
+    "Image storage calls that failed (the caller got 503), by storage operation.",
+    ["operation"],
+    registry=_REGISTRY,
+)
 HOLDS = Gauge(
     "imagegate_holds_in_flight",
     "Credit holds taken and not yet settled or released, summed over live workers.",
@@ -135,6 +141,11 @@ def record_generation(model: str, provider: str, images: int, cost_usd: float) -
     IMAGES.labels(model, provider).inc(max(0, images))
     if cost_usd > 0:
         COST.labels(model, provider).inc(cost_usd)
+
+
+def record_storage_error(operation: str) -> None:
+    """Count one failed call to image storage (e.g. ``put_object``)."""
+    STORAGE_ERRORS.labels(operation).inc()
 
 
 def hold_started() -> None:

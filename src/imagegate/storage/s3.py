@@ -12,6 +12,7 @@ lifecycle rule's job (the operator's); here an object past its TTL is simply not
 
 from __future__ import annotations
 
+import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -19,11 +20,15 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 
+from imagegate import metrics
 from imagegate.core.errors import GatewayError
 from imagegate.core.types import OutputFormat
 from imagegate.storage.base import ImageStore, StoredFile, file_id_content_type, new_file_id
 
 ENDPOINT_ENV = "IMAGEGATE_S3_ENDPOINT_URL"
+PUBLIC_ENDPOINT_ENV = "IMAGEGATE_S3_PUBLIC_ENDPOINT_URL"
+RETRY_AFTER_S = 5
+log = logging.getLogger("imagegate.storage")
 GRACE_S = 60.0
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit on a presigned URL's lifetime
 _MISSING = {"NoSuchKey", "404", "NotFound"}
@@ -55,6 +60,7 @@ class S3Store(ImageStore):
         ttl_s: int,
         *,
         endpoint_url: str | None = None,
+        public_endpoint: str | None = None,
         grace_s: float = GRACE_S,
     ) -> None:
         if ttl_s <= 0:
@@ -81,14 +87,29 @@ class S3Store(ImageStore):
             connect_timeout=5,
             read_timeout=30,
         )
-        self._client: Any = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url or None, config=config
-        )
+        session = boto3.session.Session()
+        self._client: Any = session.client("s3", endpoint_url=endpoint_url or None, config=config)
+        # Presigned URLs name the host callers download from (a public or CDN endpoint when
+        # the gateway reaches the bucket by an internal name); signing needs no connection.
+        self._presigner: Any = self._client
+        if public_endpoint:
+            public_config = config.merge(Config(s3={"addressing_style": "path"}))
+            self._presigner = session.client(
+                "s3", endpoint_url=public_endpoint, config=public_config
+            )
 
     @classmethod
-    def from_url(cls, url: str, ttl_s: int, endpoint_url: str | None = None) -> S3Store:
+    def from_url(
+        cls,
+        url: str,
+        ttl_s: int,
+        endpoint_url: str | None = None,
+        public_endpoint: str | None = None,
+    ) -> S3Store:
         bucket, prefix = parse_s3_url(url)
-        return cls(bucket, prefix, ttl_s, endpoint_url=endpoint_url)
+        return cls(
+            bucket, prefix, ttl_s, endpoint_url=endpoint_url, public_endpoint=public_endpoint
+        )
 
     def key(self, file_id: str) -> str:
         return f"{self.prefix}/{file_id}" if self.prefix else file_id
@@ -126,13 +147,13 @@ class S3Store(ImageStore):
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING:
                 return None
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, "get_object", self.bucket) from exc
         except BotoCoreError as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, "get_object", self.bucket) from exc
 
     async def public_url(self, file_id: str, ttl_s: int) -> str | None:
         url: str = await self._run(
-            self._client.generate_presigned_url,
+            self._presigner.generate_presigned_url,
             "get_object",
             Params={"Bucket": self.bucket, "Key": self.key(file_id)},
             ExpiresIn=min(ttl_s, MAX_PRESIGN_S),
@@ -149,6 +170,8 @@ class S3Store(ImageStore):
 
     async def aclose(self) -> None:
         self._client.close()
+        if self._presigner is not self._client:
+            self._presigner.close()
 
     async def _run(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -159,8 +182,21 @@ class S3Store(ImageStore):
         try:
             return await anyio.to_thread.run_sync(call)
         except (BotoCoreError, ClientError) as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, getattr(method, "__name__", "call"), self.bucket) from exc
 
 
-def _unavailable(exc: Exception) -> StorageUnavailable:
-    return StorageUnavailable(f"Image storage is unavailable ({type(exc).__name__}); try again.")
+def _unavailable(exc: Exception, operation: str, bucket: str) -> StorageUnavailable:
+    """The caller's 503 (with Retry-After), and the operator's log line and metric."""
+    metrics.record_storage_error(operation)
+    detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+    log.warning(
+        "storage unavailable: %s on bucket %s: %s",
+        operation,
+        bucket,
+        detail,
+        extra={"service": "storage", "operation": operation},
+    )
+    return StorageUnavailable(
+        f"Image storage is unavailable ({type(exc).__name__}); try again.",
+        headers={"retry-after": str(RETRY_AFTER_S)},
+    )
