@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from imagegate.catalog.overrides import merge_model
 from imagegate.catalog.spec import CatalogError, ModelSpec, parse_model
 from imagegate.core.errors import NotFound
 from imagegate.providers.base import ProviderConfig
@@ -78,13 +79,16 @@ class Catalog:
     def load(
         cls, extra: list[dict[str, Any]] | None = None, provider_ids: set[str] | None = None
     ) -> Catalog:
-        """Parse built-in models, then the configured ones (same id replaces)."""
+        """Parse built-in models, then the configured ones (same id merges into the
+        built-in entry, see ``catalog/overrides.py``)."""
         entries: dict[str, ModelSpec] = {}
+        builtin_raw: dict[str, dict[str, Any]] = {}
         for raw in builtin_document()["models"]:
             spec = parse_model(raw)
             entries[spec.id] = spec
+            builtin_raw[spec.id] = raw
         for raw in extra or []:
-            spec = parse_model(raw)
+            spec = parse_model(merge_model(builtin_raw.get(raw.get("id", "")), raw))
             entries[spec.id] = spec
         if provider_ids is not None:
             for spec in entries.values():
