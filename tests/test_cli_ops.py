@@ -208,3 +208,32 @@ def test_generated_secrets_and_file_variants_are_accepted(tmp_path: Path) -> Non
         tmp_path, IMAGEGATE_ADMIN_KEY=admin, IMAGEGATE_ADMIN_KEY_FILE=str(tmp_path / "admin")
     )
     assert both.returncode == 2 and "set only one" in both.stderr
+
+
+@pytest.mark.postgres
+def test_migrate_waits_for_another_hosts_lock_beyond_the_statement_timeout(
+    tmp_path: Path, pg_url: str
+) -> None:
+    import threading
+
+    import psycopg
+
+    from imagegate.db.session import _PG_LOCK_KEY
+
+    config = tmp_path / "imagegate.yaml"
+    config.write_text("database: {connect_timeout_s: 2, statement_timeout_s: 1}\n")
+    holder = psycopg.connect(pg_url)
+    holder.execute("SELECT pg_advisory_xact_lock(%s)", (_PG_LOCK_KEY,))  # another host migrating
+    timer = threading.Timer(3.0, holder.commit)
+    timer.start()
+    try:
+        result = imagegate(
+            "migrate", "--config", str(config), cwd=tmp_path, env={"IMAGEGATE_DATABASE_URL": pg_url}
+        )
+    finally:
+        timer.join()
+        holder.close()
+    assert result.returncode == 0, result.stderr
+    db = Database(pg_url)
+    assert db.current_revision() == db.head_revision()
+    db.dispose()

@@ -54,6 +54,7 @@ def test_healthz_is_liveness_and_readyz_names_the_failed_dependency(tmp_path: Pa
         assert ready.json()["failed"] == ["redis"]
         assert ready.headers["retry-after"]
         assert time.monotonic() - started < 10
+        print(f"/readyz with Redis dead: 503 after {time.monotonic() - started:.2f} s")
         assert httpx.get(f"{gw.url}/healthz", timeout=10).status_code == 200
 
         # Storage gone (the image directory removed): named too.
@@ -82,8 +83,11 @@ def test_frozen_postgresql_fails_fast_with_503_and_recovers(tmp_path: Path, pg_u
                 assert frozen.json()["error"]["code"] == "service_unavailable"
                 assert frozen.headers["retry-after"]
                 assert elapsed < 10, elapsed  # it hung for 17-19 s without timeouts
+                print(f"frozen PostgreSQL: 503 after {elapsed:.2f} s")
+            started = time.monotonic()
             ready = httpx.get(f"{gw.url}/readyz", timeout=30)
             assert ready.status_code == 503 and "database" in ready.json()["failed"]
+            print(f"/readyz with PostgreSQL frozen: 503 after {time.monotonic() - started:.2f} s")
 
             proxy.thaw()
             deadline = time.monotonic() + 30
@@ -114,6 +118,7 @@ def test_frozen_redis_fails_fast_with_503(tmp_path: Path) -> None:
             assert frozen.status_code == 503, frozen.text
             assert frozen.headers["retry-after"]
             assert time.monotonic() - started < 10
+            print(f"frozen Redis: 503 after {time.monotonic() - started:.2f} s")
             ready = httpx.get(f"{gw.url}/readyz", timeout=30)
             assert ready.status_code == 503 and ready.json()["failed"] == ["redis"]
         finally:
@@ -175,10 +180,14 @@ models:
         assert fake.calls, "the request never reached the upstream"
         assert gw.process is not None
         gw.process.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
         time.sleep(0.5)
         with pytest.raises(httpx.ConnectError):  # no new connections while draining
             httpx.get(f"{gw.url}/healthz", timeout=5)
         worker.join(60)
+        print(
+            f"drain: in-flight request answered {time.monotonic() - signalled:.2f} s after SIGTERM"
+        )
         assert gw.process.wait(60) in (0, -signal.SIGTERM)  # uvicorn re-raises the signal
 
         (answer,) = answers

@@ -1,25 +1,32 @@
 """Bounded waits on PostgreSQL (psycopg 3), so a hung database fails requests fast.
 
-Three bounds, all from the ``database:`` config section:
+Bounds, from the ``database:`` config section:
 
-* opening a connection: libpq's ``connect_timeout`` (whole seconds, at least 2);
-* waiting for a free pooled connection: the same time (SQLAlchemy's ``pool_timeout``);
-* one statement: ``statement_timeout`` in the server, and the same time (plus a second)
-  in the client. The server-side limit alone cannot help when the server or the network
-  in between hangs (its answer never arrives), so :class:`DeadlineConnection` also stops
+* opening a connection: libpq's ``connect_timeout`` (whole seconds, at least 2), which is
+  also how long a request waits for a free pooled connection (``pool_timeout``);
+* checking a pooled connection before use: a ``SELECT 1`` bounded by the connect timeout
+  (instead of SQLAlchemy's unbounded ``pool_pre_ping``); a silent one is thrown away;
+* one statement: ``statement_timeout`` in the server, and the same time plus a second in
+  the client. The server-side limit alone cannot help when the server or the network in
+  between hangs (its answer never arrives), so :class:`DeadlineConnection` also stops
   waiting on the socket, closes the connection (the pool discards it) and raises
   ``OperationalError``, which the API turns into 503 with ``Retry-After``.
+
+Migrations lift both statement limits (:func:`unbounded`): a schema change on a big table,
+or waiting for another host's migration lock, may rightly take longer.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterator
 from typing import Any
 
 from sqlalchemy import Engine, event
 from sqlalchemy.engine import URL
+from sqlalchemy.exc import DisconnectionError
 
 CLIENT_MARGIN_S = 1.0  # let the server's own statement_timeout answer first
 
@@ -28,7 +35,7 @@ class DriverMissing(ValueError):
     """The PostgreSQL driver is not installed; names the extra that brings it."""
 
 
-def _connection_class(io_timeout_s: float) -> Any:
+def _connection_class() -> Any:
     try:
         import psycopg
     except ImportError:
@@ -40,11 +47,14 @@ def _connection_class(io_timeout_s: float) -> Any:
     class DeadlineConnection(psycopg.Connection):
         """A psycopg connection that gives up on a server that stops answering."""
 
+        io_timeout_s: float | None = None  # set per connection; None waits for ever
+
         def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
-            bounded = _with_deadline(self, gen, time.monotonic() + io_timeout_s)
+            if self.io_timeout_s is not None:
+                gen = _with_deadline(self, gen, time.monotonic() + self.io_timeout_s)
             if timeout is None:  # psycopg < 3.2 has no timeout argument
-                return super().wait(bounded, interval or 0.1)
-            return super().wait(bounded, interval or 0.1, timeout)
+                return super().wait(gen, interval or 0.1)
+            return super().wait(gen, interval or 0.1, timeout)
 
     return DeadlineConnection
 
@@ -79,7 +89,7 @@ def engine_options(
     url: URL, connect_timeout_s: float, statement_timeout_s: float
 ) -> dict[str, Any]:
     """``create_engine`` keyword arguments for a PostgreSQL URL."""
-    _connection_class(0)  # fails early, naming the extra, when psycopg is missing
+    _connection_class()  # fails early, naming the extra, when psycopg is missing
     statement_ms = max(1, int(statement_timeout_s * 1000))
     connect_args: dict[str, Any] = {
         "connect_timeout": max(2, math.ceil(connect_timeout_s)),
@@ -87,18 +97,42 @@ def engine_options(
     }
     if "connect_timeout" in url.query:  # the operator's URL wins
         connect_args.pop("connect_timeout")
-    return {
-        "pool_pre_ping": True,
-        "pool_timeout": connect_timeout_s,
-        "connect_args": connect_args,
-    }
+    return {"pool_timeout": connect_timeout_s, "connect_args": connect_args}
 
 
-def bound_engine(engine: Engine, statement_timeout_s: float) -> None:
-    """Make ``engine`` open connections that give up on a silent server."""
-    connection_class = _connection_class(statement_timeout_s + CLIENT_MARGIN_S)
+def bound_engine(engine: Engine, connect_timeout_s: float, statement_timeout_s: float) -> None:
+    """Make ``engine`` open deadline-bound connections and check pooled ones before use."""
+    connection_class = _connection_class()
+    statement_s = statement_timeout_s + CLIENT_MARGIN_S
+    ping_s = max(1.0, connect_timeout_s)
 
     def connect(dialect: Any, record: Any, cargs: Any, cparams: Any) -> Any:
-        return connection_class.connect(*cargs, **cparams)
+        conn = connection_class.connect(*cargs, **cparams)
+        conn.io_timeout_s = statement_s
+        return conn
+
+    def checkout(dbapi_conn: Any, record: Any, proxy: Any) -> None:
+        dbapi_conn.io_timeout_s = ping_s
+        autocommit = dbapi_conn.autocommit
+        try:
+            dbapi_conn.autocommit = True
+            dbapi_conn.execute("SELECT 1")
+            dbapi_conn.autocommit = autocommit
+        except Exception as exc:  # gone or silent: the pool replaces it with a new one
+            raise DisconnectionError(str(exc)) from exc
+        finally:
+            dbapi_conn.io_timeout_s = statement_s
 
     event.listen(engine, "do_connect", connect)
+    event.listen(engine, "checkout", checkout)
+
+
+@contextlib.contextmanager
+def unbounded(dbapi_conn: Any) -> Iterator[None]:
+    """No client-side deadline on ``dbapi_conn`` meanwhile (migrations)."""
+    before = getattr(dbapi_conn, "io_timeout_s", None)
+    dbapi_conn.io_timeout_s = None
+    try:
+        yield
+    finally:
+        dbapi_conn.io_timeout_s = before

@@ -109,7 +109,7 @@ class Database:
         if self.is_postgresql:
             from imagegate.db.pg_timeouts import bound_engine
 
-            bound_engine(self.engine, statement_timeout_s)
+            bound_engine(self.engine, connect_timeout_s, statement_timeout_s)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _configure_sqlite)
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
@@ -141,21 +141,33 @@ class Database:
         return self.sessions()
 
     @contextmanager
-    def exclusive(self) -> Iterator[Connection]:
+    def exclusive(self, *, unbounded: bool = False) -> Iterator[Connection]:
         """A connection in a transaction that no other process can run alongside.
 
         PostgreSQL takes a transaction-scoped advisory lock; SQLite starts the transaction
         with ``BEGIN IMMEDIATE`` (the write lock). Commits on success, rolls back on error.
         For short check-then-write steps at startup (migrations, admin bootstrap); do not
-        nest it, since a second connection would wait for the first.
+        nest it, since a second connection would wait for the first. ``unbounded`` lifts the
+        PostgreSQL statement timeouts for it (migrations).
         """
         with self.engine.connect() as conn, conn.begin():
             if self.is_sqlite:
                 # pysqlite begins transactions lazily, so this is the first statement.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            elif self.is_postgresql:
+                yield conn
+                return
+            if not (self.is_postgresql and unbounded):
+                if self.is_postgresql:
+                    conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+                yield conn
+                return
+            from imagegate.db.pg_timeouts import unbounded as no_deadline
+
+            # Migrations: waiting for another host's lock, or a long schema change, is fine.
+            with no_deadline(conn.connection.dbapi_connection):
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
                 conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-            yield conn
+                yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -191,7 +203,7 @@ class Database:
         waits and then finds the schema already current.
         """
         config = self.alembic_config()
-        with self.exclusive() as conn:
+        with self.exclusive(unbounded=True) as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
 
