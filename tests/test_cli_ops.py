@@ -237,3 +237,56 @@ def test_migrate_waits_for_another_hosts_lock_beyond_the_statement_timeout(
     db = Database(pg_url)
     assert db.current_revision() == db.head_revision()
     db.dispose()
+
+
+def test_sighup_reloads_the_config_into_new_workers(tmp_path: Path) -> None:
+    """``serve --workers N``: SIGHUP replaces the workers one by one, and the new ones read
+    the config file again."""
+    import signal
+    import time
+
+    extra = """
+  - id: test/added
+    endpoints:
+      - {provider: sandbox, upstream_model: sandbox, pricing: {free: true}}
+"""
+    with run_gateway(tmp_path, "models: []\n", serve_args=["--workers", "2"]) as gw:
+        auth = {"Authorization": f"Bearer {gw.admin_key}"}
+
+        def model_ids() -> set[str]:
+            listed = httpx.get(f"{gw.v1}/models", headers=auth, timeout=10).json()["data"]
+            return {m["id"] for m in listed}
+
+        assert "test/added" not in model_ids()
+        (tmp_path / "imagegate.yaml").write_text("models:" + extra)
+        assert gw.process is not None
+        gw.process.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 90
+        seen: set[str] = set()
+        while time.monotonic() < deadline:
+            try:
+                seen = model_ids()
+            except httpx.HTTPError:
+                seen = set()
+            if "test/added" in seen and all(
+                "test/added" in model_ids() for _ in range(6)
+            ):  # every worker answers with it
+                break
+            time.sleep(0.2)
+        assert "test/added" in seen, "\n".join(
+            line[:300] for line in gw.log().splitlines() if '"request"' not in line
+        )[-4000:]
+        assert gw.process.poll() is None  # the server itself kept running
+
+
+def test_sighup_does_not_kill_a_single_process_server(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    with run_gateway(tmp_path) as gw:
+        assert gw.process is not None
+        gw.process.send_signal(signal.SIGHUP)
+        time.sleep(0.5)
+        assert gw.process.poll() is None
+        assert httpx.get(f"{gw.url}/readyz", timeout=10).status_code == 200
+        assert "SIGHUP ignored" in gw.log()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import sys
@@ -33,6 +34,7 @@ register_client_commands(app)  # generate, edit, vary (cli_client.py)
 # Piped output gets a wide console so ids and model names are never truncated.
 console = Console(width=None if sys.stdout.isatty() else 200)
 ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML config file.")]
+WORKER_START_S = 60  # how long a new worker may take to start serving (SIGHUP reloads)
 
 
 def _settings(config: str | None) -> Settings:
@@ -107,6 +109,7 @@ def serve(
     print(f"imagegate: serving on http://{host}:{port}/v1 (docs at /docs)", flush=True)
     if workers == 1:
         tune_gc_for_serving()
+        _ignore_sighup()
         uvicorn.run(application, **options)
         return
     # Workers are fresh processes: they rebuild the app from the environment, so the config
@@ -115,8 +118,28 @@ def serve(
         os.environ["IMAGEGATE_CONFIG"] = str(Path(config).resolve())
     os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
     os.environ[NO_MIGRATE_ENV] = "1"  # the parent migrated; workers only check the schema
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        # SIGHUP replaces workers one by one and gives up if a new one is not serving in
+        # time: a worker builds the whole gateway first, which takes longer than uvicorn's 5 s.
+        options["timeout_worker_healthcheck"] = WORKER_START_S
     with _metrics_dir():
         uvicorn.run("imagegate.app:create_app_from_env", factory=True, workers=workers, **options)
+
+
+def _ignore_sighup() -> None:
+    """One process cannot reload in place (``--workers N`` can: SIGHUP replaces its workers
+    one by one); SIGHUP would otherwise kill it mid-request."""
+    import logging
+    import signal
+
+    def hangup(signum: int, frame: object) -> None:
+        logging.getLogger("imagegate").warning(
+            "SIGHUP ignored: reloading needs `serve --workers 2` or more; restart the "
+            "process (SIGTERM drains it) to load a new config"
+        )
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, hangup)
 
 
 @contextlib.contextmanager
