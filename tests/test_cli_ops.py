@@ -290,3 +290,10 @@ def test_sighup_does_not_kill_a_single_process_server(tmp_path: Path) -> None:
         assert gw.process.poll() is None
         assert httpx.get(f"{gw.url}/readyz", timeout=10).status_code == 200
         assert "SIGHUP ignored" in gw.log()
+
+
+def test_admin_commands_refuse_a_missing_sqlite_url_too(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'nothing.db'}"
+    result = imagegate("keys", "list", cwd=tmp_path, env={"IMAGEGATE_DATABASE_URL": url})
+    assert result.returncode == 2 and "IMAGEGATE_DATABASE_URL" in result.stderr
+    assert not (tmp_path / "nothing.db").exists()

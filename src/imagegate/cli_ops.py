@@ -72,6 +72,9 @@ def admin_database(config: str | None, data_dir: Path | None = None) -> Database
     settings = settings_for(config, data_dir)
     if settings.database_url:
         where, source = _safe_url(settings.database_url), "IMAGEGATE_DATABASE_URL"
+        sqlite_file = _sqlite_file(settings.database_url)
+        if sqlite_file is not None and not sqlite_file.is_file():
+            raise _refuse(where, source)
     else:
         path = settings.data_dir / "imagegate.db"
         where, source = str(path), _data_dir_source(settings, data_dir)
@@ -98,6 +101,19 @@ def admin_database(config: str | None, data_dir: Path | None = None) -> Database
         )
         raise typer.Exit(2)
     return db
+
+
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a ``sqlite:///path`` URL (None for other databases and in-memory)."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
 
 
 def _safe_url(url: str) -> str:

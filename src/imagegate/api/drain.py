@@ -74,8 +74,8 @@ def chain_sigterm(drain: Drain) -> None:
     """Run ``drain.begin`` before the SIGTERM (and SIGINT) handlers uvicorn installed."""
     for sig in (signal.SIGTERM, signal.SIGINT):
         previous = signal.getsignal(sig)
-        if getattr(previous, "_imagegate_drain", False):
-            continue
+        # A later app in the same process (tests) replaces our hook instead of stacking.
+        previous = getattr(previous, "_imagegate_previous", previous)
 
         def handler(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
             drain.begin()
@@ -84,7 +84,7 @@ def chain_sigterm(drain: Drain) -> None:
             elif previous == signal.SIG_DFL:
                 raise SystemExit(128 + signum)
 
-        handler._imagegate_drain = True  # type: ignore[attr-defined]
+        handler._imagegate_previous = previous  # type: ignore[attr-defined]
         try:
             signal.signal(sig, handler)
         except ValueError:  # not the main thread (an embedding server): no drain hook
