@@ -30,7 +30,7 @@ from imagegate.api import admin, images, misc, prometheus, ready, usage
 from imagegate.api.drain import Drain, chain_sigterm
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.inputs import InputLimits, InputResolver
-from imagegate.api.middleware import RequestContextMiddleware
+from imagegate.api.middleware import RequestContextMiddleware, outage_service
 from imagegate.api.openapi import edit_body, generation_body, variation_body
 from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
@@ -229,8 +229,13 @@ async def _expire_holds_forever(gw: Gateway) -> None:
         try:
             await run_in_threadpool(gw.ledger.expire_stale)
             await run_in_threadpool(gw.idempotency.purge_expired)
-        except Exception:
-            log.exception("expiring credit holds failed")
+        except Exception as exc:
+            service = outage_service(exc)
+            if service is None:
+                log.exception("expiring credit holds failed")
+            else:  # an outage: one line, not a traceback every few seconds
+                first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+                log.warning("expiring credit holds: %s unavailable: %s", service, first_line)
         await asyncio.sleep(interval)
 
 

@@ -94,7 +94,12 @@ def _incoming_id(scope: Scope) -> str | None:
     return None
 
 
-def _unavailable(exc: Exception) -> str | None:
+def outage_service(exc: BaseException) -> str | None:
+    """The shared service a failure came from, when it is one (database, Redis)."""
+    return _unavailable(exc)
+
+
+def _unavailable(exc: BaseException) -> str | None:
     """The shared service a failure came from, when it is one (database, Redis)."""
     for cause in (exc, exc.__cause__, exc.__context__):
         module = type(cause).__module__ if cause is not None else ""
