@@ -52,6 +52,7 @@ def test_healthz_is_liveness_and_readyz_names_the_failed_dependency(tmp_path: Pa
         ready = httpx.get(f"{gw.url}/readyz", timeout=30)
         assert ready.status_code == 503
         assert ready.json()["failed"] == ["redis"]
+        assert ready.json()["checks"]["redis"] == "failed: ConnectionError"  # details: the log
         assert ready.headers["retry-after"]
         assert time.monotonic() - started < 10
         print(f"/readyz with Redis dead: 503 after {time.monotonic() - started:.2f} s")

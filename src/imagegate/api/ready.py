@@ -59,12 +59,15 @@ async def _run(gw: Gateway, name: str, check: Callable[[], Awaitable[None]]) -> 
     try:
         await asyncio.wait_for(check(), timeout)
     except TimeoutError:
-        outcome = f"timed out after {timeout:g} s"
+        outcome = detail = f"timed out after {timeout:g} s"
     except Exception as exc:  # any failure means "not ready"; say which and why
-        outcome = f"{type(exc).__name__}: {str(exc)[:200]}"
+        # The probe is unauthenticated: it names the kind of error, the log has the rest
+        # (messages can carry internal host names).
+        outcome = f"failed: {type(exc).__name__}"
+        detail = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0][:300]}"
     else:
         return "ok"
-    log.warning("readiness check failed", extra={"check": name, "error": outcome})
+    log.warning("readiness check %s failed: %s", name, detail, extra={"check": name})
     return outcome
 
 
