@@ -58,10 +58,20 @@ def test_healthz_is_liveness_and_readyz_names_the_failed_dependency(tmp_path: Pa
         print(f"/readyz with Redis dead: 503 after {time.monotonic() - started:.2f} s")
         assert httpx.get(f"{gw.url}/healthz", timeout=10).status_code == 200
 
-        # Storage gone (the image directory removed): named too.
+        # Storage gone (the image directory removed): named too, and url responses are a
+        # 503 to retry, logged and counted (b64_json ones still work).
         (gw.data_dir / "images").rename(gw.data_dir / "images-moved")
         ready = httpx.get(f"{gw.url}/readyz", timeout=30)
         assert ready.json()["failed"] == ["redis", "storage"]
+        auth = {"Authorization": f"Bearer {gw.admin_key}"}
+        as_url = {**SANDBOX, "response_format": "url"}
+        stored = httpx.post(f"{gw.v1}/images/generations", json=as_url, headers=auth, timeout=30)
+        assert stored.status_code == 503, stored.text
+        assert stored.json()["error"]["code"] == "storage_unavailable"
+        assert stored.headers["retry-after"]
+        scrape = httpx.get(f"{gw.url}/metrics", timeout=30).text
+        assert 'imagegate_storage_errors_total{operation="put"} 1.0' in scrape
+        assert "storage unavailable: put on directory" in gw.log()
 
 
 @pytest.mark.postgres

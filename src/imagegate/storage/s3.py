@@ -12,7 +12,6 @@ lifecycle rule's job (the operator's); here an object past its TTL is simply not
 
 from __future__ import annotations
 
-import logging
 import time
 from datetime import datetime
 from typing import Any
@@ -20,26 +19,21 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 
-from imagegate import metrics
-from imagegate.core.errors import GatewayError
 from imagegate.core.types import OutputFormat
-from imagegate.storage.base import ImageStore, StoredFile, file_id_content_type, new_file_id
+from imagegate.storage.base import (
+    ImageStore,
+    StorageUnavailable,
+    StoredFile,
+    file_id_content_type,
+    new_file_id,
+    storage_failure,
+)
 
 ENDPOINT_ENV = "IMAGEGATE_S3_ENDPOINT_URL"
 PUBLIC_ENDPOINT_ENV = "IMAGEGATE_S3_PUBLIC_ENDPOINT_URL"
-RETRY_AFTER_S = 5
-log = logging.getLogger("imagegate.storage")
 GRACE_S = 60.0
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit on a presigned URL's lifetime
 _MISSING = {"NoSuchKey", "404", "NotFound"}
-
-
-class StorageUnavailable(GatewayError):
-    """503: the object store could not be reached or refused us; not the caller's fault."""
-
-    status = 503
-    type = "server_error"
-    code = "storage_unavailable"
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -186,17 +180,4 @@ class S3Store(ImageStore):
 
 
 def _unavailable(exc: Exception, operation: str, bucket: str) -> StorageUnavailable:
-    """The caller's 503 (with Retry-After), and the operator's log line and metric."""
-    metrics.record_storage_error(operation)
-    detail = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
-    log.warning(
-        "storage unavailable: %s on bucket %s: %s",
-        operation,
-        bucket,
-        detail,
-        extra={"service": "storage", "operation": operation},
-    )
-    return StorageUnavailable(
-        f"Image storage is unavailable ({type(exc).__name__}); try again.",
-        headers={"retry-after": str(RETRY_AFTER_S)},
-    )
+    return storage_failure(exc, operation, f"bucket {bucket}")
