@@ -267,3 +267,70 @@ def test_a_missing_postgresql_driver_names_the_extra(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "pip install 'imagegate[postgres]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_sigterm_ends_a_stream_still_running_after_drain_s_with_an_error_event(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    from fakes.openai_images import FakeOpenAI, serve_fake
+    from imagegate.db.session import Database
+
+    config = """
+server: {{drain_s: 1}}
+providers:
+  - {{id: oa-slow, type: openai, base_url: "{url}/v1", api_key: sk-fake}}
+models:
+  - id: test/stream-slow
+    sizes: [256x256]
+    endpoints:
+      - {{provider: oa-slow, upstream_model: gpt-image-2, pricing: {{per_image: 0.04}}}}
+"""
+    fake = FakeOpenAI(stream_delay_s=60)
+    with serve_fake(fake) as slow, run_gateway(tmp_path, config.format(url=slow.url)) as gw:
+        key = _key(gw.url, gw.admin_key, credits=1)
+        key_id = key.split("_")[1]
+        body = {
+            "model": "test/stream-slow",
+            "prompt": "slow",
+            "size": "256x256",
+            "stream": True,
+            "partial_images": 2,
+        }
+        events: list[dict[str, object]] = []
+        with httpx.stream(
+            "POST",
+            f"{gw.v1}/images/generations",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=60,
+        ) as response:
+            assert response.status_code == 200
+            for line in response.iter_lines():
+                if not line.startswith("data: "):
+                    continue
+                events.append(json.loads(line[len("data: ") :]))
+                if len(events) == 1:
+                    assert gw.process is not None
+                    gw.process.send_signal(signal.SIGTERM)
+        assert events[0]["type"] == "image_generation.partial_image"
+        last = events[-1]
+        assert last["type"] == "error"
+        assert last["error"]["code"] == "server_shutting_down"  # type: ignore[index]
+        assert gw.process is not None
+        gw.process.wait(60)
+
+    db = Database(f"sqlite:///{gw.data_dir / 'imagegate.db'}")
+    try:
+        with db.engine.connect() as conn:
+            usage = conn.exec_driver_sql(
+                "SELECT status, error_code FROM usage_records WHERE key_id = ?", (key_id,)
+            ).all()
+            kinds = conn.exec_driver_sql(
+                "SELECT kind FROM ledger_entries WHERE key_id = ? ORDER BY id", (key_id,)
+            ).all()
+        assert [tuple(r) for r in usage] == [(503, "server_shutting_down")]
+        assert [k for (k,) in kinds][-2:] == ["hold", "release"]
+    finally:
+        db.dispose()

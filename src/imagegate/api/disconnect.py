@@ -17,7 +17,7 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.types import Receive
 
-from imagegate.api.drain import ServerShuttingDown
+from imagegate.api.drain import shutting_down
 from imagegate.core.errors import GatewayError
 
 T = TypeVar("T")
@@ -66,12 +66,13 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
     if stopper is not None and stopper.done() and not stopper.cancelled():
-        raise ServerShuttingDown(
-            "The server is shutting down and stopped this request before it finished; "
-            "retry it.",
-            headers={"retry-after": "1"},
-        )
+        raise shutting_down()
     raise ClientDisconnected("The client disconnected before the response was ready.")
+
+
+def drain_cut(request: Request) -> asyncio.Event | None:
+    """The event set when the server's drain time runs out (None outside an app)."""
+    return _drain_cut(request)
 
 
 def _drain_cut(request: Request) -> asyncio.Event | None:

@@ -10,13 +10,16 @@ normal failure path), before uvicorn's own, later, hard stop.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import signal
+from collections.abc import Awaitable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 from imagegate.core.errors import GatewayError
 
+T = TypeVar("T")
 log = logging.getLogger("imagegate.drain")
 # uvicorn's hard stop comes this long after our cut, so cut requests can still settle.
 HARD_STOP_MARGIN_S = 15.0
@@ -63,6 +66,36 @@ class Drain:
             loop.call_later(self.drain_s, cut.set)
 
         loop.call_soon_threadsafe(schedule)
+
+
+def shutting_down() -> ServerShuttingDown:
+    return ServerShuttingDown(
+        "The server is shutting down and stopped this request before it finished; retry it.",
+        headers={"retry-after": "1"},
+    )
+
+
+async def until_cut(cut: asyncio.Event | None, work: Awaitable[T]) -> T:
+    """Await ``work``, or cancel it and raise ``ServerShuttingDown`` once ``cut`` is set."""
+    if cut is None:
+        return await work
+    task = asyncio.ensure_future(work)
+    if cut.is_set():
+        task.cancel()
+    stopper = asyncio.ensure_future(cut.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopper):
+            if not pending.done():
+                pending.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await stopper
+    if task.done() and not task.cancelled():
+        return task.result()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await task
+    raise shutting_down()
 
 
 def drain_of(app: Any) -> Drain:

@@ -42,6 +42,8 @@ from starlette.types import Receive, Scope, Send
 
 from imagegate import metrics
 from imagegate.api.charging import Charge
+from imagegate.api.disconnect import drain_cut
+from imagegate.api.drain import until_cut
 from imagegate.api.output import conform_output
 from imagegate.api.state import Gateway
 from imagegate.catalog.spec import ModelSpec
@@ -79,6 +81,7 @@ async def stream_response(
     check_streamable(req)
     charge = await Charge.open(gw, request.state.api_key, spec, req)
     session = _StreamSession(gw, req, spec, charge)
+    session.cut = drain_cut(request)
     try:
         opened = await route_stream(gw.router, spec, req)
         session.routed = opened
@@ -119,6 +122,7 @@ class _StreamSession:
         self.done = False  # completed() ran to the end
         self.cost_usd = 0.0
         self.closed = False
+        self.cut: asyncio.Event | None = None  # set when the server's drain time is up
 
     async def events(self, first: bytes) -> AsyncIterator[bytes]:
         """The SSE body: the first event (already rendered), then the rest, then the end."""
@@ -126,7 +130,8 @@ class _StreamSession:
         try:
             yield first
             while not self.done:
-                event = await self.routed.next_event()
+                # SIGTERM's drain time running out ends the stream with an error event.
+                event = await until_cut(self.cut, self.routed.next_event())
                 chunk = await self.render(event)
                 if chunk:
                     yield chunk
