@@ -297,3 +297,24 @@ def test_admin_commands_refuse_a_missing_sqlite_url_too(tmp_path: Path) -> None:
     result = imagegate("keys", "list", cwd=tmp_path, env={"IMAGEGATE_DATABASE_URL": url})
     assert result.returncode == 2 and "IMAGEGATE_DATABASE_URL" in result.stderr
     assert not (tmp_path / "nothing.db").exists()
+
+
+def test_serve_with_an_unreachable_database_says_so_in_one_line(tmp_path: Path) -> None:
+    from gateway import free_port
+
+    env = {
+        **os.environ,
+        "IMAGEGATE_DATA_DIR": str(tmp_path),
+        "IMAGEGATE_DATABASE_URL": f"postgresql://nobody@127.0.0.1:{free_port()}/none",
+    }
+    env.pop("IMAGEGATE_CONFIG", None)
+    result = subprocess.run(
+        [sys.executable, "-m", "imagegate", "serve", "--port", "1"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert "cannot start: the database is unavailable" in result.stderr
+    assert "Traceback" not in result.stderr

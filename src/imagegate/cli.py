@@ -15,6 +15,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from imagegate.accounts.keys import KeyStore
 from imagegate.cli_accounts import register as register_account_commands
@@ -78,7 +79,7 @@ def serve(
 
     settings = _settings(config)
     configure_logging(log_level.upper())
-    settings.migrate = not no_migrate
+    settings.migrate = settings.migrate and not no_migrate  # also IMAGEGATE_NO_MIGRATE=1
     try:
         check_settings(settings)
         db, _ = prepare_database(settings)  # migrations and the admin key: once, before workers
@@ -89,6 +90,10 @@ def serve(
     except (ConfigError, ValueError) as exc:
         typer.echo(f"imagegate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:  # the database cannot be reached: one line, no traceback
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        typer.echo(f"imagegate: cannot start: the database is unavailable: {first}", err=True)
+        raise typer.Exit(1) from None
     if workers > 1 and not settings.redis_url:
         typer.echo(
             f"imagegate: warning: {workers} workers without IMAGEGATE_REDIS_URL: rate limits "
