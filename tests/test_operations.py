@@ -334,3 +334,27 @@ models:
         assert [k for (k,) in kinds][-2:] == ["hold", "release"]
     finally:
         db.dispose()
+
+
+def test_timeout_and_drain_settings_are_read_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from imagegate.config import ConfigError, load_settings
+
+    monkeypatch.delenv("IMAGEGATE_CONFIG", raising=False)
+    config = tmp_path / "imagegate.yaml"
+    config.write_text(
+        "routing: {deadline_s: 120}\n"
+        "database: {connect_timeout_s: 3, statement_timeout_s: 9}\n"
+        "redis: {connect_timeout_s: 0.5, timeout_s: 1.5}\n"
+    )
+    settings = load_settings(config)
+    timeouts = settings.timeouts
+    assert (timeouts.db_connect_s, timeouts.db_statement_s) == (3, 9)
+    assert (timeouts.redis_connect_s, timeouts.redis_s) == (0.5, 1.5)
+    assert settings.effective_drain_s == 120  # default: routing.deadline_s
+    config.write_text("server: {drain_s: 30}\nredis: {timout_s: 1}\n")
+    with pytest.raises(ConfigError, match=r"line 2: redis.timout_s: unknown key"):
+        load_settings(config)
+    config.write_text("server: {drain_s: 30}\n")
+    assert load_settings(config).effective_drain_s == 30
