@@ -158,8 +158,11 @@ def secret(
         bool, typer.Option("--admin-key", help="An admin key (ig_<id>_<secret>) instead.")
     ] = False,
 ) -> None:
-    """Print a new random secret: a URL-signing secret (64 hex digits, for
-    IMAGEGATE_SIGNING_SECRET) or, with --admin-key, a key for IMAGEGATE_ADMIN_KEY."""
+    """Print a new random URL-signing secret, or with --admin-key an admin key.
+
+    The signing secret is 64 hex digits (for IMAGEGATE_SIGNING_SECRET); the admin key has
+    the ig_<id>_<secret> form (for IMAGEGATE_ADMIN_KEY).
+    """
     import secrets as random
 
     from imagegate.accounts.keys import ID_LENGTH, KEY_PREFIX
