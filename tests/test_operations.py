@@ -364,3 +364,41 @@ def test_timeout_and_drain_settings_are_read_and_checked(
         load_settings(config)
     config.write_text("server: {drain_s: 30}\n")
     assert load_settings(config).effective_drain_s == 30
+
+
+def test_sigterm_lets_a_request_within_drain_s_finish_normally(tmp_path: Path) -> None:
+    """The fix for 15 s requests cut at 11 s: in-flight work gets server.drain_s."""
+    import threading
+
+    from fakes.openai_images import FakeOpenAI, serve_fake
+
+    config = """
+server: {{drain_s: 60}}
+providers:
+  - {{id: slowup, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
+models:
+  - id: test/slow
+    sizes: [256x256]
+    endpoints:
+      - {{provider: slowup, upstream_model: up, pricing: {{per_image: 0.25}}}}
+"""
+    fake = FakeOpenAI(delay_s=12)  # longer than uvicorn's old fixed 10 s drain
+    with serve_fake(fake) as slow, run_gateway(tmp_path, config.format(url=slow.url)) as gw:
+        answers: list[httpx.Response] = []
+        body = {"model": "test/slow", "prompt": "x", "size": "256x256"}
+        auth = {"Authorization": f"Bearer {gw.admin_key}"}
+        url = f"{gw.v1}/images/generations"
+        worker = threading.Thread(
+            target=lambda: answers.append(httpx.post(url, json=body, headers=auth, timeout=60))
+        )
+        worker.start()
+        deadline = time.monotonic() + 30
+        while not fake.calls and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert gw.process is not None
+        gw.process.send_signal(signal.SIGTERM)
+        worker.join(60)
+        (answer,) = answers
+        assert answer.status_code == 200, answer.text
+        assert answer.json()["data"][0]["b64_json"]
+        assert gw.process.wait(30) in (0, -signal.SIGTERM)
