@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 
-ADMIN_KEY = "ig_testadmin01_" + "s" * 43
-SIGNING_SECRET = "test-signing-secret"
+ADMIN_KEY = "ig_testadmin01_Vq3rT8xLm2Kp9ZbW4nYc7HdJ6sGfA1eU0oRiQyXtNwM"
+SIGNING_SECRET = "7e" * 16 + "a3" * 16  # hex, 32 bytes: the one encoding (imagegate secret)
 
 
 @dataclass

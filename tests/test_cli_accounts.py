@@ -15,6 +15,7 @@ from test_cli_and_config import cli
 
 
 def test_top_up_and_usage(tmp_path: Path) -> None:
+    assert cli("migrate", data_dir=tmp_path).returncode == 0  # admin commands create no db
     created = cli(
         "keys", "create", "--name", "team", "--credits", "1.5", "--ipm", "30", data_dir=tmp_path
     )

@@ -368,3 +368,13 @@ def test_exclusive_rolls_back_on_error(db: Database, store: KeyStore) -> None:
         raise RuntimeError
     with db.session() as session:
         assert session.scalars(select(ApiKeyRow.id)).all() == [key.id]
+
+
+def test_env_admin_key_only_bootstraps_an_empty_database(store: KeyStore, tmp_path: Path) -> None:
+    first = "ig_bootone_" + "Q7x" * 12
+    assert store.ensure_admin(first, tmp_path) is None
+    later = "ig_boottwo_" + "Z9k" * 12
+    assert store.ensure_admin(later, tmp_path) is None  # an admin exists: not stored
+    with pytest.raises(Unauthorized):
+        store.authenticate(later)
+    assert store.authenticate(first).is_admin

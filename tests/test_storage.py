@@ -105,9 +105,25 @@ def test_secret_file_is_created_0600_and_reused(
 
 
 def test_environment_secret_wins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(SECRET_ENV, "from-the-environment")
-    assert load_or_create_secret(tmp_path) == b"from-the-environment"
+    monkeypatch.setenv(SECRET_ENV, "ab" * 32)
+    assert load_or_create_secret(tmp_path) == bytes.fromhex("ab" * 32)
     assert not (tmp_path / "signing-key").exists()
+
+
+def test_the_key_file_copied_into_the_environment_signs_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One encoding: a URL signed with the generated file verifies with its content in
+    IMAGEGATE_SIGNING_SECRET (another host), instead of silently failing."""
+    monkeypatch.delenv(SECRET_ENV, raising=False)
+    from_file = load_or_create_secret(tmp_path / "a")
+    sig = UrlSigner(from_file).sign(FILE_ID, EXP)
+    monkeypatch.setenv(SECRET_ENV, (tmp_path / "a" / "signing-key").read_text())
+    other_host = load_or_create_secret(tmp_path / "b")
+    assert UrlSigner(other_host).verify(FILE_ID, EXP, sig, now=0)
+    monkeypatch.setenv(SECRET_ENV, "x")
+    with pytest.raises(ValueError, match="imagegate secret"):
+        load_or_create_secret(tmp_path / "b")
 
 
 def test_corrupt_secret_file_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -26,16 +26,18 @@ from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from imagegate.accounts.usage import UsageBook
-from imagegate.api import admin, generations, images, misc, openapi, prometheus, usage
+from imagegate.api import admin, generations, images, misc, openapi, prometheus, ready, usage
 from imagegate.api.docs_page import add_docs
+from imagegate.api.drain import Drain, chain_sigterm
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.hosts import HostGuardMiddleware
 from imagegate.api.inputs import InputLimits, InputResolver
-from imagegate.api.middleware import RequestContextMiddleware
+from imagegate.api.middleware import RequestContextMiddleware, outage_service
 from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.spec import CatalogError
 from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.config_secrets import SecretError, check_admin_key, decode_signing_secret
 from imagegate.console import console_asset, console_page, root_page
 from imagegate.console import session as console_session
 from imagegate.core.errors import GatewayError, UpstreamError
@@ -53,11 +55,24 @@ from imagegate.storage.signing import UrlSigner, load_or_create_secret
 log = logging.getLogger("imagegate")
 
 
+def open_database(settings: Settings) -> Database:
+    """The database of ``settings``, with its configured timeouts (not migrated)."""
+    return Database(
+        database_url_for(settings.data_dir, settings.database_url),
+        connect_timeout_s=settings.timeouts.db_connect_s,
+        statement_timeout_s=settings.timeouts.db_statement_s,
+    )
+
+
 def prepare_database(settings: Settings) -> tuple[Database, KeyStore]:
-    """Open and migrate the database, and make sure an admin key exists."""
+    """Open and migrate the database (unless ``settings.migrate`` is off: then check that it
+    is current), and make sure an admin key exists."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(database_url_for(settings.data_dir, settings.database_url))
-    db.migrate()
+    db = open_database(settings)
+    if settings.migrate:
+        db.migrate()
+    else:
+        db.require_current()
     keys = KeyStore(db)
     path = keys.ensure_admin(settings.admin_key, settings.data_dir)
     if path is not None:
@@ -66,7 +81,15 @@ def prepare_database(settings: Settings) -> tuple[Database, KeyStore]:
 
 
 def check_settings(settings: Settings) -> None:
-    """Fail fast on a catalog or provider entry that cannot be used, naming its line."""
+    """Fail fast on a catalog or provider entry that cannot be used, naming its line, and
+    on a weak admin key or signing secret."""
+    try:
+        if settings.admin_key:
+            check_admin_key(settings.admin_key)
+        if settings.signing_secret:
+            decode_signing_secret(settings.signing_secret, "IMAGEGATE_SIGNING_SECRET")
+    except SecretError as exc:
+        raise ConfigError(str(exc)) from None
     configs = merge_providers(settings.providers)
     for config in configs:
         if config.type not in ADAPTERS:
@@ -130,19 +153,26 @@ async def build_gateway(settings: Settings) -> Gateway:
 
     providers = build_providers(provider_configs, ProviderContext(http, fetch_upstream))
     catalog = Catalog.load(settings.models, {pid: p.config.type for pid, p in providers.items()})
-    store = open_store(settings.storage_url, settings.data_dir, settings.url_ttl_s)
-    secret = load_or_create_secret(settings.data_dir)
+    store = open_store(
+        settings.storage_url,
+        settings.data_dir,
+        settings.url_ttl_s,
+        settings.storage_public_endpoint,
+    )
+    secret = load_or_create_secret(settings.data_dir, settings.signing_secret)
     ownership.configure(secret)  # stored files carry their owner's tag (storage.ownership)
     signer = UrlSigner(secret)
     resolver = InputResolver(
         fetcher, store, InputLimits(limits.max_image_bytes, limits.max_image_pixels)
     )
     router = _router(settings, providers)
+    redis = _redis_client(settings)
     return Gateway(
-        breaker_sync=_breaker_sync(settings, router),
+        breaker_sync=_breaker_sync(redis, router),
+        redis=redis,
         ledger=Ledger(db, settings.effective_hold_ttl_s),
         usage=UsageBook(db),
-        limiter=_rate_limiter(settings),
+        limiter=_rate_limiter(settings, redis),
         idempotency=IdempotencyStore(db, settings.effective_hold_ttl_s),
         settings=settings,
         db=db,
@@ -158,22 +188,31 @@ async def build_gateway(settings: Settings) -> Gateway:
     )
 
 
-def _rate_limiter(settings: Settings) -> RateLimiter:
-    """Shared through Redis when ``IMAGEGATE_REDIS_URL`` is set, else in this process."""
-    if settings.redis_url:
-        import redis.asyncio as aioredis
-
-        client = aioredis.from_url(settings.redis_url)
-        return RedisRateLimiter(client, slot_ttl_s=settings.effective_hold_ttl_s)
-    return MemoryRateLimiter(slot_ttl_s=settings.effective_hold_ttl_s)
-
-
-def _breaker_sync(settings: Settings, router: Router) -> RedisBreakerSync | None:
+def _redis_client(settings: Settings) -> Any:
+    """One Redis client for the process, every command bounded by ``redis.timeout_s``."""
     if not settings.redis_url:
         return None
     import redis.asyncio as aioredis
 
-    return RedisBreakerSync(aioredis.from_url(settings.redis_url), router.health)
+    timeouts = settings.timeouts
+    return aioredis.from_url(
+        settings.redis_url,
+        socket_timeout=timeouts.redis_s,
+        socket_connect_timeout=timeouts.redis_connect_s,
+    )
+
+
+def _rate_limiter(settings: Settings, redis: Any) -> RateLimiter:
+    """Shared through Redis when ``IMAGEGATE_REDIS_URL`` is set, else in this process."""
+    if redis is not None:
+        return RedisRateLimiter(redis, slot_ttl_s=settings.effective_hold_ttl_s)
+    return MemoryRateLimiter(slot_ttl_s=settings.effective_hold_ttl_s)
+
+
+def _breaker_sync(redis: Any, router: Router) -> RedisBreakerSync | None:
+    if redis is None:
+        return None
+    return RedisBreakerSync(redis, router.health)
 
 
 def _router(settings: Settings, providers: dict[str, Provider]) -> Router:
@@ -209,9 +248,49 @@ async def _expire_holds_forever(gw: Gateway) -> None:
         try:
             await run_in_threadpool(gw.ledger.expire_stale)
             await run_in_threadpool(gw.idempotency.purge_expired)
-        except Exception:
-            log.exception("expiring credit holds failed")
+        except Exception as exc:
+            service = outage_service(exc)
+            if service is None:
+                log.exception("expiring credit holds failed")
+            else:  # an outage: one line, not a traceback every few seconds
+                first_line = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+                log.warning("expiring credit holds: %s unavailable: %s", service, first_line)
         await asyncio.sleep(interval)
+
+
+def check_storage(settings: Settings) -> None:
+    """Refuse to start when image storage cannot be used (e.g. the S3 bucket is missing
+    or the credentials cannot reach it): every ``url`` response would fail."""
+    store = open_store(
+        settings.storage_url,
+        settings.data_dir,
+        settings.url_ttl_s,
+        settings.storage_public_endpoint,
+    )
+
+    async def probe() -> None:
+        try:
+            await asyncio.wait_for(store.check(), settings.timeouts.ready_s * 5)
+        finally:
+            await store.aclose()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        where = settings.storage_url or f"{settings.data_dir / 'images'}"
+        raise ConfigError(
+            f"image storage {where} is not usable: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+async def _check_storage(gw: Gateway) -> None:
+    """Warn at start when image storage (e.g. the S3 bucket) cannot be reached: ``url``
+    responses would fail. Not fatal: ``b64_json`` traffic does not need it, and ``/readyz``
+    keeps reporting it."""
+    try:
+        await asyncio.wait_for(gw.store.check(), gw.settings.timeouts.ready_s * 5)
+    except Exception as exc:
+        log.warning("image storage is not reachable at start: %s: %s", type(exc).__name__, exc)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -221,6 +300,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         gw = await build_gateway(settings)
         app.state.gateway = gw
+        await _check_storage(gw)
+        drain.bind(settings.effective_drain_s)
+        chain_sigterm(drain)
         sweeper = asyncio.create_task(_sweep_forever(gw))
         expirer = asyncio.create_task(_expire_holds_forever(gw))
         syncer = asyncio.create_task(gw.breaker_sync.run()) if gw.breaker_sync else None
@@ -242,6 +324,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             gw.db.dispose()
             metrics.worker_exiting()
 
+    drain = Drain()
     app = FastAPI(
         title="imagegate",
         version=__version__,
@@ -253,6 +336,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         HostGuardMiddleware, allowed=settings.allowed_hosts, public_url=settings.public_url
     )
+    app.state.drain = drain
     app.add_middleware(RequestContextMiddleware)
     app.add_exception_handler(GatewayError, gateway_error_handler)
     app.add_exception_handler(HTTPException, http_error_handler)
@@ -324,6 +408,7 @@ def _routes(app: FastAPI) -> None:
     route("/v1/models/{model_id:path}", misc.retrieve_model, "GET", "models")
     route("/v1/files/{file_id}", misc.get_file, "GET", "files")
     route("/healthz", misc.healthz, "GET", "health")
+    route("/readyz", ready.readyz, "GET", "health")
     route("/metrics", prometheus.prometheus_metrics, "GET", "health")
     route("/v1/admin/keys", admin.create_key, "POST", "admin")
     route("/v1/admin/keys", admin.list_keys, "GET", "admin")

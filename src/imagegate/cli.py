@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import inspect
 import os
 import shutil
 import sys
@@ -14,11 +15,14 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 from imagegate.accounts.keys import KeyStore
 from imagegate.cli_accounts import register as register_account_commands
 from imagegate.cli_client import register as register_client_commands
-from imagegate.config import ConfigError, Settings, load_settings
+from imagegate.cli_ops import DataDirOption, admin_database
+from imagegate.cli_ops import register as register_ops_commands
+from imagegate.config import NO_MIGRATE_ENV, ConfigError, Settings, load_settings
 
 app = typer.Typer(
     help="imagegate: an OpenAI-compatible Images API gateway.",
@@ -31,6 +35,7 @@ register_client_commands(app)  # generate, edit, vary (cli_client.py)
 # Piped output gets a wide console so ids and model names are never truncated.
 console = Console(width=None if sys.stdout.isatty() else 200)
 ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML config file.")]
+WORKER_START_S = 60  # how long a new worker may take to start serving (SIGHUP reloads)
 
 
 def _settings(config: str | None) -> Settings:
@@ -50,34 +55,66 @@ def serve(
     workers: Annotated[
         int, typer.Option(min=1, help="Worker processes sharing the port (metrics are summed).")
     ] = 1,
+    no_migrate: Annotated[
+        bool,
+        typer.Option(
+            "--no-migrate",
+            help="Do not change the schema (run `imagegate migrate` first); start only if the "
+            "database is current.",
+        ),
+    ] = False,
 ) -> None:
     """Start the gateway."""
     import uvicorn
 
-    from imagegate.app import check_settings, create_app, prepare_database, tune_gc_for_serving
+    from imagegate.api.drain import HARD_STOP_MARGIN_S
+    from imagegate.app import (
+        check_settings,
+        check_storage,
+        create_app,
+        prepare_database,
+        tune_gc_for_serving,
+    )
     from imagegate.logs import configure_logging
 
     settings = _settings(config)
     configure_logging(log_level.upper())
+    settings.migrate = settings.migrate and not no_migrate  # also IMAGEGATE_NO_MIGRATE=1
     try:
         check_settings(settings)
         db, _ = prepare_database(settings)  # migrations and the admin key: once, before workers
         db.dispose()
+        check_storage(settings)  # e.g. the S3 bucket exists and is reachable
+        settings.migrate = False  # done: the app (and every worker) only checks the schema
         application = create_app(settings)
     except (ConfigError, ValueError) as exc:
         typer.echo(f"imagegate: cannot start: {exc}", err=True)
         raise typer.Exit(2) from None
+    except SQLAlchemyError as exc:  # the database cannot be reached: one line, no traceback
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        typer.echo(f"imagegate: cannot start: the database is unavailable: {first}", err=True)
+        raise typer.Exit(1) from None
+    if workers > 1 and not settings.redis_url:
+        typer.echo(
+            f"imagegate: warning: {workers} workers without IMAGEGATE_REDIS_URL: rate limits "
+            "and concurrency limits are enforced by each worker alone (a key gets up to "
+            f"{workers}x its limits) and circuit breakers are per worker",
+            err=True,
+        )
     options: dict[str, Any] = {
         "host": host,
         "port": port,
         "log_config": None,
         "access_log": False,
         "log_level": log_level.lower(),
-        "timeout_graceful_shutdown": 10,
+        # The app cuts requests still running after server.drain_s itself (as server-side
+        # cancellations); uvicorn's hard stop only comes after they have been settled.
+        "timeout_graceful_shutdown": settings.effective_drain_s + HARD_STOP_MARGIN_S,
     }
     print(f"imagegate: serving on http://{host}:{port}/v1 (docs at /docs)", flush=True)
     if workers == 1:
         tune_gc_for_serving()
+        _ignore_sighup()
         uvicorn.run(application, **options)
         return
     # Workers are fresh processes: they rebuild the app from the environment, so the config
@@ -85,8 +122,29 @@ def serve(
     if config:
         os.environ["IMAGEGATE_CONFIG"] = str(Path(config).resolve())
     os.environ["IMAGEGATE_LOG_LEVEL"] = log_level
+    os.environ[NO_MIGRATE_ENV] = "1"  # the parent migrated; workers only check the schema
+    if "timeout_worker_healthcheck" in inspect.signature(uvicorn.Config).parameters:
+        # SIGHUP replaces workers one by one and gives up if a new one is not serving in
+        # time: a worker builds the whole gateway first, which takes longer than uvicorn's 5 s.
+        options["timeout_worker_healthcheck"] = WORKER_START_S
     with _metrics_dir():
         uvicorn.run("imagegate.app:create_app_from_env", factory=True, workers=workers, **options)
+
+
+def _ignore_sighup() -> None:
+    """One process cannot reload in place (``--workers N`` can: SIGHUP replaces its workers
+    one by one); SIGHUP would otherwise kill it mid-request."""
+    import logging
+    import signal
+
+    def hangup(signum: int, frame: object) -> None:
+        logging.getLogger("imagegate").warning(
+            "SIGHUP ignored: reloading needs `serve --workers 2` or more; restart the "
+            "process (SIGTERM drains it) to load a new config"
+        )
+
+    if hasattr(signal, "SIGHUP"):
+        signal.signal(signal.SIGHUP, hangup)
 
 
 @contextlib.contextmanager
@@ -116,9 +174,10 @@ def keys_create(
     models: Annotated[str | None, typer.Option(help="Comma-separated allowed models.")] = None,
     admin: Annotated[bool, typer.Option("--admin", help="Make an admin key.")] = False,
     config: ConfigOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Create a key; the key itself is printed alone on the last line."""
-    keys = _keystore(config)
+    keys = _keystore(config, data_dir)
     allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
     key, plaintext = keys.create(
         name,
@@ -136,10 +195,10 @@ def keys_create(
 
 
 @keys_app.command("list")
-def keys_list(config: ConfigOption = None) -> None:
+def keys_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
     """List keys (never their secrets)."""
     table = Table("id", "name", "admin", "models", "balance", "rpm", "ipm", "created", "revoked")
-    for key in _keystore(config).list():
+    for key in _keystore(config, data_dir).list():
         table.add_row(
             key.id,
             key.name,
@@ -158,10 +217,11 @@ def keys_list(config: ConfigOption = None) -> None:
 def keys_revoke(
     key_id: Annotated[str, typer.Argument(help="Key id (ig_<id>_...).")],
     config: ConfigOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Revoke a key; it stops working at once."""
     key_id = key_id.split("_")[1] if key_id.startswith("ig_") else key_id
-    if not _keystore(config).revoke(key_id):
+    if not _keystore(config, data_dir).revoke(key_id):
         typer.echo(f"imagegate: no key with id {key_id}", err=True)
         raise typer.Exit(1)
     typer.echo(f"revoked {key_id}")
@@ -228,17 +288,13 @@ def _has_credentials(config: object) -> bool:
     return bool(getattr(config, "api_key", None) or not env or os.environ.get(env))
 
 
-def _keystore(config: str | None) -> KeyStore:
-    from imagegate.db.session import Database, database_url_for
-
-    settings = _settings(config)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(database_url_for(settings.data_dir, settings.database_url))
-    db.migrate()
-    return KeyStore(db)
+def _keystore(config: str | None, data_dir: Path | None = None) -> KeyStore:
+    """The server's keys; never creates a database (see ``cli_ops.admin_database``)."""
+    return KeyStore(admin_database(config, data_dir))
 
 
 register_account_commands(app, keys_app)  # keys top-up, usage (cli_accounts.py)
+register_ops_commands(app)  # migrate (cli_ops.py)
 
 
 def main() -> None:

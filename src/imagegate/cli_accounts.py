@@ -1,13 +1,15 @@
 """``imagegate keys top-up`` and ``imagegate usage``: operator commands on the database.
 
 Like ``keys create|list|revoke`` they work on the database the gateway uses
-(``IMAGEGATE_DATABASE_URL`` or the data dir's SQLite), so they need no running server.
+(``IMAGEGATE_DATABASE_URL`` or the data dir's SQLite, found as ``cli_ops`` says), so they
+need no running server; they never create a database.
 """
 
 from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Annotated, Any, cast
 
 import orjson
@@ -20,24 +22,17 @@ from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.limits import top_up_amount
 from imagegate.accounts.usage import GROUP_BY, GroupBy, UsageBook
-from imagegate.config import ConfigError, load_settings
+from imagegate.cli_ops import DataDirOption, admin_database
 from imagegate.core.errors import GatewayError
-from imagegate.db.session import Database, database_url_for
+from imagegate.db.session import Database
 
 console = Console(width=None if sys.stdout.isatty() else 200)
 ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML config file.")]
 
 
-def _database(config: str | None) -> Database:
-    try:
-        settings = load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"imagegate: configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    db = Database(database_url_for(settings.data_dir, settings.database_url))
-    db.migrate()
-    return db
+def _database(config: str | None, data_dir: Path | None = None) -> Database:
+    """The server's database; never creates one (see ``cli_ops.admin_database``)."""
+    return admin_database(config, data_dir)
 
 
 def _key_id(value: str) -> str:
@@ -49,9 +44,10 @@ def top_up(
     amount: Annotated[float, typer.Argument(help="USD to add.")],
     note: Annotated[str | None, typer.Option(help="Why (kept in the ledger).")] = None,
     config: ConfigOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Add credits to a key; prints the new balance."""
-    db = _database(config)
+    db = _database(config, data_dir)
     ledger = Ledger(db, hold_ttl_s=0)
     try:
         micro = top_up_amount(KeyStore(db).get(_key_id(key_id)), _key_id(key_id), amount)
@@ -71,6 +67,7 @@ def usage(
     key: Annotated[str | None, typer.Option("--key", help="Only this key id.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
     config: ConfigOption = None,
+    data_dir: DataDirOption = None,
 ) -> None:
     """Requests, images and cost over a period (default: the last 30 days)."""
     from imagegate.api.usage import DEFAULT_WINDOW, parse_time
@@ -84,7 +81,7 @@ def usage(
     except GatewayError as exc:
         typer.echo(f"imagegate: {exc.message}", err=True)
         raise typer.Exit(2) from None
-    book = UsageBook(_database(config))
+    book = UsageBook(_database(config, data_dir))
     summary = book.summary(begin, stop, cast(GroupBy, group_by), _key_id(key) if key else None)
     if as_json:
         typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from imagegate.config_secrets import SECRET_NAMES, SecretError, secret_env
 from imagegate.providers.base import ProviderConfig
 
 PROVIDER_TYPES = (
@@ -34,6 +35,8 @@ STATUSES = ("stable", "beta", "alpha")
 OPERATIONS = ("generate", "edit", "variation")
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 MB = 1024 * 1024
+# Set by `serve --workers N` for its workers: the parent already migrated the schema.
+NO_MIGRATE_ENV = "IMAGEGATE_NO_MIGRATE"
 
 
 class ConfigError(Exception):
@@ -69,14 +72,27 @@ class RoutingSettings:
 
 
 @dataclass(slots=True)
+class Timeouts:
+    """Bounds on waiting for shared services, so a hung one fails requests fast (503)."""
+
+    db_connect_s: float = 5.0  # PostgreSQL: opening a connection
+    db_statement_s: float = 30.0  # PostgreSQL: one statement (server- and client-side)
+    redis_connect_s: float = 2.0
+    redis_s: float = 2.0  # one Redis command
+    ready_s: float = 2.0  # each /readyz check
+
+
+@dataclass(slots=True)
 class Settings:
     data_dir: Path
     database_url: str | None = None
     redis_url: str | None = None
     storage_url: str | None = None
+    storage_public_endpoint: str | None = None  # S3: the host presigned URLs name
     public_url: str | None = None
     allowed_hosts: list[str] = field(default_factory=list)  # Host values kept as sent
     admin_key: str | None = None
+    signing_secret: str | None = None  # hex; None: the data dir's signing-key file
     url_ttl_s: int = 3600
     sweep_interval_s: int = 300
     metrics_require_admin: bool = False  # GET /metrics is open unless this is set
@@ -89,6 +105,14 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     limits: Limits = field(default_factory=Limits)
     fetch: FetchSettings = field(default_factory=FetchSettings)
+    timeouts: Timeouts = field(default_factory=Timeouts)
+    drain_s: float | None = None  # None: routing.deadline_s
+    migrate: bool = True  # serve --no-migrate turns it off
+
+    @property
+    def effective_drain_s(self) -> float:
+        """How long in-flight requests may run on after SIGTERM."""
+        return self.drain_s or self.routing.deadline_s
 
     @property
     def effective_hold_ttl_s(self) -> float:
@@ -100,13 +124,19 @@ def load_settings(config_file: str | Path | None = None) -> Settings:
     """Build settings from the environment, then apply the YAML file if one is given."""
     env = os.environ
     path = config_file or env.get("IMAGEGATE_CONFIG") or None
+    try:
+        secret = {name: secret_env(name, env) for name in SECRET_NAMES}
+    except SecretError as exc:
+        raise ConfigError(str(exc)) from None
     settings = Settings(
         data_dir=Path(env.get("IMAGEGATE_DATA_DIR", "./.imagegate")).resolve(),
-        database_url=env.get("IMAGEGATE_DATABASE_URL") or None,
-        redis_url=env.get("IMAGEGATE_REDIS_URL") or None,
+        database_url=secret["IMAGEGATE_DATABASE_URL"],
+        redis_url=secret["IMAGEGATE_REDIS_URL"],
         storage_url=env.get("IMAGEGATE_STORAGE_URL") or None,
         public_url=(env.get("IMAGEGATE_PUBLIC_URL") or None),
-        admin_key=env.get("IMAGEGATE_ADMIN_KEY") or None,
+        admin_key=secret["IMAGEGATE_ADMIN_KEY"],
+        signing_secret=secret["IMAGEGATE_SIGNING_SECRET"],
+        migrate=env.get(NO_MIGRATE_ENV, "") not in ("1", "true", "yes"),
     )
     if path:
         settings.config_file = Path(path)
@@ -140,6 +170,8 @@ def _apply_file(settings: Settings, path: Path) -> None:
         "metrics",
         "credits",
         "defaults",
+        "database",
+        "redis",
     }
     for key, node in top.items():
         if key not in known:
@@ -177,12 +209,15 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.allowed_hosts = [
                     doc.string(h, f"server.allowed_hosts[{i}]").lower() for i, h in enumerate(hosts)
                 ]
+            elif key == "drain_s":
+                settings.drain_s = doc.number(node, "server.drain_s")
             else:
                 raise doc.error(
                     node,
                     f"server.{key}",
-                    "unknown key (expected public_url, data_dir, allowed_hosts)",
+                    "unknown key (expected public_url, data_dir, allowed_hosts, drain_s)",
                 )
+    _timeouts(doc, top, settings.timeouts)
     if "storage" in top:
         storage = doc.mapping(top["storage"], "storage")
         for key, node in storage.items():
@@ -190,6 +225,8 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.storage_url = settings.storage_url or doc.string(node, "storage.url")
             elif key == "url_ttl_s":
                 settings.url_ttl_s = doc.integer(node, "storage.url_ttl_s", minimum=1)
+            elif key == "public_endpoint":
+                settings.storage_public_endpoint = doc.string(node, "storage.public_endpoint")
             elif key == "sweep_interval_s":
                 settings.sweep_interval_s = doc.integer(node, "storage.sweep_interval_s", minimum=1)
             else:
@@ -234,6 +271,23 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 settings.fetch.max_redirects = doc.integer(node, "fetch.max_redirects", 0)
             else:
                 raise doc.error(node, f"fetch.{key}", "unknown key")
+
+
+def _timeouts(doc: _Doc, top: dict[str, yaml.Node], timeouts: Timeouts) -> None:
+    """``database: {connect_timeout_s, statement_timeout_s}`` and ``redis: {connect_timeout_s,
+    timeout_s}`` (see docs/deploy.md)."""
+    fields = {
+        "database": {"connect_timeout_s": "db_connect_s", "statement_timeout_s": "db_statement_s"},
+        "redis": {"connect_timeout_s": "redis_connect_s", "timeout_s": "redis_s"},
+    }
+    for section, names in fields.items():
+        if section not in top:
+            continue
+        for key, node in doc.mapping(top[section], section).items():
+            if key not in names:
+                expected = ", ".join(names)
+                raise doc.error(node, f"{section}.{key}", f"unknown key (expected {expected})")
+            setattr(timeouts, names[key], doc.number(node, f"{section}.{key}"))
 
 
 def _provider(doc: _Doc, node: yaml.Node, where: str) -> ProviderConfig:

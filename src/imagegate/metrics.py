@@ -108,6 +108,12 @@ ABOVE_HOLD = Counter(
     "charged by an 'adjust' ledger entry).",
     registry=_REGISTRY,
 )
+STORAGE_ERRORS = Counter(
+    "imagegate_storage_errors",
+    "Image storage calls that failed (the caller got 503), by storage operation.",
+    ["operation"],
+    registry=_REGISTRY,
+)
 HOLDS = Gauge(
     "imagegate_holds_in_flight",
     "Credit holds taken and not yet settled or released, summed over live workers.",
@@ -172,6 +178,11 @@ def record_upstream_cost(provider: str, outcome: str, cost_micro: int) -> None:
 
 def record_charge_above_hold() -> None:
     ABOVE_HOLD.inc()
+
+
+def record_storage_error(operation: str) -> None:
+    """Count one failed call to image storage (e.g. ``put_object``)."""
+    STORAGE_ERRORS.labels(operation).inc()
 
 
 def hold_started() -> None:

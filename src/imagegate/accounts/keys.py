@@ -298,7 +298,8 @@ class KeyStore:
         """Make sure an administrator can get in; run once at startup.
 
         With ``env_key`` (``IMAGEGATE_ADMIN_KEY``) that exact key is stored as an admin
-        key if absent. A revoked one stays revoked: an environment variable must not undo
+        key if absent and no active admin key exists (a bootstrap, not a back door). A
+        revoked one stays revoked: an environment variable must not undo
         a revocation. Without it, on a database with no active admin key, a key is
         generated and written to ``<data_dir>/admin-key`` (mode 0600); its path is
         returned for the caller to print. Otherwise returns None.
@@ -331,6 +332,19 @@ class KeyStore:
         key_id, secret = _split_token(env_key)
         row = session.get(ApiKeyRow, key_id)
         if row is None:
+            active_admin = session.scalar(
+                select(ApiKeyRow.id)
+                .where(ApiKeyRow.is_admin.is_(True), ApiKeyRow.revoked_at.is_(None))
+                .limit(1)
+            )
+            if active_admin is not None:  # a bootstrap key only: never a second way in
+                logger.warning(
+                    "IMAGEGATE_ADMIN_KEY is not stored: an admin key already exists (%s); "
+                    "it only bootstraps an empty database. Create more admin keys with "
+                    "`imagegate keys create --admin`",
+                    active_admin,
+                )
+                return
             new_row, _ = _new_row(
                 "admin", models=None, admin=True, credits_usd=None, rpm=None, plaintext=env_key
             )

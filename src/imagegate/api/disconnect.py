@@ -17,6 +17,7 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.types import Receive
 
+from imagegate.api.drain import shutting_down
 from imagegate.core.errors import GatewayError
 
 T = TypeVar("T")
@@ -39,23 +40,41 @@ async def wait_for_disconnect(receive: Receive) -> None:
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Await ``work``; cancel it and raise ``ClientDisconnected`` if the client leaves first.
+    """Await ``work``; cancel it and raise ``ClientDisconnected`` if the client leaves first,
+    or ``ServerShuttingDown`` if the server's drain time (SIGTERM) runs out first.
 
     Call only after the request body has been read in full.
     """
     task = asyncio.ensure_future(work)
     watcher = asyncio.ensure_future(wait_for_disconnect(request.receive))
+    cut = _drain_cut(request)
+    stopper = asyncio.ensure_future(cut.wait()) if cut is not None else None
+    watched = {task, watcher} | ({stopper} if stopper is not None else set())
     try:
-        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        # Also on our own cancellation: never leave either running.
-        for pending in (task, watcher):
-            if not pending.done():
+        # Also on our own cancellation: never leave any running.
+        for pending in (task, watcher, stopper):
+            if pending is not None and not pending.done():
                 pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await watcher
+        for helper in (watcher, stopper):
+            if helper is not None:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
     if task.done() and not task.cancelled():
         return task.result()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
+    if stopper is not None and stopper.done() and not stopper.cancelled():
+        raise shutting_down()
     raise ClientDisconnected("The client disconnected before the response was ready.")
+
+
+def drain_cut(request: Request) -> asyncio.Event | None:
+    """The event set when the server's drain time runs out (None outside an app)."""
+    return _drain_cut(request)
+
+
+def _drain_cut(request: Request) -> asyncio.Event | None:
+    drain = getattr(request.app.state, "drain", None)
+    return drain.cut if drain is not None else None

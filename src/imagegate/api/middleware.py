@@ -57,9 +57,21 @@ class RequestContextMiddleware:
         except ClientDisconnect:
             status = 499  # gone while its body was read: nobody to answer
         except Exception as exc:
-            log.exception("unhandled error", extra={"path": _loggable_path(scope.get("path", ""))})
+            service = _unavailable(exc)
+            if service is None:
+                log.exception(
+                    "unhandled error", extra={"path": _loggable_path(scope.get("path", ""))}
+                )
+            else:  # an outage, not a bug: one line, no traceback
+                log.warning(
+                    "%s unavailable: %s: %s",
+                    service,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:300] if str(exc) else "",
+                    extra={"path": _loggable_path(scope.get("path", "")), "service": service},
+                )
             if not response_started:
-                await _send_internal_error(send_with_id, request_id, _unavailable(exc))
+                await _send_internal_error(send_with_id, request_id, service)
         finally:
             state = scope.get("state", {})
             elapsed = time.perf_counter() - started
@@ -95,12 +107,21 @@ def _incoming_id(scope: Scope) -> str | None:
     return None
 
 
-def _unavailable(exc: Exception) -> str | None:
+def outage_service(exc: BaseException) -> str | None:
+    """The shared service a failure came from, when it is one (database, Redis)."""
+    return _unavailable(exc)
+
+
+def _unavailable(exc: BaseException) -> str | None:
     """The shared service a failure came from, when it is one (database, Redis)."""
     for cause in (exc, exc.__cause__, exc.__context__):
         module = type(cause).__module__ if cause is not None else ""
         name = type(cause).__name__
-        if module.startswith("sqlalchemy") and name in ("OperationalError", "InterfaceError"):
+        if module.startswith("sqlalchemy") and name in (
+            "OperationalError",
+            "InterfaceError",
+            "TimeoutError",  # no pooled connection came free in time
+        ):
             return "database"
         if module.startswith("redis") and name in ("ConnectionError", "TimeoutError"):
             return "Redis"

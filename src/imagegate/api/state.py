@@ -45,6 +45,7 @@ class Gateway:
     breaker_sync: RedisBreakerSync | None = None  # shares breaker state via Redis
     body_budget: Any = None  # api.admission.BodyBudget, made on first use
     body_limits: dict[str, int] = field(default_factory=dict)  # per operation, derived once
+    redis: Any = None  # the shared Redis client when IMAGEGATE_REDIS_URL is set (for /readyz)
 
     def public_base(self, request: Request) -> str:
         """Base of returned URLs: IMAGEGATE_PUBLIC_URL, else the URL the client used."""

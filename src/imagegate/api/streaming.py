@@ -45,6 +45,8 @@ from starlette.types import Receive, Scope, Send
 
 from imagegate import metrics
 from imagegate.api.charging import Charge
+from imagegate.api.disconnect import drain_cut
+from imagegate.api.drain import until_cut
 from imagegate.api.output import conform_output
 from imagegate.api.replay import EVENT_HEADER, Record
 from imagegate.api.state import Gateway
@@ -85,6 +87,7 @@ async def stream_response(
     check_streamable(req)
     charge = await Charge.open(gw, request.state.api_key, spec, req)
     session = _StreamSession(gw, req, spec, charge, record)
+    session.cut = drain_cut(request)
     try:
         opened = await route_stream(gw.router, spec, req, charge.plan)
         session.routed = opened
@@ -137,6 +140,7 @@ class _StreamSession:
         self.done = False  # completed() ran to the end
         self.cost_usd = 0.0
         self.closed = False
+        self.cut: asyncio.Event | None = None  # set when the server's drain time is up
 
     async def events(self, first: bytes) -> AsyncIterator[bytes]:
         """The SSE body: the first event (already rendered), then the rest, then the end."""
@@ -145,7 +149,8 @@ class _StreamSession:
             yield first
             await self._delivered()
             while not self.done:
-                event = await self.routed.next_event()
+                # SIGTERM's drain time running out ends the stream with an error event.
+                event = await until_cut(self.cut, self.routed.next_event())
                 chunk = await self.render(event)
                 if chunk:
                     yield chunk

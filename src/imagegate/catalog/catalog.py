@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from imagegate.catalog.overrides import merge_model
 from imagegate.catalog.sizes import fill_size_rule
 from imagegate.catalog.spec import CatalogError, ModelSpec, parse_model
 from imagegate.core.errors import NotFound
@@ -82,19 +83,23 @@ class Catalog:
         extra: list[dict[str, Any]] | None = None,
         provider_ids: set[str] | Mapping[str, str] | None = None,
     ) -> Catalog:
-        """Parse built-in models, then the configured ones (same id replaces).
+        """Parse built-in models, then the configured ones (same id merges into the
+        built-in entry, see ``catalog/overrides.py``).
 
         ``provider_ids`` may map each provider id to its adapter type, which decides the
         size rule of a configured model that declares none (``catalog.sizes``).
         """
         entries: dict[str, ModelSpec] = {}
+        builtin_raw: dict[str, dict[str, Any]] = {}
         for raw in builtin_document()["models"]:
             spec = parse_model(raw)
             entries[spec.id] = spec
+            builtin_raw[spec.id] = raw
         builtin = list(entries.values())
         types = provider_ids if isinstance(provider_ids, Mapping) else {}
         for raw in extra or []:
-            spec = fill_size_rule(parse_model(raw), builtin, types)
+            merged = merge_model(builtin_raw.get(raw.get("id", "")), raw)
+            spec = fill_size_rule(parse_model(merged), builtin, types)
             entries[spec.id] = spec
         if provider_ids is not None:
             for spec in entries.values():

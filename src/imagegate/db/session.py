@@ -95,17 +95,40 @@ def _private_sqlite_files(url: URL) -> None:
             os.chmod(f"{path}{suffix}", 0o600)
 
 
-class Database:
-    """A sync engine plus a session factory for one database URL."""
+class SchemaNotCurrent(ValueError):
+    """The database is not migrated to the revision this code needs."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+
+class Database:
+    """A sync engine plus a session factory for one database URL.
+
+    On PostgreSQL every wait is bounded: opening a connection by ``connect_timeout_s``
+    (also the wait for a free pooled connection), and each statement by
+    ``statement_timeout_s`` both in the server and in the client (see ``db/pg_timeouts.py``),
+    so a hung server fails requests in seconds instead of holding them.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        echo: bool = False,
+        connect_timeout_s: float = 5.0,
+        statement_timeout_s: float = 30.0,
+    ) -> None:
         self.url = normalize_url(url)
         if self.is_sqlite:
             _private_sqlite_files(self.url)
         kwargs: dict[str, Any] = {"echo": echo}
         if self.is_postgresql:
-            kwargs["pool_pre_ping"] = True
+            from imagegate.db.pg_timeouts import engine_options
+
+            kwargs.update(engine_options(self.url, connect_timeout_s, statement_timeout_s))
         self.engine: Engine = create_engine(self.url, **kwargs)
+        if self.is_postgresql:
+            from imagegate.db.pg_timeouts import bound_engine
+
+            bound_engine(self.engine, connect_timeout_s, statement_timeout_s)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _configure_sqlite)
         self.sessions: sessionmaker[Session] = sessionmaker(self.engine, expire_on_commit=False)
@@ -137,21 +160,33 @@ class Database:
         return self.sessions()
 
     @contextmanager
-    def exclusive(self) -> Iterator[Connection]:
+    def exclusive(self, *, unbounded: bool = False) -> Iterator[Connection]:
         """A connection in a transaction that no other process can run alongside.
 
         PostgreSQL takes a transaction-scoped advisory lock; SQLite starts the transaction
         with ``BEGIN IMMEDIATE`` (the write lock). Commits on success, rolls back on error.
         For short check-then-write steps at startup (migrations, admin bootstrap); do not
-        nest it, since a second connection would wait for the first.
+        nest it, since a second connection would wait for the first. ``unbounded`` lifts the
+        PostgreSQL statement timeouts for it (migrations).
         """
         with self.engine.connect() as conn, conn.begin():
             if self.is_sqlite:
                 # pysqlite begins transactions lazily, so this is the first statement.
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
-            elif self.is_postgresql:
+                yield conn
+                return
+            if not (self.is_postgresql and unbounded):
+                if self.is_postgresql:
+                    conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+                yield conn
+                return
+            from imagegate.db.pg_timeouts import unbounded as no_deadline
+
+            # Migrations: waiting for another host's lock, or a long schema change, is fine.
+            with no_deadline(conn.connection.dbapi_connection):
+                conn.exec_driver_sql("SET LOCAL statement_timeout = 0")
                 conn.execute(select(func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
-            yield conn
+                yield conn
 
     @contextmanager
     def write(self) -> Iterator[Connection]:
@@ -166,6 +201,11 @@ class Database:
             if self.is_sqlite:
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             yield conn
+
+    def ping(self) -> None:
+        """One round trip (``SELECT 1``); raises if the database does not answer."""
+        with self.engine.connect() as conn:
+            conn.exec_driver_sql("SELECT 1")
 
     def alembic_config(self) -> Config:
         """An Alembic config built in code: no ``alembic.ini`` is needed at runtime."""
@@ -182,9 +222,26 @@ class Database:
         waits and then finds the schema already current.
         """
         config = self.alembic_config()
-        with self.exclusive() as conn:
+        with self.exclusive(unbounded=True) as conn:
             config.attributes["connection"] = conn
             command.upgrade(config, revision)
+
+    def head_revision(self) -> str | None:
+        """The newest revision this version of imagegate knows."""
+        from alembic.script import ScriptDirectory
+
+        return ScriptDirectory.from_config(self.alembic_config()).get_current_head()
+
+    def require_current(self) -> None:
+        """Raise :class:`SchemaNotCurrent` unless the schema is at the newest revision
+        (``serve --no-migrate``: the schema is someone else's job)."""
+        current, head = self.current_revision(), self.head_revision()
+        if current != head:
+            raise SchemaNotCurrent(
+                f"the database schema is at revision {current or 'none (empty database)'}, "
+                f"this imagegate needs {head}: run `imagegate migrate` first "
+                f"(or serve without --no-migrate)"
+            )
 
     def current_revision(self) -> str | None:
         """The schema revision the database is at, or None before the first migration."""

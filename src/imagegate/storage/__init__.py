@@ -26,7 +26,9 @@ __all__ = [
 ]
 
 
-def open_store(storage_url: str | None, data_dir: Path, ttl_s: int) -> ImageStore:
+def open_store(
+    storage_url: str | None, data_dir: Path, ttl_s: int, public_endpoint: str | None = None
+) -> ImageStore:
     """The store named by ``storage_url``; None means ``<data_dir>/images``.
 
     ``file:///abs/path`` and ``file://relative/path`` (as in ``file://./.imagegate/images``)
@@ -43,9 +45,14 @@ def open_store(storage_url: str | None, data_dir: Path, ttl_s: int) -> ImageStor
             raise ValueError(f"storage URL {storage_url!r} names no directory")
         return FilesystemStore(Path(raw).expanduser(), ttl_s)
     if scheme == "s3":
-        from imagegate.storage.s3 import ENDPOINT_ENV, S3Store
+        from imagegate.storage.s3 import ENDPOINT_ENV, PUBLIC_ENDPOINT_ENV, S3Store
 
-        return S3Store.from_url(storage_url, ttl_s, os.environ.get(ENDPOINT_ENV) or None)
+        return S3Store.from_url(
+            storage_url,
+            ttl_s,
+            os.environ.get(ENDPOINT_ENV) or None,
+            public_endpoint or os.environ.get(PUBLIC_ENDPOINT_ENV) or None,
+        )
     raise ValueError(
         f"unsupported storage URL scheme {scheme!r} in {storage_url!r}: use file:// or s3://"
     )

@@ -7,14 +7,46 @@ URL path can never be turned into a path traversal or an arbitrary key.
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
+from imagegate import metrics
+from imagegate.core.errors import GatewayError
 from imagegate.core.types import MIME_TYPES, OUTPUT_FORMATS, OutputFormat
 from imagegate.storage import ownership
+
+RETRY_AFTER_S = 5
+log = logging.getLogger("imagegate.storage")
+
+
+class StorageUnavailable(GatewayError):
+    """503: the image store could not be reached or refused us; not the caller's fault."""
+
+    status = 503
+    type = "server_error"
+    code = "storage_unavailable"
+
+
+def storage_failure(exc: BaseException, operation: str, where: str) -> StorageUnavailable:
+    """The caller's 503 (with Retry-After), and the operator's log line and metric."""
+    metrics.record_storage_error(operation)
+    detail = (str(exc).splitlines() or [""])[0][:300] or type(exc).__name__
+    log.warning(
+        "storage unavailable: %s on %s: %s",
+        operation,
+        where,
+        detail,
+        extra={"service": "storage", "operation": operation},
+    )
+    return StorageUnavailable(
+        f"Image storage is unavailable ({type(exc).__name__}); try again.",
+        headers={"retry-after": str(RETRY_AFTER_S)},
+    )
+
 
 # 18 random bytes -> 24 urlsafe characters, then one extension naming the format.
 _FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{16,64}\.(" + "|".join(OUTPUT_FORMATS) + r")")
@@ -64,6 +96,10 @@ class ImageStore(ABC):
         None (the default) means the gateway serves the file itself under a signed
         ``/v1/files/`` URL; object stores return a presigned URL instead.
         """
+        return None
+
+    async def check(self) -> None:
+        """Raise if the store cannot take files now (``/readyz``, start-up); default: fine."""
         return None
 
     async def aclose(self) -> None:

@@ -16,7 +16,13 @@ from pathlib import Path
 import anyio.to_thread
 
 from imagegate.core.types import OutputFormat
-from imagegate.storage.base import ImageStore, StoredFile, file_id_content_type, new_file_id
+from imagegate.storage.base import (
+    ImageStore,
+    StoredFile,
+    file_id_content_type,
+    new_file_id,
+    storage_failure,
+)
 
 GRACE_S = 60.0
 _TMP_PREFIX = ".tmp-"
@@ -37,12 +43,22 @@ class FilesystemStore(ImageStore):
         self.grace_s = grace_s
         self.root.mkdir(parents=True, exist_ok=True, mode=0o700)
 
+    async def check(self) -> None:
+        """The directory exists and this process can write into it."""
+        if not self.root.is_dir():
+            raise OSError(f"image directory {self.root} does not exist")
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise PermissionError(f"image directory {self.root} is not writable")
+
     def _expired(self, mtime: float, now: float) -> bool:
         return mtime + self.ttl_s + self.grace_s < now
 
     async def put(self, data: bytes, fmt: OutputFormat) -> str:
         file_id = new_file_id(fmt)
-        await anyio.to_thread.run_sync(self._write, file_id, data)
+        try:
+            await anyio.to_thread.run_sync(self._write, file_id, data)
+        except OSError as exc:  # directory gone, disk full, permissions: 503, not 500
+            raise storage_failure(exc, "put", f"directory {self.root}") from exc
         return file_id
 
     def _write(self, file_id: str, data: bytes) -> None:

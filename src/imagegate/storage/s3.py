@@ -19,22 +19,21 @@ from urllib.parse import urlsplit
 
 import anyio.to_thread
 
-from imagegate.core.errors import GatewayError
 from imagegate.core.types import OutputFormat
-from imagegate.storage.base import ImageStore, StoredFile, file_id_content_type, new_file_id
+from imagegate.storage.base import (
+    ImageStore,
+    StorageUnavailable,
+    StoredFile,
+    file_id_content_type,
+    new_file_id,
+    storage_failure,
+)
 
 ENDPOINT_ENV = "IMAGEGATE_S3_ENDPOINT_URL"
+PUBLIC_ENDPOINT_ENV = "IMAGEGATE_S3_PUBLIC_ENDPOINT_URL"
 GRACE_S = 60.0
 MAX_PRESIGN_S = 7 * 24 * 3600  # SigV4's limit on a presigned URL's lifetime
 _MISSING = {"NoSuchKey", "404", "NotFound"}
-
-
-class StorageUnavailable(GatewayError):
-    """503: the object store could not be reached or refused us; not the caller's fault."""
-
-    status = 503
-    type = "server_error"
-    code = "storage_unavailable"
 
 
 def parse_s3_url(url: str) -> tuple[str, str]:
@@ -55,6 +54,7 @@ class S3Store(ImageStore):
         ttl_s: int,
         *,
         endpoint_url: str | None = None,
+        public_endpoint: str | None = None,
         grace_s: float = GRACE_S,
     ) -> None:
         if ttl_s <= 0:
@@ -81,14 +81,29 @@ class S3Store(ImageStore):
             connect_timeout=5,
             read_timeout=30,
         )
-        self._client: Any = boto3.session.Session().client(
-            "s3", endpoint_url=endpoint_url or None, config=config
-        )
+        session = boto3.session.Session()
+        self._client: Any = session.client("s3", endpoint_url=endpoint_url or None, config=config)
+        # Presigned URLs name the host callers download from (a public or CDN endpoint when
+        # the gateway reaches the bucket by an internal name); signing needs no connection.
+        self._presigner: Any = self._client
+        if public_endpoint:
+            public_config = config.merge(Config(s3={"addressing_style": "path"}))
+            self._presigner = session.client(
+                "s3", endpoint_url=public_endpoint, config=public_config
+            )
 
     @classmethod
-    def from_url(cls, url: str, ttl_s: int, endpoint_url: str | None = None) -> S3Store:
+    def from_url(
+        cls,
+        url: str,
+        ttl_s: int,
+        endpoint_url: str | None = None,
+        public_endpoint: str | None = None,
+    ) -> S3Store:
         bucket, prefix = parse_s3_url(url)
-        return cls(bucket, prefix, ttl_s, endpoint_url=endpoint_url)
+        return cls(
+            bucket, prefix, ttl_s, endpoint_url=endpoint_url, public_endpoint=public_endpoint
+        )
 
     def key(self, file_id: str) -> str:
         return f"{self.prefix}/{file_id}" if self.prefix else file_id
@@ -126,18 +141,22 @@ class S3Store(ImageStore):
         except ClientError as exc:
             if str(exc.response.get("Error", {}).get("Code")) in _MISSING:
                 return None
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, "get_object", self.bucket) from exc
         except BotoCoreError as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, "get_object", self.bucket) from exc
 
     async def public_url(self, file_id: str, ttl_s: int) -> str | None:
         url: str = await self._run(
-            self._client.generate_presigned_url,
+            self._presigner.generate_presigned_url,
             "get_object",
             Params={"Bucket": self.bucket, "Key": self.key(file_id)},
             ExpiresIn=min(ttl_s, MAX_PRESIGN_S),
         )
         return url
+
+    async def check(self) -> None:
+        """The bucket exists and these credentials reach it (HEAD bucket)."""
+        await self._run(self._client.head_bucket, Bucket=self.bucket)
 
     async def sweep(self, now: float | None = None) -> int:
         """Nothing to do: a bucket lifecycle rule deletes old objects (see docs/deploy.md)."""
@@ -145,6 +164,8 @@ class S3Store(ImageStore):
 
     async def aclose(self) -> None:
         self._client.close()
+        if self._presigner is not self._client:
+            self._presigner.close()
 
     async def _run(self, method: Any, *args: Any, **kwargs: Any) -> Any:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -155,8 +176,8 @@ class S3Store(ImageStore):
         try:
             return await anyio.to_thread.run_sync(call)
         except (BotoCoreError, ClientError) as exc:
-            raise _unavailable(exc) from exc
+            raise _unavailable(exc, getattr(method, "__name__", "call"), self.bucket) from exc
 
 
-def _unavailable(exc: Exception) -> StorageUnavailable:
-    return StorageUnavailable(f"Image storage is unavailable ({type(exc).__name__}); try again.")
+def _unavailable(exc: Exception, operation: str, bucket: str) -> StorageUnavailable:
+    return storage_failure(exc, operation, f"bucket {bucket}")

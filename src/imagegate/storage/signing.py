@@ -58,16 +58,19 @@ class UrlSigner:
             return False
 
 
-def load_or_create_secret(data_dir: Path) -> bytes:
-    """Return the signing secret: ``$IMAGEGATE_SIGNING_SECRET``, else ``<data_dir>/signing-key``.
+def load_or_create_secret(data_dir: Path, configured: str | None = None) -> bytes:
+    """Return the signing secret: ``configured`` (``IMAGEGATE_SIGNING_SECRET`` or its
+    ``_FILE``), else ``<data_dir>/signing-key``. Both are hex, at least 32 bytes.
 
     The key file is created once (32 random bytes, hex, mode 0600) and reused, so signed
     URLs stay valid across restarts. Creation is race-free between workers: the file is
     written aside and hard-linked into place, and a loser of the race reads the winner's.
     """
-    from_env = os.environ.get(SECRET_ENV)
+    from imagegate.config_secrets import decode_signing_secret
+
+    from_env = configured or os.environ.get(SECRET_ENV)
     if from_env:
-        return from_env.encode("utf-8")
+        return decode_signing_secret(from_env, SECRET_ENV)
     data_dir.mkdir(parents=True, exist_ok=True)
     path = data_dir / SECRET_FILE
     if not path.exists():
