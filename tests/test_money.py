@@ -285,11 +285,11 @@ def _only_generation(gw: RunningGateway) -> str:
     return str(row[0])
 
 
-def _own_redis(tmp_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+def _own_redis(tmp_path: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
     """A redis-server of this test's own, on a spare port (the shared one stays up)."""
     from gateway import free_port
 
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             "redis-server",
@@ -324,7 +324,9 @@ def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
     tmp_path: Path,
 ) -> None:
     """Redis (concurrency slots) dies while the request is upstream: the caller still gets
-    its image, is charged once, and the retry with the same Idempotency-Key is a replay."""
+    its image and is charged once. A retry with the same Idempotency-Key while Redis is
+    down is refused at admission (limits fail closed, before the body is read) and costs
+    nothing; once Redis is back it is a replay of the first response."""
     if shutil.which("redis-server") is None:
         pytest.skip("redis-server is not installed")
     redis_proc, redis_url = _own_redis(tmp_path)
@@ -362,6 +364,13 @@ def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
                 first = pending.result()
             assert first.status_code == 200, first.text
             assert first.json()["data"][0]["b64_json"]
+            refused = httpx.post(
+                f"{gw.v1}/images/generations", json=body, headers=headers, timeout=30
+            )
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"]["code"] == "service_unavailable"
+            assert _balance_micro(gw, key) == 990_000
+            redis_proc, _ = _own_redis(tmp_path, int(redis_url.rsplit(":", 1)[1].split("/")[0]))
             retry = httpx.post(
                 f"{gw.v1}/images/generations", json=body, headers=headers, timeout=30
             )

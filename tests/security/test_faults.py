@@ -124,8 +124,9 @@ def test_sigkill_mid_load_then_restart_reconciles(tmp_path: Path, db_env: dict[s
             keys = httpx.get(f"{gw.v1}/admin/keys", headers=auth(gw.admin_key)).json()
             balance = next(k for k in keys["data"] if k["id"] == key_id)["credits_usd"]
     micro, granted = round(balance * 1_000_000), 1_000_000
-    # The credit given at creation has no ledger row; every movement after it has one.
-    assert micro == granted + sum(round(float(e["amount_usd"]) * 1e6) for e in entries)  # type: ignore[arg-type]
+    # Every movement has a ledger row, the credit given at creation (`open`) included.
+    assert [e["kind"] for e in entries].count("open") == 1
+    assert micro == sum(round(float(e["amount_usd"]) * 1e6) for e in entries)  # type: ignore[arg-type]
     holds = {
         e["hold_id"]: -round(float(e["amount_usd"]) * 1e6) for e in entries if e["kind"] == "hold"
     }  # type: ignore[arg-type]
