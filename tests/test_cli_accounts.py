@@ -55,6 +55,7 @@ def test_top_up_and_usage(tmp_path: Path) -> None:
 
 def test_ledger_verify_names_the_first_discrepancy(tmp_path: Path) -> None:
     """`imagegate ledger verify`: 0 on balanced books, 1 naming what does not add up."""
+    assert cli("migrate", data_dir=tmp_path).returncode == 0  # admin commands create no db
     created = cli("keys", "create", "--name", "team", "--credits", "1", data_dir=tmp_path)
     assert created.returncode == 0, created.stderr
     key_id = created.stdout.strip().splitlines()[-1].split("_")[1]

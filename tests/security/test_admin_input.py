@@ -81,6 +81,7 @@ def test_revoked_key_cannot_be_topped_up(gw: RunningGateway) -> None:
 
 
 def test_cli_refuses_to_top_up_a_revoked_key(tmp_path: Path) -> None:
+    assert cli("migrate", data_dir=tmp_path).returncode == 0  # admin commands create no db
     created = cli("keys", "create", "--name", "gone", "--credits", "1", data_dir=tmp_path)
     assert created.returncode == 0, created.stderr
     key_id = created.stdout.strip().splitlines()[-1].split("_")[1]
