@@ -162,7 +162,9 @@ def _routing(value: Any) -> RoutingPreferences:
         elif key == "sort":
             if item not in _SORTS:
                 raise InvalidRequest(
-                    f"Invalid {param} '{item}'. Supported: {', '.join(_SORTS)}.", param=param
+                    f"Invalid {param} '{item}'. Supported: {', '.join(_SORTS)}.",
+                    param=param,
+                    code="invalid_value",
                 )
             prefs.sort = item
         elif key == "max_price":
