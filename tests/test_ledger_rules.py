@@ -4,6 +4,8 @@ picks one; every test ends on the ledger invariant (the rows sum to the balance)
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -41,12 +43,14 @@ def _assert_invariant(ledger: Ledger, key_id: str, opening_micro: int) -> None:
 
 
 def _hold_status(db: Database, hold_id: str) -> tuple[str, int | None]:
+    """A hold's status and charge; a closed hold must say when it closed."""
     with db.engine.connect() as conn:
         row = conn.execute(
-            select(CreditHoldRow.status, CreditHoldRow.charged_micro).where(
-                CreditHoldRow.id == hold_id
-            )
+            select(
+                CreditHoldRow.status, CreditHoldRow.charged_micro, CreditHoldRow.closed_at
+            ).where(CreditHoldRow.id == hold_id)
         ).one()
+    assert (row[2] is None) == (row[0] == "open"), f"closed_at {row[2]} of a {row[0]} hold"
     return row[0], row[1]
 
 
@@ -105,7 +109,7 @@ def test_a_top_up_of_nothing_or_less_is_refused_naming_amount(db: Database) -> N
         with pytest.raises(InvalidRequest) as info:
             ledger.top_up(key_id, amount)
         assert (info.value.status, info.value.param) == (400, "amount")
-        assert "'amount' must be a positive number" in info.value.message
+        assert info.value.message == "'amount' must be a positive number of USD."
     assert ledger.top_up(key_id, 1) == 1_000_001  # the smallest top-up is one micro-USD
     _assert_invariant(ledger, key_id, 1_000_000)
 
@@ -129,7 +133,7 @@ def test_hold_and_settle_rows_name_the_hold_the_generation_and_the_charge(db: Da
     key_id = _key(db, 1.0)
     hold = ledger.hold(key_id, 300_000, "gen_1")
     assert hold == Hold(hold.id if hold else "", key_id, 300_000, "gen_1")
-    assert hold is not None and hold.id.startswith("hold_")
+    assert hold is not None and re.fullmatch(r"hold_[0-9a-f]{24}", hold.id)
     ledger.settle(hold, 120_000, _usage(key_id, "gen_1"))
     assert _rows(ledger, key_id) == [
         ("hold", -300_000, 700_000, hold.id, "gen_1", None),
@@ -163,15 +167,71 @@ def test_a_release_is_a_release_row_returning_the_whole_hold(db: Database) -> No
     _assert_invariant(ledger, key_id, 1_000_000)
 
 
-def test_settling_at_exactly_the_hold_returns_nothing_and_keeps_the_cost(db: Database) -> None:
+def test_settling_at_exactly_the_hold_returns_nothing_and_keeps_the_cost(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
     hold = ledger.hold(key_id, 250_000, "gen_x")
     usage = _usage(key_id, "gen_x")
-    ledger.settle(hold, 250_000, usage)
+    with caplog.at_level(logging.WARNING, logger="imagegate.ledger"):
+        ledger.settle(hold, 250_000, usage)
+    assert caplog.records == []  # a cost of exactly the hold is no overrun
     assert usage.cost_micro == 250_000
     assert _rows(ledger, key_id)[-1][:3] == ("settle", 0, 750_000)
     _assert_invariant(ledger, key_id, 1_000_000)
+
+
+def test_a_cost_above_the_hold_charges_the_hold_and_warns_naming_both(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    hold = ledger.hold(key_id, 100_000, "gen_over")
+    assert hold is not None
+    usage = _usage(key_id, "gen_over")
+    with caplog.at_level(logging.WARNING, logger="imagegate.ledger"):
+        ledger.settle(hold, 100_001, usage)
+    assert [
+        (r.getMessage(), getattr(r, "hold", None), getattr(r, "cost_micro", None))
+        for r in caplog.records
+    ] == [("cost above hold; charged the hold", hold.id, 100_001)]
+    assert usage.cost_micro == 100_000
+    assert _rows(ledger, key_id)[-1][:3] == ("settle", 0, 900_000)
+    _assert_invariant(ledger, key_id, 1_000_000)
+
+
+async def test_the_batched_forms_move_money_exactly_as_the_direct_ones(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    try:
+        a, b = _key(db, 1.0, "a"), _key(db, 1.0, "b")
+        unlimited = _key(db, None, "c")
+        kept = await ledger.hold_async(a, 300_000, "gen_a")
+        returned = await ledger.hold_async(b, 200_000, "gen_b")
+        assert kept == Hold(kept.id if kept else "", a, 300_000, "gen_a")
+        assert returned == Hold(returned.id if returned else "", b, 200_000, "gen_b")
+        assert await ledger.hold_async(unlimited, 10**9, "gen_c") is None
+        charged = _usage(a, "gen_a")
+        await ledger.settle_async(kept, 120_000, charged)
+        await ledger.release_async(returned, _usage(b, "gen_b"))
+        assert charged.cost_micro == 120_000
+        assert [r[:5] for r in _rows(ledger, a)] == [
+            ("hold", -300_000, 700_000, kept.id if kept else "", "gen_a"),
+            ("settle", 180_000, 880_000, kept.id if kept else "", "gen_a"),
+        ]
+        assert [r[:5] for r in _rows(ledger, b)] == [
+            ("hold", -200_000, 800_000, returned.id if returned else "", "gen_b"),
+            ("release", 200_000, 1_000_000, returned.id if returned else "", "gen_b"),
+        ]
+        book = UsageBook(db)
+        assert [(r.key_id, r.cost_micro) for r in (book.get("gen_a"), book.get("gen_b")) if r] == [
+            (a, 120_000),
+            (b, 0),
+        ]
+        _assert_invariant(ledger, a, 1_000_000)
+        _assert_invariant(ledger, b, 1_000_000)
+    finally:
+        ledger.close()
 
 
 def test_a_hold_of_exactly_the_balance_is_granted_one_micro_more_is_402(db: Database) -> None:
@@ -182,7 +242,10 @@ def test_a_hold_of_exactly_the_balance_is_granted_one_micro_more_is_402(db: Data
         ledger.hold(key_id, 500_001, "gen_over")
     err = info.value
     assert (err.status, err.code) == (402, "insufficient_credits")
-    assert "($0.500000)" in err.message and "up to $0.500001" in err.message
+    assert err.message == (
+        "This API key's balance ($0.500000) cannot cover this request, which may cost up to "
+        "$0.500001. Top up the key's credits or ask for fewer or smaller images."
+    )
     assert ledger.hold(key_id, 500_000, "gen_all") is not None
     assert ledger.balance(key_id) == 0 and ledger.balance(other) == 5_000_000
     assert ledger.entries(other) == []
@@ -268,7 +331,9 @@ def test_the_hold_ttl_sets_the_expiry(db: Database) -> None:
     assert before + timedelta(seconds=90) <= expires <= datetime.now(UTC) + timedelta(seconds=90)
 
 
-def test_expiry_returns_every_stale_hold_with_an_expire_row_each(db: Database) -> None:
+def test_expiry_returns_every_stale_hold_with_an_expire_row_each(
+    db: Database, caplog: pytest.LogCaptureFixture
+) -> None:
     ledger = Ledger(db, hold_ttl_s=60)
     a, b = _key(db, 1.0, "a"), _key(db, 2.0, "b")
     stale_a = ledger.hold(a, 300_000, "gen_sa")
@@ -276,8 +341,11 @@ def test_expiry_returns_every_stale_hold_with_an_expire_row_each(db: Database) -
     fresh = ledger.hold(a, 100_000, "gen_fa")
     assert stale_a is not None and stale_b is not None and fresh is not None
     _age(db, stale_a, stale_b)
-    assert ledger.expire_stale() == 2
-    assert ledger.expire_stale() == 0
+    with caplog.at_level(logging.WARNING, logger="imagegate.ledger"):
+        assert ledger.expire_stale() == 2
+        assert ledger.expire_stale() == 0
+    logged = [(r.getMessage(), getattr(r, "holds", None)) for r in caplog.records]
+    assert logged == [("returned expired credit holds", 2)]  # once, and not for nothing
     note = "hold expired: its request never finished"
     assert _rows(ledger, a)[-1] == ("expire", 300_000, 900_000, stale_a.id, "gen_sa", note)
     assert _rows(ledger, b)[-1] == ("expire", 500_000, 2_000_000, stale_b.id, "gen_sb", note)
@@ -317,7 +385,8 @@ def test_a_hold_settled_during_a_sweep_is_skipped_and_the_sweep_goes_on(db: Data
         settled.append(first.id)
         # The request's own settlement commits just before the sweep's update runs.
         conn.exec_driver_sql(
-            f"UPDATE credit_holds SET status = 'settled', charged_micro = 0 WHERE id = '{first.id}'"
+            "UPDATE credit_holds SET status = 'settled', charged_micro = 0, "
+            f"closed_at = CURRENT_TIMESTAMP WHERE id = '{first.id}'"
         )
 
     event.listen(db.engine, "before_cursor_execute", settle_first_meanwhile)
