@@ -101,6 +101,8 @@ def test_per_image_edits_are_priced_at_the_requested_size() -> None:
 
 def test_an_image_of_unknown_size_is_charged_at_the_requested_size() -> None:
     p = pricing({"per_megapixel": 0.04, "megapixel_rounding": "none"})
+    assert p.cost_micro(req("1024x1536"), result((1, 1024))) == 39  # a 1-pixel-wide image
+    assert p.cost_micro(req("1024x1536"), result((1024, 1))) == 39
     assert p.cost_micro(req("1024x1536"), result((0, 0))) == 60_000
     assert p.cost_micro(req("1024x1536"), result((1024, 0))) == 60_000
     assert p.cost_micro(req("1024x1536"), result((0, 1536))) == 60_000
@@ -144,6 +146,19 @@ def test_each_image_is_charged_at_its_own_size_and_the_quality_that_resolved() -
     assert p.unit_price_usd(req(quality="auto")) == 0.1  # auto quality: the dearest
 
 
+def test_a_size_exactly_10_percent_above_a_tier_is_still_that_tier() -> None:
+    p = pricing({"per_image": {"1000x1000": 0.1, "2000x2000": 0.2}})
+    assert p.unit_price_usd(req("1100x1000")) == 0.1
+    assert p.unit_price_usd(req("1101x1000")) == 0.2
+
+
+def test_a_wide_tier_covers_sizes_by_its_own_width_times_height() -> None:
+    p = pricing({"per_image": {"1536x1024": 0.1, "2048x2048": 0.2}})
+    assert p.unit_price_usd(req("1400x1000")) == 0.1  # 1.4 MP <= 1.57 MP x 1.1
+    tall = pricing({"per_image": {"1024x1536": 0.1, "2048x2048": 0.2}})
+    assert tall.unit_price_usd(req("1000x1400")) == 0.1
+
+
 def test_an_unlisted_size_takes_the_smallest_tier_that_covers_it_within_10_percent() -> None:
     p = pricing({"per_image": {"2048x2048": 0.2, "1024x1024": 0.1}})  # listed out of order
     assert p.unit_price_usd(req("1024x1024")) == 0.1
@@ -154,7 +169,7 @@ def test_an_unlisted_size_takes_the_smallest_tier_that_covers_it_within_10_perce
 
 
 def test_a_quality_not_in_the_table_costs_its_star_or_else_its_dearest() -> None:
-    starred = pricing({"per_image": {"1024x1024": {"low": 0.01, "*": 0.05}}})
+    starred = pricing({"per_image": {"1024x1024": {"low": 0.01, "high": 0.09, "*": 0.05}}})
     assert starred.unit_price_usd(req(quality="ultra")) == 0.05
     assert starred.unit_price_usd(req(quality="low")) == 0.01
     plain = pricing({"per_image": {"1024x1024": {"low": 0.01, "high": 0.09, "mid": 0.05}}})
@@ -162,9 +177,12 @@ def test_a_quality_not_in_the_table_costs_its_star_or_else_its_dearest() -> None
 
 
 def test_the_hold_rounds_up_and_the_charge_rounds_half_up_to_a_micro_usd() -> None:
-    p = pricing({"per_image": 0.0000015})
-    assert p.max_cost_micro(req()) == 2
-    assert p.cost_micro(req(), result((1024, 1024))) == 2
+    p = pricing({"per_image": 0.0000025})
+    assert p.max_cost_micro(req()) == 3
+    assert p.cost_micro(req(), result((1024, 1024))) == 3  # 2.5 -> 3, not to even
+    tokens = pricing({**PER_TOKEN, "per_million_tokens": {**RATES, "text_input": 2.5}})
+    usage = TokenUsage(input_tokens=1, output_tokens=0, total_tokens=1)
+    assert tokens.cost_micro(req(), result((1024, 1024), usage=usage)) == 3
     q = pricing({"per_image": 0.0000014})
     assert q.max_cost_micro(req()) == 2 and q.cost_micro(req(), result((1024, 1024))) == 1
 
@@ -233,6 +251,20 @@ def test_per_token_without_usage_charges_the_table_plus_the_input_bound() -> Non
     assert p.cost_micro(r, result((1024, 1024), quality="low")) == 272 * 40 + 4 * 5
 
 
+def test_per_token_unit_price_adds_the_prompt_bound() -> None:
+    p = pricing(PER_TOKEN)
+    assert p.unit_price_usd(req(quality="low", prompt="abcd")) == pytest.approx(0.01088 + 0.00002)
+
+
+def test_a_flat_price_is_one_catch_all_cell() -> None:
+    assert pricing({"per_image": 0.04}).to_json()["per_image"] == {"*": 0.04}
+    assert pricing({**PER_TOKEN, "output_tokens": 100}).to_json()["output_tokens"] == {"*": 100.0}
+
+
+def test_a_megapixel_of_one_pixel_is_allowed() -> None:
+    assert pricing({"per_megapixel": 0.000001, "megapixel": 1}).max_cost_micro(req("10x10")) == 100
+
+
 def test_per_token_input_image_tokens_default_to_zero() -> None:
     raw = {k: v for k, v in PER_TOKEN.items() if k != "input_image_tokens"}
     p = pricing(raw)
@@ -243,47 +275,107 @@ def test_per_token_input_image_tokens_default_to_zero() -> None:
 # -- parsing ---------------------------------------------------------------------------------
 
 
+KNOWN = (
+    "as_of, default_quality, free, input_image_tokens, megapixel, megapixel_rounding, "
+    "output_tokens, per_image, per_megapixel, per_million_tokens, source"
+)
+NUMBER = "must be a number >= 0 (USD)"
+COUNT = "must be an integer >= 0 (tokens)"
+DATE = "must be a date YYYY-MM-DD"
+MP = "must be a positive integer (pixels in one MP)"
+ONLY = "only applies with a price form that uses it"
+RATES = {"text_input": 5, "image_input": 10, "image_output": 40}
+
+
 @pytest.mark.parametrize(
     ("raw", "where", "message"),
     [
-        ({"per_image": float("inf")}, "pricing.per_image", "finite"),
-        ({"per_image": True}, "pricing.per_image", "number >= 0"),
+        ("0.04", "pricing", "must be a mapping"),
+        ({"cost": 1}, "pricing.cost", "unknown pricing field (known: " + KNOWN + ")"),
+        ({"free": "yes"}, "pricing.free", "must be true or false"),
+        ({"per_image": float("inf")}, "pricing.per_image", "must be a finite number"),
+        ({"per_image": True}, "pricing.per_image", NUMBER),
+        ({"per_image": -0.01}, "pricing.per_image", NUMBER),
         ({"per_image": {}}, "pricing.per_image", "must not be empty"),
         ({"per_image": {"1024x1024": {}}}, "pricing.per_image.1024x1024", "must not be empty"),
-        ({"per_image": {"1024x1024": {1: 0.1}}}, "pricing.per_image.1024x1024.1", "strings"),
-        ({"per_image": {1024: 0.1}}, "pricing.per_image.1024", "WIDTHxHEIGHT"),
-        ({"per_image": 0.1, "default_quality": 3}, "pricing.default_quality", "a string"),
-        ({"per_image": 0.1, "source": 7}, "pricing.source", "non-empty string"),
-        ({"per_image": 0.1, "source": "  "}, "pricing.source", "non-empty string"),
-        ({"per_image": 0.1, "as_of": 20261121}, "pricing.as_of", "YYYY-MM-DD"),
-        ({"per_image": 0.1, "as_of": "2026-02-30"}, "pricing.as_of", "YYYY-MM-DD"),
-        ({"per_megapixel": 0.1, "megapixel": True}, "pricing.megapixel", "positive integer"),
-        ({"per_megapixel": 0.1, "megapixel": 1.5}, "pricing.megapixel", "positive integer"),
-        ({"per_megapixel": 0.1, "megapixel": -1}, "pricing.megapixel", "positive integer"),
-        ({"per_megapixel": -0.1}, "pricing.per_megapixel", "number >= 0"),
-        ({"per_million_tokens": 5}, "pricing.per_million_tokens", "must be a mapping"),
         (
-            {**PER_TOKEN, "per_million_tokens": {"text_input": 1, "video": 1}},
+            {"per_image": {"1x1": {1: 0.1}}},
+            "pricing.per_image.1x1.1",
+            "quality keys must be strings",
+        ),
+        (
+            {"per_image": {1024: 0.1}},
+            "pricing.per_image.1024",
+            "size keys are 'WIDTHxHEIGHT' or '*'",
+        ),
+        ({"per_image": 0.1, "default_quality": 3}, "pricing.default_quality", "must be a string"),
+        (
+            {"per_image": 0.1, "source": 7},
+            "pricing.source",
+            "must be a non-empty string (where the price comes from)",
+        ),
+        (
+            {"per_image": 0.1, "source": "  "},
+            "pricing.source",
+            "must be a non-empty string (where the price comes from)",
+        ),
+        ({"per_image": 0.1, "as_of": 20261121}, "pricing.as_of", DATE),
+        ({"per_image": 0.1, "as_of": "2026-02-30"}, "pricing.as_of", DATE),
+        ({"per_megapixel": 0.1, "megapixel": True}, "pricing.megapixel", MP),
+        ({"per_megapixel": 0.1, "megapixel": 1.5}, "pricing.megapixel", MP),
+        ({"per_megapixel": 0.1, "megapixel": 0}, "pricing.megapixel", MP),
+        (
+            {"per_megapixel": 0.1, "megapixel_rounding": "down"},
+            "pricing.megapixel_rounding",
+            "must be 'up' or 'none'",
+        ),
+        ({"per_megapixel": -0.1}, "pricing.per_megapixel", NUMBER),
+        (
+            {"per_million_tokens": 5},
+            "pricing.per_million_tokens",
+            "must be a mapping of text_input, image_input, image_output",
+        ),
+        (
+            {**PER_TOKEN, "per_million_tokens": {**RATES, "video": 1}},
             "pricing.per_million_tokens.video",
             "unknown rate",
         ),
-        ({**PER_TOKEN, "input_image_tokens": -1}, "pricing.input_image_tokens", "integer >= 0"),
-        ({**PER_TOKEN, "input_image_tokens": True}, "pricing.input_image_tokens", "integer >= 0"),
         (
-            {**PER_TOKEN, "output_tokens": {"1024x1024": -1}},
-            "pricing.output_tokens.1024x1024",
-            ">= 0",
+            {**PER_TOKEN, "per_million_tokens": {"text_input": 1, "image_output": 1}},
+            "pricing.per_million_tokens.image_input",
+            "is required",
         ),
-        ({"free": True, "per_megapixel": 1}, "pricing", "not per_megapixel and free"),
-        ({"megapixel": 1000}, "pricing.megapixel", "only applies"),
-        ({"megapixel_rounding": "up"}, "pricing.megapixel_rounding", "only applies"),
-        ({"input_image_tokens": 1}, "pricing.input_image_tokens", "only applies"),
-        ({"per_image": 0.1, "per_million_tokens": {}}, "pricing", "per_image and per_million"),
+        (
+            {**PER_TOKEN, "per_million_tokens": {**RATES, "image_output": -1}},
+            "pricing.per_million_tokens.image_output",
+            NUMBER,
+        ),
+        (
+            {"per_million_tokens": RATES},
+            "pricing.output_tokens",
+            "is required with per_million_tokens (for the hold)",
+        ),
+        ({**PER_TOKEN, "input_image_tokens": -1}, "pricing.input_image_tokens", COUNT),
+        ({**PER_TOKEN, "input_image_tokens": True}, "pricing.input_image_tokens", COUNT),
+        ({**PER_TOKEN, "output_tokens": {"1x1": -1}}, "pricing.output_tokens.1x1", COUNT),
+        (
+            {"free": True, "per_megapixel": 1},
+            "pricing",
+            "give one price form, not per_megapixel and free",
+        ),
+        ({"megapixel": 1000}, "pricing.megapixel", ONLY),
+        ({"megapixel_rounding": "up"}, "pricing.megapixel_rounding", ONLY),
+        ({"input_image_tokens": 1}, "pricing.input_image_tokens", ONLY),
+        ({"output_tokens": {"1x1": 1}}, "pricing.output_tokens", ONLY),
+        (
+            {"per_image": 0.1, "per_million_tokens": {}},
+            "pricing",
+            "give one price form, not per_image and per_million_tokens",
+        ),
     ],
 )
 def test_a_bad_price_names_its_field(raw: Any, where: str, message: str) -> None:
-    text = bad(raw)
-    assert f"endpoints[0].{where}: " in text and message in text
+    assert bad(raw) == f"model 't/m': endpoints[0].{where}: {message}"
 
 
 def test_a_good_price_keeps_its_source_date_and_default_quality() -> None:
