@@ -8,7 +8,10 @@ The mutmut settings for a module are written into the scratch copy's ``pyproject
 meaningful mutants only: those listed in ``mutation/equivalent.txt`` (a mutant name and a
 one-line reason why it cannot change behaviour) are left out.
 
-    python mutation/run.py [module ...] [--children N] [--min 90]
+    python mutation/run.py [module ...] [--children N] [--min 90] [--baseline]
+
+``--baseline`` leaves out the ``tests/test_*_rules.py`` files, to measure what the suite
+killed before they were written.
 
 Prints one line per module and exits 1 when any module scores below ``--min``.
 """
@@ -90,7 +93,7 @@ def _toml_list(items: list[str]) -> str:
 
 def prepare(name: str, module: Module) -> Path:
     """A scratch tree for one module: src, tests and a pyproject with its [tool.mutmut]."""
-    work = WORK / name
+    work = WORK / name.replace(" ", "-")
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
@@ -151,6 +154,7 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", metavar="module", help=", ".join(MODULES))
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--min", type=float, default=90.0, help="lowest passing score (%%)")
+    parser.add_argument("--baseline", action="store_true", help="without tests/test_*_rules.py")
     opts = parser.parse_args()
     unknown = [m for m in opts.modules if m not in MODULES]
     if unknown:
@@ -160,7 +164,13 @@ def main() -> int:
     lines, failed = [], False
     for name in opts.modules or list(MODULES):
         module = MODULES[name]
-        work = prepare(name, module)
+        if opts.baseline:
+            tests = tuple(t for t in module.tests if not t.endswith("_rules.py"))
+            if not tests:
+                print(f"{name:12} no unit tests besides the rules tests", flush=True)
+                continue
+            module = Module(module.source, tests, module.deselect)
+        work = prepare(f"{name} baseline" if opts.baseline else name, module)
         started = time.monotonic()
         env = {**os.environ, "PYTHONDONTWRITEBYTECODE": "1"}
         run = subprocess.run(
