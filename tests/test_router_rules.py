@@ -5,9 +5,12 @@ is set through the health book, with a manual clock, so nothing sleeps."""
 
 from __future__ import annotations
 
+import logging
+import re
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import pytest
@@ -23,12 +26,19 @@ from imagegate.core.errors import (
     UpstreamTimeout,
 )
 from imagegate.core.types import ImageRequest, RoutingPreferences
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.metrics import render
+from imagegate.providers.base import Capabilities, ProviderConfig, ProviderContext
 from imagegate.providers.openai_compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Attempt, Router, RouterSettings, caller_error
 
 PRICES: dict[str, Any] = {"a": 0.04, "b": 0.01, "c": 0.02}
+
+
+class GenerateOnly(OpenAICompatibleProvider):
+    """An OpenAI-style upstream without the edits endpoint."""
+
+    capabilities: ClassVar[Capabilities] = Capabilities(operations=frozenset({"generate"}))
 
 
 class Clock:
@@ -394,3 +404,166 @@ async def test_an_upstream_that_keeps_answering_429_is_waited_out_once(
         await build(fakes, http).route(model(), request(only=["b"]))
     assert [(a.provider, a.status) for a in info.value.attempts] == [("b", 429), ("b", 429)]
     assert len(fakes["b"].calls) == 2
+
+
+def attempts_counted(provider: str, outcome: str) -> float:
+    """The gateway's own count of upstream attempts, as /metrics shows it."""
+    pattern = r"imagegate_upstream_attempts_total\{([^}]*)\} ([0-9.e+]+)"
+    for labels, value in re.findall(pattern, render().decode()):
+        if f'provider="{provider}"' in labels and f'outcome="{outcome}"' in labels:
+            return float(value)
+    return 0.0
+
+
+async def test_each_attempt_is_counted_by_provider_and_outcome(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    before = {(p, o): attempts_counted(p, o) for p in "ab" for o in ("ok", "retryable_error")}
+    fakes["a"].fail_status = 500
+    await build(fakes, http).route(model(), request())
+    after = {key: attempts_counted(*key) - count for key, count in before.items()}
+    assert after == {
+        ("a", "ok"): 0,
+        ("a", "retryable_error"): 1,
+        ("b", "ok"): 1,
+        ("b", "retryable_error"): 0,
+    }
+
+
+async def test_a_failed_attempt_is_logged_with_provider_status_and_error(
+    fakes: dict[str, FakeOpenAI], http: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    fakes["a"].fail_status = 503
+    with caplog.at_level(logging.WARNING, logger="imagegate.routing"):
+        await build(fakes, http).route(model(), request())
+    logged = [
+        (r.getMessage(), getattr(r, "provider", None), getattr(r, "status", None))
+        for r in caplog.records
+        if r.name == "imagegate.routing"
+    ]
+    assert logged == [("upstream attempt failed", "a", 503)]
+    assert "a returned 503" in getattr(caplog.records[-1], "error", "")
+
+
+async def test_attempt_latencies_are_measured_in_milliseconds(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    fakes["a"].fail_status, fakes["a"].delay_s, fakes["b"].delay_s = 500, 0.1, 0.1
+    routed = await build(fakes, http).route(model(), request())
+    rows = [a.to_dict() for a in routed.attempts]
+    assert [r["status"] for r in rows] == [500, 200]
+    # at least the fakes' 100 ms; nowhere near a clock reading or a thousandth of it
+    assert all(100 <= float(r["latency_ms"]) < 60_000 for r in rows)  # type: ignore[arg-type]
+
+
+async def test_an_operation_the_provider_lacks_is_the_callers_error_with_its_attempt(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    router = build(fakes, http)
+    router.providers["a"] = GenerateOnly(
+        router.providers["a"].config, router.providers["a"].context
+    )
+    edit = request()
+    edit.operation = "edit"
+    with pytest.raises(InvalidRequest) as info:
+        await router.route(model(), edit)
+    err = info.value
+    assert err.message == "Provider 'a' does not support edit."
+    rows = [a.to_dict() for a in err.attempts]
+    assert [(r["provider"], r["status"], r["error"]) for r in rows] == [
+        ("a", 400, "Provider 'a' does not support edit.")
+    ]
+    assert isinstance(rows[0]["latency_ms"], float)
+    assert not fakes["a"].calls and not fakes["b"].calls
+
+
+async def test_a_deadline_already_passed_fails_without_any_attempt(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    with pytest.raises(UpstreamFailed) as info:
+        await build(fakes, http, deadline_s=0).route(model(), request())
+    err = info.value
+    assert err.message == "Every upstream attempt for 't/m' failed (deadline passed)."
+    assert err.attempts == [] and err.headers == {}
+    assert all(not fake.calls for fake in fakes.values())
+
+
+async def test_a_retry_after_of_exactly_the_wait_cap_is_waited_out(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    fakes["b"].fail_status, fakes["b"].fail_first, fakes["b"].retry_after = 429, 1, "0"
+    router = build(fakes, http, max_retry_wait_s=0.0)
+    routed = await router.route(model(), request(only=["b"]))
+    assert [(a.provider, a.status) for a in routed.attempts] == [("b", 429), ("b", 200)]
+
+
+async def test_a_retry_after_beyond_the_deadline_fails_at_once_instead_of_sleeping(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    fakes["b"].fail_status, fakes["b"].retry_after = 429, "4"
+    started = time.monotonic()
+    with pytest.raises(UpstreamFailed) as info:
+        await build(fakes, http, deadline_s=1.0).route(model(), request(only=["b"]))
+    assert time.monotonic() - started < 3.0  # far below the 4 s it would have slept
+    assert info.value.headers == {"Retry-After": "4"}
+    assert len(fakes["b"].calls) == 1
+
+
+async def test_without_hedging_a_slow_endpoint_is_awaited_alone(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    router = build(fakes, http)  # hedge off, however much latency history there is
+    for _ in range(25):
+        router.health.record_success("a", "up-a", 10, images=1)
+    fakes["a"].delay_s = 0.2
+    routed = await router.route(model(), request())
+    assert routed.provider.id == "a" and not fakes["b"].calls
+
+
+async def test_a_hedged_first_endpoint_that_answers_first_still_wins(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    router = build(fakes, http, hedge=True, hedge_min_samples=5)
+    for _ in range(5):
+        router.health.record_success("a", "up-a", 10, images=1)
+    fakes["a"].delay_s, fakes["b"].delay_s = 0.2, 2.0
+    routed = await router.route(model(), request())
+    assert routed.provider.id == "a"
+    assert [(a.provider, a.status) for a in routed.attempts] == [("a", 200)]
+    assert len(fakes["b"].calls) == 1  # the hedge was started, then cancelled
+
+
+async def test_no_hedge_goes_to_an_endpoint_whose_breaker_is_open(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    router = build(fakes, http, hedge=True, hedge_min_samples=5, threshold=1)
+    for _ in range(5):
+        router.health.record_success("a", "up-a", 10, images=1)
+    fail(router, "b", 1)
+    fakes["a"].delay_s = 0.2
+    routed = await router.route(model(), request(only=["a", "b"]))
+    assert routed.provider.id == "a" and not fakes["b"].calls
+
+
+async def test_a_timeout_names_every_attempt_in_its_message(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    fakes["a"].delay_s = 2.0
+    router = build(fakes, http)
+    router.providers["a"].config.timeout_s = 0.1
+    with pytest.raises(UpstreamTimeout) as info:
+        await router.route(model(), request(only=["a"]))
+    assert info.value.message == (
+        "Every upstream attempt for 't/m' timed out (a: a did not answer within 0.1s)."
+    )
+
+
+async def test_an_exhausted_request_names_each_attempts_error_in_order(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    fakes["a"].fail_status, fakes["b"].fail_status = 500, 503
+    with pytest.raises(UpstreamFailed) as info:
+        await build(fakes, http).route(model(), request(only=["a", "b"]))
+    message = info.value.message
+    assert message.startswith("Every upstream attempt for 't/m' failed (a: a returned 500: ")
+    assert "; b: b returned 503: " in message and message.endswith(").")
