@@ -526,7 +526,7 @@ async def test_a_hedged_first_endpoint_that_answers_first_still_wins(
     router = build(fakes, http, hedge=True, hedge_min_samples=5)
     for _ in range(5):
         router.health.record_success("a", "up-a", 10, images=1)
-    fakes["a"].delay_s, fakes["b"].delay_s = 0.2, 2.0
+    fakes["a"].delay_s, fakes["b"].delay_s = 0.2, 1.0
     routed = await router.route(model(), request())
     assert routed.provider.id == "a"
     assert [(a.provider, a.status) for a in routed.attempts] == [("a", 200)]
@@ -548,7 +548,7 @@ async def test_no_hedge_goes_to_an_endpoint_whose_breaker_is_open(
 async def test_a_timeout_names_every_attempt_in_its_message(
     fakes: dict[str, FakeOpenAI], http: Any
 ) -> None:
-    fakes["a"].delay_s = 2.0
+    fakes["a"].delay_s = 0.5
     router = build(fakes, http)
     router.providers["a"].config.timeout_s = 0.1
     with pytest.raises(UpstreamTimeout) as info:
