@@ -5,7 +5,11 @@ editing the stored timestamps, so nothing sleeps."""
 
 from __future__ import annotations
 
+import os
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from sqlalchemy import select, update
@@ -84,7 +88,9 @@ def test_a_repeat_while_the_first_runs_is_409_with_retry_after(db: Database) -> 
         "Idempotency-Key",
     )
     assert err.headers == {"Retry-After": "1"}
-    assert "still in progress" in err.message
+    assert err.message == (
+        "A request with this Idempotency-Key is still in progress; retry once it finishes."
+    )
 
 
 def test_a_repeat_with_another_body_is_400_even_while_the_first_runs(db: Database) -> None:
@@ -100,7 +106,10 @@ def test_a_repeat_with_another_body_is_400_even_while_the_first_runs(db: Databas
             "idempotency_key_reused",
             "Idempotency-Key",
         )
-        assert "different request body" in err.message
+        assert err.message == (
+            "This Idempotency-Key was already used with a different request body; "
+            "use a new key for a new request."
+        )
         store.complete(a, "k", FIRST)
 
 
@@ -111,7 +120,9 @@ def test_a_pending_record_older_than_its_ttl_is_taken_over(db: Database) -> None
     store.begin(b, "k", "d")
     _shift(db, a, "k", created_at=timedelta(seconds=61))
     _shift(db, b, "k", created_at=timedelta(seconds=30))
+    store.begin(a, "other", "d")
     assert store.begin(a, "k", "new digest") is None  # its first request died: run again
+    assert (a, "other", "pending") in _records(db)  # taking one over deletes only that one
     with pytest.raises(Conflict):
         store.begin(b, "k", "d")  # still within its ttl
 
@@ -206,3 +217,33 @@ def test_the_request_digest_covers_every_field_and_file_in_order() -> None:
     assert len(base) == 64 and int(base, 16) >= 0
     when = datetime(2026, 1, 1, tzinfo=UTC)
     assert request_hash({"t": when}, []) == request_hash({"t": when}, [])
+    # a value JSON cannot hold is digested by its text, not refused
+    assert request_hash({"x": Decimal("1.5")}, []) == request_hash({"x": Decimal("1.5")}, [])
+    assert request_hash({"x": Decimal("1.5")}, []) != request_hash({"x": Decimal("2")}, [])
+
+
+@pytest.fixture
+def tokyo_clock() -> Iterator[None]:
+    """The server's local time zone is UTC+9 for the test (timestamps stay UTC)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Tokyo"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
+def test_ages_do_not_depend_on_the_servers_time_zone(db: Database, tokyo_clock: None) -> None:
+    store = IdempotencyStore(db, pending_ttl_s=60)
+    a, b = _keys(db)
+    store.begin(a, "fresh", "d")
+    with pytest.raises(Conflict):
+        store.begin(a, "fresh", "d")  # seconds old: still running, whatever the zone
+    store.begin(b, "stale", "d")
+    _shift(db, b, "stale", created_at=timedelta(seconds=61))
+    assert store.begin(b, "stale", "d") is None

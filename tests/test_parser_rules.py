@@ -64,6 +64,7 @@ def test_json_and_multipart_give_the_same_request() -> None:
 
 
 def test_folding_multipart_fields() -> None:
+    assert fold_form_fields([("tag", "xy"), ("tag", "z")]) == {"tag": ["xy", "z"]}
     assert fold_form_fields([("tag", "x"), ("tag", "y"), ("tag", "z")]) == {"tag": ["x", "y", "z"]}
     assert fold_form_fields([("a[0]", "x"), ("a[1]", "y")]) == {"a": ["x", "y"]}
     assert fold_form_fields([("a", "x"), ("a[]", "y")]) == {"a": ["x", "y"]}
@@ -126,6 +127,8 @@ def test_booleans_from_json_text_or_0_and_1() -> None:
         err = info.value
         assert (err.code, err.param) == ("invalid_type", "stream")
         assert err.message == "'stream' must be a boolean (true/false)."
+    for name, bad in (("n", "two"), ("seed", 1.5), ("stream", "maybe"), ("usage", 3)):
+        assert refused({"model": "m", name: bad}).param == name
     req = parse(stream="1", meta="true", usage=True)
     assert (req.stream, req.meta, req.usage) == (True, True, True)
 
@@ -146,6 +149,7 @@ def test_nulls_and_image_fields_are_skipped_and_unknown_fields_kept_as_extra() -
 def test_routing_preferences_every_option() -> None:
     prefs = parse(
         provider={
+            "unused": None,  # a null option is skipped, and the rest still read
             "order": "a, b,,",
             "only": ["a"],
             "ignore": ["c"],
@@ -154,7 +158,6 @@ def test_routing_preferences_every_option() -> None:
             "require_parameters": "1",
             "sort": "latency",
             "max_price": {"image": "0.5"},
-            "unused": None,
         }
     ).provider
     assert prefs == RoutingPreferences(
@@ -175,9 +178,15 @@ def test_routing_preferences_every_option() -> None:
 @pytest.mark.parametrize(
     ("provider", "param", "code", "message"),
     [
-        ("not json", "provider", "invalid_type", "'provider' must be an object (or a JSON"),
+        (
+            "not json",
+            "provider",
+            "invalid_type",
+            "'provider' must be an object (or a JSON string of one).",
+        ),
         ("[1]", "provider", "invalid_type", "'provider' must be an object."),
         (["a"], "provider", "invalid_type", "'provider' must be an object."),
+        ({"sort": "x"}, "provider.sort", "invalid_value", "Supported: price, latency, throughput."),
         (
             {"sort": "cost"},
             "provider.sort",

@@ -97,11 +97,14 @@ async def test_each_key_has_its_own_concurrency_slots(limiter: RateLimiter) -> N
     assert held.holds_slot
     err = await refused(limiter, a)
     assert (err.code, err.headers) == ("concurrency_limit_exceeded", {"Retry-After": "1"})
-    assert "already has 1 requests in flight" in err.message
+    assert err.message == (
+        "This API key already has 1 requests in flight, its limit; wait for one to finish."
+    )
     other = await limiter.acquire(b, 1, "b1")
     await limiter.release(other)  # releasing b's slot gives a nothing
     await refused(limiter, a)
     await limiter.release(held)
+    await limiter.release(held)  # a second release of the same permit is harmless
     assert (await limiter.acquire(a, 1, "a2")).holds_slot
 
 
@@ -110,7 +113,10 @@ async def test_a_request_over_the_image_limit_itself_is_refused_naming_n(
 ) -> None:
     err = await refused(limiter, key(ipm=3, rpm=100), 4)
     assert (err.code, err.param) == ("images_per_minute_exceeded", "n")
-    assert "asks for 4 images but the key's limit is 3" in err.message
+    assert err.message == (
+        "This request asks for 4 images but the key's limit is 3 images per minute; "
+        "ask for fewer images."
+    )
     assert err.headers["Retry-After"] == "60"
 
 
@@ -220,7 +226,46 @@ def test_limits_of_a_key_and_whether_any_applies() -> None:
     assert Limits(rpm=1).any and Limits(ipm=1).any and Limits(concurrent=1).any
 
 
+async def test_a_request_for_exactly_the_image_limit_waits_only_for_missing_images() -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(slot_ttl_s=60, clock=clock)
+    k = key(ipm=2)
+    await limiter.acquire(k, 1, "r1")
+    err = await refused(limiter, k, 2)  # one image back in 30 s covers it
+    assert (err.headers["Retry-After"], err.param) == ("30", None)
+
+
+async def test_a_refusal_names_the_images_when_one_request_is_still_left() -> None:
+    clock = Clock()
+    limiter = MemoryRateLimiter(slot_ttl_s=60, clock=clock)
+    k = key(rpm=2, ipm=2)
+    await limiter.acquire(k, 1, "r1")  # one request and one image left
+    err = await refused(limiter, k, 2)
+    assert err.code == "images_per_minute_exceeded"
+    assert err.message == (
+        "Rate limit reached for this API key: 2 images per minute. Try again in 30s."
+    )
+    assert err.headers["x-ratelimit-remaining-requests"] == "1"
+
+
+async def test_shared_buckets_live_under_the_imagegate_prefix_in_redis(redis_url: str) -> None:
+    import redis.asyncio as aioredis
+
+    client = aioredis.from_url(redis_url)
+    limiter = RedisRateLimiter(aioredis.from_url(redis_url), slot_ttl_s=60)
+    try:
+        k = key(rpm=5, ipm=5, concurrent=2)
+        await limiter.acquire(k, 1, "r1")
+        for part in ("req", "img", "slots"):
+            assert await client.exists(f"imagegate:rl:{k.id}:{part}") == 1
+    finally:
+        await limiter.aclose()
+        await client.aclose()
+
+
 def test_reset_durations_in_openais_format() -> None:
+    assert format_duration(1.23456) == "1.235s"
+    assert format_duration(61.23456) == "1m1.235s"
     assert format_duration(0) == "0ms"
     assert format_duration(-1) == "0ms"
     assert format_duration(0.0001) == "1ms"

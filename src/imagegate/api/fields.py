@@ -162,9 +162,7 @@ def _routing(value: Any) -> RoutingPreferences:
         elif key == "sort":
             if item not in _SORTS:
                 raise InvalidRequest(
-                    f"Invalid {param} '{item}'. Supported: {', '.join(_SORTS)}.",
-                    param=param,
-                    code="invalid_value",
+                    f"Invalid {param} '{item}'. Supported: {', '.join(_SORTS)}.", param=param
                 )
             prefs.sort = item
         elif key == "max_price":
