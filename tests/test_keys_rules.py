@@ -3,7 +3,12 @@ key, a revocation closes only its own key, and every refusal names its field."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import logging
+import os
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +17,7 @@ from imagegate.accounts.keys import (
     REVOKED_KEY_MESSAGE,
     ApiKey,
     KeyStore,
+    bearer_token,
     usd_to_micro,
 )
 from imagegate.core.errors import InvalidRequest, Unauthorized
@@ -68,6 +74,12 @@ def test_revoking_one_key_leaves_the_other_open(store: KeyStore) -> None:
     assert [k.id for k in store.list()] == [a.id, b.id]
 
 
+def test_keys_are_listed_oldest_first_whatever_their_ids(store: KeyStore) -> None:
+    for key_id in ("zzz", "mmm", "aaa"):
+        store.create(key_id, plaintext=f"ig_{key_id}_secret")
+    assert [k.id for k in store.list()] == ["zzz", "mmm", "aaa"]
+
+
 def test_a_key_keeps_every_setting_it_was_created_with(store: KeyStore) -> None:
     key, token = store.create(
         "  team  ",
@@ -91,10 +103,25 @@ def test_a_key_keeps_every_setting_it_was_created_with(store: KeyStore) -> None:
     assert abs((datetime.now(UTC) - key.created_at).total_seconds()) < 60
 
 
-def test_generated_keys_differ(store: KeyStore) -> None:
+def test_generated_keys_differ_and_carry_256_bits_of_secret(store: KeyStore) -> None:
     (a, token_a), (b, token_b) = store.create("a"), store.create("b")
     assert a.id != b.id and token_a != token_b
     assert a.id.isalnum() and a.id == a.id.lower()
+    assert len(token_a.split("_", 2)[2]) == 43  # token_urlsafe(32)
+
+
+def test_a_token_with_unencodable_characters_is_401_not_a_crash(store: KeyStore) -> None:
+    a, _ = store.create("a")
+    for token in (f"ig_{a.id}_bad\udcffsecret", "foreign-\udcff-token"):
+        assert unauthorized(store, token) == INCORRECT_KEY_MESSAGE
+
+
+def test_a_given_key_in_another_format_keeps_the_id_earlier_versions_gave_it(
+    store: KeyStore,
+) -> None:
+    key, _ = store.create("env", plaintext="my-own-admin-token-123")
+    # sha256(b"imagegate-key-id\0" + token)[:12]: changing it would lose stored keys
+    assert key.id == "bcf7ddb66292"
 
 
 @pytest.mark.parametrize(
@@ -105,8 +132,12 @@ def test_generated_keys_differ(store: KeyStore) -> None:
         ({"max_concurrent": -1}, "max_concurrent", "max_concurrent must be a positive integer."),
         ({"rpm": True}, "rpm", "rpm must be a positive integer."),
         ({"models": [" "]}, "models", "models must not contain empty ids."),
-        ({"plaintext": "tab\there"}, "key", "without whitespace"),
-        ({"credits_usd": float("inf")}, "credits", "non-negative amount of USD"),
+        (
+            {"plaintext": "tab\there"},
+            "key",
+            "an API key must be 1 to 512 characters without whitespace.",
+        ),
+        ({"credits_usd": float("inf")}, "credits", "credits must be a non-negative amount of USD."),
     ],
 )
 def test_a_bad_setting_is_refused_naming_it(
@@ -114,7 +145,7 @@ def test_a_bad_setting_is_refused_naming_it(
 ) -> None:
     with pytest.raises(InvalidRequest) as info:
         store.create(**{"name": "valid", **kwargs})  # type: ignore[arg-type]
-    assert info.value.param == param and message in info.value.message
+    assert (info.value.param, info.value.message) == (param, message)
     assert store.list() == []
 
 
@@ -124,8 +155,9 @@ def test_limits_of_exactly_one_and_a_name_of_200_are_accepted(store: KeyStore) -
 
 
 def test_models_given_as_a_string_is_a_programming_error(store: KeyStore) -> None:
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError) as info:
         store.create("x", models="m/a")  # type: ignore[arg-type]
+    assert str(info.value) == "models must be a sequence of model ids, not a string"
 
 
 def test_storing_the_same_given_key_twice_is_key_exists(store: KeyStore) -> None:
@@ -145,6 +177,22 @@ def test_a_given_key_in_the_ig_format_keeps_its_id(store: KeyStore) -> None:
     assert odd.id != "ABC" and len(odd.id) == 12
 
 
+def test_usd_to_micro_refuses_what_is_not_a_number() -> None:
+    with pytest.raises(InvalidRequest) as info:
+        usd_to_micro("lots")  # type: ignore[arg-type]
+    assert (info.value.param, info.value.message) == (
+        "credits",
+        "credits must be a non-negative amount of USD.",
+    )
+
+
+@pytest.mark.parametrize(
+    ("header", "token"), [("Bearer abc def", "abc def"), ("Bearer  a b c ", "a b c")]
+)
+def test_the_bearer_token_is_everything_after_the_scheme(header: str, token: str) -> None:
+    assert bearer_token(header) == token
+
+
 def test_usd_to_micro_is_exact_and_rounds_half_to_even() -> None:
     assert usd_to_micro(0.1) == 100_000
     assert usd_to_micro(1.0000005) == 1_000_000
@@ -162,3 +210,93 @@ def test_a_model_restriction_admits_ids_and_aliases_it_lists() -> None:
     assert key.allows_model("vendor/m-a", aliases=["x", "m/a"])
     assert not key.allows_model("m/b", aliases=["x"])
     assert not key.revoked
+
+
+# -- the admin bootstrap -------------------------------------------------------------------
+
+
+def test_the_bootstrap_admin_key_file_is_written_into_a_new_nested_directory(
+    store: KeyStore, tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "deep" / "er" / "data"
+    path = store.ensure_admin(None, data_dir)
+    assert path == (data_dir / "admin-key").absolute()
+    key = store.authenticate(path.read_text().strip())
+    assert (key.name, key.is_admin) == ("admin", True)
+
+
+def test_the_bootstrap_never_writes_through_a_symlink(store: KeyStore, tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("not yours\n")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "admin-key").symlink_to(elsewhere)
+    with pytest.raises(OSError):
+        store.ensure_admin(None, data_dir)
+    assert elsewhere.read_text() == "not yours\n"
+    assert store.list() == []  # no admin key that nobody can read
+
+
+def test_an_env_admin_key_is_named_admin(store: KeyStore, tmp_path: Path) -> None:
+    store.ensure_admin("ig_envadmin_secret", tmp_path)
+    key = store.authenticate("ig_envadmin_secret")
+    assert (key.id, key.name, key.is_admin) == ("envadmin", "admin", True)
+
+
+def test_an_env_admin_key_that_collides_says_how_to_fix_it(store: KeyStore, tmp_path: Path) -> None:
+    user, token = store.create("user")
+    with pytest.raises(ValueError) as info:
+        store.ensure_admin(token, tmp_path)
+    assert str(info.value) == (
+        f"IMAGEGATE_ADMIN_KEY is the existing non-admin key '{user.id}'; choose a different key"
+    )
+    with pytest.raises(ValueError) as other:
+        store.ensure_admin(f"ig_{user.id}_different", tmp_path)
+    assert str(other.value) == (
+        f"IMAGEGATE_ADMIN_KEY uses the id '{user.id}' of another existing key; "
+        "choose a different key"
+    )
+
+
+def test_a_revoked_env_admin_key_is_logged_once_per_start_and_stays_revoked(
+    store: KeyStore, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="imagegate.accounts.keys"):
+        store.ensure_admin("ig_envadmin_secret", tmp_path)
+        store.ensure_admin("ig_envadmin_secret", tmp_path)  # active: nothing to say
+        assert caplog.records == []
+        store.revoke("envadmin")
+        store.ensure_admin("ig_envadmin_secret", tmp_path)
+    assert [r.getMessage() for r in caplog.records] == [
+        "IMAGEGATE_ADMIN_KEY (key envadmin) has been revoked; it stays revoked"
+    ]
+    assert unauthorized(store, "ig_envadmin_secret") == REVOKED_KEY_MESSAGE
+
+
+@pytest.fixture
+def tokyo_clock() -> Iterator[None]:
+    """The server's local time zone is UTC+9 for the test (timestamps stay UTC)."""
+    old = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Tokyo"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = old
+        time.tzset()
+
+
+def test_creation_and_revocation_times_read_back_in_utc_in_any_time_zone(
+    store: KeyStore, tokyo_clock: None
+) -> None:
+    key, _ = store.create("a")
+    store.revoke(key.id)
+    read = store.get(key.id)
+    assert read is not None and read.revoked_at is not None
+    now = datetime.now(UTC)
+    assert abs((now - read.created_at).total_seconds()) < 60
+    assert abs((now - read.revoked_at).total_seconds()) < 60
+    assert read.created_at.utcoffset() == timedelta(0)
