@@ -567,3 +567,62 @@ async def test_an_exhausted_request_names_each_attempts_error_in_order(
     message = info.value.message
     assert message.startswith("Every upstream attempt for 't/m' failed (a: a returned 500: ")
     assert "; b: b returned 503: " in message and message.endswith(").")
+
+
+async def test_the_routed_result_is_the_upstreams_images(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    routed = await build(fakes, http).route(model(), request())
+    assert [(i.width, i.height, i.format) for i in routed.result.images] == [(256, 256, "png")]
+
+
+async def test_a_429_is_waited_out_for_its_retry_after(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    fakes["b"].fail_status, fakes["b"].fail_first, fakes["b"].retry_after = 429, 1, "0.2"
+    started = time.monotonic()
+    routed = await build(fakes, http).route(model(), request(only=["b"]))
+    assert time.monotonic() - started >= 0.2  # a sleep never ends early
+    assert [a.status for a in routed.attempts] == [429, 200]
+
+
+async def test_a_hedged_first_endpoint_that_fails_leaves_the_hedge_to_finish(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    router = build(fakes, http, hedge=True, hedge_min_samples=5)
+    for _ in range(5):
+        router.health.record_success("a", "up-a", 10, images=1)
+    fakes["a"].fail_status, fakes["a"].delay_s, fakes["b"].delay_s = 500, 0.1, 0.3
+    routed = await router.route(model(), request())
+    assert routed.provider.id == "b" and not fakes["c"].calls
+
+
+def test_refusals_before_any_attempt_explain_themselves(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    router = build(fakes, http)
+    with pytest.raises(InsufficientCredits) as unpriced:
+        planned(router, a=None, b=None, c=None)
+    assert unpriced.value.message == (
+        "Model 't/m' has no price configured for any available endpoint, so it cannot be "
+        "billed; the operator must set a price or `free: true` in its endpoint's `pricing`."
+    )
+    with pytest.raises(NoProviderAvailable) as nothing:
+        planned(router, request(only=["x"]))
+    assert nothing.value.message == (
+        "No provider is available for model 't/m' with these routing preferences "
+        "(credentials missing, or every endpoint filtered out)."
+    )
+
+
+async def test_every_breaker_open_says_to_try_again_shortly(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    router = build(fakes, http, threshold=1)
+    for name in "abc":
+        fail(router, name, 1)
+    with pytest.raises(NoProviderAvailable) as info:
+        await router.route(model(), request())
+    assert info.value.message == (
+        "Every endpoint for 't/m' is failing (circuit breakers open); try again shortly."
+    )
