@@ -162,9 +162,12 @@ def test_abandon_frees_only_the_named_pending_key(db: Database) -> None:
         store.begin(key_id, "k", "d")
         store.begin(key_id, "done", "d")
         store.complete(key_id, "done", FIRST)
+    store.begin(a, "running", "d")
     store.abandon(a, "k")
     store.abandon(a, "done")  # a finished request is not abandoned
-    assert _records(db) == sorted([(a, "done", "done"), (b, "k", "pending"), (b, "done", "done")])
+    assert _records(db) == sorted(
+        [(a, "done", "done"), (a, "running", "pending"), (b, "k", "pending"), (b, "done", "done")]
+    )
     assert store.begin(a, "k", "d") is None
     assert store.begin(a, "done", "d") == FIRST
 

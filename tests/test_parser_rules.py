@@ -210,6 +210,13 @@ def test_bad_routing_preferences_name_the_option(
     assert (err.param, err.code) == (param, code) and message in err.message
 
 
+def test_a_provider_that_is_not_an_object_is_refused_in_full_words() -> None:
+    assert refused({"model": "m", "provider": "{"}).message == (
+        "'provider' must be an object (or a JSON string of one)."
+    )
+    assert refused({"model": "m", "provider": 3}).message == "'provider' must be an object."
+
+
 def test_a_provider_list_from_text_drops_blanks() -> None:
     assert as_str_list("p", " a ,b , ") == ["a", "b"]
     assert as_str_list("p", []) == []
