@@ -2,9 +2,10 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-dev
+MUTMUT_STAMP := $(VENV)/.installed-mutation
 SERVE_STAMP := $(VENV)/.installed
 
-.PHONY: serve test lint typecheck unit clean bench
+.PHONY: serve test lint typecheck unit clean bench mutation
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -39,9 +40,18 @@ unit: $(STAMP)
 
 test: lint typecheck unit
 
+$(MUTMUT_STAMP): pyproject.toml | $(STAMP)
+	$(BIN)/pip install -q -e '.[dev,mutation]'
+	touch $@
+
+# Mutation score per money/limits/routing module (slow; not part of `make test`).
+# MODULES="ledger router" limits the run; see docs/development.md.
+mutation: $(MUTMUT_STAMP)
+	$(BIN)/python mutation/run.py $(MODULES)
+
 # Gateway benchmark vs LiteLLM and Portkey (installs its own tools under bench/gateways/.env).
 bench: $(SERVE_STAMP)
 	$(MAKE) -C bench/gateways bench
 
 clean:
-	rm -rf $(VENV) .imagegate .mypy_cache .ruff_cache
+	rm -rf $(VENV) .imagegate .mypy_cache .ruff_cache .mutation

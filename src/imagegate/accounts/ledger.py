@@ -194,9 +194,10 @@ class Ledger:
         _entry(conn, key_id, "hold", -amount_micro, balance, hold.id, generation_id)
         return hold
 
-    def expire_stale(self, limit: int = 500) -> int:
-        """Return every open hold past its expiry to its key; the number returned."""
-        now = utcnow()
+    def expire_stale(self, limit: int = 500, now: datetime | None = None) -> int:
+        """Return every open hold past its expiry (at ``now``) to its key; the number
+        returned. A hold is good up to and including its expiry instant."""
+        now = now or utcnow()
         with self._db.engine.connect() as conn:
             stale = conn.execute(
                 select(

@@ -273,7 +273,7 @@ class Router:
         attempts = plan.attempts
         last: UpstreamError | None = None
         queue = list(plan.candidates)
-        admitted_any = False
+        admitted_any = waited = False
         while queue:
             candidate = queue.pop(0)
             key = (candidate.endpoint.provider, candidate.endpoint.upstream_model)
@@ -290,7 +290,8 @@ class Router:
             if not isinstance(outcome, UpstreamError):
                 return outcome
             last = outcome
-            if self._wait_and_retry(last, queue, deadline):
+            if not waited and self._wait_and_retry(last, queue, deadline):
+                waited = True  # once: an upstream that keeps answering 429 is not hammered
                 await asyncio.sleep(last.retry_after_s or 0)
                 queue.insert(0, candidate)
         if not admitted_any:
@@ -305,10 +306,9 @@ class Router:
         self, error: UpstreamError, queue: list[Candidate], deadline: float
     ) -> bool:
         """On a 429 with Retry-After and nothing else to try, wait if it fits the deadline."""
-        wait = error.retry_after_s
+        wait = _retry_after(error)
         return (
             not queue
-            and error.status == 429
             and wait is not None
             and wait <= self.settings.max_retry_wait_s
             and time.monotonic() + wait < deadline
@@ -491,11 +491,21 @@ def _exhausted(
         error = UpstreamTimeout(f"Every upstream attempt for '{spec.id}' timed out ({summary}).")
     else:
         headers = {}
-        if last is not None and last.retry_after_s is not None and last.status == 429:
-            headers["Retry-After"] = str(max(1, round(last.retry_after_s)))
+        wait = None if last is None else _retry_after(last)
+        if wait is not None:
+            headers["Retry-After"] = str(max(1, round(wait)))
         error = UpstreamFailed(
             f"Every upstream attempt for '{spec.id}' failed ({summary or 'deadline passed'}).",
             headers=headers,
         )
     error.attempts = attempts
     return error
+
+
+def _retry_after(error: UpstreamError) -> float | None:
+    """A 429's Retry-After in seconds; None without one, or for one that is not a finite
+    number >= 0 (an upstream's ``inf``, ``nan`` or negative value is no wait to honour)."""
+    wait = error.retry_after_s
+    if error.status != 429 or wait is None or not math.isfinite(wait) or wait < 0:
+        return None
+    return wait
