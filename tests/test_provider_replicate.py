@@ -13,9 +13,10 @@ from PIL import Image
 from fakes.replicate import VERSIONED, FakeReplicate, decode_data_url, serve_fake
 from imagegate.catalog.catalog import Catalog
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.replicate import ReplicateProvider
 
 SCHNELL = "black-forest-labs/flux-schnell"

@@ -14,9 +14,10 @@ from PIL import Image
 from fakes.http_server import free_port
 from fakes.together import KNOWN_FIELDS, FakeTogether, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.together import TogetherProvider
 from imagegate.routing.router import upstream_errors
 

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from imagegate.config_secrets import SECRET_NAMES, SecretError, secret_env
-from imagegate.providers.base import ProviderConfig
+from imagegate.core.provider_config import ProviderConfig
 
 PROVIDER_TYPES = (
     "openai",

@@ -14,18 +14,14 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate import metrics
 from imagegate.accounts import idempotency
 from imagegate.accounts.keys import ApiKey
 from imagegate.api.admission import admit, count_inputs
 from imagegate.api.auth import authorize_model
 from imagegate.api.body import content_kind
-from imagegate.api.charging import Charge
 from imagegate.api.disconnect import cancel_on_disconnect
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
-from imagegate.api.output import conform_output, output_bytes
-from imagegate.api.render import response_body
 from imagegate.api.replay import Record, replay
 from imagegate.api.state import Gateway
 from imagegate.api.streaming import stream_response
@@ -37,6 +33,10 @@ from imagegate.core.errors import (
     UnsupportedMediaType,
 )
 from imagegate.core.types import GeneratedImage, ImageRequest, Operation
+from imagegate.generation.charging import Charge
+from imagegate.generation.output import conform_output, output_bytes
+from imagegate.generation.render import response_body
+from imagegate.obs import metrics
 from imagegate.routing.router import Routed
 
 

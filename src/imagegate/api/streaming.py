@@ -43,16 +43,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from imagegate import metrics
-from imagegate.api.charging import Charge
 from imagegate.api.disconnect import drain_cut
 from imagegate.api.drain import until_cut
-from imagegate.api.output import conform_output
 from imagegate.api.replay import EVENT_HEADER, Record
 from imagegate.api.state import Gateway
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamFailed
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, PartialImage
+from imagegate.generation.charging import Charge
+from imagegate.generation.output import conform_output
+from imagegate.obs import metrics
 from imagegate.routing.streaming import RoutedStream, route_stream
 
 log = logging.getLogger("imagegate.streaming")

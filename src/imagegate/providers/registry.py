@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from imagegate.providers.azure import AzureOpenAIProvider
-from imagegate.providers.base import Provider, ProviderConfig, ProviderContext
+from imagegate.core.provider_config import ProviderConfig
+from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.bfl import BFLProvider
 from imagegate.providers.fal import FalProvider
 from imagegate.providers.google import GoogleProvider
 from imagegate.providers.local import LocalProvider
-from imagegate.providers.openai import OpenAIProvider
-from imagegate.providers.openai_compatible import OpenAICompatibleProvider
+from imagegate.providers.openai.azure import AzureOpenAIProvider
+from imagegate.providers.openai.compatible import OpenAICompatibleProvider
+from imagegate.providers.openai.provider import OpenAIProvider
 from imagegate.providers.replicate import ReplicateProvider
 from imagegate.providers.sandbox import SandboxProvider
 from imagegate.providers.stability import StabilityProvider

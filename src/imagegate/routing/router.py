@@ -31,7 +31,7 @@ from imagegate.core.errors import (
     UpstreamTimeout,
 )
 from imagegate.core.types import ImageRequest, ImageResult, RoutingPreferences
-from imagegate.metrics import record_attempt
+from imagegate.obs.metrics import record_attempt
 from imagegate.providers.base import Provider
 from imagegate.routing.health import BreakerState, HealthBook
 

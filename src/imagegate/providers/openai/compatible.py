@@ -21,8 +21,7 @@ from imagegate.core.types import (
     InputImage,
     TokenUsage,
 )
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     data_items,
@@ -33,6 +32,7 @@ from imagegate.providers.common import (
     retry_after,
     upstream_error,
 )
+from imagegate.providers.base import Capabilities, Provider
 
 _PASSTHROUGH = (
     "quality",

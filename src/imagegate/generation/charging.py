@@ -17,7 +17,6 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from imagegate import metrics
 from imagegate.accounts.keys import ApiKey
 from imagegate.accounts.ledger import Hold
 from imagegate.accounts.ratelimit import Permit
@@ -26,6 +25,7 @@ from imagegate.api.state import Gateway
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError
 from imagegate.core.types import ImageRequest
+from imagegate.obs import metrics
 from imagegate.routing.router import CANCELLED, Plan
 
 log = logging.getLogger("imagegate.charging")

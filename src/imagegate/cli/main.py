@@ -18,10 +18,10 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 from imagegate.accounts.keys import KeyStore
-from imagegate.cli_accounts import register as register_account_commands
-from imagegate.cli_client import register as register_client_commands
-from imagegate.cli_ops import DataDirOption, admin_database
-from imagegate.cli_ops import register as register_ops_commands
+from imagegate.cli.accounts import register as register_account_commands
+from imagegate.cli.client import register as register_client_commands
+from imagegate.cli.ops import DataDirOption, admin_database
+from imagegate.cli.ops import register as register_ops_commands
 from imagegate.config import NO_MIGRATE_ENV, ConfigError, Settings, load_settings
 
 app = typer.Typer(
@@ -75,7 +75,7 @@ def serve(
         prepare_database,
         tune_gc_for_serving,
     )
-    from imagegate.logs import configure_logging
+    from imagegate.obs.logs import configure_logging
 
     settings = _settings(config)
     configure_logging(log_level.upper())
@@ -151,7 +151,7 @@ def _ignore_sighup() -> None:
 def _metrics_dir() -> Iterator[None]:
     """A clean ``PROMETHEUS_MULTIPROC_DIR`` for the workers: the operator's, emptied, or a
     temporary one removed on exit."""
-    from imagegate.metrics import MULTIPROC_ENV, clean_multiproc_dir
+    from imagegate.obs.metrics import MULTIPROC_ENV, clean_multiproc_dir
 
     given = os.environ.get(MULTIPROC_ENV)
     path = given or tempfile.mkdtemp(prefix="imagegate-metrics-")
@@ -241,7 +241,7 @@ def models(
 ) -> None:
     """List the models this gateway's catalog serves."""
     from imagegate.catalog.catalog import Catalog, merge_providers
-    from imagegate.providers.base import ProviderConfig
+    from imagegate.core.provider_config import ProviderConfig
 
     settings = _settings(config)
     configs: dict[str, ProviderConfig] = {p.id: p for p in merge_providers(settings.providers)}

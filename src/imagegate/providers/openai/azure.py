@@ -36,7 +36,7 @@ from urllib.parse import quote
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import ImageRequest, Operation
 from imagegate.providers.base import Capabilities
-from imagegate.providers.openai import MAX_GPT_IMAGE_INPUTS, MAX_N_PER_CALL, OpenAIProvider
+from imagegate.providers.openai.provider import MAX_GPT_IMAGE_INPUTS, MAX_N_PER_CALL, OpenAIProvider
 
 # The latest API version documented for deployment image generations and edits
 # (Azure OpenAI preview inference reference, read 2026-11).

@@ -63,8 +63,7 @@ from imagegate.core.types import (
 )
 from imagegate.media.images import decode, encode
 from imagegate.media.mask import edit_region
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     fan_out,
     image_from_b64,
@@ -73,7 +72,8 @@ from imagegate.providers.common import (
     retry_after,
     upstream_error,
 )
-from imagegate.providers.openai_stream import image_stream_events
+from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.openai.stream import image_stream_events
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")

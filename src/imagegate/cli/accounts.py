@@ -22,7 +22,7 @@ from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.limits import top_up_amount
 from imagegate.accounts.usage import GROUP_BY, GroupBy, UsageBook
-from imagegate.cli_ops import DataDirOption, admin_database
+from imagegate.cli.ops import DataDirOption, admin_database
 from imagegate.core.errors import GatewayError
 from imagegate.db.session import Database
 
