@@ -18,6 +18,7 @@ from typing import Annotated, NoReturn
 import typer
 from rich.console import Console
 
+from imagegate.cli.exits import FAILED, USAGE, fail
 from imagegate.client import (
     ApiClient,
     ApiError,
@@ -116,7 +117,7 @@ def edit(
 ) -> None:
     """Edit one or more images (paths or URLs); the last argument is the prompt."""
     if len(args) < 2:
-        _fail("edit needs at least one IMAGE and a PROMPT", as_json, code=2)
+        _fail("edit needs at least one IMAGE and a PROMPT", as_json, code=USAGE)
     *images, prompt = args
     request = ImagesEditRequest(
         image=[_input(i, as_json) for i in images],
@@ -178,7 +179,7 @@ def _input(value: str, as_json: bool) -> str:
     if value.lower().startswith(("http://", "https://", "data:")):
         return value
     if not Path(value).is_file():
-        _fail(f"no such image file: {value}", as_json, code=2)
+        _fail(f"no such image file: {value}", as_json, code=USAGE)
     return value
 
 
@@ -192,7 +193,7 @@ def _run(
 ) -> None:
     token = api_key or local_admin_key()
     if token is None:
-        _fail(_NO_KEY.format(path=admin_key_path()), as_json, code=2)
+        _fail(_NO_KEY.format(path=admin_key_path()), as_json, code=USAGE)
     config = Configuration(host=base_url, access_token=token)
     with ApiClient(config) as client:
         api = ImagesApi(client)
@@ -251,20 +252,16 @@ _NO_KEY = (
 
 
 def _fail_api(exc: ApiError, as_json: bool) -> NoReturn:
-    if as_json:
-        error = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
-        typer.echo(json.dumps({"status": exc.status, "error": error}))
+    error = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
+    line = json.dumps({"status": exc.status, "error": error}) if as_json else None
     where = f" (param: {exc.param})" if exc.param else ""
     status = f" {exc.status}" if exc.status else ""
-    typer.echo(f"imagegate: error{status}: {exc.message}{where}", err=True)
-    raise typer.Exit(1)
+    fail(f"error{status}: {exc.message}{where}", FAILED, line)
 
 
-def _fail(message: str, as_json: bool, code: int = 1) -> NoReturn:
-    if as_json:
-        typer.echo(json.dumps({"status": None, "error": {"message": message}}))
-    typer.echo(f"imagegate: {message}", err=True)
-    raise typer.Exit(code)
+def _fail(message: str, as_json: bool, code: int = FAILED) -> NoReturn:
+    line = json.dumps({"status": None, "error": {"message": message}}) if as_json else None
+    fail(message, code, line)
 
 
 def _float(value: str | None) -> float | None:
