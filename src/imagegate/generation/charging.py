@@ -26,7 +26,7 @@ from imagegate.core.errors import GatewayError
 from imagegate.core.types import ImageRequest
 from imagegate.generation.services import Services
 from imagegate.obs import metrics
-from imagegate.routing.router import CANCELLED, Plan
+from imagegate.routing.plan import CANCELLED, Plan
 
 log = logging.getLogger("imagegate.charging")
 

@@ -30,7 +30,7 @@ from imagegate.generation.render import response_body
 from imagegate.generation.services import Services
 from imagegate.obs import metrics
 from imagegate.providers.base import Capabilities
-from imagegate.routing.router import Routed
+from imagegate.routing.plan import Routed
 
 # Awaits the routing, cancelling it when the client leaves or the server's drain runs out.
 Guard = Callable[[Coroutine[Any, Any, Routed]], Awaitable[Routed]]

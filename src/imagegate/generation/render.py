@@ -6,7 +6,7 @@ import time
 from typing import Any
 
 from imagegate.core.types import GeneratedImage, ImageRequest, TokenUsage
-from imagegate.routing.router import Routed
+from imagegate.routing.plan import Routed
 
 
 def image_entry(image: GeneratedImage, url: str | None) -> dict[str, Any]:
