@@ -17,19 +17,23 @@ from imagegate.providers.stability import StabilityProvider
 from imagegate.providers.together import TogetherProvider
 from imagegate.providers.xai import XAIProvider
 
+# The one list of adapters; a config's ``type`` is an adapter's ``type_name``.
 ADAPTERS: dict[str, type[Provider]] = {
-    "sandbox": SandboxProvider,
-    "openai_compatible": OpenAICompatibleProvider,
-    "openai": OpenAIProvider,
-    "azure": AzureOpenAIProvider,
-    "google": GoogleProvider,
-    "bfl": BFLProvider,
-    "stability": StabilityProvider,
-    "replicate": ReplicateProvider,
-    "fal": FalProvider,
-    "together": TogetherProvider,
-    "xai": XAIProvider,
-    "local": LocalProvider,
+    cls.type_name: cls
+    for cls in (
+        SandboxProvider,
+        OpenAICompatibleProvider,
+        OpenAIProvider,
+        AzureOpenAIProvider,
+        GoogleProvider,
+        BFLProvider,
+        StabilityProvider,
+        ReplicateProvider,
+        FalProvider,
+        TogetherProvider,
+        XAIProvider,
+        LocalProvider,
+    )
 }
 
 
