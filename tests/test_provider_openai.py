@@ -14,9 +14,9 @@ from fakes.openai_platform import Failure, FakeOpenAIPlatform, serve
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, ImageResult, InputImage
-from imagegate.media.fetch import SafeFetcher
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.openai.provider import OpenAIProvider, upstream_size
+from imagegate.upstream.fetch import SafeFetcher
 
 
 @pytest.fixture(scope="module")

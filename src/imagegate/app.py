@@ -42,7 +42,6 @@ from imagegate.console import console_asset, console_page, root_page
 from imagegate.console import session as console_session
 from imagegate.core.errors import GatewayError, UpstreamError
 from imagegate.db.session import Database, database_url_for
-from imagegate.media.fetch import SafeFetcher
 from imagegate.obs import metrics
 from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.registry import ADAPTERS, build_providers
@@ -52,6 +51,7 @@ from imagegate.routing.shared_health import RedisBreakerSync
 from imagegate.storage import open_store, ownership
 from imagegate.storage.signing import UrlSigner, load_or_create_secret
 from imagegate.upstream.client import UpstreamClient
+from imagegate.upstream.fetch import SafeFetcher
 from imagegate.upstream.transport import AiohttpTransport
 
 log = logging.getLogger("imagegate")

@@ -17,7 +17,7 @@ Differences from OpenAI handled here: no variations endpoint, and dall-e deploym
 edit; ``output_format`` is png or jpeg only (a webp request gets png and the gateway
 re-encodes); ``output_compression`` is documented for jpeg only; ``moderation`` is not an
 Azure parameter and is not sent. Size mapping, masks and ``n`` fan-out are the OpenAI
-adapter's (see ``providers/openai.py``).
+adapter's (see ``providers/openai/provider.py``).
 
 Configuration: ``base_url`` is the resource endpoint (``https://<resource>.openai.azure.com``),
 falling back to ``AZURE_OPENAI_ENDPOINT``; the key comes from ``api_key`` /

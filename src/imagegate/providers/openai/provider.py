@@ -30,7 +30,7 @@ size nearest in pixel count. The gateway reports the size actually produced.
 
 Streaming (``stream``): gpt-image generations and edits with ``n`` 1 are sent with
 ``stream: true`` and ``partial_images``, and the upstream's events are passed through
-(``openai_stream.py``); other models send only the finished result.
+(``providers/openai/stream.py``); other models send only the finished result.
 
 Masks are rewritten to OpenAI's convention (fully transparent = edit, same size as the first
 image), so callers may also send white-means-edit masks. OpenAI has no ``seed``: it is not
