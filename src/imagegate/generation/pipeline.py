@@ -90,7 +90,7 @@ async def generate(
         urls: list[str | None] = [None] * len(images)
         if req.response_format == "url":
             urls = [await host(svc, base_url, img) for img in images]
-        content, headers = _render(req, spec, charge, routed, images, urls, cost_micro, started)
+        content, headers = _render(req, spec, charge, routed, produced, urls, cost_micro, started)
         also = None
         if record is not None:
             also = record.writer(await record.prepare(200, headers, orjson.loads(content)))
@@ -108,7 +108,7 @@ def _render(
     spec: ModelSpec,
     charge: Charge,
     routed: Routed,
-    images: list[GeneratedImage],
+    produced: ImageResult,
     urls: list[str | None],
     cost_micro: int,
     started: float,
@@ -118,7 +118,7 @@ def _render(
     body = response_body(
         req,
         routed,
-        images,
+        produced,
         urls,
         model_id=spec.id,
         generation_id=charge.generation_id,

@@ -31,6 +31,7 @@ from imagegate.generation.charging import Charge
 from imagegate.generation.output import conform_output
 from imagegate.generation.pipeline import price, settle
 from imagegate.generation.record import EVENT_HEADER, Record
+from imagegate.generation.render import completed_event, meta, usage_block
 from imagegate.generation.services import Services
 from imagegate.routing.streaming import RoutedStream
 
@@ -190,28 +191,18 @@ class StreamSession:
     def _completed_event(self, image: GeneratedImage, result: ImageResult) -> dict[str, Any]:
         assert self.routed is not None
         cost = self.cost_usd
-        kind = f"{self.prefix}.completed"
-        data: dict[str, Any] = {
-            "type": kind,
-            "b64_json": image.b64,
-            "created_at": int(time.time()),
-            "size": f"{image.width}x{image.height}",
-            "quality": result.quality or self.req.quality or "auto",
-            "background": result.background or self.req.background or "opaque",
-            "output_format": image.format,
-            "usage": _usage(result, self.req, cost),
-        }
+        usage = usage_block(result.usage, self.req, len(result.images), cost, event=True)
+        assert usage is not None
+        block = None
         if self.req.meta:
-            data["meta"] = {
-                "generation_id": self.generation_id,
-                "model": self.spec.id,
-                "provider": self.routed.provider.id,
-                "upstream_model": self.routed.endpoint.upstream_model,
-                "attempts": [a.to_dict() for a in self.routed.attempts],
-                "latency_ms": round((time.perf_counter() - self.started) * 1000, 1),
-                "cost_usd": cost,
-            }
-        return data
+            block = meta(
+                self.routed,
+                model_id=self.spec.id,
+                generation_id=self.generation_id,
+                cost_usd=cost,
+                latency_ms=(time.perf_counter() - self.started) * 1000,
+            )
+        return completed_event(f"{self.prefix}.completed", image, result, self.req, usage, block)
 
 
 async def _conform(
@@ -220,23 +211,6 @@ async def _conform(
     """The same output formatting as a non-streamed response (format, compression)."""
     assert routed is not None
     return await conform_output(images, req, routed.provider.capabilities)
-
-
-def _usage(result: ImageResult, req: ImageRequest, cost_usd: float) -> dict[str, Any]:
-    """OpenAI's ``usage`` (zero tokens when the upstream bills per image), plus the
-    gateway's ``images`` and ``cost_usd`` when the request asked for ``usage``."""
-    tokens = result.usage
-    usage: dict[str, Any] = {
-        "input_tokens": tokens.input_tokens if tokens else 0,
-        "output_tokens": tokens.output_tokens if tokens else 0,
-        "total_tokens": tokens.total_tokens if tokens else 0,
-        "input_tokens_details": (tokens.input_tokens_details if tokens else None)
-        or {"image_tokens": 0, "text_tokens": 0},
-    }
-    if req.usage:
-        usage["images"] = len(result.images)
-        usage["cost_usd"] = cost_usd
-    return usage
 
 
 def _sse(event: str, data: dict[str, Any]) -> bytes:
