@@ -13,7 +13,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -82,15 +82,9 @@ def generate(
     """Generate images from a prompt and save them."""
     request = ImageGenerationRequest(
         prompt=prompt,
-        model=model,
-        n=n,
-        size=size,
         output_format=output_format,
         quality=quality,
-        seed=seed,
-        response_format="b64_json",
-        meta=True,
-        usage=True,
+        **_common(model, n, size, seed),
     )
     _run(
         base_url,
@@ -123,14 +117,8 @@ def edit(
         image=[_input(i, as_json) for i in images],
         prompt=prompt,
         mask=_input(mask, as_json) if mask else None,
-        model=model,
-        n=n,
-        size=size,
         output_format=output_format,
-        seed=seed,
-        response_format="b64_json",
-        meta=True,
-        usage=True,
+        **_common(model, n, size, seed),
     )
     _run(
         base_url,
@@ -156,13 +144,7 @@ def vary(
     """Make variations of an image."""
     request = ImageVariationRequest(
         image=_input(image, as_json),
-        model=model,
-        n=n,
-        size=size,
-        seed=seed,
-        response_format="b64_json",
-        meta=True,
-        usage=True,
+        **_common(model, n, size, seed),
     )
     _run(
         base_url,
@@ -172,6 +154,19 @@ def vary(
         "Varying",
         lambda api: api.images_variations_post_with_http_info(request),
     )
+
+
+def _common(model: str, n: int | None, size: str | None, seed: int | None) -> dict[str, Any]:
+    """The fields every client command sends: images come back inline, with meta and usage."""
+    return {
+        "model": model,
+        "n": n,
+        "size": size,
+        "seed": seed,
+        "response_format": "b64_json",
+        "meta": True,
+        "usage": True,
+    }
 
 
 def _input(value: str, as_json: bool) -> str:
