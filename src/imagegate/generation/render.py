@@ -8,6 +8,7 @@ import time
 from typing import Any, Protocol
 
 from imagegate.catalog.spec import EndpointSpec
+from imagegate.core.size import Size
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, TokenUsage
 from imagegate.providers.base import Provider
 from imagegate.routing.plan import Attempt
@@ -39,7 +40,7 @@ def image_fields(image: GeneratedImage, result: ImageResult, req: ImageRequest) 
         "background": result.background or req.background or "opaque",
         "output_format": image.format,
         "quality": result.quality or req.quality or "auto",
-        "size": f"{image.width}x{image.height}",
+        "size": str(Size(image.width, image.height)),
     }
 
 

@@ -20,6 +20,7 @@ import orjson
 
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError, UpstreamFailed
+from imagegate.core.size import Size
 from imagegate.core.types import (
     GeneratedImage,
     ImageRequest,
@@ -179,7 +180,7 @@ class StreamSession:
             "type": kind,
             "b64_json": image.b64,
             "created_at": int(time.time()),
-            "size": f"{image.width}x{image.height}",
+            "size": str(Size(image.width, image.height)),
             "quality": self.req.quality or "auto",
             "background": self.req.background or "auto",
             "output_format": image.format,
