@@ -25,7 +25,7 @@ from pathlib import Path
 
 import orjson
 
-from imagegate.providers.common import image_from_b64, image_from_bytes
+from imagegate.providers._shared.common import image_from_b64, image_from_bytes
 
 
 def load_b64(fixture: Path) -> str:

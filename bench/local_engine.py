@@ -22,8 +22,9 @@ from pathlib import Path
 
 import httpx
 
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.local import LocalProvider
 
 

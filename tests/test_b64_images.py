@@ -27,8 +27,8 @@ from gateway import RunningGateway, run_gateway
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import GeneratedImage
 from imagegate.media.images import probe_head
-from imagegate.providers import common
-from imagegate.providers.common import image_from_b64, image_from_bytes
+from imagegate.providers._shared import common
+from imagegate.providers._shared.common import image_from_b64, image_from_bytes
 
 
 def noise(width: int, height: int, fmt: str, seed: int = 1, **save: Any) -> bytes:

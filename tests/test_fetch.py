@@ -22,7 +22,7 @@ import pytest
 
 from fakes.http_server import FakeHTTPServer, Reply, free_port, serve_http
 from imagegate.core.errors import InvalidRequest, PayloadTooLarge
-from imagegate.media.fetch import SafeFetcher, disallowed_address_class
+from imagegate.upstream.fetch import SafeFetcher, disallowed_address_class
 
 PARAM = "image_url"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4

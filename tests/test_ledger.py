@@ -10,7 +10,6 @@ import pytest
 from sqlalchemy import insert, select, update
 
 from books import assert_books_balance
-from imagegate import metrics
 from imagegate.accounts.audit import BooksUnbalanced, verify_books
 from imagegate.accounts.idempotency import IdempotencyStore, StoredResponse, request_hash
 from imagegate.accounts.keys import KeyStore
@@ -19,6 +18,7 @@ from imagegate.accounts.usage import UsageBook, UsageRecord
 from imagegate.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound
 from imagegate.db.models import ApiKeyRow, CreditHoldRow
 from imagegate.db.session import Database
+from imagegate.obs import metrics
 
 
 def _key(db: Database, credits: float | None) -> str:

@@ -255,8 +255,9 @@ def test_disconnect_interrupts_a_running_batch_when_alone(gw: RunningGateway) ->
 
 
 async def test_stream_yields_partial_images_then_the_result(tiny_model: Path) -> None:
+    from imagegate.core.provider_config import ProviderConfig
     from imagegate.core.types import ImageRequest, ImageResult, PartialImage
-    from imagegate.providers.base import ProviderConfig, ProviderContext
+    from imagegate.providers.base import ProviderContext
     from imagegate.providers.local import LocalProvider
 
     async def no_fetch(url: str) -> bytes:

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from fakes.openai_images import FakeOpenAI, serve_fake
 from gateway import RunningGateway, run_gateway
-from imagegate import metrics
+from imagegate.obs import metrics
 from imagegate.routing.health import BreakerSettings, HealthBook
 
 CONFIG = """
@@ -199,13 +199,13 @@ def _sample(name: str, text: bytes) -> float:
 
 WORKER = """
 import sys
-from imagegate import metrics
+from imagegate.obs import metrics
 metrics.hold_started(); metrics.hold_started()
 metrics.record_generation("m/x", "p", 3, 0.5)
 """
 SCRAPER = """
 import sys
-from imagegate import metrics
+from imagegate.obs import metrics
 sys.stdout.write(metrics.render().decode())
 """
 

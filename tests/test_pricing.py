@@ -14,6 +14,7 @@ from imagegate.catalog.catalog import Catalog
 from imagegate.catalog.pricing import Pricing
 from imagegate.catalog.spec import CatalogError, parse_model
 from imagegate.core.errors import InsufficientCredits
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import (
     GeneratedImage,
     ImageRequest,
@@ -22,7 +23,7 @@ from imagegate.core.types import (
     RoutingPreferences,
     TokenUsage,
 )
-from imagegate.providers.base import Provider, ProviderConfig, ProviderContext
+from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.sandbox import SandboxProvider
 from imagegate.routing.router import Router
 

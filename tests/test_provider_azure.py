@@ -13,10 +13,11 @@ from PIL import Image
 from fakes.openai_platform import Failure, FakeAzureOpenAI, serve
 from imagegate.catalog.catalog import Catalog, builtin_providers
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, ImageResult, InputImage
-from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.azure import DEFAULT_API_VERSION, AzureOpenAIProvider
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
+from imagegate.providers.openai.azure import DEFAULT_API_VERSION, AzureOpenAIProvider
+from imagegate.upstream.fetch import SafeFetcher
 
 DEPLOYMENTS = {"gpt-image-1": "gpt-image-1", "img-prod": "gpt-image-1", "dall-e-3": "dall-e-3"}
 

@@ -15,10 +15,11 @@ from PIL import Image
 
 from fakes.bfl import FakeBFL, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
-from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.bfl import BFLProvider, snap_side
+from imagegate.upstream.fetch import SafeFetcher
 
 
 @pytest.fixture(scope="module")

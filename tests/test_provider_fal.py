@@ -13,10 +13,11 @@ from PIL import Image
 from fakes.fal import FakeFal, decode_data_url, serve_fake
 from imagegate.catalog.catalog import Catalog
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
-from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.fal import FalProvider
+from imagegate.upstream.fetch import SafeFetcher
 
 SCHNELL = "fal-ai/flux/schnell"
 PRO = "fal-ai/flux-pro/v1.1"

@@ -14,10 +14,11 @@ from PIL import Image
 from fakes.google_genai import FakeGoogle, dims_for, serve_fake
 from imagegate.catalog.catalog import Catalog, builtin_providers
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage, OutputFormat
-from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.google import GoogleProvider
+from imagegate.upstream.fetch import SafeFetcher
 
 FLASH = "gemini-3.1-flash-image"
 PRO = "gemini-3-pro-image"

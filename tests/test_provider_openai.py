@@ -12,10 +12,11 @@ from PIL import Image
 
 from fakes.openai_platform import Failure, FakeOpenAIPlatform, serve
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, ImageResult, InputImage
-from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
-from imagegate.providers.openai import OpenAIProvider, upstream_size
+from imagegate.providers.base import ProviderContext
+from imagegate.providers.openai.provider import OpenAIProvider, upstream_size
+from imagegate.upstream.fetch import SafeFetcher
 
 
 @pytest.fixture(scope="module")

@@ -13,10 +13,11 @@ from PIL import Image
 from fakes.replicate import VERSIONED, FakeReplicate, decode_data_url, serve_fake
 from imagegate.catalog.catalog import Catalog
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
-from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.replicate import ReplicateProvider
+from imagegate.upstream.fetch import SafeFetcher
 
 SCHNELL = "black-forest-labs/flux-schnell"
 PRO = "black-forest-labs/flux-1.1-pro"

@@ -13,8 +13,9 @@ from PIL import Image
 
 from fakes.stability import FakeStability, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.stability import StabilityProvider
 
 

@@ -14,11 +14,12 @@ from PIL import Image
 from fakes.http_server import free_port
 from fakes.together import KNOWN_FIELDS, FakeTogether, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
-from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.together import TogetherProvider
 from imagegate.routing.router import upstream_errors
+from imagegate.upstream.fetch import SafeFetcher
 
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"

@@ -13,10 +13,11 @@ from PIL import Image
 
 from fakes.xai import FakeXAI, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
-from imagegate.media.fetch import SafeFetcher
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.xai import XAIProvider
+from imagegate.upstream.fetch import SafeFetcher
 
 MODEL = "grok-imagine-image"
 

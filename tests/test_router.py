@@ -23,9 +23,10 @@ from imagegate.core.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, RoutingPreferences
-from imagegate.providers.base import Capabilities, ProviderConfig, ProviderContext
-from imagegate.providers.openai_compatible import OpenAICompatibleProvider
+from imagegate.providers.base import Capabilities, ProviderContext
+from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, BreakerState, HealthBook
 from imagegate.routing.router import Router, RouterSettings
 

@@ -16,10 +16,11 @@ import httpx
 import pytest
 from PIL import Image, ImageChops
 
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage, Operation
 from imagegate.media.images import decode, probe_image
 from imagegate.media.sniff import sniff_format
-from imagegate.providers.base import ProviderConfig, ProviderContext
+from imagegate.providers.base import ProviderContext
 from imagegate.providers.sandbox import SandboxProvider
 
 UPSTREAM = "sandbox-v1"

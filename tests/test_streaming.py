@@ -22,8 +22,8 @@ from fakes.openai_images import FakeOpenAI, serve_fake
 from gateway import RunningGateway, run_gateway
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import ImageResult, PartialImage
-from imagegate.providers.openai import _usage
-from imagegate.providers.openai_stream import image_stream_events
+from imagegate.providers.openai.stream import image_stream_events
+from imagegate.providers.openai.wire import _usage
 
 CONFIG = """
 providers:

@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate import __version__, metrics
+from imagegate import __version__
 from imagegate.accounts.idempotency import IdempotencyStore
 from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
@@ -42,15 +42,17 @@ from imagegate.console import console_asset, console_page, root_page
 from imagegate.console import session as console_session
 from imagegate.core.errors import GatewayError, UpstreamError
 from imagegate.db.session import Database, database_url_for
-from imagegate.media.fetch import SafeFetcher
+from imagegate.obs import metrics
 from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.registry import ADAPTERS, build_providers
-from imagegate.providers.transport import AiohttpTransport, UpstreamClient
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Router, RouterSettings
 from imagegate.routing.shared_health import RedisBreakerSync
 from imagegate.storage import open_store, ownership
 from imagegate.storage.signing import UrlSigner, load_or_create_secret
+from imagegate.upstream.client import UpstreamClient
+from imagegate.upstream.fetch import SafeFetcher
+from imagegate.upstream.transport import AiohttpTransport
 
 log = logging.getLogger("imagegate")
 
@@ -369,7 +371,7 @@ def create_app_from_env() -> FastAPI:
     """
     level = os.environ.get("IMAGEGATE_LOG_LEVEL")
     if level:
-        from imagegate.logs import configure_logging
+        from imagegate.obs.logs import configure_logging
 
         configure_logging(level.upper())
     app = create_app(load_settings())

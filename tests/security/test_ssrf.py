@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegate.media.fetch import disallowed_address_class
+from imagegate.upstream.fetch import disallowed_address_class
 
 # Teredo: 2001:0:<server v4>:<flags>:<~port>:<~client v4>; the client here is 127.0.0.1.
 TEREDO_LOOPBACK_CLIENT = "2001:0:4136:e378:8000:63bf:80ff:fffe"

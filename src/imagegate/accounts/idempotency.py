@@ -7,7 +7,7 @@ first still runs gets 409; one with a different body gets 400. A first request t
 deletes its row, so the retry a client sends after an error runs for real. A pending row
 older than the hold expiry belongs to a process that died and is taken over.
 
-The stored body holds no image bytes: the API layer (``api/replay.py``) keeps ``b64_json``
+The stored body holds no image bytes: the pipeline (``generation/record.py``) keeps ``b64_json``
 images in the image store and stores their file ids; streams store their completed event.
 """
 

@@ -19,12 +19,12 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from imagegate import metrics
 from imagegate.accounts.usage import UsageRecord, insert_usage
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
 from imagegate.db.batch import WriteBatcher
 from imagegate.db.models import ApiKeyRow, CreditHoldRow, LedgerEntryRow, UsageRow, utcnow
 from imagegate.db.session import Database
+from imagegate.obs import metrics
 
 log = logging.getLogger("imagegate.ledger")
 

@@ -6,7 +6,7 @@ cheap credit pre-check -> read the body under a limit derived from the catalog, 
 bytes reserved against the process-wide in-flight budget -> count the inputs and charge URL
 fetches to the key's request bucket -> fetch. A refused request costs a few hundred bytes
 of reading, not megabytes. The credit hold and the request's own permit follow in
-:class:`imagegate.api.charging.Charge`.
+:class:`imagegate.generation.charging.Charge`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ from typing import Any
 
 from starlette.requests import Request
 
-from imagegate import metrics
 from imagegate.accounts.keys import ApiKey
 from imagegate.accounts.ratelimit import Permit
 from imagegate.api.auth import authenticate
@@ -32,6 +31,7 @@ from imagegate.api.state import Gateway, gateway
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError, InsufficientCredits, InvalidRequest
 from imagegate.core.types import Operation
+from imagegate.obs import metrics
 
 MB = 1024 * 1024
 FIELDS_BYTES = 1 * MB  # every field of a request but its images (prompts are <= 32k chars)

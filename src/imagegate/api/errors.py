@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from imagegate.core.errors import GatewayError, InvalidRequest, NotFound
-from imagegate.logs import request_id_var
+from imagegate.obs.logs import request_id_var
 
 log = logging.getLogger("imagegate.api")
 

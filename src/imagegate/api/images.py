@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import dataclasses
-import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate import metrics
 from imagegate.accounts import idempotency
 from imagegate.accounts.keys import ApiKey
 from imagegate.api.admission import admit, count_inputs
 from imagegate.api.auth import authorize_model
 from imagegate.api.body import content_kind
-from imagegate.api.charging import Charge
 from imagegate.api.disconnect import cancel_on_disconnect
 from imagegate.api.fields import build_request, fold_form_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
-from imagegate.api.output import conform_output, output_bytes
-from imagegate.api.render import response_body
-from imagegate.api.replay import Record, replay
+from imagegate.api.replay import replay
 from imagegate.api.state import Gateway
 from imagegate.api.streaming import stream_response
 from imagegate.catalog import lifecycle
@@ -36,8 +27,9 @@ from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import (
     UnsupportedMediaType,
 )
-from imagegate.core.types import GeneratedImage, ImageRequest, Operation
-from imagegate.routing.router import Routed
+from imagegate.core.types import ImageRequest, Operation
+from imagegate.generation.pipeline import generate
+from imagegate.generation.record import Record
 
 
 async def create_image(request: Request) -> Response:
@@ -175,93 +167,19 @@ async def _generate(
     key: ApiKey,
     record: Record | None = None,
 ) -> Response:
-    """Hold, route, settle: the request is charged exactly when it returns a response.
+    """The JSON response of the generation pipeline (``generation.pipeline``)."""
 
-    The response (and its idempotency record) is ready before the settlement, which stores
-    the record in its own transaction; nothing after the settlement can fail the request.
-    """
-    started = time.perf_counter()
-    charge = await Charge.open(gw, key, spec, req)
-    assert charge.plan is not None
-    try:
-        routed = await cancel_on_disconnect(request, gw.router.route(spec, req, charge.plan))
-        request.state.provider = routed.provider.id
-        images = await conform_output(routed.result.images, req, routed.provider.capabilities)
-        urls: list[str | None] = [None] * len(images)
-        if req.response_format == "url":
-            base = gw.public_base(request)
-            urls = [await _host(gw, base, img) for img in images]
-        produced = dataclasses.replace(routed.result, images=images)
-        # The ledger charges exactly this (an excess over the hold by an adjust row), so the
-        # response is complete before the settlement, which also stores its replay.
-        cost_micro = routed.endpoint.pricing.cost_micro(req, produced)
-        content, headers = _render(req, spec, charge, routed, images, urls, cost_micro, started)
-        also = None
-        if record is not None:
-            also = record.writer(await record.prepare(200, headers, orjson.loads(content)))
-    except BaseException as exc:
-        await charge.fail(exc)
-        raise
-    settle = charge.succeed(
-        routed.provider.id, routed.endpoint.upstream_model, cost_micro, len(images), also
-    )
-    await _to_the_end(settle, record)
-    metrics.record_generation(spec.id, routed.provider.id, len(images), cost_micro / 1e6)
-    return Response(content, media_type="application/json", headers=headers)
+    def routed_to(provider: str) -> None:
+        request.state.provider = provider
 
-
-def _render(
-    req: ImageRequest,
-    spec: ModelSpec,
-    charge: Charge,
-    routed: Routed,
-    images: list[GeneratedImage],
-    urls: list[str | None],
-    cost_micro: int,
-    started: float,
-) -> tuple[bytes, dict[str, str]]:
-    """The response body and headers, at the cost the settlement will charge."""
-    cost = cost_micro / 1_000_000
-    body = response_body(
+    content, headers = await generate(
+        gw,
         req,
-        routed,
-        images,
-        urls,
-        model_id=spec.id,
-        generation_id=charge.generation_id,
-        cost_usd=cost,
-        latency_ms=(time.perf_counter() - started) * 1000,
+        spec,
+        key,
+        record,
+        guard=lambda work: cancel_on_disconnect(request, work),
+        base_url=gw.public_base(request),
+        on_routed=routed_to,
     )
-    headers = {
-        **charge.headers,
-        "x-imagegate-provider": routed.provider.id,
-        "x-imagegate-cost-usd": f"{cost:.6f}",
-        "x-imagegate-generation-id": charge.generation_id,
-    }
-    return orjson.dumps(body), headers
-
-
-async def _to_the_end(settle: Coroutine[Any, Any, int], record: Record | None) -> None:
-    """Run the settlement to its end even if this request is cancelled meanwhile, so that
-    whether the idempotency record may be abandoned is known, never guessed."""
-    task = asyncio.ensure_future(settle)
-    try:
-        await asyncio.shield(task)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await task
-        if record is not None and task.done() and task.exception() is None:
-            record.settled()
-        raise
-    if record is not None:
-        record.settled()
-
-
-async def _host(gw: Gateway, base: str, image: GeneratedImage) -> str:
-    file_id = await gw.store.put(output_bytes(image), image.format)
-    direct = await gw.store.public_url(file_id, gw.settings.url_ttl_s)
-    if direct is not None:  # e.g. a presigned S3 URL: downloads bypass the gateway
-        return direct
-    exp = int(time.time()) + gw.settings.url_ttl_s
-    sig = gw.signer.sign(file_id, exp)
-    return f"{base}/v1/files/{file_id}?exp={exp}&sig={sig}"
+    return Response(content, media_type="application/json", headers=headers)

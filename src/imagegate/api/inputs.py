@@ -14,10 +14,10 @@ from typing import Any
 from imagegate.api.body import FilePart
 from imagegate.core.errors import InvalidRequest, NotFound
 from imagegate.core.types import OUTPUT_FORMATS, InputImage
-from imagegate.media.fetch import SafeFetcher
 from imagegate.media.images import probe_image
 from imagegate.storage import ownership
 from imagegate.storage.base import ImageStore
+from imagegate.upstream.fetch import SafeFetcher
 
 MAX_INPUT_IMAGES = 16
 

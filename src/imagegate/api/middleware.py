@@ -15,9 +15,9 @@ import orjson
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from imagegate import metrics
 from imagegate.api.security_headers import add_security_headers
-from imagegate.logs import request_id_var
+from imagegate.obs import metrics
+from imagegate.obs.logs import request_id_var
 from imagegate.storage.ownership import log_id
 
 log = logging.getLogger("imagegate.access")

@@ -12,9 +12,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate import metrics
 from imagegate.api.auth import require_admin
 from imagegate.api.state import gateway
+from imagegate.obs import metrics
 
 
 async def prometheus_metrics(request: Request) -> Response:

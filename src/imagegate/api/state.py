@@ -17,12 +17,12 @@ from imagegate.api.inputs import InputResolver
 from imagegate.catalog.catalog import Catalog
 from imagegate.config import Settings
 from imagegate.db.session import Database
-from imagegate.media.fetch import SafeFetcher
 from imagegate.providers.base import Provider
 from imagegate.routing.router import Router
 from imagegate.routing.shared_health import RedisBreakerSync
 from imagegate.storage.base import ImageStore
 from imagegate.storage.signing import UrlSigner
+from imagegate.upstream.fetch import SafeFetcher
 
 
 @dataclass(slots=True)

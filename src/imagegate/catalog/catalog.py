@@ -13,7 +13,7 @@ from imagegate.catalog.overrides import merge_model
 from imagegate.catalog.sizes import fill_size_rule
 from imagegate.catalog.spec import CatalogError, ModelSpec, parse_model
 from imagegate.core.errors import NotFound
-from imagegate.providers.base import ProviderConfig
+from imagegate.core.provider_config import ProviderConfig
 
 
 def builtin_document() -> dict[str, Any]:

@@ -34,12 +34,12 @@ from decimal import ROUND_CEILING, ROUND_HALF_UP, Decimal
 from typing import Any
 
 from imagegate.core.errors import InvalidRequest
+from imagegate.core.size import Size
 from imagegate.core.types import ImageRequest, ImageResult
 
 MICRO = Decimal("0.000001")
 MILLION = Decimal(1_000_000)
 PARTIAL_IMAGE_TOKENS = 100  # OpenAI bills each streamed partial image as 100 output tokens
-_SIZE = re.compile(r"^(\d+)x(\d+)$")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 # A size within 10% above a listed size is priced as that size: providers' nominal tiers
 # (e.g. Gemini's "1K") vary by a few percent in pixel count with the aspect ratio.
@@ -109,9 +109,9 @@ def _pick(row: tuple[tuple[str, Decimal], ...], quality: str | None) -> Decimal:
 
 
 def _pixels(size: str) -> Decimal:
-    match = _SIZE.match(size)
-    assert match is not None  # validated at parse time
-    return Decimal(int(match.group(1)) * int(match.group(2)))
+    parsed = Size.parse(size)
+    assert parsed is not None  # validated at parse time
+    return Decimal(parsed.pixels)
 
 
 @dataclass(frozen=True, slots=True)
@@ -417,7 +417,7 @@ def _table(value: Any, err: Err, where: str, number: Callable[..., Decimal]) -> 
     rows = []
     for size, cell in value.items():
         here = f"{where}.{size}"
-        if not isinstance(size, str) or (size != "*" and not _SIZE.match(size)):
+        if not isinstance(size, str) or (size != "*" and Size.parse(size) is None):
             raise err(here, "size keys are 'WIDTHxHEIGHT' or '*'")
         if isinstance(cell, dict):
             if not cell:

@@ -6,13 +6,10 @@ so a caller can fix the request without reading our source.
 
 from __future__ import annotations
 
-import re
-
 from imagegate.catalog.spec import FreeSizeRule, ModelSpec
 from imagegate.core.errors import InvalidRequest, PayloadTooLarge
+from imagegate.core.size import Size
 from imagegate.core.types import ImageRequest
-
-_SIZE = re.compile(r"^(\d{1,5})x(\d{1,5})$")
 
 
 def check_request(spec: ModelSpec, req: ImageRequest) -> None:
@@ -63,11 +60,8 @@ def resolve_size(spec: ModelSpec, req: ImageRequest) -> tuple[int, int]:
 
 
 def parse_size(size: str) -> tuple[int, int] | None:
-    match = _SIZE.match(size)
-    if not match:
-        return None
-    width, height = int(match.group(1)), int(match.group(2))
-    return (width, height) if width > 0 and height > 0 else None
+    parsed = Size.parse(size)
+    return (parsed.width, parsed.height) if parsed is not None else None
 
 
 def _free_fits(rule: FreeSizeRule | None, width: int, height: int) -> bool:

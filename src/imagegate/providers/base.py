@@ -7,15 +7,15 @@ An adapter turns a validated ``ImageRequest`` into upstream wire calls and retur
 
 from __future__ import annotations
 
-import os
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 
 from imagegate.core.errors import InvalidRequest
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, ImageResult, Operation, OutputFormat, StreamEvent
 
 # Fetches an upstream-returned image URL (size and time capped); returns the bytes.
@@ -54,27 +54,6 @@ class Capabilities:
         if request.output_compression is not None and not self.native_compression:
             missing.append("output_compression")
         return missing
-
-
-@dataclass(slots=True)
-class ProviderConfig:
-    """One entry of the config file's ``providers`` list (or a built-in one)."""
-
-    id: str
-    type: str
-    base_url: str | None = None
-    api_key: str | None = None
-    api_key_env: str | None = None
-    status: str = "stable"
-    timeout_s: float = 120.0
-    options: dict[str, Any] = field(default_factory=dict)
-
-    def resolved_api_key(self) -> str | None:
-        if self.api_key:
-            return self.api_key
-        if self.api_key_env:
-            return os.environ.get(self.api_key_env) or None
-        return None
 
 
 @dataclass(slots=True)

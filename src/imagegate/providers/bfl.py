@@ -46,8 +46,7 @@ from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
 from imagegate.media.images import decode
 from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_white_means_edit
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     fan_out,
@@ -57,6 +56,7 @@ from imagegate.providers.common import (
     retry_after,
     upstream_error,
 )
+from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.bfl.ai"
 ASPECT_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16", "9:21")

@@ -50,8 +50,7 @@ import orjson
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     data_url,
@@ -65,6 +64,7 @@ from imagegate.providers.common import (
     upstream_error,
     white_edit_mask,
 )
+from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_RUN_URL = "https://fal.run"

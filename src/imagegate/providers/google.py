@@ -60,8 +60,7 @@ import orjson
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, TokenUsage
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     fan_out,
@@ -70,6 +69,7 @@ from imagegate.providers.common import (
     retry_after,
     upstream_error,
 )
+from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MAX_INPUT_IMAGES = 14  # Gemini 3 image models take up to 14 reference images

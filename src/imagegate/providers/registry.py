@@ -2,33 +2,38 @@
 
 from __future__ import annotations
 
-from imagegate.providers.azure import AzureOpenAIProvider
-from imagegate.providers.base import Provider, ProviderConfig, ProviderContext
+from imagegate.core.provider_config import ProviderConfig
+from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.bfl import BFLProvider
 from imagegate.providers.fal import FalProvider
 from imagegate.providers.google import GoogleProvider
 from imagegate.providers.local import LocalProvider
-from imagegate.providers.openai import OpenAIProvider
-from imagegate.providers.openai_compatible import OpenAICompatibleProvider
+from imagegate.providers.openai.azure import AzureOpenAIProvider
+from imagegate.providers.openai.compatible import OpenAICompatibleProvider
+from imagegate.providers.openai.provider import OpenAIProvider
 from imagegate.providers.replicate import ReplicateProvider
 from imagegate.providers.sandbox import SandboxProvider
 from imagegate.providers.stability import StabilityProvider
 from imagegate.providers.together import TogetherProvider
 from imagegate.providers.xai import XAIProvider
 
+# The one list of adapters; a config's ``type`` is an adapter's ``type_name``.
 ADAPTERS: dict[str, type[Provider]] = {
-    "sandbox": SandboxProvider,
-    "openai_compatible": OpenAICompatibleProvider,
-    "openai": OpenAIProvider,
-    "azure": AzureOpenAIProvider,
-    "google": GoogleProvider,
-    "bfl": BFLProvider,
-    "stability": StabilityProvider,
-    "replicate": ReplicateProvider,
-    "fal": FalProvider,
-    "together": TogetherProvider,
-    "xai": XAIProvider,
-    "local": LocalProvider,
+    cls.type_name: cls
+    for cls in (
+        SandboxProvider,
+        OpenAICompatibleProvider,
+        OpenAIProvider,
+        AzureOpenAIProvider,
+        GoogleProvider,
+        BFLProvider,
+        StabilityProvider,
+        ReplicateProvider,
+        FalProvider,
+        TogetherProvider,
+        XAIProvider,
+        LocalProvider,
+    )
 }
 
 

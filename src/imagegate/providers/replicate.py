@@ -52,8 +52,7 @@ import orjson
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     data_url,
@@ -67,6 +66,7 @@ from imagegate.providers.common import (
     upstream_error,
     white_edit_mask,
 )
+from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
 DEFAULT_RESULT_HOSTS = ("replicate.delivery", "*.replicate.delivery")

@@ -38,8 +38,7 @@ import orjson
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     data_items,
@@ -52,6 +51,7 @@ from imagegate.providers.common import (
     retry_after,
     upstream_error,
 )
+from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
 MAX_N_PER_CALL = 4

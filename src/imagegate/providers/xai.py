@@ -36,8 +36,7 @@ import orjson
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     data_items,
     data_url,
@@ -49,6 +48,7 @@ from imagegate.providers.common import (
     retry_after,
     upstream_error,
 )
+from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.x.ai/v1"
 MAX_N = 10

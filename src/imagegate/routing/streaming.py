@@ -26,11 +26,8 @@ from imagegate.core.errors import (
 from imagegate.core.types import ImageRequest, ImageResult, StreamEvent
 from imagegate.providers.base import Provider
 from imagegate.routing.health import HealthBook
+from imagegate.routing.plan import CANCELLED, Attempt, Candidate, Plan
 from imagegate.routing.router import (
-    CANCELLED,
-    Attempt,
-    Candidate,
-    Plan,
     Router,
     caller_error,
     record_cancelled,

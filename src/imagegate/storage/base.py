@@ -14,9 +14,9 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from types import TracebackType
 
-from imagegate import metrics
 from imagegate.core.errors import GatewayError
 from imagegate.core.types import MIME_TYPES, OUTPUT_FORMATS, OutputFormat
+from imagegate.obs import metrics
 from imagegate.storage import ownership
 
 RETRY_AFTER_S = 5

@@ -28,6 +28,7 @@ import anyio.to_thread
 from PIL import Image
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import (
     OPERATIONS,
     OUTPUT_FORMATS,
@@ -39,7 +40,7 @@ from imagegate.core.types import (
 )
 from imagegate.media.images import decode, encode
 from imagegate.media.mask import edit_region, edit_region_from_image_alpha
-from imagegate.providers.base import Capabilities, Provider, ProviderConfig, ProviderContext
+from imagegate.providers.base import Capabilities, Provider, ProviderContext
 from imagegate.providers.local.pipelines import (
     BatchKey,
     Engine,

@@ -1,7 +1,7 @@
-"""``imagegate keys top-up`` and ``imagegate usage``: operator commands on the database.
+"""``imagegate usage`` and ``imagegate ledger verify``: operator commands on the database.
 
-Like ``keys create|list|revoke`` they work on the database the gateway uses
-(``IMAGEGATE_DATABASE_URL`` or the data dir's SQLite, found as ``cli_ops`` says), so they
+Like ``imagegate keys`` they work on the database the gateway uses
+(``IMAGEGATE_DATABASE_URL`` or the data dir's SQLite, found as ``cli.database`` says), so they
 need no running server; they never create a database.
 """
 
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any, cast
 
 import orjson
@@ -18,44 +17,13 @@ from rich.console import Console
 from rich.table import Table
 
 from imagegate.accounts.audit import BooksUnbalanced, verify_books
-from imagegate.accounts.keys import KeyStore
-from imagegate.accounts.ledger import Ledger
-from imagegate.accounts.limits import top_up_amount
 from imagegate.accounts.usage import GROUP_BY, GroupBy, UsageBook
-from imagegate.cli_ops import DataDirOption, admin_database
+from imagegate.cli.database import ConfigOption, DataDirOption, admin_database
+from imagegate.cli.exits import USAGE, fail
+from imagegate.cli.keys import key_id_of
 from imagegate.core.errors import GatewayError
-from imagegate.db.session import Database
 
 console = Console(width=None if sys.stdout.isatty() else 200)
-ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML config file.")]
-
-
-def _database(config: str | None, data_dir: Path | None = None) -> Database:
-    """The server's database; never creates one (see ``cli_ops.admin_database``)."""
-    return admin_database(config, data_dir)
-
-
-def _key_id(value: str) -> str:
-    return value.split("_")[1] if value.startswith("ig_") and value.count("_") >= 2 else value
-
-
-def top_up(
-    key_id: Annotated[str, typer.Argument(help="Key id (or the whole ig_<id>_... key).")],
-    amount: Annotated[float, typer.Argument(help="USD to add.")],
-    note: Annotated[str | None, typer.Option(help="Why (kept in the ledger).")] = None,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
-) -> None:
-    """Add credits to a key; prints the new balance."""
-    db = _database(config, data_dir)
-    ledger = Ledger(db, hold_ttl_s=0)
-    try:
-        micro = top_up_amount(KeyStore(db).get(_key_id(key_id)), _key_id(key_id), amount)
-        balance = ledger.top_up(_key_id(key_id), micro, note)
-    except GatewayError as exc:
-        typer.echo(f"imagegate: {exc.message}", err=True)
-        raise typer.Exit(1) from None
-    typer.echo(f"{_key_id(key_id)}: balance ${balance / 1e6:.6f}")
 
 
 def usage(
@@ -73,16 +41,14 @@ def usage(
     from imagegate.api.usage import DEFAULT_WINDOW, parse_time
 
     if group_by not in GROUP_BY:
-        typer.echo(f"imagegate: --group-by must be one of {', '.join(GROUP_BY)}", err=True)
-        raise typer.Exit(2)
+        fail(f"--group-by must be one of {', '.join(GROUP_BY)}", USAGE)
     try:
         stop = parse_time(end, "end") or datetime.now(UTC) + timedelta(seconds=1)
         begin = parse_time(start, "start") or stop - DEFAULT_WINDOW
     except GatewayError as exc:
-        typer.echo(f"imagegate: {exc.message}", err=True)
-        raise typer.Exit(2) from None
-    book = UsageBook(_database(config, data_dir))
-    summary = book.summary(begin, stop, cast(GroupBy, group_by), _key_id(key) if key else None)
+        fail(exc.message, USAGE)
+    book = UsageBook(admin_database(config, data_dir))
+    summary = book.summary(begin, stop, cast(GroupBy, group_by), key_id_of(key) if key else None)
     if as_json:
         typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
         return
@@ -115,10 +81,9 @@ def verify(config: ConfigOption = None) -> None:
     """Check the books: ledger entries sum to every key's balance, every hold and every
     upstream call is on record. Exits 1 with the first discrepancy."""
     try:
-        summary = verify_books(_database(config))
+        summary = verify_books(admin_database(config))
     except BooksUnbalanced as exc:
-        typer.echo(f"imagegate: the books do not balance: {exc}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"the books do not balance: {exc}")
     typer.echo(
         f"ok: {summary.keys} keys, {summary.holds} holds, {summary.usage_records} usage "
         f"records, {summary.upstream_calls} upstream calls; callers charged "
@@ -127,8 +92,7 @@ def verify(config: ConfigOption = None) -> None:
     )
 
 
-def register(app: typer.Typer, keys_app: typer.Typer) -> None:
-    keys_app.command("top-up")(top_up)
+def register(app: typer.Typer) -> None:
     app.command("usage")(usage)
     ledger_app = typer.Typer(help="Audit the credit ledger.", no_args_is_help=True)
     ledger_app.command("verify")(verify)

@@ -17,16 +17,16 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from imagegate import metrics
 from imagegate.accounts.keys import ApiKey
 from imagegate.accounts.ledger import Hold
 from imagegate.accounts.ratelimit import Permit
 from imagegate.accounts.usage import UsageRecord
-from imagegate.api.state import Gateway
 from imagegate.catalog.spec import ModelSpec
 from imagegate.core.errors import GatewayError
 from imagegate.core.types import ImageRequest
-from imagegate.routing.router import CANCELLED, Plan
+from imagegate.generation.services import Services
+from imagegate.obs import metrics
+from imagegate.routing.plan import CANCELLED, Plan
 
 log = logging.getLogger("imagegate.charging")
 
@@ -45,7 +45,7 @@ _orphans: set[asyncio.Future[None]] = set()
 
 class Charge:
     def __init__(
-        self, gw: Gateway, key: ApiKey, spec: ModelSpec, req: ImageRequest, generation_id: str
+        self, gw: Services, key: ApiKey, spec: ModelSpec, req: ImageRequest, generation_id: str
     ) -> None:
         self.gw = gw
         self.key = key
@@ -61,7 +61,7 @@ class Charge:
     @classmethod
     async def open(
         cls,
-        gw: Gateway,
+        gw: Services,
         key: ApiKey,
         spec: ModelSpec,
         req: ImageRequest,

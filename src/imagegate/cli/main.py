@@ -17,33 +17,24 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
-from imagegate.accounts.keys import KeyStore
-from imagegate.cli_accounts import register as register_account_commands
-from imagegate.cli_client import register as register_client_commands
-from imagegate.cli_ops import DataDirOption, admin_database
-from imagegate.cli_ops import register as register_ops_commands
-from imagegate.config import NO_MIGRATE_ENV, ConfigError, Settings, load_settings
+from imagegate.cli.accounts import register as register_account_commands
+from imagegate.cli.client import register as register_client_commands
+from imagegate.cli.database import ConfigOption, settings_for
+from imagegate.cli.exits import USAGE, fail, run
+from imagegate.cli.keys import keys_app
+from imagegate.cli.ops import register as register_ops_commands
+from imagegate.config import NO_MIGRATE_ENV, ConfigError
 
 app = typer.Typer(
     help="imagegate: an OpenAI-compatible Images API gateway.",
     no_args_is_help=True,
     add_completion=False,
 )
-keys_app = typer.Typer(help="Create, list and revoke API keys.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
-register_client_commands(app)  # generate, edit, vary (cli_client.py)
+register_client_commands(app)  # generate, edit, vary (cli/client.py)
 # Piped output gets a wide console so ids and model names are never truncated.
 console = Console(width=None if sys.stdout.isatty() else 200)
-ConfigOption = Annotated[str | None, typer.Option("--config", help="YAML config file.")]
 WORKER_START_S = 60  # how long a new worker may take to start serving (SIGHUP reloads)
-
-
-def _settings(config: str | None) -> Settings:
-    try:
-        return load_settings(config)
-    except ConfigError as exc:
-        typer.echo(f"imagegate: configuration error: {exc}", err=True)
-        raise typer.Exit(2) from None
 
 
 @app.command()
@@ -75,9 +66,9 @@ def serve(
         prepare_database,
         tune_gc_for_serving,
     )
-    from imagegate.logs import configure_logging
+    from imagegate.obs.logs import configure_logging
 
-    settings = _settings(config)
+    settings = settings_for(config)
     configure_logging(log_level.upper())
     settings.migrate = settings.migrate and not no_migrate  # also IMAGEGATE_NO_MIGRATE=1
     try:
@@ -88,12 +79,10 @@ def serve(
         settings.migrate = False  # done: the app (and every worker) only checks the schema
         application = create_app(settings)
     except (ConfigError, ValueError) as exc:
-        typer.echo(f"imagegate: cannot start: {exc}", err=True)
-        raise typer.Exit(2) from None
+        fail(f"cannot start: {exc}", USAGE)
     except SQLAlchemyError as exc:  # the database cannot be reached: one line, no traceback
         first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        typer.echo(f"imagegate: cannot start: the database is unavailable: {first}", err=True)
-        raise typer.Exit(1) from None
+        fail(f"cannot start: the database is unavailable: {first}")
     if workers > 1 and not settings.redis_url:
         typer.echo(
             f"imagegate: warning: {workers} workers without IMAGEGATE_REDIS_URL: rate limits "
@@ -151,7 +140,7 @@ def _ignore_sighup() -> None:
 def _metrics_dir() -> Iterator[None]:
     """A clean ``PROMETHEUS_MULTIPROC_DIR`` for the workers: the operator's, emptied, or a
     temporary one removed on exit."""
-    from imagegate.metrics import MULTIPROC_ENV, clean_multiproc_dir
+    from imagegate.obs.metrics import MULTIPROC_ENV, clean_multiproc_dir
 
     given = os.environ.get(MULTIPROC_ENV)
     path = given or tempfile.mkdtemp(prefix="imagegate-metrics-")
@@ -162,69 +151,6 @@ def _metrics_dir() -> Iterator[None]:
     finally:
         if not given:
             shutil.rmtree(path, ignore_errors=True)
-
-
-@keys_app.command("create")
-def keys_create(
-    name: Annotated[str, typer.Option("--name", help="A label for the key.")],
-    credits: Annotated[float | None, typer.Option(help="Credit limit in USD.")] = None,
-    rpm: Annotated[int | None, typer.Option(help="Requests per minute.")] = None,
-    ipm: Annotated[int | None, typer.Option(help="Images per minute.")] = None,
-    concurrency: Annotated[int | None, typer.Option(help="Requests in flight at once.")] = None,
-    models: Annotated[str | None, typer.Option(help="Comma-separated allowed models.")] = None,
-    admin: Annotated[bool, typer.Option("--admin", help="Make an admin key.")] = False,
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
-) -> None:
-    """Create a key; the key itself is printed alone on the last line."""
-    keys = _keystore(config, data_dir)
-    allowed = [m.strip() for m in models.split(",") if m.strip()] if models else None
-    key, plaintext = keys.create(
-        name,
-        models=allowed,
-        admin=admin,
-        credits_usd=credits,
-        rpm=rpm,
-        ipm=ipm,
-        max_concurrent=concurrency,
-    )
-    typer.echo(
-        f"created key {key.id} ({'admin' if key.is_admin else 'user'}) named {key.name!r}", err=True
-    )
-    typer.echo(plaintext)
-
-
-@keys_app.command("list")
-def keys_list(config: ConfigOption = None, data_dir: DataDirOption = None) -> None:
-    """List keys (never their secrets)."""
-    table = Table("id", "name", "admin", "models", "balance", "rpm", "ipm", "created", "revoked")
-    for key in _keystore(config, data_dir).list():
-        table.add_row(
-            key.id,
-            key.name,
-            "yes" if key.is_admin else "",
-            ",".join(key.models) if key.models else "all",
-            f"{key.credits_micro / 1e6:.6f}" if key.credits_micro is not None else "-",
-            str(key.rpm) if key.rpm else "-",
-            str(key.ipm) if key.ipm else "-",
-            key.created_at.strftime("%Y-%m-%d %H:%M"),
-            key.revoked_at.strftime("%Y-%m-%d %H:%M") if key.revoked_at else "",
-        )
-    console.print(table)
-
-
-@keys_app.command("revoke")
-def keys_revoke(
-    key_id: Annotated[str, typer.Argument(help="Key id (ig_<id>_...).")],
-    config: ConfigOption = None,
-    data_dir: DataDirOption = None,
-) -> None:
-    """Revoke a key; it stops working at once."""
-    key_id = key_id.split("_")[1] if key_id.startswith("ig_") else key_id
-    if not _keystore(config, data_dir).revoke(key_id):
-        typer.echo(f"imagegate: no key with id {key_id}", err=True)
-        raise typer.Exit(1)
-    typer.echo(f"revoked {key_id}")
 
 
 @app.command()
@@ -241,9 +167,9 @@ def models(
 ) -> None:
     """List the models this gateway's catalog serves."""
     from imagegate.catalog.catalog import Catalog, merge_providers
-    from imagegate.providers.base import ProviderConfig
+    from imagegate.core.provider_config import ProviderConfig
 
-    settings = _settings(config)
+    settings = settings_for(config)
     configs: dict[str, ProviderConfig] = {p.id: p for p in merge_providers(settings.providers)}
     if check_lifecycle:
         _check_lifecycle(list(Catalog.load(settings.models, set(configs))))
@@ -288,20 +214,12 @@ def _has_credentials(config: object) -> bool:
     return bool(getattr(config, "api_key", None) or not env or os.environ.get(env))
 
 
-def _keystore(config: str | None, data_dir: Path | None = None) -> KeyStore:
-    """The server's keys; never creates a database (see ``cli_ops.admin_database``)."""
-    return KeyStore(admin_database(config, data_dir))
-
-
-register_account_commands(app, keys_app)  # keys top-up, usage (cli_accounts.py)
-register_ops_commands(app)  # migrate (cli_ops.py)
+register_account_commands(app)  # usage, ledger verify (cli/accounts.py)
+register_ops_commands(app)  # migrate, secret (cli/ops.py)
 
 
 def main() -> None:
-    try:
-        app()
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(app)
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
+from imagegate.cli.exits import FAILED, USAGE, fail
 from imagegate.client import (
     ApiClient,
     ApiError,
@@ -81,15 +82,9 @@ def generate(
     """Generate images from a prompt and save them."""
     request = ImageGenerationRequest(
         prompt=prompt,
-        model=model,
-        n=n,
-        size=size,
         output_format=output_format,
         quality=quality,
-        seed=seed,
-        response_format="b64_json",
-        meta=True,
-        usage=True,
+        **_common(model, n, size, seed),
     )
     _run(
         base_url,
@@ -116,20 +111,14 @@ def edit(
 ) -> None:
     """Edit one or more images (paths or URLs); the last argument is the prompt."""
     if len(args) < 2:
-        _fail("edit needs at least one IMAGE and a PROMPT", as_json, code=2)
+        _fail("edit needs at least one IMAGE and a PROMPT", as_json, code=USAGE)
     *images, prompt = args
     request = ImagesEditRequest(
         image=[_input(i, as_json) for i in images],
         prompt=prompt,
         mask=_input(mask, as_json) if mask else None,
-        model=model,
-        n=n,
-        size=size,
         output_format=output_format,
-        seed=seed,
-        response_format="b64_json",
-        meta=True,
-        usage=True,
+        **_common(model, n, size, seed),
     )
     _run(
         base_url,
@@ -155,13 +144,7 @@ def vary(
     """Make variations of an image."""
     request = ImageVariationRequest(
         image=_input(image, as_json),
-        model=model,
-        n=n,
-        size=size,
-        seed=seed,
-        response_format="b64_json",
-        meta=True,
-        usage=True,
+        **_common(model, n, size, seed),
     )
     _run(
         base_url,
@@ -173,12 +156,25 @@ def vary(
     )
 
 
+def _common(model: str, n: int | None, size: str | None, seed: int | None) -> dict[str, Any]:
+    """The fields every client command sends: images come back inline, with meta and usage."""
+    return {
+        "model": model,
+        "n": n,
+        "size": size,
+        "seed": seed,
+        "response_format": "b64_json",
+        "meta": True,
+        "usage": True,
+    }
+
+
 def _input(value: str, as_json: bool) -> str:
     """URLs pass through; paths must exist (a clear message beats a server 400)."""
     if value.lower().startswith(("http://", "https://", "data:")):
         return value
     if not Path(value).is_file():
-        _fail(f"no such image file: {value}", as_json, code=2)
+        _fail(f"no such image file: {value}", as_json, code=USAGE)
     return value
 
 
@@ -192,7 +188,7 @@ def _run(
 ) -> None:
     token = api_key or local_admin_key()
     if token is None:
-        _fail(_NO_KEY.format(path=admin_key_path()), as_json, code=2)
+        _fail(_NO_KEY.format(path=admin_key_path()), as_json, code=USAGE)
     config = Configuration(host=base_url, access_token=token)
     with ApiClient(config) as client:
         api = ImagesApi(client)
@@ -251,20 +247,16 @@ _NO_KEY = (
 
 
 def _fail_api(exc: ApiError, as_json: bool) -> NoReturn:
-    if as_json:
-        error = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
-        typer.echo(json.dumps({"status": exc.status, "error": error}))
+    error = {"message": exc.message, "type": exc.type, "param": exc.param, "code": exc.code}
+    line = json.dumps({"status": exc.status, "error": error}) if as_json else None
     where = f" (param: {exc.param})" if exc.param else ""
     status = f" {exc.status}" if exc.status else ""
-    typer.echo(f"imagegate: error{status}: {exc.message}{where}", err=True)
-    raise typer.Exit(1)
+    fail(f"error{status}: {exc.message}{where}", FAILED, line)
 
 
-def _fail(message: str, as_json: bool, code: int = 1) -> NoReturn:
-    if as_json:
-        typer.echo(json.dumps({"status": None, "error": {"message": message}}))
-    typer.echo(f"imagegate: {message}", err=True)
-    raise typer.Exit(code)
+def _fail(message: str, as_json: bool, code: int = FAILED) -> NoReturn:
+    line = json.dumps({"status": None, "error": {"message": message}}) if as_json else None
+    fail(message, code, line)
 
 
 def _float(value: str | None) -> float | None:

@@ -21,8 +21,7 @@ from imagegate.core.types import (
     InputImage,
     TokenUsage,
 )
-from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     data_items,
@@ -33,6 +32,8 @@ from imagegate.providers.common import (
     retry_after,
     upstream_error,
 )
+from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.openai.wire import _error_body
 
 _PASSTHROUGH = (
     "quality",
@@ -159,23 +160,6 @@ def _file(image: InputImage) -> tuple[str, bytes, str]:
     return (f"{image.filename or 'image'}.{image.format}", image.data, image.mime_type)
 
 
-def _form_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, dict | list):
-        return orjson.dumps(value).decode()
-    return str(value)
-
-
-def _error_body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return {}
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, dict) else {}
-
-
 def _usage(raw: Any) -> TokenUsage | None:
     if not isinstance(raw, dict):
         return None
@@ -185,3 +169,11 @@ def _usage(raw: Any) -> TokenUsage | None:
         total_tokens=int(raw.get("total_tokens") or 0),
         input_tokens_details=raw.get("input_tokens_details"),
     )
+
+
+def _form_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return orjson.dumps(value).decode()
+    return str(value)

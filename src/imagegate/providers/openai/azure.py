@@ -17,7 +17,7 @@ Differences from OpenAI handled here: no variations endpoint, and dall-e deploym
 edit; ``output_format`` is png or jpeg only (a webp request gets png and the gateway
 re-encodes); ``output_compression`` is documented for jpeg only; ``moderation`` is not an
 Azure parameter and is not sent. Size mapping, masks and ``n`` fan-out are the OpenAI
-adapter's (see ``providers/openai.py``).
+adapter's (see ``providers/openai/provider.py``).
 
 Configuration: ``base_url`` is the resource endpoint (``https://<resource>.openai.azure.com``),
 falling back to ``AZURE_OPENAI_ENDPOINT``; the key comes from ``api_key`` /
@@ -36,7 +36,7 @@ from urllib.parse import quote
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import ImageRequest, Operation
 from imagegate.providers.base import Capabilities
-from imagegate.providers.openai import MAX_GPT_IMAGE_INPUTS, MAX_N_PER_CALL, OpenAIProvider
+from imagegate.providers.openai.provider import MAX_GPT_IMAGE_INPUTS, MAX_N_PER_CALL, OpenAIProvider
 
 # The latest API version documented for deployment image generations and edits
 # (Azure OpenAI preview inference reference, read 2026-11).

@@ -21,7 +21,7 @@ import orjson
 
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import ImageResult, PartialImage, StreamEvent, TokenUsage
-from imagegate.providers.common import (
+from imagegate.providers._shared.common import (
     CONTENT_POLICY_CODES,
     bad_upstream,
     image_from_b64,

@@ -1,7 +1,7 @@
 # ruff: noqa: E501  (markdown table rows are one line each)
-"""The "whose error is it" table of ``docs/providers.md`` (rendered by ``table.py``).
+"""The "whose error is it" table of ``docs/providers.md`` (rendered by ``tools/provider_table.py``).
 
-Kept as text beside the adapters because it documents ``common.upstream_error`` and the
+Kept as text beside the table generator; it documents ``_shared.common.upstream_error`` and the
 per-adapter refinements; each row names the provider page it was read from.
 """
 

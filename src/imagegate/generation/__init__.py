@@ -1,0 +1,1 @@
+"""The generation use case: admit, plan, hold, route, conform, host, price, settle."""

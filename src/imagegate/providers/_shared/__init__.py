@@ -1,0 +1,1 @@
+"""Mechanics shared by the adapters (errors, image decoding, masks, polling)."""

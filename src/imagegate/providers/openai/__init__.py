@@ -1,0 +1,1 @@
+"""The OpenAI family: OpenAI itself, Azure OpenAI, and any OpenAI-compatible server."""
