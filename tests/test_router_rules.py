@@ -26,9 +26,9 @@ from imagegate.core.errors import (
     UpstreamTimeout,
 )
 from imagegate.core.types import ImageRequest, RoutingPreferences
-from imagegate.metrics import render
+from imagegate.obs.metrics import render
 from imagegate.providers.base import Capabilities, ProviderConfig, ProviderContext
-from imagegate.providers.openai_compatible import OpenAICompatibleProvider
+from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Attempt, Router, RouterSettings, caller_error
 
