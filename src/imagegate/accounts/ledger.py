@@ -279,14 +279,14 @@ class Ledger:
         with self._db.engine.connect() as conn:
             return len(conn.execute(query).all())
 
-    def entries(self, key_id: str, limit: int = 1000) -> list[LedgerEntry]:
-        """A key's ledger, oldest first."""
-        query = (
-            select(LedgerEntryRow)
-            .where(LedgerEntryRow.key_id == key_id)
-            .order_by(LedgerEntryRow.id)
-            .limit(limit)
-        )
+    def entries(
+        self, key_id: str, limit: int = 1000, after: int | None = None
+    ) -> list[LedgerEntry]:
+        """A key's ledger, oldest first; ``after`` (an entry id) pages by keyset."""
+        query = select(LedgerEntryRow).where(LedgerEntryRow.key_id == key_id)
+        if after is not None:
+            query = query.where(LedgerEntryRow.id > after)
+        query = query.order_by(LedgerEntryRow.id).limit(limit)
         with self._db.session() as session:
             return [
                 LedgerEntry(
