@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from imagegate import metrics
+from imagegate.accounts.key_epoch import bump_key_epoch
 from imagegate.accounts.usage import UsageRecord, insert_usage
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
 from imagegate.db.batch import WriteBatcher
@@ -263,6 +264,7 @@ class Ledger:
                     )
                 balance = exists
             _entry(conn, key_id, "topup", amount_micro, balance, None, None, note)
+            bump_key_epoch(conn)  # cached keys may hold a spent balance or no credit limit
         return int(balance)
 
     def balance(self, key_id: str) -> int | None:

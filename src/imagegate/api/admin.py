@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from imagegate.accounts.key_push import push_key_change
 from imagegate.accounts.keys import ApiKey
 from imagegate.accounts.limits import micro_in_range, top_up_amount
 from imagegate.api.auth import require_admin
@@ -90,6 +91,7 @@ async def revoke_key(request: Request) -> Response:
     key_id = request.path_params["key_id"]
     if not await run_in_threadpool(gateway(request).keys.revoke, key_id):
         raise NotFound(f"No API key with id '{key_id}'.", param="key_id", code="key_not_found")
+    await push_key_change(gateway(request).redis, key_id)
     return _json({"id": key_id, "object": "api_key", "deleted": True})
 
 
@@ -122,6 +124,8 @@ async def top_up(request: Request) -> Response:
     key = await run_in_threadpool(gw.keys.get, key_id)
     micro = top_up_amount(key, key_id, amount)
     balance = await run_in_threadpool(gw.ledger.top_up, key_id, micro, note)
+    gw.keys.invalidate()
+    await push_key_change(gw.redis, key_id)
     return _json(
         {
             "id": key_id,

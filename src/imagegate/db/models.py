@@ -62,6 +62,17 @@ class ApiKeyRow(Base):
         return f"ApiKeyRow(id={self.id!r}, name={self.name!r}, is_admin={self.is_admin!r})"
 
 
+class KeyEpochRow(Base):
+    """One row counting changes to keys (revocations, top-ups) for in-memory key caches:
+    each process re-reads it at most every ``REVOCATION_BOUND_S`` and drops its cache
+    when it moved (see accounts/keys.py)."""
+
+    __tablename__ = "key_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+
+
 class CreditHoldRow(Base):
     """Credit set aside for one request in flight: the worst case it can cost.
 

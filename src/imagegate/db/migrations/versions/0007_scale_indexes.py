@@ -5,6 +5,7 @@
   and ``(created_at, generation_id)`` is added: ``GET /v1/generations`` pages by keyset.
 - ``usage_hourly`` / ``usage_upstream_hourly``: usage summed per key and UTC hour, filled
   here from the existing records, then kept with each new record.
+- ``key_epoch``: a counter of key changes, polled by in-memory key caches.
 
 Revision ID: 0007
 Revises: 0003
@@ -59,6 +60,12 @@ def upgrade() -> None:
         sa.Column("cost_micro", sa.BigInteger(), nullable=False),
     )
     op.create_index("ix_usage_upstream_hourly_bucket", "usage_upstream_hourly", ["bucket"])
+    op.create_table(
+        "key_epoch",
+        sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
+        sa.Column("epoch", sa.BigInteger(), nullable=False),
+    )
+    op.execute("INSERT INTO key_epoch (id, epoch) VALUES (1, 0)")
     _backfill()
 
 
@@ -81,6 +88,7 @@ def _backfill() -> None:
 
 
 def downgrade() -> None:
+    op.drop_table("key_epoch")
     op.drop_table("usage_upstream_hourly")
     op.drop_table("usage_hourly")
     op.create_index("ix_usage_records_key_created", "usage_records", ["key_id", "created_at"])
