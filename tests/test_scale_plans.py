@@ -8,6 +8,8 @@ rows with OFFSET would cost more with every record added.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import re
 from collections.abc import Callable, Iterator
@@ -15,13 +17,14 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, insert
+from sqlalchemy import Connection, event, insert
 
 from imagegate.accounts.history import list_generations
 from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.rollup import Rollup
-from imagegate.accounts.usage import UsageBook, UsageRecord
+from imagegate.accounts.usage import UsageBook, UsageRecord, insert_usage
+from imagegate.db.batch import WriteBatcher
 from imagegate.db.models import LedgerEntryRow, UsageRow
 from imagegate.db.session import Database
 
@@ -154,3 +157,43 @@ def test_usage_from_rollups_matches_the_records(db: Database) -> None:
     assert summary["upstream"]["calls"] == len(inside)
     by_day = book.summary(start, end, "day", None)["data"]
     assert sum(g["requests"] for g in by_day) == sum(start <= r.created_at < end for r in records)
+
+
+async def test_all_keys_totals_are_written_once_per_batch_and_only_for_committed_jobs(
+    db: Database,
+) -> None:
+    """The every-key rows are deferred to the end of a write batch; a job that fails
+    leaves nothing in them."""
+    batcher, book = WriteBatcher(db), UsageBook(db)
+    now = datetime.now(UTC)
+
+    def job(record: UsageRecord, fail: bool) -> Callable[[Connection], None]:
+        def run(conn: Connection) -> None:
+            insert_usage(conn, record)
+            if fail:
+                raise ValueError("refused")
+
+        return run
+
+    async def one(i: int) -> None:
+        record = UsageRecord(
+            generation_id=f"gen_b{i}",
+            key_id=f"key{i % 7}",
+            model="m1",
+            operation="generate",
+            cost_micro=3,
+            attempts=[{"provider": "p1", "status": 200, "cost_micro": 2}],
+            created_at=now - timedelta(hours=i % 5, minutes=1),
+        )
+        with contextlib.suppress(ValueError):
+            await batcher.run(job(record, fail=i % 10 == 0), order=record.key_id)
+
+    try:
+        await asyncio.gather(*(one(i) for i in range(100)))
+    finally:
+        batcher.close()
+    summary = book.summary(now - timedelta(hours=6), now, "model", None)
+    assert summary["totals"]["requests"] == 90
+    assert summary["upstream"]["calls"] == 90
+    by_key = book.summary(now - timedelta(hours=6), now, "key", None)["data"]
+    assert sum(g["requests"] for g in by_key) == 90 and "" not in {g["group"] for g in by_key}

@@ -7,6 +7,11 @@ partial hours at the window's edges, so its cost is flat in the number of record
 
 The rollup rows are upserted (``ON CONFLICT DO UPDATE`` adding the new amounts) in the
 transaction that inserts the record, so they never disagree with the records.
+
+Rows with ``key_id = ""`` (``ALL_KEYS``) sum every key, for an admin's usage over all
+keys. Every request updates them, so in a write batch they are deferred to the end of the
+batch (db/batch.py ``DEFERRED``) and written in sorted order, after every per-key lock:
+concurrent batches then take locks in one global order and cannot deadlock on them.
 """
 
 from __future__ import annotations
@@ -19,7 +24,10 @@ import orjson
 from sqlalchemy import Connection, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
+from imagegate.db.batch import DEFERRED
 from imagegate.db.models import UpstreamHourlyRow, UsageHourlyRow
+
+ALL_KEYS = ""
 
 HOUR = timedelta(hours=1)
 _USAGE: Table = UsageHourlyRow.__table__  # type: ignore[assignment]
@@ -61,7 +69,8 @@ def _statements(conn: Connection) -> tuple[Insert, Insert]:
 class Rollup:
     """Sums of some usage records, by the rollup tables' keys, ready to upsert."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, totals: bool = True) -> None:
+        self._totals = totals  # also sum into the ALL_KEYS rows
         self.usage: dict[tuple[str, datetime, str, str], list[int]] = {}
         self.upstream: dict[tuple[str, datetime, str], list[int]] = {}
 
@@ -77,17 +86,24 @@ class Rollup:
         attempts: Iterable[dict[str, Any]] | None,
     ) -> None:
         bucket = floor_hour(created_at)
-        acc = self.usage.setdefault((key_id, bucket, model, provider or ""), [0, 0, 0, 0])
-        acc[0] += 1
-        acc[1] += int(status == 200)
-        acc[2] += int(images or 0)
-        acc[3] += int(cost_micro or 0)
-        for attempt in attempts or ():
-            name = str(attempt.get("provider") or "unknown")
-            up = self.upstream.setdefault((key_id, bucket, name), [0, 0, 0])
-            up[0] += 1
-            up[1] += int(attempt.get("status") == 200)
-            up[2] += int(attempt.get("cost_micro") or 0)
+        values = (1, int(status == 200), int(images or 0), int(cost_micro or 0))
+        calls = [
+            (
+                str(attempt.get("provider") or "unknown"),
+                (1, int(attempt.get("status") == 200), int(attempt.get("cost_micro") or 0)),
+            )
+            for attempt in attempts or ()
+        ]
+        for kid in (key_id, ALL_KEYS) if self._totals else (key_id,):
+            _add(self.usage.setdefault((kid, bucket, model, provider or ""), [0, 0, 0, 0]), values)
+            for name, call in calls:
+                _add(self.upstream.setdefault((kid, bucket, name), [0, 0, 0]), call)
+
+    def merge(self, other: Rollup) -> None:
+        for key, values in other.usage.items():
+            _add(self.usage.setdefault(key, [0, 0, 0, 0]), values)
+        for ukey, uvalues in other.upstream.items():
+            _add(self.upstream.setdefault(ukey, [0, 0, 0]), uvalues)
 
     def add_row(self, row: Any) -> None:
         """Add a ``usage_records`` row (attempts as stored: JSON text on SQLite)."""
@@ -106,7 +122,22 @@ class Rollup:
         )
 
     def write(self, conn: Connection) -> None:
-        """Add these sums to the rollup tables (one statement per table)."""
+        """Add these sums to the rollup tables; the ALL_KEYS rows at the end of the write
+        batch when inside one, else now."""
+        mine, everyone = Rollup(), Rollup()
+        for key, values in self.usage.items():
+            (everyone if key[0] == ALL_KEYS else mine).usage[key] = values
+        for ukey, uvalues in self.upstream.items():
+            (everyone if ukey[0] == ALL_KEYS else mine).upstream[ukey] = uvalues
+        mine.flush(conn)
+        deferred = conn.info.get(DEFERRED)
+        if deferred is None:
+            everyone.flush(conn)
+        else:
+            deferred.setdefault("usage_totals", Rollup()).merge(everyone)
+
+    def flush(self, conn: Connection) -> None:
+        """Upsert every sum, in key order (one lock order for every writer)."""
         usage_stmt, upstream_stmt = _statements(conn)
         if self.usage:
             conn.execute(
@@ -114,7 +145,7 @@ class Rollup:
                 [
                     dict(zip(_USAGE_KEY, k, strict=True))
                     | {"requests": v[0], "succeeded": v[1], "images": v[2], "cost_micro": v[3]}
-                    for k, v in self.usage.items()
+                    for k, v in sorted(self.usage.items())
                 ],
             )
         if self.upstream:
@@ -123,6 +154,11 @@ class Rollup:
                 [
                     dict(zip(_UPSTREAM_KEY, k, strict=True))
                     | {"calls": v[0], "succeeded": v[1], "cost_micro": v[2]}
-                    for k, v in self.upstream.items()
+                    for k, v in sorted(self.upstream.items())
                 ],
             )
+
+
+def _add(acc: list[int], values: Iterable[int]) -> None:
+    for i, value in enumerate(values):
+        acc[i] += value

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, func, insert, select
 
-from imagegate.accounts.rollup import Rollup, ceil_hour, floor_hour
+from imagegate.accounts.rollup import ALL_KEYS, Rollup, ceil_hour, floor_hour
 from imagegate.db.models import UpstreamHourlyRow, UsageHourlyRow, UsageRow, utcnow
 from imagegate.db.session import Database
 
@@ -180,7 +180,7 @@ def _edge_sums(
     key_id: str | None,
 ) -> tuple[dict[Any, list[int]], dict[str, list[int]]]:
     """Sums of the records in the partial hours (at most two hours of records)."""
-    rollup = Rollup()
+    rollup = Rollup(totals=False)
     for lo, hi in edges:
         if lo >= hi:
             continue
@@ -218,7 +218,7 @@ def _rollup_sums(
         "day": u.bucket,
     }[group_by]
     sums = [func.sum(u.requests), func.sum(u.succeeded), func.sum(u.images), func.sum(u.cost_micro)]
-    where = [u.bucket >= lo, u.bucket < hi] + ([u.key_id == key_id] if key_id else [])
+    where = [u.bucket >= lo, u.bucket < hi, _keys(u.key_id, key_id, group_by)]
     cols: list[Any] = [] if column is None else [column]
     query: Any = select(*cols, *sums).where(*where)
     if column is not None:
@@ -231,10 +231,17 @@ def _rollup_sums(
         elif group_by == "provider":
             group = group or None
         _add(groups.setdefault(group, [0, 0, 0, 0]), r[len(cols) :])
-    where_up = [a.bucket >= lo, a.bucket < hi] + ([a.key_id == key_id] if key_id else [])
+    where_up = [a.bucket >= lo, a.bucket < hi, _keys(a.key_id, key_id, None)]
     spent = select(a.provider, func.sum(a.calls), func.sum(a.succeeded), func.sum(a.cost_micro))
     for row in conn.execute(spent.where(*where_up).group_by(a.provider)):
         _add(upstream.setdefault(row[0], [0, 0, 0]), row[1:])
+
+
+def _keys(column: Any, key_id: str | None, group_by: GroupBy | None) -> Any:
+    """One key's rows; else the ALL_KEYS rows, or every key's to group by key."""
+    if key_id is not None:
+        return column == key_id
+    return column != ALL_KEYS if group_by == "key" else column == ALL_KEYS
 
 
 def _group_rows(groups: dict[Any, list[int]]) -> list[dict[str, Any]]:
