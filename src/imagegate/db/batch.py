@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from imagegate.db.session import Database
 
@@ -159,7 +161,15 @@ class WriteBatcher:
                 for name in sorted(deferred):
                     deferred[name].flush(conn)
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is kept
-            log.error("write batch failed", exc_info=exc, extra={"jobs": len(batch)})
+            if _outage(exc):  # the database is down or hung: one line, not a traceback
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                log.error(
+                    "write batch failed: database unavailable: %s",
+                    first,
+                    extra={"jobs": len(batch)},
+                )
+            else:
+                log.error("write batch failed", exc_info=exc, extra={"jobs": len(batch)})
             for job in batch:  # those that never ran too: the caller gets the real cause
                 if job.ok or job.error is None:
                     job.ok, job.value, job.error = False, None, exc
@@ -188,6 +198,10 @@ def _run_in_savepoint(conn: Connection, job: _Job[Any]) -> None:
 
 def _order(job: _Job[Any]) -> str:
     return job.order
+
+
+def _outage(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def _retryable(exc: BaseException) -> bool:
