@@ -197,3 +197,44 @@ async def test_all_keys_totals_are_written_once_per_batch_and_only_for_committed
     assert summary["upstream"]["calls"] == 90
     by_key = book.summary(now - timedelta(hours=6), now, "key", None)["data"]
     assert sum(g["requests"] for g in by_key) == 90 and "" not in {g["group"] for g in by_key}
+
+
+def test_migration_0007_sums_existing_records_into_the_rollups(database_url: str) -> None:
+    """Records written before 0007 count in ``GET /v1/usage`` after it, as they did."""
+    db = Database(database_url)
+    try:
+        db.migrate("0003")
+        now = datetime.now(UTC)
+        rows = [
+            {
+                "generation_id": f"gen_old{i}",
+                "key_id": "old",
+                "model": "m1",
+                "operation": "generate",
+                "provider": None if i % 2 else "p1",
+                "upstream_model": None,
+                "status": 200 if i % 3 else 500,
+                "error_code": None,
+                "attempts": [{"provider": "p1", "status": 200, "cost_micro": 4}],
+                "images": 1,
+                "latency_ms": 1.0,
+                "cost_micro": 10,
+                "created_at": now - timedelta(hours=i, minutes=30),
+            }
+            for i in range(30)
+        ]
+        with db.write() as conn:
+            conn.execute(insert(UsageRow), rows)
+        db.migrate()
+        summary = UsageBook(db).summary(now - timedelta(days=2), now, "provider", None)
+        assert summary["totals"]["requests"] == 30
+        assert summary["totals"]["succeeded"] == sum(1 for i in range(30) if i % 3)
+        assert summary["totals"]["cost_usd"] == 0.0003
+        assert {g["group"]: g["requests"] for g in summary["data"]} == {"p1": 15, None: 15}
+        assert summary["upstream"]["calls"] == 30
+        assert (
+            UsageBook(db).summary(now - timedelta(days=2), now, None, "old")["totals"]["requests"]
+            == 30
+        )
+    finally:
+        db.dispose()

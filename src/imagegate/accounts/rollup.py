@@ -106,13 +106,16 @@ class Rollup:
             _add(self.upstream.setdefault(ukey, [0, 0, 0]), uvalues)
 
     def add_row(self, row: Any) -> None:
-        """Add a ``usage_records`` row (attempts as stored: JSON text on SQLite)."""
+        """Add a ``usage_records`` row (as stored: JSON and time as text on SQLite)."""
         attempts = row.attempts
         if isinstance(attempts, str | bytes):
             attempts = orjson.loads(attempts)
+        created_at = row.created_at  # text from SQLite through a raw (untyped) query
+        if isinstance(created_at, str):
+            created_at = datetime.fromisoformat(created_at)
         self.add(
             row.key_id,
-            row.created_at,
+            created_at,
             row.model,
             row.provider,
             row.status,
