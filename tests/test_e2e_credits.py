@@ -107,9 +107,16 @@ def test_charges_top_up_usage_and_generation_records(
             assert bad.status_code == 400 and bad.json()["error"]["param"] == "amount"
             missing = admin.post("/admin/keys/nosuchkey/credits", json={"amount": 1})
             assert missing.status_code == 404
-            entries = admin.get(f"/admin/keys/{key.split('_')[1]}/ledger").json()["data"]
+            ledger = f"/admin/keys/{key.split('_')[1]}/ledger"
+            entries = admin.get(ledger).json()["data"]
             kinds = [e["kind"] for e in entries]
+            first = admin.get(ledger, params={"limit": 2}).json()
+            rest = admin.get(ledger, params={"limit": 2, "after": first["last_id"]}).json()
+            bad_page = admin.get(ledger, params={"after": "x"})
         assert kinds == ["open", "hold", "settle", "topup"]
+        assert first["has_more"] and [e["kind"] for e in first["data"]] == kinds[:2]
+        assert not rest["has_more"] and [e["kind"] for e in rest["data"]] == kinds[2:]
+        assert bad_page.status_code == 400 and bad_page.json()["error"]["param"] == "after"
         assert _generate(gw, key, n=4).status_code == 200
         assert _balance(gw, key) == pytest.approx(0.99)
 

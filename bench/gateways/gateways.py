@@ -103,8 +103,11 @@ _KEY_CREATE = ["keys", "create", "--name", "bench", "--credits", "1000000", "--r
 _KEY_CREATE += ["--ipm", "100000000"]
 
 
-def start_imagegate(upstream: str, run: Path, workers: int = 1) -> Gateway:
+def start_imagegate(upstream: str, run: Path, workers: int = 1, server: str = "uvicorn") -> Gateway:
+    """``server="granian"``: the same app under granian (``pip install granian`` into the
+    project's .venv first), started from the worker factory after ``imagegate migrate``."""
     name = "imagegate" if workers == 1 else f"imagegate-{workers}w"
+    name += "-granian" if server == "granian" else ""
     data = run / f"{name}-data"
     run.mkdir(parents=True, exist_ok=True)
     providers = "\n".join(
@@ -125,7 +128,16 @@ def start_imagegate(upstream: str, run: Path, workers: int = 1) -> Gateway:
     binary = str(REPO / ".venv/bin/imagegate")
     log = run / f"{name}.log"
     serve = [binary, "serve", "--port", str(port), "--config", str(config)]
-    proc = _spawn([*serve, "--workers", str(workers)], log, env)
+    if server == "granian":
+        subprocess.run([binary, "migrate"], env=_environ(env), check=True, capture_output=True)
+        env |= {"IMAGEGATE_LOG_LEVEL": "INFO", "IMAGEGATE_NO_MIGRATE": "1"}
+        factory = "imagegate.app:create_app_from_env"
+        granian = [str(REPO / ".venv/bin/granian"), "--interface", "asgi", "--factory"]
+        granian += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+        granian += ["--no-ws", "--loop", "uvloop", factory]
+        proc = _spawn(granian, log, env)
+    else:
+        proc = _spawn([*serve, "--workers", str(workers)], log, env)
     _wait(f"http://127.0.0.1:{port}/healthz", proc, log)
     created = subprocess.run(  # a key with credits, rpm/ipm far above what the bench sends
         [binary, *_KEY_CREATE, "--config", str(config)],

@@ -143,6 +143,8 @@ def main() -> None:
             "imagegate": gateways.start_imagegate,
             # The same, as `imagegate serve --workers 2` (one process per core).
             "imagegate-2w": functools.partial(gateways.start_imagegate, workers=2),
+            # The same app under granian (a Rust ASGI server; install it into .venv first).
+            "imagegate-granian": functools.partial(gateways.start_imagegate, server="granian"),
             "litellm": gateways.start_litellm,
             "portkey": gateways.start_portkey,
         }

@@ -22,6 +22,7 @@ from starlette.responses import Response
 
 from imagegate import __version__
 from imagegate.accounts.idempotency import IdempotencyStore
+from imagegate.accounts.key_push import follow_key_changes
 from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
@@ -308,9 +309,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         sweeper = asyncio.create_task(_sweep_forever(gw))
         expirer = asyncio.create_task(_expire_holds_forever(gw))
         syncer = asyncio.create_task(gw.breaker_sync.run()) if gw.breaker_sync else None
+        follower = asyncio.create_task(follow_key_changes(gw.redis, gw.keys)) if gw.redis else None
         try:
             yield
         finally:
+            if follower is not None:
+                follower.cancel()
             sweeper.cancel()
             expirer.cancel()
             if syncer is not None and gw.breaker_sync is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import literal, select, tuple_
 
 from imagegate.accounts.usage import UsageRecord, record_from_row
 from imagegate.db.models import UsageRow
@@ -39,14 +39,11 @@ def list_generations(
             cursor = session.get(UsageRow, after)
             if cursor is None or (key_id is not None and cursor.key_id != key_id):
                 raise CursorNotFound(after)
+            # A row-value comparison, which both databases match against the
+            # (key_id,) created_at, generation_id index as one range.
             query = query.where(
-                or_(
-                    UsageRow.created_at < cursor.created_at,
-                    and_(
-                        UsageRow.created_at == cursor.created_at,
-                        UsageRow.generation_id < cursor.generation_id,
-                    ),
-                )
+                tuple_(UsageRow.created_at, UsageRow.generation_id)
+                < tuple_(literal(cursor.created_at, UsageRow.created_at.type), cursor.generation_id)
             )
         query = query.order_by(UsageRow.created_at.desc(), UsageRow.generation_id.desc())
         rows = session.scalars(query.limit(limit + 1)).all()

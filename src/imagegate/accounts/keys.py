@@ -16,6 +16,8 @@ import os
 import re
 import secrets
 import string
+import threading
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +29,7 @@ from sqlalchemy import Row, bindparam, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from imagegate.accounts.key_epoch import REVOCATION_BOUND_S, bump_key_epoch, read_key_epoch
 from imagegate.accounts.ledger import opening_entry
 from imagegate.core.errors import InvalidRequest, Unauthorized
 from imagegate.db.models import ApiKeyRow, LedgerEntryRow, utcnow
@@ -126,8 +129,9 @@ def _as_utc(value: datetime) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-# Read on every request, so built once (see accounts/ledger.py).
+# Built once (see accounts/ledger.py).
 _KEY_BY_ID = select(ApiKeyRow.__table__).where(ApiKeyRow.__table__.c.id == bindparam("key_id"))
+_CACHE_MAX = 100_000
 
 
 def _to_api_key(row: ApiKeyRow | Row[Any]) -> ApiKey:
@@ -143,6 +147,10 @@ def _to_api_key(row: ApiKeyRow | Row[Any]) -> ApiKey:
         ipm=row.ipm,
         max_concurrent=row.max_concurrent,
     )
+
+
+def _spent(key: ApiKey) -> bool:
+    return key.credits_micro is not None and key.credits_micro <= 0
 
 
 def _new_row(
@@ -210,11 +218,58 @@ def _write_private_file(path: Path, text: str) -> Path:
 
 
 class KeyStore:
-    """API keys in the database. Every call reads the database: no cache, so a revoke
-    takes effect on the very next request, in every worker."""
+    """API keys in the database, served to ``authenticate`` from memory.
 
-    def __init__(self, db: Database) -> None:
+    The cache is dropped when the key change counter (``key_epoch``) moves, read at most
+    every ``bound_s``; a revocation here drops it at once, one pushed through Redis
+    (:meth:`invalidate`) too. A key whose balance reads as spent is re-read every time:
+    its cached balance (which holds move without counting a change) is not trusted.
+    """
+
+    def __init__(self, db: Database, *, bound_s: float = REVOCATION_BOUND_S) -> None:
         self._db = db
+        self._bound_s = bound_s
+        self._cache: dict[str, tuple[str, ApiKey]] = {}
+        self._generation = 0  # moves with every drop: a read begun before is not cached
+        self._epoch: int | None = None
+        self._next_check = 0.0
+        self._lock = threading.Lock()
+
+    def invalidate(self) -> None:
+        """Forget every cached key (a change was pushed, or made here)."""
+        with self._lock:
+            self._cache.clear()
+            self._generation += 1
+
+    def _check_epoch(self) -> None:
+        now = time.monotonic()
+        if now < self._next_check:
+            return
+        self._next_check = now + self._bound_s
+        with self._db.engine.connect() as conn:
+            epoch = read_key_epoch(conn)
+        if epoch != self._epoch:
+            self.invalidate()
+            self._epoch = epoch
+
+    def _lookup(self, key_id: str) -> tuple[str, ApiKey] | None:
+        """``(secret hash, key)`` from the cache, else from the database."""
+        self._check_epoch()
+        entry = self._cache.get(key_id)
+        if entry is not None and not _spent(entry[1]):
+            return entry
+        generation = self._generation
+        with self._db.engine.connect() as conn:  # a Core read: no ORM session per request
+            row = conn.execute(_KEY_BY_ID, {"key_id": key_id}).one_or_none()
+        if row is None:
+            return None
+        entry = (row.secret_hash, _to_api_key(row))
+        with self._lock:
+            if generation == self._generation:
+                if len(self._cache) >= _CACHE_MAX:
+                    self._cache.clear()
+                self._cache[key_id] = entry
+        return entry
 
     def create(
         self,
@@ -260,10 +315,9 @@ class KeyStore:
         if not token or len(token) > _MAX_TOKEN_LENGTH:
             raise Unauthorized(INCORRECT_KEY_MESSAGE)
         key_id, secret = _split_token(token)
-        with self._db.engine.connect() as conn:  # a Core read: no ORM session per request
-            row = conn.execute(_KEY_BY_ID, {"key_id": key_id}).one_or_none()
-        key = None if row is None else _to_api_key(row)
-        stored_hash = "" if row is None else row.secret_hash
+        entry = self._lookup(key_id)
+        key = None if entry is None else entry[1]
+        stored_hash = "" if entry is None else entry[0]
         if key is None or not hmac.compare_digest(stored_hash, _hash(secret)):
             raise Unauthorized(INCORRECT_KEY_MESSAGE)
         if key.revoked:
@@ -292,7 +346,10 @@ class KeyStore:
                 return False
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-            return True
+                session.flush()
+                bump_key_epoch(session.connection())
+        self.invalidate()
+        return True
 
     def ensure_admin(self, env_key: str | None, data_dir: Path) -> Path | None:
         """Make sure an administrator can get in; run once at startup.

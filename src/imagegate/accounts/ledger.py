@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from imagegate.accounts.key_epoch import bump_key_epoch
 from imagegate.accounts.usage import UsageRecord, insert_usage
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
 from imagegate.db.batch import WriteBatcher
@@ -264,6 +265,7 @@ class Ledger:
                     )
                 balance = exists
             _entry(conn, key_id, "topup", amount_micro, balance, None, None, note)
+            bump_key_epoch(conn)  # cached keys may hold a spent balance or no credit limit
         return int(balance)
 
     def balance(self, key_id: str) -> int | None:
@@ -280,14 +282,14 @@ class Ledger:
         with self._db.engine.connect() as conn:
             return len(conn.execute(query).all())
 
-    def entries(self, key_id: str, limit: int = 1000) -> list[LedgerEntry]:
-        """A key's ledger, oldest first."""
-        query = (
-            select(LedgerEntryRow)
-            .where(LedgerEntryRow.key_id == key_id)
-            .order_by(LedgerEntryRow.id)
-            .limit(limit)
-        )
+    def entries(
+        self, key_id: str, limit: int = 1000, after: int | None = None
+    ) -> list[LedgerEntry]:
+        """A key's ledger, oldest first; ``after`` (an entry id) pages by keyset."""
+        query = select(LedgerEntryRow).where(LedgerEntryRow.key_id == key_id)
+        if after is not None:
+            query = query.where(LedgerEntryRow.id > after)
+        query = query.order_by(LedgerEntryRow.id).limit(limit)
         with self._db.session() as session:
             return [
                 LedgerEntry(

@@ -7,9 +7,10 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import Connection, case, func, insert, select
+from sqlalchemy import Connection, func, insert, select
 
-from imagegate.db.models import UsageRow, utcnow
+from imagegate.accounts.rollup import ALL_KEYS, Rollup, ceil_hour, floor_hour
+from imagegate.db.models import UpstreamHourlyRow, UsageHourlyRow, UsageRow, utcnow
 from imagegate.db.session import Database
 
 GroupBy = Literal["model", "provider", "key", "day"]
@@ -44,6 +45,16 @@ class UsageRecord:
 
 
 _INSERT = insert(UsageRow)  # built once: building it per request costs more than running it
+_EDGE_COLUMNS = (
+    UsageRow.key_id,
+    UsageRow.model,
+    UsageRow.provider,
+    UsageRow.status,
+    UsageRow.images,
+    UsageRow.cost_micro,
+    UsageRow.attempts,
+    UsageRow.created_at,
+)
 
 
 def insert_usage(conn: Connection, record: UsageRecord) -> None:
@@ -65,6 +76,18 @@ def insert_usage(conn: Connection, record: UsageRecord) -> None:
             "created_at": record.created_at,
         },
     )
+    rollup = Rollup()
+    rollup.add(
+        record.key_id,
+        record.created_at,
+        record.model,
+        record.provider,
+        record.status,
+        record.images,
+        record.cost_micro,
+        record.attempts,
+    )
+    rollup.write(conn)
 
 
 def _utc(value: datetime) -> datetime:
@@ -111,109 +134,144 @@ class UsageBook:
         group_by: GroupBy | None = None,
         key_id: str | None = None,
     ) -> dict[str, Any]:
-        """Totals between ``start`` (inclusive) and ``end`` (exclusive), optionally grouped."""
-        columns = [
-            func.count().label("requests"),
-            func.sum(func.coalesce(UsageRow.images, 0)).label("images"),
-            func.sum(UsageRow.cost_micro).label("cost_micro"),
-            func.sum(_case_ok()).label("succeeded"),
-        ]
-        where = [UsageRow.created_at >= start, UsageRow.created_at < end]
-        if key_id is not None:
-            where.append(UsageRow.key_id == key_id)
+        """Totals between ``start`` (inclusive) and ``end`` (exclusive), optionally grouped.
+
+        Whole hours come from the hourly rollups, the partial hours at either edge from
+        the records themselves: the cost does not grow with the number of records.
+        """
+        lo, hi = ceil_hour(start), floor_hour(end)
+        edges = [(start, lo), (hi, end)] if lo < hi else [(start, end)]
         with self._db.engine.connect() as conn:
-            total = conn.execute(select(*columns).where(*where)).one()
-            groups: list[dict[str, Any]] = []
-            if group_by == "day":
-                plain = select(
-                    UsageRow.created_at, UsageRow.images, UsageRow.cost_micro, UsageRow.status
-                ).where(*where)
-                groups = _by_day(conn.execute(plain).all())
-            elif group_by is not None:
-                column = {
-                    "model": UsageRow.model,
-                    "provider": UsageRow.provider,
-                    "key": UsageRow.key_id,
-                }[group_by]
-                grouped = conn.execute(
-                    select(column.label("group"), *columns)
-                    .where(*where)
-                    .group_by(column)
-                    .order_by(column)
-                ).all()
-                groups = [_totals(r, group=r.group) for r in grouped]
-            spend = conn.execute(select(UsageRow.attempts).where(*where)).scalars().all()
+            groups, upstream = _edge_sums(conn, edges, group_by, key_id)
+            if lo < hi:
+                _rollup_sums(conn, groups, upstream, lo, hi, group_by, key_id)
+        total = [sum(acc[i] for acc in groups.values()) for i in range(4)]
+        data = [] if group_by is None else _group_rows(groups)
         return {
             "object": "usage",
             "start": int(_utc(start).timestamp()),
             "end": int(_utc(end).timestamp()),
             "group_by": group_by,
             "totals": _totals(total),
-            "data": groups,
-            "upstream": upstream_spend(spend),
+            "data": data,
+            "upstream": _upstream_json(upstream),
         }
 
 
-def upstream_spend(attempt_lists: Sequence[Any]) -> dict[str, Any]:
-    """What upstreams billed for these requests' calls (hedge losers, failures and calls
-    cut short included), in total and per provider: compare with ``totals.cost_usd``,
-    what callers were charged."""
-    by_provider: dict[str, dict[str, int]] = {}
-    for attempts in attempt_lists:
-        for attempt in attempts or []:
-            provider = str(attempt.get("provider") or "unknown")
-            acc = by_provider.setdefault(provider, {"calls": 0, "succeeded": 0, "cost": 0})
-            acc["calls"] += 1
-            acc["succeeded"] += int(attempt.get("status") == 200)
-            acc["cost"] += int(attempt.get("cost_micro") or 0)
-    total = sum(acc["cost"] for acc in by_provider.values())
+def _group_of(
+    group_by: GroupBy | None, key_id: str, bucket: datetime, model: str, provider: str
+) -> Any:
+    if group_by is None:
+        return None
+    if group_by == "day":
+        return _utc(bucket).strftime("%Y-%m-%d")
+    return {"model": model, "provider": provider or None, "key": key_id}[group_by]
+
+
+def _add(acc: list[int], values: Sequence[int]) -> None:
+    for i, value in enumerate(values):
+        acc[i] += int(value or 0)
+
+
+def _edge_sums(
+    conn: Connection,
+    edges: list[tuple[datetime, datetime]],
+    group_by: GroupBy | None,
+    key_id: str | None,
+) -> tuple[dict[Any, list[int]], dict[str, list[int]]]:
+    """Sums of the records in the partial hours (at most two hours of records)."""
+    rollup = Rollup(totals=False)
+    for lo, hi in edges:
+        if lo >= hi:
+            continue
+        where = [UsageRow.created_at >= lo, UsageRow.created_at < hi]
+        if key_id is not None:
+            where.append(UsageRow.key_id == key_id)
+        for row in conn.execute(select(*_EDGE_COLUMNS).where(*where)):
+            rollup.add_row(row)
+    groups: dict[Any, list[int]] = {}
+    for (kid, bucket, model, provider), values in rollup.usage.items():
+        group = _group_of(group_by, kid, bucket, model, provider)
+        _add(groups.setdefault(group, [0, 0, 0, 0]), values)
+    upstream: dict[str, list[int]] = {}
+    for (_, _, provider), values in rollup.upstream.items():
+        _add(upstream.setdefault(provider, [0, 0, 0]), values)
+    return groups, upstream
+
+
+def _rollup_sums(
+    conn: Connection,
+    groups: dict[Any, list[int]],
+    upstream: dict[str, list[int]],
+    lo: datetime,
+    hi: datetime,
+    group_by: GroupBy | None,
+    key_id: str | None,
+) -> None:
+    """Add the whole hours ``[lo, hi)`` from the rollup tables, grouped in SQL."""
+    u, a = UsageHourlyRow, UpstreamHourlyRow
+    column = {
+        None: None,
+        "model": u.model,
+        "provider": u.provider,
+        "key": u.key_id,
+        "day": u.bucket,
+    }[group_by]
+    sums = [func.sum(u.requests), func.sum(u.succeeded), func.sum(u.images), func.sum(u.cost_micro)]
+    where = [u.bucket >= lo, u.bucket < hi, _keys(u.key_id, key_id, group_by)]
+    cols: list[Any] = [] if column is None else [column]
+    query: Any = select(*cols, *sums).where(*where)
+    if column is not None:
+        query = query.group_by(column)
+    for row in conn.execute(query).all():
+        r: tuple[Any, ...] = tuple(row)
+        group: Any = r[0] if cols else None
+        if group_by == "day":
+            group = _utc(group).strftime("%Y-%m-%d")
+        elif group_by == "provider":
+            group = group or None
+        _add(groups.setdefault(group, [0, 0, 0, 0]), r[len(cols) :])
+    where_up = [a.bucket >= lo, a.bucket < hi, _keys(a.key_id, key_id, None)]
+    spent = select(a.provider, func.sum(a.calls), func.sum(a.succeeded), func.sum(a.cost_micro))
+    for row in conn.execute(spent.where(*where_up).group_by(a.provider)):
+        _add(upstream.setdefault(row[0], [0, 0, 0]), row[1:])
+
+
+def _keys(column: Any, key_id: str | None, group_by: GroupBy | None) -> Any:
+    """One key's rows; else the ALL_KEYS rows, or every key's to group by key."""
+    if key_id is not None:
+        return column == key_id
+    return column != ALL_KEYS if group_by == "key" else column == ALL_KEYS
+
+
+def _group_rows(groups: dict[Any, list[int]]) -> list[dict[str, Any]]:
+    ordered = sorted(groups.items(), key=lambda item: (item[0] is None, item[0] or ""))
+    return [_totals(acc, group=group) for group, acc in ordered if acc[0]]
+
+
+def _upstream_json(upstream: dict[str, list[int]]) -> dict[str, Any]:
+    total = sum(acc[2] for acc in upstream.values())
     return {
         "cost_usd": round(total / 1_000_000, 6),
-        "calls": sum(acc["calls"] for acc in by_provider.values()),
+        "calls": sum(acc[0] for acc in upstream.values()),
         "by_provider": [
             {
                 "provider": provider,
-                "calls": acc["calls"],
-                "succeeded": acc["succeeded"],
-                "cost_usd": round(acc["cost"] / 1_000_000, 6),
+                "calls": acc[0],
+                "succeeded": acc[1],
+                "cost_usd": round(acc[2] / 1_000_000, 6),
             }
-            for provider, acc in sorted(by_provider.items())
+            for provider, acc in sorted(upstream.items())
         ],
     }
 
 
-def _case_ok() -> Any:
-    return case((UsageRow.status == 200, 1), else_=0)
-
-
-def _totals(row: Any, **extra: Any) -> dict[str, Any]:
-    cost = int(row.cost_micro or 0)
+def _totals(acc: Sequence[int], **extra: Any) -> dict[str, Any]:
+    """``acc`` is ``[requests, succeeded, images, cost_micro]``."""
     return {
         **extra,
-        "requests": int(row.requests or 0),
-        "succeeded": int(row.succeeded or 0),
-        "images": int(row.images or 0),
-        "cost_usd": round(cost / 1_000_000, 6),
+        "requests": int(acc[0]),
+        "succeeded": int(acc[1]),
+        "images": int(acc[2]),
+        "cost_usd": round(int(acc[3]) / 1_000_000, 6),
     }
-
-
-def _by_day(rows: Sequence[Any]) -> list[dict[str, Any]]:
-    """Group per UTC day in Python: date functions differ between SQLite and PostgreSQL."""
-    days: dict[str, dict[str, int]] = {}
-    for row in rows:
-        day = _utc(row.created_at).strftime("%Y-%m-%d")
-        acc = days.setdefault(day, {"requests": 0, "succeeded": 0, "images": 0, "cost": 0})
-        acc["requests"] += 1
-        acc["succeeded"] += int(row.status == 200)
-        acc["images"] += int(row.images or 0)
-        acc["cost"] += int(row.cost_micro or 0)
-    return [
-        {
-            "group": day,
-            "requests": v["requests"],
-            "succeeded": v["succeeded"],
-            "images": v["images"],
-            "cost_usd": round(v["cost"] / 1_000_000, 6),
-        }
-        for day, v in sorted(days.items())
-    ]

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from imagegate.accounts.key_push import push_key_change
 from imagegate.accounts.keys import ApiKey
 from imagegate.accounts.limits import micro_in_range, top_up_amount
 from imagegate.api.auth import require_admin
@@ -90,6 +91,7 @@ async def revoke_key(request: Request) -> Response:
     key_id = request.path_params["key_id"]
     if not await run_in_threadpool(gateway(request).keys.revoke, key_id):
         raise NotFound(f"No API key with id '{key_id}'.", param="key_id", code="key_not_found")
+    await push_key_change(gateway(request).redis, key_id)
     return _json({"id": key_id, "object": "api_key", "deleted": True})
 
 
@@ -122,6 +124,8 @@ async def top_up(request: Request) -> Response:
     key = await run_in_threadpool(gw.keys.get, key_id)
     micro = top_up_amount(key, key_id, amount)
     balance = await run_in_threadpool(gw.ledger.top_up, key_id, micro, note)
+    gw.keys.invalidate()
+    await push_key_change(gw.redis, key_id)
     return _json(
         {
             "id": key_id,
@@ -132,6 +136,25 @@ async def top_up(request: Request) -> Response:
     )
 
 
+LEDGER_PAGE_MAX = 1000
+
+
+def _ledger_page(request: Request) -> tuple[int, int | None]:
+    """``limit`` (1..1000, default 1000) and ``after`` (the last entry id seen)."""
+    raw_limit = request.query_params.get("limit") or str(LEDGER_PAGE_MAX)
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= LEDGER_PAGE_MAX:
+        raise InvalidRequest(
+            f"'limit' must be an integer from 1 to {LEDGER_PAGE_MAX}; got {raw_limit!r}.",
+            param="limit",
+        )
+    raw_after = request.query_params.get("after") or None
+    if raw_after is not None and not (raw_after.isdigit() and len(raw_after) < 19):
+        raise InvalidRequest(
+            f"'after' must be a ledger entry id; got {raw_after!r}.", param="after"
+        )
+    return int(raw_limit), None if raw_after is None else int(raw_after)
+
+
 async def ledger(request: Request) -> Response:
     """GET /v1/admin/keys/{key_id}/ledger: the key's credit movements, oldest first."""
     await require_admin(request)
@@ -139,10 +162,14 @@ async def ledger(request: Request) -> Response:
     key_id = request.path_params["key_id"]
     if await run_in_threadpool(gw.keys.get, key_id) is None:
         raise NotFound(f"No API key with id '{key_id}'.", param="key_id", code="key_not_found")
-    entries = await run_in_threadpool(gw.ledger.entries, key_id)
+    limit, after = _ledger_page(request)
+    entries = await run_in_threadpool(gw.ledger.entries, key_id, limit + 1, after)
+    has_more, entries = len(entries) > limit, entries[:limit]
     return _json(
         {
             "object": "list",
+            "has_more": has_more,
+            "last_id": entries[-1].id if entries else None,
             "data": [
                 {
                     "id": e.id,

@@ -1,5 +1,5 @@
-"""Bearer-key authentication; the key store is read on every request so revocation is
-immediate."""
+"""Bearer-key authentication, from the key store's in-memory cache: a revocation takes
+effect in every process within ``REVOCATION_BOUND_S`` (accounts/key_epoch.py)."""
 
 from __future__ import annotations
 

@@ -300,7 +300,11 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         "A key's credit movements (admin)",
         _ok("LedgerList"),
         _ADMIN_ERRORS,
-        parameters=[_KEY_ID],
+        parameters=[
+            _KEY_ID,
+            _query("limit", "Entries per page, 1 to 1000 (default 1000).", pattern="^[0-9]+$"),
+            _query("after", "The `last_id` of the previous page.", pattern="^[0-9]+$"),
+        ],
     ),
     ("get", "/v1/generations/{generation_id}"): _op(
         "retrieveGeneration",

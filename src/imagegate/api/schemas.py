@@ -211,7 +211,16 @@ SCHEMAS: dict[str, Any] = {
             "created_at": INT,
         },
     ),
-    "LedgerList": listing("LedgerEntry"),
+    "LedgerList": obj(
+        ["object", "data", "has_more", "last_id"],
+        {
+            "object": {"const": "list"},
+            "data": {"type": "array", "items": ref("LedgerEntry")},
+            "has_more": {"type": "boolean"},
+            "last_id": {"type": ["integer", "null"]},
+        },
+        "Oldest first; the next page is `?after=<last_id>`.",
+    ),
     "Generation": obj(
         ["id", "object", "model", "status"],
         {

@@ -36,10 +36,17 @@ from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Connection
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from imagegate.db.session import Database
 
 T = TypeVar("T")
+# ``conn.info`` key of a dict where a job leaves writes to make once per batch, after every
+# job (values with ``merge(other)`` and ``flush(conn)``, e.g. rows every request updates,
+# which must be locked last and in one order; see accounts/rollup.py). Outside a batch the
+# key is absent and the job writes them itself.
+DEFERRED = "imagegate.deferred"
 log = logging.getLogger("imagegate.db")
 
 MAX_BATCH = 256
@@ -141,13 +148,39 @@ class WriteBatcher:
     def _commit(self, batch: list[_Job[Any]]) -> None:
         try:
             with self._db.write() as conn:
-                for job in batch:
-                    _run_in_savepoint(conn, job)
+                deferred: dict[str, Any] = {}
+                try:
+                    for job in batch:
+                        mine: dict[str, Any] = {}
+                        conn.info[DEFERRED] = mine
+                        _run_in_savepoint(conn, job)
+                        if job.ok:
+                            _merge(deferred, mine)
+                finally:  # the pooled connection outlives the batch
+                    conn.info.pop(DEFERRED, None)
+                for name in sorted(deferred):
+                    deferred[name].flush(conn)
         except BaseException as exc:  # BEGIN or COMMIT failed: nothing of the batch is kept
-            log.error("write batch failed", exc_info=exc, extra={"jobs": len(batch)})
+            if _outage(exc):  # the database is down or hung: one line, not a traceback
+                first = (str(exc).splitlines() or [type(exc).__name__])[0]
+                log.error(
+                    "write batch failed: database unavailable: %s",
+                    first,
+                    extra={"jobs": len(batch)},
+                )
+            else:
+                log.error("write batch failed", exc_info=exc, extra={"jobs": len(batch)})
             for job in batch:  # those that never ran too: the caller gets the real cause
                 if job.ok or job.error is None:
                     job.ok, job.value, job.error = False, None, exc
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for name, item in new.items():
+        if name in into:
+            into[name].merge(item)
+        else:
+            into[name] = item
 
 
 def _run_in_savepoint(conn: Connection, job: _Job[Any]) -> None:
@@ -165,6 +198,10 @@ def _run_in_savepoint(conn: Connection, job: _Job[Any]) -> None:
 
 def _order(job: _Job[Any]) -> str:
     return job.order
+
+
+def _outage(exc: BaseException) -> bool:
+    return isinstance(exc, OperationalError | InterfaceError | DisconnectionError | PoolTimeout)
 
 
 def _retryable(exc: BaseException) -> bool:

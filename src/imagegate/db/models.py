@@ -62,6 +62,17 @@ class ApiKeyRow(Base):
         return f"ApiKeyRow(id={self.id!r}, name={self.name!r}, is_admin={self.is_admin!r})"
 
 
+class KeyEpochRow(Base):
+    """One row counting changes to keys (revocations, top-ups) for in-memory key caches:
+    each process re-reads it at most every ``REVOCATION_BOUND_S`` and drops its cache
+    when it moved (see accounts/keys.py)."""
+
+    __tablename__ = "key_epoch"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=False)
+    epoch: Mapped[int] = mapped_column(BigInteger)
+
+
 class CreditHoldRow(Base):
     """Credit set aside for one request in flight: the worst case it can cost.
 
@@ -97,7 +108,7 @@ class LedgerEntryRow(Base):
     id: Mapped[int] = mapped_column(
         BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
     )
-    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    key_id: Mapped[str] = mapped_column(String(32))
     kind: Mapped[str] = mapped_column(String(16))
     amount_micro: Mapped[int] = mapped_column(BigInteger)
     balance_micro: Mapped[int | None] = mapped_column(BigInteger)
@@ -105,6 +116,9 @@ class LedgerEntryRow(Base):
     generation_id: Mapped[str | None] = mapped_column(String(40))
     note: Mapped[str | None] = mapped_column(String(200))
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    # A key's ledger page (``WHERE key_id = ? AND id > ? ORDER BY id``) reads one index range.
+    __table_args__ = (Index("ix_ledger_entries_key_id_id", "key_id", "id"),)
 
 
 class UsageRow(Base):
@@ -126,7 +140,48 @@ class UsageRow(Base):
     cost_micro: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
-    __table_args__ = (Index("ix_usage_records_key_created", "key_id", "created_at"),)
+    __table_args__ = (
+        # Keyset pages of GET /v1/generations: (created_at, id) in index order, per key or all.
+        Index("ix_usage_records_key_created_id", "key_id", "created_at", "generation_id"),
+        Index("ix_usage_records_created_id", "created_at", "generation_id"),
+    )
+
+
+class UsageHourlyRow(Base):
+    """Usage records summed per key, UTC hour, model and provider (``""``: none).
+
+    Written in the same transaction as each usage record, so ``GET /v1/usage`` over 30
+    days reads at most 720 rows per key and model instead of every record.
+    """
+
+    __tablename__ = "usage_hourly"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    model: Mapped[str] = mapped_column(String(200), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    succeeded: Mapped[int] = mapped_column(BigInteger)
+    images: Mapped[int] = mapped_column(BigInteger)
+    cost_micro: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_usage_hourly_bucket", "bucket"),)
+
+
+class UpstreamHourlyRow(Base):
+    """Upstream calls (every attempt of every request) summed per key, UTC hour and
+    provider: what upstreams billed, read by ``GET /v1/usage`` without parsing attempts."""
+
+    __tablename__ = "usage_upstream_hourly"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    bucket: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100), primary_key=True)
+    calls: Mapped[int] = mapped_column(BigInteger)
+    succeeded: Mapped[int] = mapped_column(BigInteger)
+    cost_micro: Mapped[int] = mapped_column(BigInteger)
+
+    __table_args__ = (Index("ix_usage_upstream_hourly_bucket", "bucket"),)
 
 
 class IdempotencyRow(Base):

@@ -41,11 +41,14 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str = "INFO") -> None:
-    """Send JSON lines to stderr; uvicorn's own access log is replaced by ours."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter())
+    """Send JSON lines to stderr, from a thread (see log_queue.py); uvicorn's own access
+    log is replaced by ours."""
+    from imagegate.obs.log_queue import threaded
+
+    stream = logging.StreamHandler(sys.stderr)
+    stream.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [threaded(stream)]
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error"):
         logging.getLogger(name).handlers[:] = []

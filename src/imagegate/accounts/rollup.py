@@ -1,0 +1,167 @@
+"""Hourly usage rollups: sums per key and UTC hour, kept with every usage record.
+
+``GET /v1/usage`` over 30 days would otherwise read (and parse the attempts of) every
+record in the window: a cost that grows with traffic. With the rollups it reads whole
+hours from ``usage_hourly`` / ``usage_upstream_hourly`` and only the records of the two
+partial hours at the window's edges, so its cost is flat in the number of records.
+
+The rollup rows are upserted (``ON CONFLICT DO UPDATE`` adding the new amounts) in the
+transaction that inserts the record, so they never disagree with the records.
+
+Rows with ``key_id = ""`` (``ALL_KEYS``) sum every key, for an admin's usage over all
+keys. Every request updates them, so in a write batch they are deferred to the end of the
+batch (db/batch.py ``DEFERRED``) and written in sorted order, after every per-key lock:
+concurrent batches then take locks in one global order and cannot deadlock on them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Insert, Table
+from sqlalchemy.dialects import postgresql, sqlite
+
+from imagegate.db.batch import DEFERRED
+from imagegate.db.models import UpstreamHourlyRow, UsageHourlyRow
+
+ALL_KEYS = ""
+
+HOUR = timedelta(hours=1)
+_USAGE: Table = UsageHourlyRow.__table__  # type: ignore[assignment]
+_UPSTREAM: Table = UpstreamHourlyRow.__table__  # type: ignore[assignment]
+_USAGE_KEY = ("key_id", "bucket", "model", "provider")
+_UPSTREAM_KEY = ("key_id", "bucket", "provider")
+_STATEMENTS: dict[str, tuple[Insert, Insert]] = {}
+
+
+def floor_hour(value: datetime) -> datetime:
+    """The UTC hour ``value`` falls in (naive values are UTC, as SQLite returns them)."""
+    value = value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    return value.replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(value: datetime) -> datetime:
+    floor = floor_hour(value)
+    return floor if floor == value else floor + HOUR
+
+
+def _upsert(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    stmt = insert(table)
+    adds = {c.name: c + stmt.excluded[c.name] for c in table.c if c.name not in key}
+    return stmt.on_conflict_do_update(index_elements=list(key), set_=adds)
+
+
+def _statements(conn: Connection) -> tuple[Insert, Insert]:
+    """The two upserts for this dialect, built once (building costs more than running)."""
+    dialect = conn.dialect.name
+    if dialect not in _STATEMENTS:
+        _STATEMENTS[dialect] = (
+            _upsert(dialect, _USAGE, _USAGE_KEY),
+            _upsert(dialect, _UPSTREAM, _UPSTREAM_KEY),
+        )
+    return _STATEMENTS[dialect]
+
+
+class Rollup:
+    """Sums of some usage records, by the rollup tables' keys, ready to upsert."""
+
+    def __init__(self, *, totals: bool = True) -> None:
+        self._totals = totals  # also sum into the ALL_KEYS rows
+        self.usage: dict[tuple[str, datetime, str, str], list[int]] = {}
+        self.upstream: dict[tuple[str, datetime, str], list[int]] = {}
+
+    def add(
+        self,
+        key_id: str,
+        created_at: datetime,
+        model: str,
+        provider: str | None,
+        status: int,
+        images: int | None,
+        cost_micro: int | None,
+        attempts: Iterable[dict[str, Any]] | None,
+    ) -> None:
+        bucket = floor_hour(created_at)
+        values = (1, int(status == 200), int(images or 0), int(cost_micro or 0))
+        calls = [
+            (
+                str(attempt.get("provider") or "unknown"),
+                (1, int(attempt.get("status") == 200), int(attempt.get("cost_micro") or 0)),
+            )
+            for attempt in attempts or ()
+        ]
+        for kid in (key_id, ALL_KEYS) if self._totals else (key_id,):
+            _add(self.usage.setdefault((kid, bucket, model, provider or ""), [0, 0, 0, 0]), values)
+            for name, call in calls:
+                _add(self.upstream.setdefault((kid, bucket, name), [0, 0, 0]), call)
+
+    def merge(self, other: Rollup) -> None:
+        for key, values in other.usage.items():
+            _add(self.usage.setdefault(key, [0, 0, 0, 0]), values)
+        for ukey, uvalues in other.upstream.items():
+            _add(self.upstream.setdefault(ukey, [0, 0, 0]), uvalues)
+
+    def add_row(self, row: Any) -> None:
+        """Add a ``usage_records`` row (as stored: JSON and time as text on SQLite)."""
+        attempts = row.attempts
+        if isinstance(attempts, str | bytes):
+            attempts = orjson.loads(attempts)
+        created_at = row.created_at  # text from SQLite through a raw (untyped) query
+        if isinstance(created_at, str):
+            created_at = datetime.fromisoformat(created_at)
+        self.add(
+            row.key_id,
+            created_at,
+            row.model,
+            row.provider,
+            row.status,
+            row.images,
+            row.cost_micro,
+            attempts,
+        )
+
+    def write(self, conn: Connection) -> None:
+        """Add these sums to the rollup tables; the ALL_KEYS rows at the end of the write
+        batch when inside one, else now."""
+        mine, everyone = Rollup(), Rollup()
+        for key, values in self.usage.items():
+            (everyone if key[0] == ALL_KEYS else mine).usage[key] = values
+        for ukey, uvalues in self.upstream.items():
+            (everyone if ukey[0] == ALL_KEYS else mine).upstream[ukey] = uvalues
+        mine.flush(conn)
+        deferred = conn.info.get(DEFERRED)
+        if deferred is None:
+            everyone.flush(conn)
+        else:
+            deferred.setdefault("usage_totals", Rollup()).merge(everyone)
+
+    def flush(self, conn: Connection) -> None:
+        """Upsert every sum, in key order (one lock order for every writer)."""
+        usage_stmt, upstream_stmt = _statements(conn)
+        if self.usage:
+            conn.execute(
+                usage_stmt,
+                [
+                    dict(zip(_USAGE_KEY, k, strict=True))
+                    | {"requests": v[0], "succeeded": v[1], "images": v[2], "cost_micro": v[3]}
+                    for k, v in sorted(self.usage.items())
+                ],
+            )
+        if self.upstream:
+            conn.execute(
+                upstream_stmt,
+                [
+                    dict(zip(_UPSTREAM_KEY, k, strict=True))
+                    | {"calls": v[0], "succeeded": v[1], "cost_micro": v[2]}
+                    for k, v in sorted(self.upstream.items())
+                ],
+            )
+
+
+def _add(acc: list[int], values: Iterable[int]) -> None:
+    for i, value in enumerate(values):
+        acc[i] += value
