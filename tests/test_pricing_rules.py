@@ -276,8 +276,9 @@ def test_per_token_input_image_tokens_default_to_zero() -> None:
 
 
 KNOWN = (
-    "as_of, default_quality, free, input_image_tokens, megapixel, megapixel_rounding, "
-    "output_tokens, per_image, per_megapixel, per_million_tokens, source"
+    "as_of, default_quality, default_steps, free, input_image_tokens, megapixel, "
+    "megapixel_rounding, output_tokens, per_image, per_input_image, per_megapixel, "
+    "per_million_tokens, source, unpriced"
 )
 NUMBER = "must be a number >= 0 (USD)"
 COUNT = "must be an integer >= 0 (tokens)"
