@@ -456,9 +456,12 @@ def test_a_late_settlement_after_expiry_charges_directly(db: Database) -> None:
     key_id = _key(db, 1.0)
     hold = ledger.hold(key_id, 400_000, "gen_late")
     assert hold is not None
-    _age(db, hold)
-    assert ledger.expire_stale() == 1
+    other = ledger.hold(key_id, 50_000, "gen_other")
+    assert other is not None
+    _age(db, hold, other)
+    assert ledger.expire_stale() == 2
     ledger.settle(hold, 30_000, _usage(key_id, "gen_late"))
+    assert _hold_status(db, other.id) == ("expired", 0)  # only the settled hold changes
     assert _rows(ledger, key_id)[-1] == (
         "charge",
         -30_000,
@@ -507,4 +510,57 @@ def test_a_hold_settles_or_releases_once_a_second_close_raises_and_moves_nothing
         ("settled", 100_000),
         ("released", 0),
     )
+    _assert_invariant(ledger, key_id, 1_000_000)
+
+
+# -- refunds -----------------------------------------------------------------------------
+
+
+async def test_an_undelivered_response_gets_its_charge_back_once_by_a_refund_row(
+    db: Database,
+) -> None:
+    """A settled request whose response never reached the caller: the charge comes back
+    by one ``refund`` row naming why, the usage record says so at cost 0, and nothing
+    else (another key, another generation, a released hold) moves."""
+    ledger = Ledger(db, hold_ttl_s=60)
+    try:
+        a, b = _key(db, 1.0, "a"), _key(db, 1.0, "b")
+        hold = ledger.hold(a, 300_000, "gen_lost")
+        kept = ledger.hold(b, 300_000, "gen_kept")
+        released = ledger.hold(a, 100_000, "gen_failed")
+        assert hold is not None and kept is not None and released is not None
+        lost = _usage(a, "gen_lost")
+        ledger.settle(hold, 120_000, lost)
+        ledger.settle(kept, 70_000, _usage(b, "gen_kept"))
+        failed = _usage(a, "gen_failed")
+        ledger.release(released, failed)
+        lost.status, lost.error_code = 499, "client_disconnected"
+        await ledger.refund_async(hold, lost)
+        assert lost.cost_micro == 0
+        refund = ("refund", 120_000, 1_000_000, hold.id, "gen_lost")
+        assert _rows(ledger, a)[-1] == (*refund, "response not delivered: client_disconnected")
+        await ledger.refund_async(hold, lost)  # a second refund moves nothing
+        failed.status, failed.error_code = 499, "client_disconnected"
+        ledger.refund(released, failed)  # nothing was charged: nothing to give back
+        assert [r[0] for r in _rows(ledger, a)] == ["hold", "hold", "settle", "release", "refund"]
+        assert _hold_status(db, hold.id) == ("refunded", 0)
+        book = UsageBook(db)
+        got = [(r.status, r.error_code, r.cost_micro) for r in (book.get("gen_lost"),) if r]
+        assert got == [(499, "client_disconnected", 0)]
+        other = book.get("gen_kept")
+        assert other is not None and (other.status, other.cost_micro) == (200, 70_000)
+        assert ledger.balance(b) == 930_000
+        _assert_invariant(ledger, a, 1_000_000)
+        _assert_invariant(ledger, b, 1_000_000)
+    finally:
+        ledger.close()
+
+
+def test_closing_a_hold_that_does_not_exist_raises_naming_it(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    with pytest.raises(HoldClosed) as info:
+        ledger.settle(Hold("hold_nope", key_id, 10, "gen_n"), 10, _usage(key_id, "gen_n"))
+    assert str(info.value) == "credit hold hold_nope is already missing"
+    assert ledger.balance(key_id) == 1_000_000
     _assert_invariant(ledger, key_id, 1_000_000)
