@@ -16,7 +16,7 @@ from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Hold, HoldClosed, Ledger, usd
 from imagegate.accounts.usage import UsageBook, UsageRecord
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
-from imagegate.db.models import CreditHoldRow
+from imagegate.db.models import ApiKeyRow, CreditHoldRow
 from imagegate.db.session import Database
 
 
@@ -540,10 +540,15 @@ async def test_an_undelivered_response_gets_its_charge_back_once_by_a_refund_row
         refund = ("refund", 120_000, 1_000_000, hold.id, "gen_lost")
         assert _rows(ledger, a)[-1] == (*refund, "response not delivered: client_disconnected")
         await ledger.refund_async(hold, lost)  # a second refund moves nothing
+        again = _usage(a, "gen_lost")
+        again.status, again.error_code = 499, "client_disconnected"
+        again.cost_micro = 120_000  # ... whatever the record it comes with says
+        ledger.refund(hold, again)
         failed.status, failed.error_code = 499, "client_disconnected"
         ledger.refund(released, failed)  # nothing was charged: nothing to give back
         assert [r[0] for r in _rows(ledger, a)] == ["hold", "hold", "settle", "release", "refund"]
         assert _hold_status(db, hold.id) == ("refunded", 0)
+        assert _hold_status(db, kept.id) == ("settled", 70_000)
         book = UsageBook(db)
         got = [(r.status, r.error_code, r.cost_micro) for r in (book.get("gen_lost"),) if r]
         assert got == [(499, "client_disconnected", 0)]
@@ -552,6 +557,55 @@ async def test_an_undelivered_response_gets_its_charge_back_once_by_a_refund_row
         assert ledger.balance(b) == 930_000
         _assert_invariant(ledger, a, 1_000_000)
         _assert_invariant(ledger, b, 1_000_000)
+    finally:
+        ledger.close()
+
+
+def test_a_refund_gives_back_exactly_the_charge_and_nothing_for_a_free_request(
+    db: Database,
+) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id, unlimited = _key(db, 1.0, "a"), _key(db, None, "u")
+    free, one = ledger.hold(key_id, 1000, "gen_free"), ledger.hold(key_id, 1000, "gen_one")
+    assert free is not None and one is not None
+    free_usage, one_usage = _usage(key_id, "gen_free"), _usage(key_id, "gen_one")
+    ledger.settle(free, 0, free_usage)
+    ledger.settle(one, 1, one_usage)
+    ledger.refund(free, free_usage)
+    ledger.refund(one, one_usage)
+    assert [r[:3] for r in _rows(ledger, key_id) if r[0] == "refund"] == [("refund", 1, 1_000_000)]
+    assert (_hold_status(db, free.id), _hold_status(db, one.id)) == (
+        ("settled", 0),
+        ("refunded", 0),
+    )
+    _assert_invariant(ledger, key_id, 1_000_000)
+    # A key without a credit limit has no hold: its usage record is corrected, no rows.
+    usage = _usage(unlimited, "gen_u")
+    ledger.settle(None, 50_000, usage)
+    usage.status, usage.error_code = 499, "client_disconnected"
+    ledger.refund(None, usage)
+    record = UsageBook(db).get("gen_u")
+    assert record is not None and (record.status, record.cost_micro) == (499, 0)
+    assert ledger.entries(unlimited) == [] and ledger.balance(unlimited) is None
+
+
+async def test_a_batched_settlement_runs_its_extra_write_in_the_same_transaction(
+    db: Database,
+) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    try:
+        key_id = _key(db, 1.0)
+        hold = await ledger.hold_async(key_id, 300_000, "gen_also")
+        seen: list[int | None] = []
+        balance = select(ApiKeyRow.credits_micro).where(ApiKeyRow.id == key_id)
+        await ledger.settle_async(
+            hold,
+            100_000,
+            _usage(key_id, "gen_also"),
+            also=lambda conn: seen.append(conn.execute(balance).scalar()),
+        )
+        assert seen == [900_000]  # it sees the settlement it commits with
+        _assert_invariant(ledger, key_id, 1_000_000)
     finally:
         ledger.close()
 
