@@ -408,6 +408,8 @@ def test_steps_scale_the_price_by_steps_over_default_steps(raw: dict[str, Any]) 
         got = scaled.cost_micro(req("1000x1000", extra={"steps": steps}), result((1000, 1000)))
         assert got == micro
     assert scaled.unit_price_usd(req("1000x1000", extra={"steps": 2})) == 0.05
+    one = pricing({**raw, "default_steps": 1})  # the smallest default allowed
+    assert one.max_cost_micro(req("1000x1000", extra={"steps": 3})) == 300_000
     plain = pricing(raw)
     assert plain.max_cost_micro(req("1000x1000", extra={"steps": 8})) == 100_000
     assert plain.max_cost_micro(req("1000x1000", extra={"steps": "many"})) == 100_000
