@@ -13,10 +13,10 @@ import pytest
 from sqlalchemy import event, select, update
 
 from imagegate.accounts.keys import KeyStore
-from imagegate.accounts.ledger import Hold, Ledger, usd
+from imagegate.accounts.ledger import Hold, HoldClosed, Ledger, usd
 from imagegate.accounts.usage import UsageBook, UsageRecord
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
-from imagegate.db.models import CreditHoldRow
+from imagegate.db.models import ApiKeyRow, CreditHoldRow
 from imagegate.db.session import Database
 
 
@@ -29,17 +29,33 @@ def _usage(key_id: str, gen: str) -> UsageRecord:
     return UsageRecord(gen, key_id, "m/a", "generate", provider="p", images=1)
 
 
-def _rows(ledger: Ledger, key_id: str) -> list[tuple[Any, ...]]:
+OPENING_NOTE = "credits given at key creation"
+
+
+def _all_rows(ledger: Ledger, key_id: str) -> list[tuple[Any, ...]]:
     return [
         (e.kind, e.amount_micro, e.balance_micro, e.hold_id, e.generation_id, e.note)
         for e in ledger.entries(key_id)
     ]
 
 
+def _rows(ledger: Ledger, key_id: str) -> list[tuple[Any, ...]]:
+    """A key's rows after its ``open`` row (which :func:`_assert_invariant` checks)."""
+    rows = _all_rows(ledger, key_id)
+    return rows[1:] if rows and rows[0][0] == "open" else rows
+
+
 def _assert_invariant(ledger: Ledger, key_id: str, opening_micro: int) -> None:
-    """The ledger rows of a key sum to its balance, from the credits it was created with."""
-    total = sum(e.amount_micro for e in ledger.entries(key_id))
-    assert opening_micro + total == ledger.balance(key_id)
+    """A key created with credits has an ``open`` row first, for exactly those credits;
+    and the ledger rows of a key sum to its balance."""
+    rows = _all_rows(ledger, key_id)
+    opening = [r for r in rows if r[0] == "open"]
+    if opening_micro:
+        assert rows[0] == ("open", opening_micro, opening_micro, None, None, OPENING_NOTE)
+        assert opening == [rows[0]]
+    else:
+        assert opening == []
+    assert sum(r[1] for r in rows) == ledger.balance(key_id)
 
 
 def _hold_status(db: Database, hold_id: str) -> tuple[str, int | None]:
@@ -85,8 +101,9 @@ def test_a_top_up_credits_only_the_key_it_names(db: Database) -> None:
     assert ledger.balance(unlimited_b) is None  # still without a credit limit
     assert _rows(ledger, limited_a) == [("topup", 250_000, 1_250_000, None, None, "invoice 1")]
     assert _rows(ledger, unlimited_a) == [("topup", 500_000, 500_000, None, None, "first credit")]
-    assert ledger.entries(limited_b) == [] and ledger.entries(unlimited_b) == []
+    assert _rows(ledger, limited_b) == [] and ledger.entries(unlimited_b) == []
     _assert_invariant(ledger, limited_a, 1_000_000)
+    _assert_invariant(ledger, limited_b, 2_000_000)
     _assert_invariant(ledger, unlimited_a, 0)
 
 
@@ -182,9 +199,12 @@ def test_settling_at_exactly_the_hold_returns_nothing_and_keeps_the_cost(
     _assert_invariant(ledger, key_id, 1_000_000)
 
 
-def test_a_cost_above_the_hold_charges_the_hold_and_warns_naming_both(
+def test_a_cost_above_the_hold_is_charged_whole_by_an_adjust_row_and_logged(
     db: Database, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A pricing rule that costs more than its own worst case: the upstream call was paid,
+    so the whole cost is charged (never dropped): the hold by its settle row, the excess
+    by an ``adjust`` row naming both, with an error in the log."""
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
     hold = ledger.hold(key_id, 100_000, "gen_over")
@@ -193,11 +213,38 @@ def test_a_cost_above_the_hold_charges_the_hold_and_warns_naming_both(
     with caplog.at_level(logging.WARNING, logger="imagegate.ledger"):
         ledger.settle(hold, 100_001, usage)
     assert [
-        (r.getMessage(), getattr(r, "hold", None), getattr(r, "cost_micro", None))
+        (
+            r.levelname,
+            r.getMessage(),
+            getattr(r, "hold", None),
+            getattr(r, "cost_micro", None),
+            getattr(r, "held", None),
+        )
         for r in caplog.records
-    ] == [("cost above hold; charged the hold", hold.id, 100_001)]
-    assert usage.cost_micro == 100_000
-    assert _rows(ledger, key_id)[-1][:3] == ("settle", 0, 900_000)
+    ] == [
+        (
+            "ERROR",
+            "cost above its hold; the excess is charged by an adjust entry",
+            hold.id,
+            100_001,
+            100_000,
+        )
+    ]
+    assert usage.cost_micro == 100_001
+    assert _rows(ledger, key_id)[-2:] == [
+        ("settle", 0, 900_000, hold.id, "gen_over", "charged $0.100000 of $0.100000"),
+        (
+            "adjust",
+            -1,
+            899_999,
+            hold.id,
+            "gen_over",
+            "cost $0.100001 above its hold $0.100000",
+        ),
+    ]
+    assert _hold_status(db, hold.id) == ("settled", 100_001)
+    record = UsageBook(db).get("gen_over")
+    assert record is not None and record.cost_micro == 100_001
     _assert_invariant(ledger, key_id, 1_000_000)
 
 
@@ -248,8 +295,9 @@ def test_a_hold_of_exactly_the_balance_is_granted_one_micro_more_is_402(db: Data
     )
     assert ledger.hold(key_id, 500_000, "gen_all") is not None
     assert ledger.balance(key_id) == 0 and ledger.balance(other) == 5_000_000
-    assert ledger.entries(other) == []
+    assert _rows(ledger, other) == []
     _assert_invariant(ledger, key_id, 500_000)
+    _assert_invariant(ledger, other, 5_000_000)
 
 
 def test_a_key_without_a_credit_limit_gets_no_hold_and_no_rows(db: Database) -> None:
@@ -289,13 +337,14 @@ def test_entries_are_the_named_keys_oldest_first_up_to_the_limit(db: Database) -
     ledger.top_up(b, 5, "other key")
     ledger.top_up(a, 2, "two")
     ledger.top_up(a, 3, "three")
-    assert [e.note for e in ledger.entries(a)] == ["one", "two", "three"]
-    assert [e.note for e in ledger.entries(a, limit=2)] == ["one", "two"]
+    assert [e.note for e in ledger.entries(a)] == [OPENING_NOTE, "one", "two", "three"]
+    assert [e.note for e in ledger.entries(a, limit=2)] == [OPENING_NOTE, "one"]
     entries = ledger.entries(a)
     assert [e.id for e in entries] == sorted(e.id for e in entries)
     assert all(e.key_id == a for e in entries)
     assert all(e.created_at is not None for e in entries)
     _assert_invariant(ledger, a, 1_000_000)
+    _assert_invariant(ledger, b, 1_000_000)
 
 
 def test_usd_formats_micro_usd_with_six_decimals_and_a_sign() -> None:
@@ -407,9 +456,12 @@ def test_a_late_settlement_after_expiry_charges_directly(db: Database) -> None:
     key_id = _key(db, 1.0)
     hold = ledger.hold(key_id, 400_000, "gen_late")
     assert hold is not None
-    _age(db, hold)
-    assert ledger.expire_stale() == 1
+    other = ledger.hold(key_id, 50_000, "gen_other")
+    assert other is not None
+    _age(db, hold, other)
+    assert ledger.expire_stale() == 2
     ledger.settle(hold, 30_000, _usage(key_id, "gen_late"))
+    assert _hold_status(db, other.id) == ("expired", 0)  # only the settled hold changes
     assert _rows(ledger, key_id)[-1] == (
         "charge",
         -30_000,
@@ -418,9 +470,151 @@ def test_a_late_settlement_after_expiry_charges_directly(db: Database) -> None:
         "gen_late",
         "late settlement of an expired hold",
     )
-    # A late release (nothing to charge) writes no row at all.
+    assert _hold_status(db, hold.id) == ("settled", 30_000)
+    # A late release (nothing to charge) of another expired hold writes no row at all.
+    gone = ledger.hold(key_id, 100_000, "gen_gone")
+    assert gone is not None
+    _age(db, gone)
+    assert ledger.expire_stale() == 1
     count = len(ledger.entries(key_id))
-    ledger.release(hold, _usage(key_id, "gen_late2"))
+    ledger.release(gone, _usage(key_id, "gen_gone"))
     assert len(ledger.entries(key_id)) == count
     assert ledger.balance(key_id) == 970_000
+    _assert_invariant(ledger, key_id, 1_000_000)
+
+
+def test_a_hold_settles_or_releases_once_a_second_close_raises_and_moves_nothing(
+    db: Database,
+) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    settled = ledger.hold(key_id, 300_000, "gen_s")
+    released = ledger.hold(key_id, 200_000, "gen_r")
+    assert settled is not None and released is not None
+    ledger.settle(settled, 100_000, _usage(key_id, "gen_s"))
+    ledger.release(released, _usage(key_id, "gen_r"))
+    rows = _all_rows(ledger, key_id)
+    for close in (
+        lambda: ledger.settle(settled, 100_000, _usage(key_id, "gen_s2")),
+        lambda: ledger.release(settled, _usage(key_id, "gen_s3")),
+        lambda: ledger.settle(released, 5, _usage(key_id, "gen_r2")),
+    ):
+        with pytest.raises(HoldClosed) as info:
+            close()
+        assert re.fullmatch(
+            r"credit hold hold_[0-9a-f]{24} is already (settled|released)", str(info.value)
+        )
+    assert _all_rows(ledger, key_id) == rows
+    assert ledger.balance(key_id) == 900_000
+    assert (_hold_status(db, settled.id), _hold_status(db, released.id)) == (
+        ("settled", 100_000),
+        ("released", 0),
+    )
+    _assert_invariant(ledger, key_id, 1_000_000)
+
+
+# -- refunds -----------------------------------------------------------------------------
+
+
+async def test_an_undelivered_response_gets_its_charge_back_once_by_a_refund_row(
+    db: Database,
+) -> None:
+    """A settled request whose response never reached the caller: the charge comes back
+    by one ``refund`` row naming why, the usage record says so at cost 0, and nothing
+    else (another key, another generation, a released hold) moves."""
+    ledger = Ledger(db, hold_ttl_s=60)
+    try:
+        a, b = _key(db, 1.0, "a"), _key(db, 1.0, "b")
+        hold = ledger.hold(a, 300_000, "gen_lost")
+        kept = ledger.hold(b, 300_000, "gen_kept")
+        released = ledger.hold(a, 100_000, "gen_failed")
+        assert hold is not None and kept is not None and released is not None
+        lost = _usage(a, "gen_lost")
+        ledger.settle(hold, 120_000, lost)
+        ledger.settle(kept, 70_000, _usage(b, "gen_kept"))
+        failed = _usage(a, "gen_failed")
+        ledger.release(released, failed)
+        lost.status, lost.error_code = 499, "client_disconnected"
+        await ledger.refund_async(hold, lost)
+        assert lost.cost_micro == 0
+        refund = ("refund", 120_000, 1_000_000, hold.id, "gen_lost")
+        assert _rows(ledger, a)[-1] == (*refund, "response not delivered: client_disconnected")
+        await ledger.refund_async(hold, lost)  # a second refund moves nothing
+        again = _usage(a, "gen_lost")
+        again.status, again.error_code = 499, "client_disconnected"
+        again.cost_micro = 120_000  # ... whatever the record it comes with says
+        ledger.refund(hold, again)
+        failed.status, failed.error_code = 499, "client_disconnected"
+        ledger.refund(released, failed)  # nothing was charged: nothing to give back
+        assert [r[0] for r in _rows(ledger, a)] == ["hold", "hold", "settle", "release", "refund"]
+        assert _hold_status(db, hold.id) == ("refunded", 0)
+        assert _hold_status(db, kept.id) == ("settled", 70_000)
+        book = UsageBook(db)
+        got = [(r.status, r.error_code, r.cost_micro) for r in (book.get("gen_lost"),) if r]
+        assert got == [(499, "client_disconnected", 0)]
+        other = book.get("gen_kept")
+        assert other is not None and (other.status, other.cost_micro) == (200, 70_000)
+        assert ledger.balance(b) == 930_000
+        _assert_invariant(ledger, a, 1_000_000)
+        _assert_invariant(ledger, b, 1_000_000)
+    finally:
+        ledger.close()
+
+
+def test_a_refund_gives_back_exactly_the_charge_and_nothing_for_a_free_request(
+    db: Database,
+) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id, unlimited = _key(db, 1.0, "a"), _key(db, None, "u")
+    free, one = ledger.hold(key_id, 1000, "gen_free"), ledger.hold(key_id, 1000, "gen_one")
+    assert free is not None and one is not None
+    free_usage, one_usage = _usage(key_id, "gen_free"), _usage(key_id, "gen_one")
+    ledger.settle(free, 0, free_usage)
+    ledger.settle(one, 1, one_usage)
+    ledger.refund(free, free_usage)
+    ledger.refund(one, one_usage)
+    assert [r[:3] for r in _rows(ledger, key_id) if r[0] == "refund"] == [("refund", 1, 1_000_000)]
+    assert (_hold_status(db, free.id), _hold_status(db, one.id)) == (
+        ("settled", 0),
+        ("refunded", 0),
+    )
+    _assert_invariant(ledger, key_id, 1_000_000)
+    # A key without a credit limit has no hold: its usage record is corrected, no rows.
+    usage = _usage(unlimited, "gen_u")
+    ledger.settle(None, 50_000, usage)
+    usage.status, usage.error_code = 499, "client_disconnected"
+    ledger.refund(None, usage)
+    record = UsageBook(db).get("gen_u")
+    assert record is not None and (record.status, record.cost_micro) == (499, 0)
+    assert ledger.entries(unlimited) == [] and ledger.balance(unlimited) is None
+
+
+async def test_a_batched_settlement_runs_its_extra_write_in_the_same_transaction(
+    db: Database,
+) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    try:
+        key_id = _key(db, 1.0)
+        hold = await ledger.hold_async(key_id, 300_000, "gen_also")
+        seen: list[int | None] = []
+        balance = select(ApiKeyRow.credits_micro).where(ApiKeyRow.id == key_id)
+        await ledger.settle_async(
+            hold,
+            100_000,
+            _usage(key_id, "gen_also"),
+            also=lambda conn: seen.append(conn.execute(balance).scalar()),
+        )
+        assert seen == [900_000]  # it sees the settlement it commits with
+        _assert_invariant(ledger, key_id, 1_000_000)
+    finally:
+        ledger.close()
+
+
+def test_closing_a_hold_that_does_not_exist_raises_naming_it(db: Database) -> None:
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    with pytest.raises(HoldClosed) as info:
+        ledger.settle(Hold("hold_nope", key_id, 10, "gen_n"), 10, _usage(key_id, "gen_n"))
+    assert str(info.value) == "credit hold hold_nope is already missing"
+    assert ledger.balance(key_id) == 1_000_000
     _assert_invariant(ledger, key_id, 1_000_000)

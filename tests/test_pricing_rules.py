@@ -10,6 +10,7 @@ import pytest
 
 from imagegate.catalog.pricing import Pricing
 from imagegate.catalog.spec import CatalogError, parse_model
+from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage, TokenUsage
 
 SOURCE = {"source": "https://example.com/prices", "as_of": "2026-11-21"}
@@ -276,8 +277,9 @@ def test_per_token_input_image_tokens_default_to_zero() -> None:
 
 
 KNOWN = (
-    "as_of, default_quality, free, input_image_tokens, megapixel, megapixel_rounding, "
-    "output_tokens, per_image, per_megapixel, per_million_tokens, source"
+    "as_of, default_quality, default_steps, free, input_image_tokens, megapixel, "
+    "megapixel_rounding, output_tokens, per_image, per_input_image, per_megapixel, "
+    "per_million_tokens, source, unpriced"
 )
 NUMBER = "must be a number >= 0 (USD)"
 COUNT = "must be an integer >= 0 (tokens)"
@@ -390,3 +392,87 @@ def test_a_good_price_keeps_its_source_date_and_default_quality() -> None:
     assert pricing({}).cost_micro(req(), result((1024, 1024))) == 0
     assert pricing({"per_megapixel": 0.5}).round_megapixels is True
     assert pricing({"per_megapixel": 0.5, "megapixel_rounding": "up"}).round_megapixels is True
+
+
+# -- steps, input images, unpriced parameters ------------------------------------------------
+
+
+@pytest.mark.parametrize("raw", [{"per_image": 0.1}, {"per_megapixel": 0.1}])
+def test_steps_scale_the_price_by_steps_over_default_steps(raw: dict[str, Any]) -> None:
+    """Together bills FLUX by steps / default steps: twice the steps, twice the price;
+    a price without default_steps ignores steps."""
+    scaled = pricing({**raw, "default_steps": 4})
+    assert scaled.max_cost_micro(req("1000x1000")) == 100_000
+    for steps, micro in ((1, 25_000), (8, 200_000), (1000, 25_000_000)):
+        assert scaled.max_cost_micro(req("1000x1000", extra={"steps": steps})) == micro
+        got = scaled.cost_micro(req("1000x1000", extra={"steps": steps}), result((1000, 1000)))
+        assert got == micro
+    assert scaled.unit_price_usd(req("1000x1000", extra={"steps": 2})) == 0.05
+    one = pricing({**raw, "default_steps": 1})  # the smallest default allowed
+    assert one.max_cost_micro(req("1000x1000", extra={"steps": 3})) == 300_000
+    plain = pricing(raw)
+    assert plain.max_cost_micro(req("1000x1000", extra={"steps": 8})) == 100_000
+    assert plain.max_cost_micro(req("1000x1000", extra={"steps": "many"})) == 100_000
+
+
+@pytest.mark.parametrize("steps", [0, 1001, -1, True, 1.5, "8"])
+def test_steps_outside_1_to_1000_are_refused_naming_steps(steps: Any) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        pricing({"per_image": 0.1, "default_steps": 4}).max_cost_micro(req(extra={"steps": steps}))
+    err = info.value
+    assert (err.status, err.param, err.code) == (400, "steps", "invalid_value")
+    assert err.message == "'steps' must be an integer from 1 to 1000."
+
+
+def test_input_images_are_billed_each_on_top_of_the_output() -> None:
+    p = pricing({"per_image": 0.1, "per_input_image": 0.015})
+    edit = req(operation="edit", images=[image(8, 8), image(16, 16)])
+    assert p.max_cost_micro(edit) == 130_000
+    assert p.cost_micro(edit, result((1024, 1024))) == 130_000
+    assert p.unit_price_usd(edit) == 0.13
+    assert p.max_cost_micro(req()) == 100_000
+    assert pricing({"per_image": 0.1}).max_cost_micro(edit) == 100_000
+
+
+def test_unpriced_names_only_the_listed_parameters_the_request_carries() -> None:
+    both = pricing({"per_image": 0.1, "unpriced": ["steps", "image"]})
+    carrying = req(operation="edit", images=[image(8, 8)], extra={"steps": 4})
+    assert both.unpriced_fields(carrying) == ["steps", "image"]
+    assert both.unpriced_fields(req(extra={"steps": 4})) == ["steps"]
+    assert both.unpriced_fields(req(operation="edit", images=[image(8, 8)])) == ["image"]
+    assert both.unpriced_fields(req()) == []
+    assert pricing({"per_image": 0.1, "unpriced": ["image"]}).unpriced_fields(carrying) == ["image"]
+    assert pricing({"per_image": 0.1}).unpriced_fields(carrying) == []
+
+
+def test_billed_parameters_are_shown_with_the_price_and_absent_when_unset() -> None:
+    shown = pricing(
+        {"per_image": 0.1, "default_steps": 28, "per_input_image": 0.02, "unpriced": ["image"]}
+    ).to_json()
+    assert (shown["default_steps"], shown["per_input_image"], shown["unpriced"]) == (
+        28,
+        0.02,
+        ["image"],
+    )
+    plain = pricing({"per_image": 0.1, "unpriced": []}).to_json()
+    assert not {"default_steps", "per_input_image", "unpriced"} & set(plain)
+
+
+STEPS = "must be a positive integer"
+UNPRICED = "must be a list of: steps, image"
+
+
+@pytest.mark.parametrize(
+    ("raw", "where", "message"),
+    [
+        ({"per_image": 0.1, "default_steps": 0}, "pricing.default_steps", STEPS),
+        ({"per_image": 0.1, "default_steps": True}, "pricing.default_steps", STEPS),
+        ({"per_image": 0.1, "default_steps": 2.5}, "pricing.default_steps", STEPS),
+        ({"per_image": 0.1, "default_steps": "4"}, "pricing.default_steps", STEPS),
+        ({"per_image": 0.1, "per_input_image": -0.01}, "pricing.per_input_image", NUMBER),
+        ({"per_image": 0.1, "unpriced": "steps"}, "pricing.unpriced", UNPRICED),
+        ({"per_image": 0.1, "unpriced": ["steps", "size"]}, "pricing.unpriced", UNPRICED),
+    ],
+)
+def test_a_bad_billed_parameter_names_its_field(raw: Any, where: str, message: str) -> None:
+    assert bad(raw) == f"model 't/m': endpoints[0].{where}: {message}"

@@ -388,11 +388,13 @@ def test_an_upstream_rejection_without_a_client_error_is_400_upstream_rejected()
 
 
 def test_an_attempt_reports_its_latency_rounded_to_a_tenth() -> None:
-    assert Attempt("a", 200, 12.345).to_dict() == {
+    assert Attempt("a", 200, 12.345, None, "up-a", 40_000).to_dict() == {
         "provider": "a",
+        "upstream_model": "up-a",
         "status": 200,
         "latency_ms": 12.3,
         "error": None,
+        "cost_micro": 40_000,
     }
 
 
@@ -529,8 +531,13 @@ async def test_a_hedged_first_endpoint_that_answers_first_still_wins(
     fakes["a"].delay_s, fakes["b"].delay_s = 0.2, 1.0
     routed = await router.route(model(), request())
     assert routed.provider.id == "a"
-    assert [(a.provider, a.status) for a in routed.attempts] == [("a", 200)]
-    assert len(fakes["b"].calls) == 1  # the hedge was started, then cancelled
+    # The hedge was started, then cancelled: still on the books, at its worst-case price.
+    assert [(a.provider, a.status, a.upstream_model, a.cost_micro) for a in routed.attempts] == [
+        ("a", 200, "up-a", 40_000),
+        ("b", "cancelled", "up-b", 10_000),
+    ]
+    assert routed.attempts[1].error == "cancelled while running"
+    assert len(fakes["b"].calls) == 1
 
 
 async def test_no_hedge_goes_to_an_endpoint_whose_breaker_is_open(
@@ -610,8 +617,7 @@ def test_refusals_before_any_attempt_explain_themselves(
     with pytest.raises(NoProviderAvailable) as nothing:
         planned(router, request(only=["x"]))
     assert nothing.value.message == (
-        "No provider is available for model 't/m' with these routing preferences "
-        "(credentials missing, or every endpoint filtered out)."
+        "No provider is available for model 't/m' with these routing preferences."
     )
 
 
@@ -624,5 +630,6 @@ async def test_every_breaker_open_says_to_try_again_shortly(
     with pytest.raises(NoProviderAvailable) as info:
         await router.route(model(), request())
     assert info.value.message == (
-        "Every endpoint for 't/m' is failing (circuit breakers open); try again shortly."
+        "Every endpoint for 't/m' is failing (circuit breakers open, or the upstream model "
+        "is gone); try again shortly."
     )
