@@ -233,7 +233,6 @@ class Router:
             raise NoProviderAvailable(
                 f"Every endpoint for '{spec.id}' is failing (circuit breakers open, or the "
                 "upstream model is gone); try again shortly.",
-                param="provider",
                 headers={"Retry-After": str(math.ceil(self.health.breaker.cooldown_s))},
             )
         raise _exhausted(spec, last, attempts)
