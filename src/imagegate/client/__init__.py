@@ -1,75 +1,9 @@
 """Re-export of the SDK, which ships as its own distribution ``imagegate-client``.
 
 The code lives in ``clients/python`` (import ``imagegate_client``); this name stays so that
-code written against ``imagegate.client`` keeps working.
+code written against ``imagegate.client`` keeps working. The names come from the SDK's own
+``__all__``, so the two lists cannot drift apart.
 """
 
-from imagegate_client import (
-    ApiClient,
-    ApiConnectionError,
-    ApiError,
-    ApiException,
-    ApiTimeoutError,
-    AsyncApiClient,
-    AsyncImagesApi,
-    AsyncImageStream,
-    Attempt,
-    BadRequestException,
-    Configuration,
-    ForbiddenException,
-    Image,
-    ImageCompletedEvent,
-    ImageGenerationRequest,
-    ImageGenerationResponse,
-    ImagePartialImageEvent,
-    ImagesApi,
-    ImagesEditRequest,
-    ImagesResponse,
-    ImageStream,
-    ImageStreamEvent,
-    ImageVariationRequest,
-    Meta,
-    NotFoundException,
-    PaymentRequiredException,
-    ProviderRoutingOptions,
-    ServiceException,
-    StreamError,
-    TooManyRequestsException,
-    UnauthorizedException,
-    Usage,
-)
-
-__all__ = [
-    "ApiClient",
-    "ApiConnectionError",
-    "ApiError",
-    "ApiException",
-    "ApiTimeoutError",
-    "AsyncApiClient",
-    "AsyncImageStream",
-    "AsyncImagesApi",
-    "Attempt",
-    "BadRequestException",
-    "Configuration",
-    "ForbiddenException",
-    "Image",
-    "ImageCompletedEvent",
-    "ImageGenerationRequest",
-    "ImageGenerationResponse",
-    "ImagePartialImageEvent",
-    "ImageStream",
-    "ImageStreamEvent",
-    "ImageVariationRequest",
-    "ImagesApi",
-    "ImagesEditRequest",
-    "ImagesResponse",
-    "Meta",
-    "NotFoundException",
-    "PaymentRequiredException",
-    "ProviderRoutingOptions",
-    "ServiceException",
-    "StreamError",
-    "TooManyRequestsException",
-    "UnauthorizedException",
-    "Usage",
-]
+from imagegate_client import *  # noqa: F403
+from imagegate_client import __all__ as __all__
