@@ -108,3 +108,6 @@ def redis_url() -> str:
 
 # The end-to-end stack (fake upstreams + one gateway process), shared by the e2e tests.
 from e2e_support import stack  # noqa: E402, F401
+
+# The moto S3 server, shared by the S3 store tests and the gateway's S3 operations tests.
+from s3_support import s3_endpoint, s3_env  # noqa: E402, F401

@@ -20,8 +20,9 @@ from openai import AsyncOpenAI, NotFoundError, OpenAI
 
 from e2e_support import open_image, png_bytes
 from gateway import RunningGateway, run_gateway
+from repo_root import TESTS
 
-NODE_SCRIPT = Path(__file__).parent / "clients" / "openai_node.mjs"
+NODE_SCRIPT = TESTS / "clients" / "openai_node.mjs"
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ from e2e_support import open_image
 from fakes.bfl import FakeBFL, serve_fake
 from gateway import run_gateway
 from imagegate.tools.provider_table import render
+from repo_root import REPO
 
 CONFIG = """
 providers:
@@ -47,7 +48,7 @@ def test_bfl_generation_through_the_gateway(tmp_path: Path) -> None:
 
 
 def test_providers_doc_is_generated_from_code() -> None:
-    doc = Path(__file__).resolve().parent.parent / "docs" / "providers.md"
+    doc = REPO / "docs" / "providers.md"
     assert doc.read_text() == render(), (
         "run: python -m imagegate.tools.provider_table > docs/providers.md"
     )

@@ -23,6 +23,7 @@ from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.rules import resolve_size
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import ImageRequest
+from repo_root import REPO
 
 CONFIG = """
 providers:
@@ -261,7 +262,7 @@ def test_admin_numbers_out_of_range_are_400_naming_the_field(
 def test_readme_config_without_size_rules_takes_its_upstreams_sizes(tmp_path: Path) -> None:
     from imagegate.config import load_settings
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (REPO / "README.md").read_text()
     yaml_block = next(b for b in readme.split("```yaml\n")[1:] if "providers:" in b)
     config = tmp_path / "imagegate.yaml"
     config.write_text(yaml_block.split("```")[0])

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from e2e_support import Stack
+from repo_root import REPO
 
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = REPO / "README.md"
 
 
 def _blocks(language: str) -> list[str]:

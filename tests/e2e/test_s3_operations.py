@@ -1,6 +1,6 @@
 """S3 in production: a public endpoint for presigned URLs, the bucket checked at start and
 in /readyz, and storage outages answered with Retry-After, a log line and a metric
-(moto in server mode, as in test_storage_s3.py)."""
+(moto in server mode, tests/s3_support.py)."""
 
 from __future__ import annotations
 
@@ -14,18 +14,8 @@ import pytest
 
 from gateway import run_gateway
 from imagegate.storage import open_store
-from test_storage_s3 import (
-    ACCESS_KEY,
-    REGION,
-    SECRET_KEY,
-    aws_env,
-    png,
-    s3_endpoint,
-    s3_env,
-    sigv4_query_signature,
-)
+from s3_support import ACCESS_KEY, REGION, SECRET_KEY, aws_env, png, sigv4_query_signature
 
-__all__ = ["s3_endpoint", "s3_env"]  # fixtures used here
 URL_BODY = {"model": "sandbox", "prompt": "x", "size": "64x64", "response_format": "url"}
 
 

@@ -14,7 +14,9 @@ import sys
 import venv
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from repo_root import REPO
+
+ROOT = REPO
 CLIENT = ROOT / "clients" / "python"
 SERVER_ONLY = {"fastapi", "starlette", "sqlalchemy", "alembic", "uvicorn", "pillow", "imagegate"}
 

@@ -14,8 +14,9 @@ import pytest
 from PIL import Image as PIL
 
 from gateway import RunningGateway, run_gateway
+from repo_root import REPO
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "sdk.md"
+DOC = REPO / "docs" / "sdk.md"
 
 
 def blocks() -> list[tuple[str, str]]:

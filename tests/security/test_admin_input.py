@@ -8,9 +8,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from cli_support import cli
 from gateway import RunningGateway
 from security.support import auth
-from test_cli_and_config import cli
 
 INT64_MAX = 2**63 - 1
 

@@ -9,8 +9,9 @@ import pytest
 
 from imagegate.catalog.catalog import Catalog, builtin_document, merge_providers
 from imagegate.config import load_settings
+from repo_root import REPO
 
-DOCS = Path(__file__).resolve().parents[1] / "docs" / "pricing.md"
+DOCS = REPO / "docs" / "pricing.md"
 
 
 def _catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, yaml_text: str) -> Catalog:

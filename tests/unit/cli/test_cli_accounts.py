@@ -7,11 +7,11 @@ from pathlib import Path
 
 from sqlalchemy import update
 
+from cli_support import cli
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.usage import UsageRecord
 from imagegate.db.models import ApiKeyRow
 from imagegate.db.session import Database
-from test_cli_and_config import cli
 
 
 def test_top_up_and_usage(tmp_path: Path) -> None:

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,22 +12,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.routing import Route
 
+from cli_support import cli
 from e2e_support import Stack
 from imagegate.api.fields import fold_form_fields
 from imagegate.api.middleware import RequestContextMiddleware
 from imagegate.config import ConfigError, load_settings
-
-
-def cli(*args: str, data_dir: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "IMAGEGATE_DATA_DIR": str(data_dir)}
-    env.pop("IMAGEGATE_CONFIG", None)
-    return subprocess.run(
-        [sys.executable, "-m", "imagegate", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-    )
 
 
 def test_keys_cli_create_use_list_revoke(stack: Stack) -> None:
