@@ -10,7 +10,7 @@ one-line reason why it cannot change behaviour) are left out.
 
     python mutation/run.py [module ...] [--children N] [--min 90] [--baseline]
 
-``--baseline`` leaves out the ``tests/test_*_rules.py`` files, to measure what the suite
+``--baseline`` leaves out the ``tests/**/test_*_rules.py`` files, to measure what the suite
 killed before they were written.
 
 Prints one line per module and exits 1 when any module scores below ``--min``.
@@ -45,32 +45,33 @@ class Module:
 
 MODULES: dict[str, Module] = {
     "ledger": Module(
-        "imagegate/accounts/ledger.py", ("tests/test_ledger.py", "tests/test_ledger_rules.py")
+        "imagegate/accounts/ledger.py",
+        ("tests/unit/accounts/test_ledger.py", "tests/unit/accounts/test_ledger_rules.py"),
     ),
     "keys": Module(
         "imagegate/accounts/keys.py",
-        ("tests/test_keys.py", "tests/test_keys_rules.py"),
+        ("tests/unit/accounts/test_keys.py", "tests/unit/accounts/test_keys_rules.py"),
         "concurrent_startup or migrate or migrations or sqlite_connection",
     ),
     "ratelimit": Module(
         "imagegate/accounts/ratelimit.py",
-        ("tests/test_ratelimit.py", "tests/test_ratelimit_rules.py"),
+        ("tests/unit/accounts/test_ratelimit.py", "tests/unit/accounts/test_ratelimit_rules.py"),
     ),
     "idempotency": Module(
         "imagegate/accounts/idempotency.py",
-        ("tests/test_idempotency_rules.py", "tests/test_ledger.py"),
+        ("tests/unit/accounts/test_idempotency_rules.py", "tests/unit/accounts/test_ledger.py"),
     ),
     "pricing": Module(
         "imagegate/catalog/pricing.py",
-        ("tests/test_pricing.py", "tests/test_pricing_rules.py"),
+        ("tests/unit/catalog/test_pricing.py", "tests/unit/catalog/test_pricing_rules.py"),
         "unpriced_model_is_402 or free_model_costs_zero or cost_comes_from_upstream "
         "or models_list_shows_pricing",
     ),
     "router": Module(
         "imagegate/routing/router.py",
-        ("tests/test_router.py", "tests/test_router_rules.py"),
+        ("tests/unit/routing/test_router.py", "tests/unit/routing/test_router_rules.py"),
     ),
-    "parser": Module("imagegate/api/fields.py", ("tests/test_parser_rules.py",)),
+    "parser": Module("imagegate/api/fields.py", ("tests/unit/api/test_parser_rules.py",)),
 }
 
 
@@ -154,7 +155,7 @@ def main() -> int:
     parser.add_argument("modules", nargs="*", metavar="module", help=", ".join(MODULES))
     parser.add_argument("--children", type=int, default=2, help="mutants tested at once")
     parser.add_argument("--min", type=float, default=90.0, help="lowest passing score (%%)")
-    parser.add_argument("--baseline", action="store_true", help="without tests/test_*_rules.py")
+    parser.add_argument("--baseline", action="store_true", help="without tests/**/test_*_rules.py")
     opts = parser.parse_args()
     unknown = [m for m in opts.modules if m not in MODULES]
     if unknown:
