@@ -10,6 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from adapter_support import png
 from fakes.openai_platform import Failure, FakeAzureOpenAI, serve
 from imagegate.catalog.catalog import Catalog, builtin_providers
 from imagegate.core.errors import InvalidRequest, UpstreamError
@@ -59,12 +60,6 @@ async def run(
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:
     kwargs.setdefault("prompt", "a lighthouse")
     return ImageRequest(operation=operation, model="m", **kwargs)  # type: ignore[arg-type]
-
-
-def png(width: int, height: int, mode: str = "RGB", colour: Any = (10, 20, 30)) -> InputImage:
-    buffer = io.BytesIO()
-    Image.new(mode, (width, height), colour).save(buffer, "PNG")
-    return InputImage(buffer.getvalue(), "png", width, height)
 
 
 async def test_generate_on_a_deployment(fake: FakeAzureOpenAI) -> None:

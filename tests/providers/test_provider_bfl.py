@@ -6,6 +6,7 @@ import base64
 import io
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -13,6 +14,8 @@ import httpx
 import pytest
 from PIL import Image
 
+import adapter_support
+from adapter_support import openai_mask
 from fakes.bfl import FakeBFL, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
@@ -63,22 +66,7 @@ async def bfl(
         yield BFLProvider(config, ProviderContext(http, fetch))
 
 
-def png(width: int, height: int, *, transparent_box: bool = False) -> InputImage:
-    img = Image.new("RGBA", (width, height), (200, 30, 30, 255))
-    if transparent_box:
-        img.paste((0, 0, 0, 0), (0, 0, width // 2, height // 2))
-    buffer = io.BytesIO()
-    img.save(buffer, "PNG")
-    return InputImage(buffer.getvalue(), "png", width, height)
-
-
-def openai_mask(width: int, height: int) -> InputImage:
-    """OpenAI convention: opaque everywhere except a transparent right half (= edit)."""
-    img = Image.new("RGBA", (width, height), (0, 0, 0, 255))
-    img.paste((0, 0, 0, 0), (width // 2, 0, width, height))
-    buffer = io.BytesIO()
-    img.save(buffer, "PNG")
-    return InputImage(buffer.getvalue(), "png", width, height)
+png = partial(adapter_support.png, mode="RGBA")
 
 
 def gen(**fields: Any) -> ImageRequest:
@@ -237,7 +225,7 @@ async def test_fill_converts_the_openai_mask_to_white_means_edit(fake: FakeBFL) 
 
 async def test_fill_without_mask_uses_the_images_transparent_pixels(fake: FakeBFL) -> None:
     async with bfl(fake) as provider:
-        await provider.run(edit([png(64, 64, transparent_box=True)]), "flux-pro-1.0-fill")
+        await provider.run(edit([png(64, 64, hole=(0, 0, 32, 32))]), "flux-pro-1.0-fill")
     sent = Image.open(io.BytesIO(base64.b64decode(fake.submissions[0].body["mask"])))
     assert sent.convert("L").getpixel((5, 5)) == 255
     assert sent.convert("L").getpixel((60, 60)) == 0

@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import base64
-import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
-from PIL import Image
 
+from adapter_support import png
 from fakes.google_genai import FakeGoogle, dims_for, serve_fake
 from imagegate.catalog.catalog import Catalog, builtin_providers
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage, OutputFormat
+from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.google import GoogleProvider
-from imagegate.upstream.fetch import SafeFetcher
 
 FLASH = "gemini-3.1-flash-image"
 PRO = "gemini-3-pro-image"
@@ -38,27 +35,11 @@ def _reset(fake: FakeGoogle) -> None:
     fake.api_key = "gk-fake"
 
 
-@pytest.fixture
-async def context(fake: FakeGoogle) -> AsyncIterator[ProviderContext]:
-    host = fake.url.removeprefix("http://")
-    async with httpx.AsyncClient() as http:
-        fetcher = SafeFetcher(allow_hosts=[host], max_bytes=16 * 1024 * 1024)
-        yield ProviderContext(http=http, fetch_url=lambda u: fetcher.fetch(u, param="upstream"))
-        await fetcher.aclose()
-
-
 def provider(fake: FakeGoogle, context: ProviderContext, **options: Any) -> GoogleProvider:
     config = ProviderConfig(
         id="google", type="google", base_url=fake.url, api_key="gk-fake", options=options
     )
     return GoogleProvider(config, context)
-
-
-def png(width: int, height: int, fmt: str = "PNG") -> InputImage:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 30, 30)).save(buffer, fmt)
-    kind: OutputFormat = "png" if fmt == "PNG" else "jpeg"
-    return InputImage(data=buffer.getvalue(), format=kind, width=width, height=height)
 
 
 def request(operation: str = "generate", **fields: Any) -> ImageRequest:
@@ -171,7 +152,7 @@ async def test_text_parts_become_the_revised_prompt(
 async def test_edit_sends_input_images_inline_and_keeps_their_aspect(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
-    first, second = png(1200, 800), png(300, 300, "JPEG")
+    first, second = png(1200, 800), png(300, 300, fmt="jpeg")
     req = request(
         "edit", prompt="put them together", images=[first, second], width=1200, height=800
     )

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from adapter_support import png
 from fakes.openai_platform import Failure, FakeOpenAIPlatform, serve
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
@@ -57,12 +58,6 @@ async def run(
             ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream")),
         )
         return await provider.run(request, model)
-
-
-def png(width: int, height: int, mode: str = "RGB", colour: Any = (10, 20, 30)) -> InputImage:
-    buffer = io.BytesIO()
-    Image.new(mode, (width, height), colour).save(buffer, "PNG")
-    return InputImage(buffer.getvalue(), "png", width, height)
 
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:

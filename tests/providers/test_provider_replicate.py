@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
+import adapter_support
 from fakes.replicate import VERSIONED, FakeReplicate, decode_data_url, serve_fake
 from imagegate.catalog.catalog import Catalog
 from imagegate.core.errors import InvalidRequest, UpstreamError
@@ -37,12 +39,6 @@ def fake(server: FakeReplicate) -> FakeReplicate:
     return server
 
 
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
-
-
 def provider(
     fake: FakeReplicate, http: httpx.AsyncClient, token: str = "r8_fake", **options: Any
 ) -> ReplicateProvider:
@@ -63,14 +59,7 @@ def provider(
     return ReplicateProvider(config, ProviderContext(http=http, fetch_url=fetch))
 
 
-def png(width: int, height: int, *, hole: tuple[int, int, int, int] | None = None) -> InputImage:
-    """An opaque image, or one whose ``hole`` box is fully transparent (an OpenAI mask)."""
-    img = Image.new("RGBA", (width, height), (200, 100, 50, 255))
-    if hole is not None:
-        img.paste((0, 0, 0, 0), hole)
-    buffer = io.BytesIO()
-    img.save(buffer, "PNG")
-    return InputImage(data=buffer.getvalue(), format="png", width=width, height=height)
+png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
 
 
 def gen(prompt: str = "a red fox", **kwargs: Any) -> ImageRequest:

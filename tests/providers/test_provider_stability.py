@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
+import adapter_support
+from adapter_support import openai_mask
 from fakes.stability import FakeStability, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
@@ -46,22 +49,7 @@ async def stability(
         yield StabilityProvider(config, ProviderContext(http, no_fetch))
 
 
-def png(width: int, height: int, *, transparent_box: bool = False) -> InputImage:
-    img = Image.new("RGBA", (width, height), (200, 30, 30, 255))
-    if transparent_box:
-        img.paste((0, 0, 0, 0), (0, 0, width // 2, height // 2))
-    buffer = io.BytesIO()
-    img.save(buffer, "PNG")
-    return InputImage(buffer.getvalue(), "png", width, height)
-
-
-def openai_mask(width: int, height: int) -> InputImage:
-    """OpenAI convention: opaque except a transparent right half (= edit)."""
-    img = Image.new("RGBA", (width, height), (0, 0, 0, 255))
-    img.paste((0, 0, 0, 0), (width // 2, 0, width, height))
-    buffer = io.BytesIO()
-    img.save(buffer, "PNG")
-    return InputImage(buffer.getvalue(), "png", width, height)
+png = partial(adapter_support.png, mode="RGBA")
 
 
 def gen(**fields: Any) -> ImageRequest:
@@ -173,7 +161,7 @@ async def test_inpaint_converts_the_openai_mask_to_white_means_edit(fake: FakeSt
 
 async def test_inpaint_without_mask_uses_the_images_transparency(fake: FakeStability) -> None:
     async with stability(fake) as provider:
-        await provider.run(edit([png(64, 64, transparent_box=True)]), "inpaint")
+        await provider.run(edit([png(64, 64, hole=(0, 0, 32, 32))]), "inpaint")
     mask = Image.open(io.BytesIO(fake.calls[0].files["mask"])).convert("L")
     assert mask.getpixel((5, 5)) == 255 and mask.getpixel((60, 60)) == 0
 

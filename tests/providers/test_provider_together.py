@@ -3,23 +3,21 @@
 from __future__ import annotations
 
 import base64
-import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
+from adapter_support import png
 from fakes.http_server import free_port
 from fakes.together import KNOWN_FIELDS, FakeTogether, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
+from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.together import TogetherProvider
 from imagegate.routing.router import upstream_errors
-from imagegate.upstream.fetch import SafeFetcher
 
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
@@ -29,16 +27,6 @@ KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
 def fake() -> Iterator[FakeTogether]:
     with serve_fake(FakeTogether()) as running:
         yield running
-
-
-@pytest.fixture
-async def context(fake: FakeTogether) -> AsyncIterator[ProviderContext]:
-    host = fake.url.removeprefix("http://")
-    async with (
-        httpx.AsyncClient() as http,
-        SafeFetcher(allow_hosts=[host], max_bytes=8 * 1024 * 1024, timeout_s=5) as fetcher,
-    ):
-        yield ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
 
 
 def provider(
@@ -53,12 +41,6 @@ def provider(
         options=options,
     )
     return TogetherProvider(config, context)
-
-
-def png(width: int, height: int) -> InputImage:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (200, 10, 10)).save(buffer, "PNG")
-    return InputImage(data=buffer.getvalue(), format="png", width=width, height=height)
 
 
 def request(**fields: Any) -> ImageRequest:

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import base64
-import io
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from PIL import Image
 
+from adapter_support import png
 from fakes.xai import FakeXAI, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
+from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.xai import XAIProvider
-from imagegate.upstream.fetch import SafeFetcher
 
 MODEL = "grok-imagine-image"
 
@@ -26,16 +24,6 @@ MODEL = "grok-imagine-image"
 def fake() -> Iterator[FakeXAI]:
     with serve_fake(FakeXAI()) as running:
         yield running
-
-
-@pytest.fixture
-async def context(fake: FakeXAI) -> AsyncIterator[ProviderContext]:
-    host = fake.url.removeprefix("http://")
-    async with (
-        httpx.AsyncClient() as http,
-        SafeFetcher(allow_hosts=[host], max_bytes=8 * 1024 * 1024, timeout_s=5) as fetcher,
-    ):
-        yield ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
 
 
 def provider(
@@ -50,12 +38,6 @@ def provider(
         options=options,
     )
     return XAIProvider(config, context)
-
-
-def png(width: int, height: int) -> InputImage:
-    buffer = io.BytesIO()
-    Image.new("RGB", (width, height), (10, 10, 200)).save(buffer, "PNG")
-    return InputImage(data=buffer.getvalue(), format="png", width=width, height=height)
 
 
 def request(**fields: Any) -> ImageRequest:
