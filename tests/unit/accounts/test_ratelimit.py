@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Callable
-from datetime import UTC, datetime
 
 import pytest
 
-from imagegate.accounts.keys import ApiKey
 from imagegate.accounts.ratelimit import (
     MemoryRateLimiter,
     RateLimiter,
@@ -16,30 +13,8 @@ from imagegate.accounts.ratelimit import (
     format_duration,
 )
 from imagegate.core.errors import RateLimited
-
-
-def _key(rpm: int | None = None, ipm: int | None = None, concurrent: int | None = None) -> ApiKey:
-    return ApiKey(
-        id=uuid.uuid4().hex[:12],
-        name="t",
-        is_admin=False,
-        models=None,
-        credits_micro=None,
-        rpm=rpm,
-        created_at=datetime.now(UTC),
-        revoked_at=None,
-        ipm=ipm,
-        max_concurrent=concurrent,
-    )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
+from keys_support import limited_key
+from manual_clock import Clock
 
 LimiterFactory = Callable[[], RateLimiter]
 
@@ -71,7 +46,7 @@ async def make_limiter(
 
 
 async def test_requests_per_minute(make_limiter: LimiterFactory) -> None:
-    key = _key(rpm=3)
+    key = limited_key(rpm=3)
     worker_a, worker_b = make_limiter(), make_limiter()
     first = await worker_a.acquire(key, 1, "r1")
     assert first.headers["x-ratelimit-limit-requests"] == "3"
@@ -89,7 +64,7 @@ async def test_requests_per_minute(make_limiter: LimiterFactory) -> None:
 
 
 async def test_images_per_minute_counts_n(make_limiter: LimiterFactory) -> None:
-    key = _key(ipm=5)
+    key = limited_key(ipm=5)
     limiter = make_limiter()
     permit = await limiter.acquire(key, 4, "r1")
     assert permit.headers["x-ratelimit-remaining-images"] == "1"
@@ -98,12 +73,12 @@ async def test_images_per_minute_counts_n(make_limiter: LimiterFactory) -> None:
     assert info.value.code == "images_per_minute_exceeded"
     await limiter.acquire(key, 1, "r3")
     with pytest.raises(RateLimited) as too_many:
-        await limiter.acquire(_key(ipm=5), 6, "r4")
+        await limiter.acquire(limited_key(ipm=5), 6, "r4")
     assert too_many.value.param == "n"
 
 
 async def test_refused_request_consumes_nothing(make_limiter: LimiterFactory) -> None:
-    key = _key(rpm=10, ipm=2)
+    key = limited_key(rpm=10, ipm=2)
     limiter = make_limiter()
     with pytest.raises(RateLimited):
         await limiter.acquire(key, 3, "big")  # over the image limit
@@ -112,7 +87,7 @@ async def test_refused_request_consumes_nothing(make_limiter: LimiterFactory) ->
 
 
 async def test_concurrency_slots(make_limiter: LimiterFactory) -> None:
-    key = _key(concurrent=2)
+    key = limited_key(concurrent=2)
     worker_a, worker_b = make_limiter(), make_limiter()
     one = await worker_a.acquire(key, 1, "r1")
     await worker_b.acquire(key, 1, "r2")
@@ -124,14 +99,14 @@ async def test_concurrency_slots(make_limiter: LimiterFactory) -> None:
 
 
 async def test_no_limits_no_headers(make_limiter: LimiterFactory) -> None:
-    permit = await make_limiter().acquire(_key(), 10, "r")
+    permit = await make_limiter().acquire(limited_key(), 10, "r")
     assert permit.headers == {}
 
 
 async def test_memory_bucket_refills_with_time() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=5, clock=clock)
-    key = _key(rpm=60)
+    key = limited_key(rpm=60)
     permit = await limiter.acquire(key, 1, "r1")
     assert permit.headers["x-ratelimit-reset-requests"] == "1s"
     for i in range(59):
@@ -145,7 +120,7 @@ async def test_memory_bucket_refills_with_time() -> None:
 async def test_memory_slot_of_a_dead_request_expires() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=5, clock=clock)
-    key = _key(concurrent=1)
+    key = limited_key(concurrent=1)
     await limiter.acquire(key, 1, "never-released")
     with pytest.raises(RateLimited):
         await limiter.acquire(key, 1, "next")
@@ -164,7 +139,7 @@ async def test_a_check_without_consume_takes_no_tokens_but_a_slot(
     make_limiter: LimiterFactory,
 ) -> None:
     """Admission (api.admission) checks the buckets before the body, taking only a slot."""
-    limiter, key = make_limiter(), _key(rpm=1, concurrent=1)
+    limiter, key = make_limiter(), limited_key(rpm=1, concurrent=1)
     checked = await limiter.acquire(key, 1, "adm-1", consume=False)
     with pytest.raises(RateLimited):  # the slot is held while the body is read
         await limiter.acquire(key, 1, "adm-2", consume=False)
@@ -178,7 +153,7 @@ async def test_a_check_without_consume_takes_no_tokens_but_a_slot(
 async def test_input_fetches_take_request_tokens_without_a_slot(
     make_limiter: LimiterFactory,
 ) -> None:
-    limiter, key = make_limiter(), _key(rpm=2, concurrent=1)
+    limiter, key = make_limiter(), limited_key(rpm=2, concurrent=1)
     with pytest.raises(RateLimited) as refused:
         await limiter.acquire(key, 0, "f-1", requests=3, slot=False)
     assert refused.value.code == "requests_per_minute_exceeded"

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 
 import pytest
 
@@ -22,29 +21,8 @@ from imagegate.accounts.ratelimit import (
     limit_headers,
 )
 from imagegate.core.errors import RateLimited
-
-
-def key(rpm: int | None = None, ipm: int | None = None, concurrent: int | None = None) -> ApiKey:
-    return ApiKey(
-        id=uuid.uuid4().hex[:12],
-        name="t",
-        is_admin=False,
-        models=None,
-        credits_micro=None,
-        rpm=rpm,
-        created_at=datetime.now(UTC),
-        revoked_at=None,
-        ipm=ipm,
-        max_concurrent=concurrent,
-    )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from keys_support import limited_key
+from manual_clock import Clock
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -69,7 +47,7 @@ async def refused(limiter: RateLimiter, k: ApiKey, images: int = 1) -> RateLimit
 
 
 async def test_each_key_has_its_own_request_bucket(limiter: RateLimiter) -> None:
-    a, b = key(rpm=2), key(rpm=2)
+    a, b = limited_key(rpm=2), limited_key(rpm=2)
     await limiter.acquire(a, 1, "a1")
     await limiter.acquire(a, 1, "a2")
     err = await refused(limiter, a)
@@ -80,7 +58,7 @@ async def test_each_key_has_its_own_request_bucket(limiter: RateLimiter) -> None
 
 
 async def test_each_key_has_its_own_image_bucket(limiter: RateLimiter) -> None:
-    a, b = key(ipm=4), key(ipm=4)
+    a, b = limited_key(ipm=4), limited_key(ipm=4)
     await limiter.acquire(a, 3, "a1")
     err = await refused(limiter, a, 2)
     assert (err.code, err.param) == ("images_per_minute_exceeded", None)
@@ -92,7 +70,7 @@ async def test_each_key_has_its_own_image_bucket(limiter: RateLimiter) -> None:
 
 
 async def test_each_key_has_its_own_concurrency_slots(limiter: RateLimiter) -> None:
-    a, b = key(concurrent=1), key(concurrent=1)
+    a, b = limited_key(concurrent=1), limited_key(concurrent=1)
     held = await limiter.acquire(a, 1, "a1")
     assert held.holds_slot
     err = await refused(limiter, a)
@@ -111,7 +89,7 @@ async def test_each_key_has_its_own_concurrency_slots(limiter: RateLimiter) -> N
 async def test_a_request_over_the_image_limit_itself_is_refused_naming_n(
     limiter: RateLimiter,
 ) -> None:
-    err = await refused(limiter, key(ipm=3, rpm=100), 4)
+    err = await refused(limiter, limited_key(ipm=3, rpm=100), 4)
     assert (err.code, err.param) == ("images_per_minute_exceeded", "n")
     assert err.message == (
         "This request asks for 4 images but the key's limit is 3 images per minute; "
@@ -123,16 +101,16 @@ async def test_a_request_over_the_image_limit_itself_is_refused_naming_n(
 async def test_a_key_without_limits_is_admitted_without_headers_or_a_slot(
     limiter: RateLimiter,
 ) -> None:
-    permit = await limiter.acquire(key(), 100, "r")
+    permit = await limiter.acquire(limited_key(), 100, "r")
     assert permit == Permit(permit.key_id, "r", {}, False)
 
 
 async def test_a_refused_request_takes_no_slot(limiter: RateLimiter) -> None:
-    k = key(rpm=1, concurrent=1)
+    k = limited_key(rpm=1, concurrent=1)
     first = await limiter.acquire(k, 1, "r1")
     await limiter.release(first)
     await refused(limiter, k)  # over rpm: refused before a slot is taken
-    other = key(ipm=1, concurrent=1)
+    other = limited_key(ipm=1, concurrent=1)
     await refused(limiter, other, 2)
     assert (await limiter.acquire(other, 1, "ok")).holds_slot
 
@@ -143,7 +121,7 @@ async def test_a_refused_request_takes_no_slot(limiter: RateLimiter) -> None:
 async def test_headers_after_each_request_count_down_and_say_when_full() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=60, clock=clock)
-    k = key(rpm=4, ipm=10)
+    k = limited_key(rpm=4, ipm=10)
     permit = await limiter.acquire(k, 3, "r1")
     assert permit.headers == {
         "x-ratelimit-limit-requests": "4",
@@ -163,7 +141,7 @@ async def test_headers_after_each_request_count_down_and_say_when_full() -> None
 async def test_retry_after_is_the_wait_for_the_missing_tokens_rounded_up() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=60, clock=clock)
-    k = key(rpm=3)
+    k = limited_key(rpm=3)
     for i in range(3):
         await limiter.acquire(k, 1, f"r{i}")
     assert (await refused(limiter, k)).headers["Retry-After"] == "20"
@@ -171,7 +149,7 @@ async def test_retry_after_is_the_wait_for_the_missing_tokens_rounded_up() -> No
     assert (await refused(limiter, k)).headers["Retry-After"] == "1"
     clock.now += 0.5
     await limiter.acquire(k, 1, "back")
-    images = key(ipm=6)
+    images = limited_key(ipm=6)
     await limiter.acquire(images, 5, "i1")
     err = await refused(limiter, images, 4)  # 1 left, 3 missing at 10 s each
     assert err.headers["Retry-After"] == "30"
@@ -181,16 +159,16 @@ async def test_retry_after_is_the_wait_for_the_missing_tokens_rounded_up() -> No
 async def test_when_both_buckets_are_short_the_longer_wait_wins() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=60, clock=clock)
-    k = key(rpm=2, ipm=2)
+    k = limited_key(rpm=2, ipm=2)
     await limiter.acquire(k, 1, "r1")
     await limiter.acquire(k, 1, "r2")
     err = await refused(limiter, k, 2)  # a request back in 30 s, two images in 60 s
     assert (err.code, err.headers["Retry-After"]) == ("requests_per_minute_exceeded", "60")
-    other = key(rpm=1, ipm=6)
+    other = limited_key(rpm=1, ipm=6)
     await limiter.acquire(other, 6, "o1")
     err = await refused(limiter, other, 1)  # a request back in 60 s, an image in 10 s
     assert (err.code, err.headers["Retry-After"]) == ("requests_per_minute_exceeded", "60")
-    third = key(rpm=60, ipm=1)
+    third = limited_key(rpm=60, ipm=1)
     await limiter.acquire(third, 1, "t1")
     err = await refused(limiter, third, 1)
     assert (err.code, err.headers["Retry-After"]) == ("images_per_minute_exceeded", "60")
@@ -199,7 +177,7 @@ async def test_when_both_buckets_are_short_the_longer_wait_wins() -> None:
 async def test_a_bucket_never_refills_beyond_its_limit() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=60, clock=clock)
-    k = key(rpm=2)
+    k = limited_key(rpm=2)
     await limiter.acquire(k, 1, "r1")
     clock.now += 3600
     permit = await limiter.acquire(k, 1, "r2")
@@ -209,7 +187,7 @@ async def test_a_bucket_never_refills_beyond_its_limit() -> None:
 async def test_a_dead_requests_slot_frees_exactly_at_its_ttl() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=5, clock=clock)
-    a, b = key(concurrent=1), key(concurrent=2)
+    a, b = limited_key(concurrent=1), limited_key(concurrent=2)
     await limiter.acquire(a, 1, "never-released")
     await limiter.acquire(b, 1, "b1")
     clock.now = 1004.999
@@ -221,7 +199,7 @@ async def test_a_dead_requests_slot_frees_exactly_at_its_ttl() -> None:
 
 
 def test_limits_of_a_key_and_whether_any_applies() -> None:
-    assert Limits.of(key(rpm=1, ipm=2, concurrent=3)) == Limits(1, 2, 3)
+    assert Limits.of(limited_key(rpm=1, ipm=2, concurrent=3)) == Limits(1, 2, 3)
     assert not Limits().any
     assert Limits(rpm=1).any and Limits(ipm=1).any and Limits(concurrent=1).any
 
@@ -229,7 +207,7 @@ def test_limits_of_a_key_and_whether_any_applies() -> None:
 async def test_a_request_for_exactly_the_image_limit_waits_only_for_missing_images() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=60, clock=clock)
-    k = key(ipm=2)
+    k = limited_key(ipm=2)
     await limiter.acquire(k, 1, "r1")
     err = await refused(limiter, k, 2)  # one image back in 30 s covers it
     assert (err.headers["Retry-After"], err.param) == ("30", None)
@@ -238,7 +216,7 @@ async def test_a_request_for_exactly_the_image_limit_waits_only_for_missing_imag
 async def test_a_refusal_names_the_images_when_one_request_is_still_left() -> None:
     clock = Clock()
     limiter = MemoryRateLimiter(slot_ttl_s=60, clock=clock)
-    k = key(rpm=2, ipm=2)
+    k = limited_key(rpm=2, ipm=2)
     await limiter.acquire(k, 1, "r1")  # one request and one image left
     err = await refused(limiter, k, 2)
     assert err.code == "images_per_minute_exceeded"
@@ -254,7 +232,7 @@ async def test_shared_buckets_live_under_the_imagegate_prefix_in_redis(redis_url
     client = aioredis.from_url(redis_url)
     limiter = RedisRateLimiter(aioredis.from_url(redis_url), slot_ttl_s=60)
     try:
-        k = key(rpm=5, ipm=5, concurrent=2)
+        k = limited_key(rpm=5, ipm=5, concurrent=2)
         await limiter.acquire(k, 1, "r1")
         for part in ("req", "img", "slots"):
             assert await client.exists(f"imagegate:rl:{k.id}:{part}") == 1

@@ -8,14 +8,12 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import AsyncIterator, Iterator
-from contextlib import ExitStack
 from typing import Any, ClassVar
 
 import httpx
 import pytest
 
-from fakes.openai_images import FakeOpenAI, serve_fake
+from fakes.openai_images import FakeOpenAI
 from imagegate.catalog.spec import parse_model
 from imagegate.core.errors import (
     InsufficientCredits,
@@ -31,6 +29,7 @@ from imagegate.providers.base import Capabilities, ProviderConfig, ProviderConte
 from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Attempt, Router, RouterSettings, caller_error
+from manual_clock import Clock
 
 PRICES: dict[str, Any] = {"a": 0.04, "b": 0.01, "c": 0.02}
 
@@ -39,34 +38,6 @@ class GenerateOnly(OpenAICompatibleProvider):
     """An OpenAI-style upstream without the edits endpoint."""
 
     capabilities: ClassVar[Capabilities] = Capabilities(operations=frozenset({"generate"}))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture(scope="module")
-def servers() -> Iterator[dict[str, FakeOpenAI]]:
-    with ExitStack() as stack:
-        yield {name: stack.enter_context(serve_fake(FakeOpenAI())) for name in "abc"}
-
-
-@pytest.fixture
-def fakes(servers: dict[str, FakeOpenAI]) -> dict[str, FakeOpenAI]:
-    for fake in servers.values():
-        fake.fail_status, fake.fail_first, fake.retry_after, fake.delay_s = None, 0, None, 0.0
-        fake.calls.clear()
-    return servers
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def build(
