@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
@@ -19,7 +18,6 @@ from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.fal import FalProvider
-from imagegate.upstream.fetch import SafeFetcher
 
 SCHNELL = "fal-ai/flux/schnell"
 PRO = "fal-ai/flux-pro/v1.1"
@@ -41,13 +39,8 @@ def fake(server: FakeFal) -> FakeFal:
 
 
 def provider(
-    fake: FakeFal, http: httpx.AsyncClient, key: str = "fal-fake", **options: Any
+    fake: FakeFal, context: ProviderContext, key: str = "fal-fake", **options: Any
 ) -> FalProvider:
-    fetcher = SafeFetcher(allow_hosts=[fake.url], max_bytes=8 * 1024 * 1024)
-
-    async def fetch(url: str) -> bytes:
-        return await fetcher.fetch(url, param="upstream")
-
     options = {"poll_interval_s": 0.02, "run_url": f"{fake.url}/run", **options}
     config = ProviderConfig(
         id="fal",
@@ -57,7 +50,7 @@ def provider(
         timeout_s=20,
         options=options,
     )
-    return FalProvider(config, ProviderContext(http=http, fetch_url=fetch))
+    return FalProvider(config, context)
 
 
 png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
@@ -78,9 +71,9 @@ def sent_mask(fake: FakeFal) -> Image.Image:
 # -- queue ------------------------------------------------------------------------------
 
 
-async def test_queue_submit_poll_and_fetch(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_queue_submit_poll_and_fetch(fake: FakeFal, context: ProviderContext) -> None:
     fake.polls_in_queue = 2
-    result = await provider(fake, http).run(gen(), SCHNELL)
+    result = await provider(fake, context).run(gen(), SCHNELL)
 
     submit, *rest = fake.calls
     assert (submit.method, submit.path) == ("POST", f"/queue/{SCHNELL}")
@@ -100,8 +93,8 @@ async def test_queue_submit_poll_and_fetch(fake: FakeFal, http: httpx.AsyncClien
     assert result.upstream_model == SCHNELL
 
 
-async def test_sync_mode_runs_directly(fake: FakeFal, http: httpx.AsyncClient) -> None:
-    result = await provider(fake, http, mode="sync").run(gen(width=1024, height=768), SCHNELL)
+async def test_sync_mode_runs_directly(fake: FakeFal, context: ProviderContext) -> None:
+    result = await provider(fake, context, mode="sync").run(gen(width=1024, height=768), SCHNELL)
 
     [call] = fake.calls
     assert (call.method, call.path) == ("POST", f"/run/{SCHNELL}")
@@ -119,17 +112,17 @@ async def test_sync_mode_runs_directly(fake: FakeFal, http: httpx.AsyncClient) -
     ],
 )
 async def test_sizes_use_presets_or_exact_dimensions(
-    fake: FakeFal, http: httpx.AsyncClient, size: tuple[int, int], sent: Any
+    fake: FakeFal, context: ProviderContext, size: tuple[int, int], sent: Any
 ) -> None:
-    result = await provider(fake, http).run(gen(width=size[0], height=size[1]), PRO)
+    result = await provider(fake, context).run(gen(width=size[0], height=size[1]), PRO)
     assert fake.inputs[0]["image_size"] == sent
     assert (result.images[0].width, result.images[0].height) == size
 
 
-async def test_format_and_seed_pass_through(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_format_and_seed_pass_through(fake: FakeFal, context: ProviderContext) -> None:
     extra = {"num_inference_steps": 2, "enable_safety_checker": False}
     request = gen(output_format="jpeg", seed=9, extra=extra)
-    result = await provider(fake, http).run(request, SCHNELL)
+    result = await provider(fake, context).run(request, SCHNELL)
 
     [inputs] = fake.inputs
     assert inputs["output_format"] == "jpeg" and inputs["seed"] == 9
@@ -138,23 +131,23 @@ async def test_format_and_seed_pass_through(fake: FakeFal, http: httpx.AsyncClie
     assert result.images[0].format == "jpeg"
 
 
-async def test_webp_is_made_by_the_gateway(fake: FakeFal, http: httpx.AsyncClient) -> None:
-    result = await provider(fake, http).run(gen(output_format="webp"), SCHNELL)
+async def test_webp_is_made_by_the_gateway(fake: FakeFal, context: ProviderContext) -> None:
+    result = await provider(fake, context).run(gen(output_format="webp"), SCHNELL)
     assert fake.inputs[0]["output_format"] == "png"
     assert result.images[0].format == "png"
 
 
-async def test_n_uses_num_images_then_fans_out(fake: FakeFal, http: httpx.AsyncClient) -> None:
-    result = await provider(fake, http).run(gen(n=6, seed=100), SCHNELL)
+async def test_n_uses_num_images_then_fans_out(fake: FakeFal, context: ProviderContext) -> None:
+    result = await provider(fake, context).run(gen(n=6, seed=100), SCHNELL)
 
     assert len(result.images) == 6
     assert sorted((i["num_images"], i["seed"]) for i in fake.inputs) == [(2, 101), (4, 100)]
 
 
 async def test_kontext_generation_uses_the_text_to_image_endpoint(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
-    result = await provider(fake, http).run(gen(width=1536, height=640), KONTEXT)
+    result = await provider(fake, context).run(gen(width=1536, height=640), KONTEXT)
 
     [call] = fake.submissions
     assert call.path == f"/queue/{KONTEXT}/text-to-image"
@@ -166,9 +159,9 @@ async def test_kontext_generation_uses_the_text_to_image_endpoint(
 # -- edits ------------------------------------------------------------------------------
 
 
-async def test_kontext_edit_keeps_the_input_aspect(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_kontext_edit_keeps_the_input_aspect(fake: FakeFal, context: ProviderContext) -> None:
     source = png(640, 480)
-    result = await provider(fake, http).run(edit([source], width=640, height=480), KONTEXT)
+    result = await provider(fake, context).run(edit([source], width=640, height=480), KONTEXT)
 
     [call] = fake.submissions
     assert call.path == f"/queue/{KONTEXT}"
@@ -179,15 +172,15 @@ async def test_kontext_edit_keeps_the_input_aspect(fake: FakeFal, http: httpx.As
 
 
 async def test_kontext_edit_with_a_size_asks_for_its_ratio(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
     request = edit([png(640, 480)], size="1024x576", width=1024, height=576)
-    await provider(fake, http).run(request, KONTEXT)
+    await provider(fake, context).run(request, KONTEXT)
     assert fake.inputs[0]["aspect_ratio"] == "16:9"
 
 
-async def test_image_to_image_follows_the_input(fake: FakeFal, http: httpx.AsyncClient) -> None:
-    result = await provider(fake, http).run(edit([png(320, 240)], n=2), IMG2IMG)
+async def test_image_to_image_follows_the_input(fake: FakeFal, context: ProviderContext) -> None:
+    result = await provider(fake, context).run(edit([png(320, 240)], n=2), IMG2IMG)
 
     [inputs] = fake.inputs
     assert "image_size" not in inputs and "aspect_ratio" not in inputs
@@ -196,12 +189,12 @@ async def test_image_to_image_follows_the_input(fake: FakeFal, http: httpx.Async
 
 
 async def test_inpainting_sends_white_means_edit_resized_to_the_image(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
     source = png(256, 128)
     mask = png(128, 64, hole=(0, 0, 32, 32))  # transparent top-left = edit, half scale
     request = edit([source], mask=mask, width=256, height=128)
-    result = await provider(fake, http).run(request, INPAINT)
+    result = await provider(fake, context).run(request, INPAINT)
 
     [inputs] = fake.inputs
     assert decode_data_url(inputs["image_url"]) == source.data
@@ -213,56 +206,58 @@ async def test_inpainting_sends_white_means_edit_resized_to_the_image(
 
 
 async def test_inpainting_without_mask_uses_transparency_else_everything(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
-    await provider(fake, http).run(edit([png(64, 64, hole=(0, 0, 16, 16))]), INPAINT)
+    await provider(fake, context).run(edit([png(64, 64, hole=(0, 0, 16, 16))]), INPAINT)
     with sent_mask(fake) as sent:
         assert sent.getpixel((4, 4)) == 255 and sent.getpixel((40, 40)) == 0
 
     fake.reset()
-    await provider(fake, http).run(edit([png(64, 64)]), INPAINT)
+    await provider(fake, context).run(edit([png(64, 64)]), INPAINT)
     with sent_mask(fake) as sent:
         assert sent.getextrema() == (255, 255)
 
 
 async def test_mask_is_refused_by_models_without_one(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
     request = edit([png(64, 64)], mask=png(64, 64, hole=(0, 0, 8, 8)))
     with pytest.raises(InvalidRequest) as caught:
-        await provider(fake, http).run(request, KONTEXT)
+        await provider(fake, context).run(request, KONTEXT)
     assert caught.value.param == "mask" and not fake.calls
 
 
-async def test_too_many_input_images(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_too_many_input_images(fake: FakeFal, context: ProviderContext) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await provider(fake, http).run(edit([png(64, 64)] * 3), IMG2IMG)
+        await provider(fake, context).run(edit([png(64, 64)] * 3), IMG2IMG)
     assert caught.value.code == "too_many_images" and "at most 1" in caught.value.message
 
 
 # -- safety -----------------------------------------------------------------------------
 
 
-async def test_flagged_images_are_dropped(fake: FakeFal, http: httpx.AsyncClient) -> None:
-    result = await provider(fake, http).run(gen("half-nsfw scene", n=3), SCHNELL)
+async def test_flagged_images_are_dropped(fake: FakeFal, context: ProviderContext) -> None:
+    result = await provider(fake, context).run(gen("half-nsfw scene", n=3), SCHNELL)
     assert len(result.images) == 2
     assert all(Image.open(io.BytesIO(i.data)).getpixel((0, 0)) != (0, 0, 0) for i in result.images)
 
 
 async def test_all_images_flagged_is_a_content_policy_violation(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen("nsfw scene"), SCHNELL)
+        await provider(fake, context).run(gen("nsfw scene"), SCHNELL)
     assert not caught.value.retryable
     assert caught.value.client_error is not None
     assert caught.value.client_error.code == "content_policy_violation"
 
 
 @pytest.mark.parametrize("mode", ["queue", "sync"])
-async def test_content_checker_rejection(fake: FakeFal, http: httpx.AsyncClient, mode: str) -> None:
+async def test_content_checker_rejection(
+    fake: FakeFal, context: ProviderContext, mode: str
+) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http, mode=mode).run(gen("forbidden thing"), SCHNELL)
+        await provider(fake, context, mode=mode).run(gen("forbidden thing"), SCHNELL)
     client = caught.value.client_error
     assert not caught.value.retryable and isinstance(client, InvalidRequest)
     assert client.code == "content_policy_violation"
@@ -272,40 +267,42 @@ async def test_content_checker_rejection(fake: FakeFal, http: httpx.AsyncClient,
 # -- errors and timeouts ----------------------------------------------------------------
 
 
-async def test_bad_key_is_retryable(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_bad_key_is_retryable(fake: FakeFal, context: ProviderContext) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http, key="nope").run(gen(), SCHNELL)
+        await provider(fake, context, key="nope").run(gen(), SCHNELL)
     assert caught.value.status == 401 and caught.value.retryable
     assert "Invalid key" in caught.value.message
 
 
-async def test_rate_limit_keeps_retry_after(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_rate_limit_keeps_retry_after(fake: FakeFal, context: ProviderContext) -> None:
     fake.http_error = (429, "Too many concurrent requests", {"Retry-After": "3"})
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(), SCHNELL)
+        await provider(fake, context).run(gen(), SCHNELL)
     assert caught.value.retryable and caught.value.retry_after_s == 3.0
 
 
 @pytest.mark.parametrize("mode", ["queue", "sync"])
-async def test_server_error_is_retryable(fake: FakeFal, http: httpx.AsyncClient, mode: str) -> None:
+async def test_server_error_is_retryable(
+    fake: FakeFal, context: ProviderContext, mode: str
+) -> None:
     fake.http_error = (500, "Internal server error", {})
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http, mode=mode).run(gen(), SCHNELL)
+        await provider(fake, context, mode=mode).run(gen(), SCHNELL)
     assert caught.value.retryable and caught.value.status == 500
 
 
 async def test_a_retryable_marked_failure_is_never_the_callers(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
     fake.http_error = (400, "runner disconnected", {"X-Fal-Retryable": "true"})
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(), SCHNELL)
+        await provider(fake, context).run(gen(), SCHNELL)
     assert caught.value.retryable and caught.value.client_error is None
 
 
-async def test_validation_error_is_the_callers(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_validation_error_is_the_callers(fake: FakeFal, context: ProviderContext) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(extra={"num_inference_steps": 50}), SCHNELL)
+        await provider(fake, context).run(gen(extra={"num_inference_steps": 50}), SCHNELL)
     client = caught.value.client_error
     assert not caught.value.retryable and isinstance(client, InvalidRequest)
     assert "less than or equal to 12" in client.message
@@ -313,36 +310,36 @@ async def test_validation_error_is_the_callers(fake: FakeFal, http: httpx.AsyncC
 
 
 async def test_dev_endpoints_take_fals_default_step_count(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
     """The 12-step cap is FLUX.1 [schnell]'s; [dev] image-to-image defaults to 28 steps."""
     request = edit([png(320, 240)], extra={"num_inference_steps": 28})
-    await provider(fake, http).run(request, IMG2IMG)
+    await provider(fake, context).run(request, IMG2IMG)
     assert fake.inputs[-1]["num_inference_steps"] == 28
 
 
-async def test_input_errors_name_the_openai_field(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_input_errors_name_the_openai_field(fake: FakeFal, context: ProviderContext) -> None:
     fake.image_too_large = True
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(edit([png(64, 64)]), KONTEXT)
+        await provider(fake, context).run(edit([png(64, 64)]), KONTEXT)
     client = caught.value.client_error
     assert isinstance(client, InvalidRequest) and client.param == "image"
     assert "too large" in client.message
 
 
 async def test_images_on_unexpected_hosts_are_refused(
-    fake: FakeFal, http: httpx.AsyncClient
+    fake: FakeFal, context: ProviderContext
 ) -> None:
     fake.foreign_output = True
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(), SCHNELL)
+        await provider(fake, context).run(gen(), SCHNELL)
     assert caught.value.retryable and "unexpected host" in caught.value.message
 
 
-async def test_timeout_cancels_the_request(fake: FakeFal, http: httpx.AsyncClient) -> None:
+async def test_timeout_cancels_the_request(fake: FakeFal, context: ProviderContext) -> None:
     fake.never_complete = True
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http, poll_timeout_s=0.3).run(gen(), SCHNELL)
+        await provider(fake, context, poll_timeout_s=0.3).run(gen(), SCHNELL)
     assert caught.value.timeout and caught.value.retryable and caught.value.status == 504
     assert fake.calls[-1].method == "PUT" and fake.calls[-1].path.endswith("/cancel")
     [entry] = fake.requests.values()

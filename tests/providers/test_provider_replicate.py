@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
-import httpx
 import pytest
 from PIL import Image
 
@@ -19,7 +18,6 @@ from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.replicate import ReplicateProvider
-from imagegate.upstream.fetch import SafeFetcher
 
 SCHNELL = "black-forest-labs/flux-schnell"
 PRO = "black-forest-labs/flux-1.1-pro"
@@ -40,13 +38,8 @@ def fake(server: FakeReplicate) -> FakeReplicate:
 
 
 def provider(
-    fake: FakeReplicate, http: httpx.AsyncClient, token: str = "r8_fake", **options: Any
+    fake: FakeReplicate, context: ProviderContext, token: str = "r8_fake", **options: Any
 ) -> ReplicateProvider:
-    fetcher = SafeFetcher(allow_hosts=[fake.url], max_bytes=8 * 1024 * 1024)
-
-    async def fetch(url: str) -> bytes:
-        return await fetcher.fetch(url, param="upstream")
-
     options = {"poll_interval_s": 0.02, **options}
     config = ProviderConfig(
         id="replicate",
@@ -56,7 +49,7 @@ def provider(
         timeout_s=20,
         options=options,
     )
-    return ReplicateProvider(config, ProviderContext(http=http, fetch_url=fetch))
+    return ReplicateProvider(config, context)
 
 
 png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
@@ -74,9 +67,9 @@ def edit(images: list[InputImage], **kwargs: Any) -> ImageRequest:
 
 
 async def test_generate_waits_synchronously_and_fetches_outputs(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    result = await provider(fake, http).run(gen(width=1344, height=768), SCHNELL)
+    result = await provider(fake, context).run(gen(width=1344, height=768), SCHNELL)
 
     [call] = fake.creations
     assert call.path == f"/v1/models/{SCHNELL}/predictions"
@@ -97,10 +90,10 @@ async def test_generate_waits_synchronously_and_fetches_outputs(
 
 
 async def test_output_format_compression_and_seed_pass_through(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     request = gen(output_format="webp", output_compression=70, seed=42, extra={"go_fast": False})
-    result = await provider(fake, http).run(request, SCHNELL)
+    result = await provider(fake, context).run(request, SCHNELL)
 
     [inputs] = fake.inputs
     assert inputs["output_format"] == "webp"
@@ -110,33 +103,33 @@ async def test_output_format_compression_and_seed_pass_through(
     assert result.images[0].format == "webp"
 
 
-async def test_jpeg_is_asked_for_as_jpg(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
-    result = await provider(fake, http).run(gen(output_format="jpeg"), KONTEXT)
+async def test_jpeg_is_asked_for_as_jpg(fake: FakeReplicate, context: ProviderContext) -> None:
+    result = await provider(fake, context).run(gen(output_format="jpeg"), KONTEXT)
     assert fake.inputs[0]["output_format"] == "jpg"
     assert result.images[0].format == "jpeg"
 
 
 async def test_unsupported_format_falls_back_to_the_models_own(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    result = await provider(fake, http).run(gen(output_format="webp"), KONTEXT)
+    result = await provider(fake, context).run(gen(output_format="webp"), KONTEXT)
     assert fake.inputs[0]["output_format"] == "jpg"  # the gateway re-encodes to webp
     assert result.images[0].format == "jpeg"
 
 
 async def test_n_uses_num_outputs_then_fans_out_with_distinct_seeds(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    result = await provider(fake, http).run(gen(n=6, seed=7), SCHNELL)
+    result = await provider(fake, context).run(gen(n=6, seed=7), SCHNELL)
 
     assert len(result.images) == 6
     assert sorted((i["num_outputs"], i["seed"]) for i in fake.inputs) == [(2, 8), (4, 7)]
 
 
 async def test_n_fans_out_for_single_output_models(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    result = await provider(fake, http).run(gen(n=3), PRO)
+    result = await provider(fake, context).run(gen(n=3), PRO)
 
     assert len(result.images) == 3
     assert len(fake.creations) == 3
@@ -153,11 +146,11 @@ async def test_n_fans_out_for_single_output_models(
 )
 async def test_flux_pro_takes_the_exact_size_in_multiples_of_32(
     fake: FakeReplicate,
-    http: httpx.AsyncClient,
+    context: ProviderContext,
     size: tuple[int, int],
     expected: dict[str, Any],
 ) -> None:
-    result = await provider(fake, http).run(gen(width=size[0], height=size[1]), PRO)
+    result = await provider(fake, context).run(gen(width=size[0], height=size[1]), PRO)
 
     assert {k: fake.inputs[0][k] for k in expected} == expected
     assert (result.images[0].width, result.images[0].height) == (
@@ -171,16 +164,16 @@ async def test_flux_pro_takes_the_exact_size_in_multiples_of_32(
     [((1024, 1024), "1:1"), ((1536, 640), "21:9"), ((768, 1024), "3:4"), ((512, 1024), "1:2")],
 )
 async def test_other_models_get_the_nearest_aspect_ratio(
-    fake: FakeReplicate, http: httpx.AsyncClient, size: tuple[int, int], ratio: str
+    fake: FakeReplicate, context: ProviderContext, size: tuple[int, int], ratio: str
 ) -> None:
-    await provider(fake, http).run(gen(width=size[0], height=size[1]), KONTEXT)
+    await provider(fake, context).run(gen(width=size[0], height=size[1]), KONTEXT)
     assert fake.inputs[0]["aspect_ratio"] == ratio
 
 
 async def test_versioned_models_use_the_predictions_endpoint(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    result = await provider(fake, http).run(gen(), VERSIONED)
+    result = await provider(fake, context).run(gen(), VERSIONED)
 
     [call] = fake.creations
     assert call.path == "/v1/predictions"
@@ -192,10 +185,10 @@ async def test_versioned_models_use_the_predictions_endpoint(
 
 
 async def test_unfinished_wait_falls_back_to_polling(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     fake.polls_before_done = 2
-    result = await provider(fake, http, wait_s=5).run(gen(), PRO)
+    result = await provider(fake, context, wait_s=5).run(gen(), PRO)
 
     assert fake.creations[0].prefer == "wait=5"
     gets = [c for c in fake.calls if c.method == "GET"]
@@ -205,45 +198,47 @@ async def test_unfinished_wait_falls_back_to_polling(
 
 
 async def test_asynchronous_create_without_prefer_header(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    result = await provider(fake, http, wait_s=0).run(gen(), SCHNELL)
+    result = await provider(fake, context, wait_s=0).run(gen(), SCHNELL)
 
     assert fake.creations[0].prefer is None
     assert [c.method for c in fake.calls] == ["POST", "GET"]
     assert len(result.images) == 1
 
 
-async def test_failed_prediction_is_retryable(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
+async def test_failed_prediction_is_retryable(
+    fake: FakeReplicate, context: ProviderContext
+) -> None:
     fake.outcome = "failed"
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(), SCHNELL)
+        await provider(fake, context).run(gen(), SCHNELL)
     assert caught.value.retryable
     assert "CUDA out of memory" in caught.value.message
 
 
-async def test_failed_after_polling(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
+async def test_failed_after_polling(fake: FakeReplicate, context: ProviderContext) -> None:
     fake.outcome, fake.polls_before_done = "failed", 1
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http, wait_s=1).run(gen(), SCHNELL)
+        await provider(fake, context, wait_s=1).run(gen(), SCHNELL)
     assert caught.value.retryable and caught.value.status == 502
 
 
 async def test_canceled_prediction_is_retryable(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     fake.outcome = "canceled"
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(), SCHNELL)
+        await provider(fake, context).run(gen(), SCHNELL)
     assert caught.value.retryable
     assert "canceled" in caught.value.message
 
 
 async def test_nsfw_failure_is_a_content_policy_violation(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen("nsfw please"), SCHNELL)
+        await provider(fake, context).run(gen("nsfw please"), SCHNELL)
     assert not caught.value.retryable
     client = caught.value.client_error
     assert isinstance(client, InvalidRequest)
@@ -251,9 +246,11 @@ async def test_nsfw_failure_is_a_content_policy_violation(
     assert "NSFW content detected" in client.message
 
 
-async def test_timeout_cancels_the_prediction(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
+async def test_timeout_cancels_the_prediction(
+    fake: FakeReplicate, context: ProviderContext
+) -> None:
     fake.outcome, fake.polls_before_done = "never", 1
-    adapter = provider(fake, http, wait_s=1, poll_timeout_s=0.3)
+    adapter = provider(fake, context, wait_s=1, poll_timeout_s=0.3)
     with pytest.raises(UpstreamError) as caught:
         await adapter.run(gen(), SCHNELL)
     assert caught.value.timeout and caught.value.retryable and caught.value.status == 504
@@ -265,35 +262,35 @@ async def test_timeout_cancels_the_prediction(fake: FakeReplicate, http: httpx.A
 # -- errors -----------------------------------------------------------------------------
 
 
-async def test_bad_token_is_retryable(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
+async def test_bad_token_is_retryable(fake: FakeReplicate, context: ProviderContext) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http, token="wrong").run(gen(), SCHNELL)
+        await provider(fake, context, token="wrong").run(gen(), SCHNELL)
     assert caught.value.status == 401 and caught.value.retryable
 
 
-async def test_throttling_keeps_retry_after(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
+async def test_throttling_keeps_retry_after(fake: FakeReplicate, context: ProviderContext) -> None:
     fake.http_error = (
         429,
         "Request was throttled. Expected available in 7 seconds.",
         {"Retry-After": "7"},
     )
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(), SCHNELL)
+        await provider(fake, context).run(gen(), SCHNELL)
     assert caught.value.retryable and caught.value.retry_after_s == 7.0
 
 
-async def test_server_error_is_retryable(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
+async def test_server_error_is_retryable(fake: FakeReplicate, context: ProviderContext) -> None:
     fake.http_error = (500, "Internal server error", {})
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(), SCHNELL)
+        await provider(fake, context).run(gen(), SCHNELL)
     assert caught.value.retryable and caught.value.status == 500
 
 
 async def test_validation_error_is_the_callers_with_upstream_detail(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(extra={"bogus": 1}), SCHNELL)
+        await provider(fake, context).run(gen(extra={"bogus": 1}), SCHNELL)
     assert not caught.value.retryable
     client = caught.value.client_error
     assert isinstance(client, InvalidRequest) and client.status == 400
@@ -301,11 +298,11 @@ async def test_validation_error_is_the_callers_with_upstream_detail(
 
 
 async def test_outputs_on_unexpected_hosts_are_refused(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     fake.foreign_output = True
     with pytest.raises(UpstreamError) as caught:
-        await provider(fake, http).run(gen(), SCHNELL)
+        await provider(fake, context).run(gen(), SCHNELL)
     assert caught.value.retryable and "unexpected host" in caught.value.message
 
 
@@ -313,10 +310,10 @@ async def test_outputs_on_unexpected_hosts_are_refused(
 
 
 async def test_instruction_edit_matches_the_input_image(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     source = png(640, 480)
-    result = await provider(fake, http).run(edit([source], width=640, height=480), KONTEXT)
+    result = await provider(fake, context).run(edit([source], width=640, height=480), KONTEXT)
 
     [inputs] = fake.inputs
     assert inputs["aspect_ratio"] == "match_input_image"
@@ -326,18 +323,18 @@ async def test_instruction_edit_matches_the_input_image(
 
 
 async def test_instruction_edit_with_an_explicit_size_asks_for_its_ratio(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     request = edit([png(640, 480)], size="1024x576", width=1024, height=576)
-    await provider(fake, http).run(request, KONTEXT)
+    await provider(fake, context).run(request, KONTEXT)
     assert fake.inputs[0]["aspect_ratio"] == "16:9"
 
 
 async def test_mask_is_refused_by_instruction_models(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await provider(fake, http).run(
+        await provider(fake, context).run(
             edit([png(64, 64)], mask=png(64, 64, hole=(0, 0, 8, 8))), KONTEXT
         )
     assert caught.value.param == "mask"
@@ -345,11 +342,11 @@ async def test_mask_is_refused_by_instruction_models(
 
 
 async def test_masked_edit_sends_white_means_edit_resized_to_the_image(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
     source = png(256, 128)
     mask = png(128, 64, hole=(0, 0, 32, 32))  # transparent top-left = edit, half scale
-    result = await provider(fake, http).run(edit([source], mask=mask), FILL)
+    result = await provider(fake, context).run(edit([source], mask=mask), FILL)
 
     [inputs] = fake.inputs
     assert decode_data_url(inputs["image"]) == source.data
@@ -363,32 +360,32 @@ async def test_masked_edit_sends_white_means_edit_resized_to_the_image(
 
 
 async def test_masked_model_without_mask_uses_the_images_transparency(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    await provider(fake, http).run(edit([png(64, 64, hole=(0, 0, 16, 16))]), FILL)
+    await provider(fake, context).run(edit([png(64, 64, hole=(0, 0, 16, 16))]), FILL)
     with Image.open(io.BytesIO(decode_data_url(fake.inputs[0]["mask"]))) as sent:
         assert sent.getpixel((4, 4)) == 255 and sent.getpixel((40, 40)) == 0
 
 
 async def test_masked_model_without_any_mask_edits_everywhere(
-    fake: FakeReplicate, http: httpx.AsyncClient
+    fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    await provider(fake, http).run(edit([png(64, 64)]), FILL)
+    await provider(fake, context).run(edit([png(64, 64)]), FILL)
     with Image.open(io.BytesIO(decode_data_url(fake.inputs[0]["mask"]))) as sent:
         assert sent.getextrema() == (255, 255)
 
 
-async def test_too_many_input_images(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
+async def test_too_many_input_images(fake: FakeReplicate, context: ProviderContext) -> None:
     with pytest.raises(InvalidRequest) as caught:
-        await provider(fake, http).run(edit([png(64, 64), png(64, 64)]), KONTEXT)
+        await provider(fake, context).run(edit([png(64, 64), png(64, 64)]), KONTEXT)
     assert caught.value.code == "too_many_images" and caught.value.param == "image"
     assert "at most 1" in caught.value.message
 
 
-async def test_variations_are_not_offered(fake: FakeReplicate, http: httpx.AsyncClient) -> None:
+async def test_variations_are_not_offered(fake: FakeReplicate, context: ProviderContext) -> None:
     request = ImageRequest(operation="variation", model="m", images=[png(64, 64)])
     with pytest.raises(InvalidRequest):
-        await provider(fake, http).run(request, SCHNELL)
+        await provider(fake, context).run(request, SCHNELL)
 
 
 def test_builtin_catalog_lists_replicate_endpoints() -> None:
