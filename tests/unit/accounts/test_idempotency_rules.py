@@ -5,9 +5,6 @@ editing the stored timestamps, so nothing sleeps."""
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -223,22 +220,6 @@ def test_the_request_digest_covers_every_field_and_file_in_order() -> None:
     # a value JSON cannot hold is digested by its text, not refused
     assert request_hash({"x": Decimal("1.5")}, []) == request_hash({"x": Decimal("1.5")}, [])
     assert request_hash({"x": Decimal("1.5")}, []) != request_hash({"x": Decimal("2")}, [])
-
-
-@pytest.fixture
-def tokyo_clock() -> Iterator[None]:
-    """The server's local time zone is UTC+9 for the test (timestamps stay UTC)."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "Asia/Tokyo"
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def test_ages_do_not_depend_on_the_servers_time_zone(db: Database, tokyo_clock: None) -> None:

@@ -4,9 +4,6 @@ key, a revocation closes only its own key, and every refusal names its field."""
 from __future__ import annotations
 
 import logging
-import os
-import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -271,22 +268,6 @@ def test_a_revoked_env_admin_key_is_logged_once_per_start_and_stays_revoked(
         "IMAGEGATE_ADMIN_KEY (key envadmin) has been revoked; it stays revoked"
     ]
     assert unauthorized(store, "ig_envadmin_secret") == REVOKED_KEY_MESSAGE
-
-
-@pytest.fixture
-def tokyo_clock() -> Iterator[None]:
-    """The server's local time zone is UTC+9 for the test (timestamps stay UTC)."""
-    old = os.environ.get("TZ")
-    os.environ["TZ"] = "Asia/Tokyo"
-    time.tzset()
-    try:
-        yield
-    finally:
-        if old is None:
-            del os.environ["TZ"]
-        else:
-            os.environ["TZ"] = old
-        time.tzset()
 
 
 def test_creation_and_revocation_times_read_back_in_utc_in_any_time_zone(
