@@ -3,22 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Any
 
 import httpx
 import pytest
 
+import pricing_support
 from fakes.openai_images import FakeOpenAI, serve_fake
 from gateway import RunningGateway, run_gateway
 from imagegate.catalog.catalog import Catalog
-from imagegate.catalog.pricing import Pricing
 from imagegate.catalog.spec import CatalogError, parse_model
 from imagegate.core.errors import InsufficientCredits
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import (
-    GeneratedImage,
-    ImageRequest,
-    ImageResult,
     InputImage,
     RoutingPreferences,
     TokenUsage,
@@ -26,6 +24,7 @@ from imagegate.core.types import (
 from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.sandbox import SandboxProvider
 from imagegate.routing.router import Router
+from pricing_support import pricing, result
 
 SOURCE = {"source": "https://example.com/prices", "as_of": "2026-11-21"}
 GPT_TOKENS = {
@@ -40,22 +39,7 @@ PER_TOKEN = {
 }
 
 
-def pricing(raw: dict[str, Any]) -> Pricing:
-    spec = parse_model(
-        {"id": "t/m", "endpoints": [{"provider": "p", "upstream_model": "u", "pricing": raw}]}
-    )
-    return spec.endpoints[0].pricing
-
-
-def req(size: str = "1024x1024", **kw: Any) -> ImageRequest:
-    width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
-    base: dict[str, Any] = {"operation": "generate", "model": "t/m", "prompt": "a cat"}
-    return ImageRequest(**{**base, "size": size, "width": width, "height": height, **kw})
-
-
-def result(*sizes: tuple[int, int], usage: TokenUsage | None = None, **kw: Any) -> ImageResult:
-    images = [GeneratedImage(data=b"", format="png", width=w, height=h) for w, h in sizes]
-    return ImageResult(images=images, usage=usage, **kw)
+req = partial(pricing_support.req, prompt="a cat")
 
 
 # -- parsing ---------------------------------------------------------------------------

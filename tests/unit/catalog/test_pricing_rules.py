@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from imagegate.catalog.pricing import Pricing
-from imagegate.catalog.spec import CatalogError, parse_model
+from imagegate.catalog.spec import CatalogError
 from imagegate.core.errors import InvalidRequest
-from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage, TokenUsage
+from imagegate.core.types import InputImage, TokenUsage
+from pricing_support import pricing, req, result
 
 SOURCE = {"source": "https://example.com/prices", "as_of": "2026-11-21"}
 PER_TOKEN = {
@@ -19,24 +19,6 @@ PER_TOKEN = {
     "output_tokens": {"1024x1024": {"low": 272, "high": 4160}, "1024x1536": 6240},
     "input_image_tokens": 1000,
 }
-
-
-def pricing(raw: Any) -> Pricing:
-    spec = parse_model(
-        {"id": "t/m", "endpoints": [{"provider": "p", "upstream_model": "u", "pricing": raw}]}
-    )
-    return spec.endpoints[0].pricing
-
-
-def req(size: str = "1024x1024", **kw: Any) -> ImageRequest:
-    width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
-    base: dict[str, Any] = {"operation": "generate", "model": "t/m", "prompt": ""}
-    return ImageRequest(**{**base, "size": size, "width": width, "height": height, **kw})
-
-
-def result(*sizes: tuple[int, int], usage: TokenUsage | None = None, **kw: Any) -> ImageResult:
-    images = [GeneratedImage(data=b"", format="png", width=w, height=h) for w, h in sizes]
-    return ImageResult(images=images, usage=usage, **kw)
 
 
 def image(width: int, height: int) -> InputImage:
