@@ -253,7 +253,7 @@ def test_generate_without_a_key_says_how_to_pass_one(gw: RunningGateway, tmp_pat
 def test_admin_numbers_out_of_range_are_400_naming_the_field(
     gw: RunningGateway, path: str, body: dict[str, Any], param: str
 ) -> None:
-    """Found by the fuzz run (tests/test_openapi_fuzz.py): these were 500s."""
+    """Found by the fuzz run (tests/e2e/test_openapi_fuzz.py): these were 500s."""
     r = _post(gw, path, json=body)
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == param
