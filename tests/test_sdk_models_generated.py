@@ -49,12 +49,12 @@ def test_check_mode_fails_on_a_stale_module(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("operation", list(MODELS))
 def test_each_model_has_exactly_the_declared_fields(operation: Operation) -> None:
-    declared = [
+    declared = {
         f.name
         for f in (*INPUT_FIELDS, *FIELDS)
         if operation in f.operations and f.kind != "image_refs"
-    ]
-    assert [f.name for f in fields(MODELS[operation]) if f.name != "extra"] == declared
+    }
+    assert {f.name for f in fields(MODELS[operation]) if f.name != "extra"} == declared
     routing = [f.name for f in fields(ProviderRoutingOptions)]
     assert routing == [f.name for f in ROUTING_FIELDS]
 

@@ -16,7 +16,7 @@ import textwrap
 from pathlib import Path
 
 from imagegate.core.fields import FIELDS, INPUT_FIELDS, ROUTING_FIELDS, Field
-from imagegate.core.types import Operation
+from imagegate.core.types import OPERATIONS, Operation
 
 TARGET = (
     Path(__file__).resolve().parents[3]
@@ -60,14 +60,22 @@ from imagegate_client.model_base import ImageInput, JsonObject, Request
 '''
 
 
-def _annotation(f: Field, operation: Operation | None) -> str:
+# Fields every request takes, then those of the requests with a prompt, are declared once
+# in a base class each (the rest per class), so the generated module does not repeat itself.
+_BASES: tuple[tuple[str, frozenset[Operation], str], ...] = (
+    ("_ImagesRequest", frozenset(OPERATIONS), "Fields every Images request takes."),
+    ("_PromptedRequest", frozenset(("generate", "edit")), "Fields of the requests with a prompt."),
+)
+
+
+def _annotation(f: Field, operations: frozenset[Operation]) -> str:
     base = _TYPES[f.kind]
-    if operation is not None and operation in f.many:
+    if operations and operations <= f.many:
         base = f"{base} | list[{base}]"
     return f"{base} | None"
 
 
-def _attribute(f: Field, operation: Operation | None) -> list[str]:
+def _attribute(f: Field, operations: frozenset[Operation] = frozenset()) -> list[str]:
     doc = f.description
     if f.choices:
         doc += f" One of: {', '.join(f.choices)}."
@@ -75,10 +83,10 @@ def _attribute(f: Field, operation: Operation | None) -> list[str]:
         doc += f" Usually one of: {', '.join(f.values)}."
     if f.default is not None:
         doc += f" Gateway default: {json.dumps(f.default)}."
-    if operation is not None and operation in f.required and f.kind == "string":
+    if operations and operations <= f.required and f.kind == "string":
         line = f'{f.name}: str = ""'  # required text: the reference SDKs' empty default
     else:
-        line = f"{f.name}: {_annotation(f, operation)} = None"
+        line = f"{f.name}: {_annotation(f, operations)} = None"
     return [*(f"    #: {part}" for part in textwrap.wrap(doc, 92)), f"    {line}"]
 
 
@@ -86,19 +94,24 @@ def _routing_class() -> list[str]:
     lines = ["", "", "@dataclass", "class ProviderRoutingOptions(JsonObject):"]
     lines += ['    """The gateway\'s ``provider`` routing object."""', ""]
     for f in ROUTING_FIELDS:
-        lines += _attribute(f, None)
+        lines += _attribute(f)
     return lines
 
 
-def _request_class(operation: Operation, name: str, doc: str) -> list[str]:
-    lines = ["", "", "@dataclass(kw_only=True)", f"class {name}(Request):", f'    """{doc}"""', ""]
-    declared = [
-        f
-        for f in (*INPUT_FIELDS, *FIELDS)
-        if operation in f.operations and f.kind != "image_refs"  # JSON spelling, payload's job
+def _sent(operations: frozenset[Operation]) -> list[Field]:
+    """The fields a request for ``operations`` sends itself (``images`` is the JSON spelling
+    of ``image``: the payload's job)."""
+    return [
+        f for f in (*INPUT_FIELDS, *FIELDS) if operations <= f.operations and f.kind != "image_refs"
     ]
+
+
+def _class(
+    name: str, parent: str, doc: str, declared: list[Field], ops: frozenset[Operation]
+) -> list[str]:
+    lines = ["", "", "@dataclass(kw_only=True)", f"class {name}({parent}):", f'    """{doc}"""', ""]
     for f in declared:
-        lines += _attribute(f, operation)
+        lines += _attribute(f, ops)
     files = tuple(f.name for f in declared if f.kind == "image")
     if files:
         names = ", ".join(f'"{n}"' for n in files) + ("," if len(files) == 1 else "")
@@ -109,8 +122,20 @@ def _request_class(operation: Operation, name: str, doc: str) -> list[str]:
 def render() -> str:
     """The generated module's source."""
     lines = [_HEADER.rstrip("\n"), *_routing_class()]
+    parent = "Request"
+    for name, ops, doc in _BASES:
+        own = [f for f in _sent(ops) if f.operations == ops]
+        lines += _class(name, parent, doc, own, ops)
+        parent = name
     for operation, name, doc in _REQUESTS:
-        lines += _request_class(operation, name, doc)
+        ops = frozenset((operation,))
+        parent = "Request"
+        for base, base_ops, _ in _BASES:
+            if operation in base_ops:
+                parent = base
+        in_bases = {b for _, b, _ in _BASES if operation in b}
+        own = [f for f in _sent(ops) if f.operations not in in_bases]
+        lines += _class(name, parent, doc, own, ops)
     return "\n".join(lines) + "\n"
 
 

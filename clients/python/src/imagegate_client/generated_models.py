@@ -35,38 +35,20 @@ class ProviderRoutingOptions(JsonObject):
 
 
 @dataclass(kw_only=True)
-class ImageGenerationRequest(Request):
-    """``POST /images/generations``."""
+class _ImagesRequest(Request):
+    """Fields every Images request takes."""
 
     #: Model id or alias; the config's `defaults:` when left out.
     model: str | None = None
-    #: What to draw, or how to change the input.
-    prompt: str = ""
     #: Number of images. Gateway default: 1.
     n: int | None = None
     #: `auto` or WIDTHxHEIGHT; each model's GET /v1/models entry lists what it takes. Gateway
     #: default: "auto".
     size: str | None = None
-    #: Model-dependent quality. Usually one of: auto, low, medium, high, standard, hd.
-    quality: str | None = None
-    #: dall-e-3 style. Usually one of: vivid, natural.
-    style: str | None = None
     #: Return base64 or a signed URL. One of: url, b64_json.
     response_format: str | None = None
-    #: Image file format. One of: png, jpeg, webp.
-    output_format: str | None = None
-    #: 0-100, for jpeg and webp.
-    output_compression: int | None = None
-    #: Background transparency. Usually one of: auto, transparent, opaque.
-    background: str | None = None
-    #: Upstream moderation level. Usually one of: auto, low.
-    moderation: str | None = None
     #: End-user id, passed on.
     user: str | None = None
-    #: Answer with server-sent events. Gateway default: false.
-    stream: bool | None = None
-    #: Partial images to stream.
-    partial_images: int | None = None
     #: Add routing metadata (`meta`) to the response. Gateway default: false.
     meta: bool | None = None
     #: Add `cost_usd` and `images` to `usage`. Gateway default: false.
@@ -78,78 +60,54 @@ class ImageGenerationRequest(Request):
 
 
 @dataclass(kw_only=True)
-class ImagesEditRequest(Request):
+class _PromptedRequest(_ImagesRequest):
+    """Fields of the requests with a prompt."""
+
+    #: What to draw, or how to change the input.
+    prompt: str = ""
+    #: Model-dependent quality. Usually one of: auto, low, medium, high, standard, hd.
+    quality: str | None = None
+    #: Image file format. One of: png, jpeg, webp.
+    output_format: str | None = None
+    #: 0-100, for jpeg and webp.
+    output_compression: int | None = None
+    #: Background transparency. Usually one of: auto, transparent, opaque.
+    background: str | None = None
+    #: Upstream moderation level. Usually one of: auto, low.
+    moderation: str | None = None
+    #: Answer with server-sent events. Gateway default: false.
+    stream: bool | None = None
+    #: Partial images to stream.
+    partial_images: int | None = None
+
+
+@dataclass(kw_only=True)
+class ImageGenerationRequest(_PromptedRequest):
+    """``POST /images/generations``."""
+
+    #: dall-e-3 style. Usually one of: vivid, natural.
+    style: str | None = None
+
+
+@dataclass(kw_only=True)
+class ImagesEditRequest(_PromptedRequest):
     """``POST /images/edits``: ``image`` is one input or a list of them (up to 16)."""
 
     #: The input image (edits: one or several, as repeated `image[]` parts).
     image: ImageInput | list[ImageInput] | None = None
     #: Transparent where to edit.
     mask: ImageInput | None = None
-    #: Model id or alias; the config's `defaults:` when left out.
-    model: str | None = None
-    #: What to draw, or how to change the input.
-    prompt: str = ""
-    #: Number of images. Gateway default: 1.
-    n: int | None = None
-    #: `auto` or WIDTHxHEIGHT; each model's GET /v1/models entry lists what it takes. Gateway
-    #: default: "auto".
-    size: str | None = None
-    #: Model-dependent quality. Usually one of: auto, low, medium, high, standard, hd.
-    quality: str | None = None
-    #: Return base64 or a signed URL. One of: url, b64_json.
-    response_format: str | None = None
-    #: Image file format. One of: png, jpeg, webp.
-    output_format: str | None = None
-    #: 0-100, for jpeg and webp.
-    output_compression: int | None = None
-    #: Background transparency. Usually one of: auto, transparent, opaque.
-    background: str | None = None
-    #: Upstream moderation level. Usually one of: auto, low.
-    moderation: str | None = None
-    #: End-user id, passed on.
-    user: str | None = None
     #: How closely to keep the input's features. Usually one of: high, low.
     input_fidelity: str | None = None
-    #: Answer with server-sent events. Gateway default: false.
-    stream: bool | None = None
-    #: Partial images to stream.
-    partial_images: int | None = None
-    #: Add routing metadata (`meta`) to the response. Gateway default: false.
-    meta: bool | None = None
-    #: Add `cost_usd` and `images` to `usage`. Gateway default: false.
-    usage: bool | None = None
-    #: Seed, for providers that take one.
-    seed: int | None = None
-    #: Routing preferences (see RoutingPreferences).
-    provider: ProviderRoutingOptions | dict[str, Any] | None = None
 
     _FILE_FIELDS: ClassVar[tuple[str, ...]] = ("image", "mask")
 
 
 @dataclass(kw_only=True)
-class ImageVariationRequest(Request):
+class ImageVariationRequest(_ImagesRequest):
     """``POST /images/variations``."""
 
     #: The input image (edits: one or several, as repeated `image[]` parts).
     image: ImageInput | None = None
-    #: Model id or alias; the config's `defaults:` when left out.
-    model: str | None = None
-    #: Number of images. Gateway default: 1.
-    n: int | None = None
-    #: `auto` or WIDTHxHEIGHT; each model's GET /v1/models entry lists what it takes. Gateway
-    #: default: "auto".
-    size: str | None = None
-    #: Return base64 or a signed URL. One of: url, b64_json.
-    response_format: str | None = None
-    #: End-user id, passed on.
-    user: str | None = None
-    #: Add routing metadata (`meta`) to the response. Gateway default: false.
-    meta: bool | None = None
-    #: Add `cost_usd` and `images` to `usage`. Gateway default: false.
-    usage: bool | None = None
-    #: Seed, for providers that take one.
-    seed: int | None = None
-    #: Routing preferences (see RoutingPreferences).
-    provider: ProviderRoutingOptions | dict[str, Any] | None = None
 
     _FILE_FIELDS: ClassVar[tuple[str, ...]] = ("image",)
