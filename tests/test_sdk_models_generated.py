@@ -11,14 +11,20 @@ from typing import Any
 import pytest
 
 from imagegate.api.fields import build_request
+from imagegate.api.schemas import SCHEMAS
 from imagegate.core.fields import FIELDS, INPUT_FIELDS, ROUTING_FIELDS, Field
 from imagegate.core.types import ImageRequest, Operation, RoutingPreferences
 from imagegate.tools import sdk_models
 from imagegate_client import (
+    Attempt,
+    Image,
     ImageGenerationRequest,
+    ImageGenerationResponse,
     ImagesEditRequest,
     ImageVariationRequest,
+    Meta,
     ProviderRoutingOptions,
+    Usage,
 )
 from imagegate_client.model_base import Request
 
@@ -101,3 +107,29 @@ def test_declared_defaults_are_the_parsed_requests_defaults() -> None:
         if f.default is not None:
             assert getattr(RoutingPreferences(), f.name) == f.default, f.name
     assert isinstance(bare, ImageRequest)
+
+
+def test_every_declared_field_is_an_image_request_attribute() -> None:
+    """The parser sets each declared field on ``ImageRequest`` (slots: a missing one is a
+    500), and each routing option on ``RoutingPreferences``."""
+    request_attrs = set(ImageRequest.__dataclass_fields__)
+    assert {f.name for f in FIELDS} <= request_attrs  # input images are resolved apart
+    assert {f.name for f in ROUTING_FIELDS} == set(RoutingPreferences.__dataclass_fields__)
+
+
+@pytest.mark.parametrize(
+    ("model", "schema", "sdk_only"),
+    [
+        (ImageGenerationResponse, "ImagesResponse", {"raw"}),
+        (Image, "Image", {"timeout"}),
+        (Usage, "ImagesUsage", set()),
+        (Meta, "GenerationMeta", set()),
+        (Attempt, "Attempt", set()),
+    ],
+)
+def test_sdk_responses_read_the_declared_response_fields(
+    model: type, schema: str, sdk_only: set[str]
+) -> None:
+    """Response shapes are declared in ``api.schemas`` (the fuzz test holds the server to
+    them); the SDK's hand-written response models, which carry behaviour, read the same."""
+    assert {f.name for f in fields(model)} - sdk_only == set(SCHEMAS[schema]["properties"])
