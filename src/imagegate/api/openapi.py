@@ -18,8 +18,8 @@ from fastapi.openapi.utils import get_openapi
 
 from imagegate.api.schemas import SCHEMAS
 from imagegate.core.fields import FIELDS, INPUT_FIELDS, ROUTING_FIELDS, Field
+from imagegate.core.types import MIME_TYPES, Operation
 from imagegate.core.types import OPERATIONS as IMAGE_OPERATIONS
-from imagegate.core.types import Operation
 
 _SCALARS = {"string": "string", "integer": "integer", "boolean": "boolean", "number": "number"}
 _IMAGE_FILE = {"type": "string", "format": "binary"}
@@ -247,11 +247,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {
             "200": {
                 "description": "The image.",
-                "content": {
-                    "image/png": {"schema": _IMAGE_FILE},
-                    "image/jpeg": {"schema": _IMAGE_FILE},
-                    "image/webp": {"schema": _IMAGE_FILE},
-                },
+                "content": {mime: {"schema": _IMAGE_FILE} for mime in MIME_TYPES.values()},
             }
         },
         (404,),
