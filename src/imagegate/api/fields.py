@@ -3,127 +3,27 @@
 Both encodings meet here as a plain dict, so each field has one coercion rule and one
 error message. Multipart values are strings, so numbers and booleans are parsed from
 text; bracket-encoded keys (``provider[order][]=a``, as openai-python sends
-``extra_body``) are folded into nested values first.
+``extra_body``) are folded into nested values first. Which fields exist, of what kind and
+with what choices is declared once in ``core.fields``.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from imagegate.core.errors import InvalidRequest
+from imagegate.core.fields import FIELDS, INPUT_FIELDS, ROUTING_FIELDS, Field
 from imagegate.core.types import ImageRequest, Operation, RoutingPreferences
 
-
-@dataclass(frozen=True, slots=True)
-class Field:
-    """One request field: how the parser coerces it and how the OpenAPI document shows it.
-
-    ``choices`` are enforced here for every model; ``values`` are only documented, since
-    which of them a model takes is the catalog's rule (``catalog.rules``)."""
-
-    name: str
-    kind: str  # string | integer | boolean | object
-    description: str
-    operations: frozenset[Operation] = frozenset(("generate", "edit", "variation"))
-    choices: tuple[str, ...] = ()
-    values: tuple[str, ...] = ()
-    minimum: int | None = None
-    maximum: int | None = None
-    example: Any = None
-
-
-_GEN_EDIT: frozenset[Operation] = frozenset(("generate", "edit"))
-FIELDS: tuple[Field, ...] = (
-    Field(
-        "model",
-        "string",
-        "Model id or alias; the config's `defaults:` when left out.",
-        example="imagegate/sandbox",
-    ),
-    Field(
-        "prompt",
-        "string",
-        "What to draw, or how to change the input.",
-        _GEN_EDIT,
-        example="a red fox in the snow",
-    ),
-    Field("n", "integer", "Number of images.", minimum=1, maximum=10),
-    Field(
-        "size",
-        "string",
-        "`auto` or WIDTHxHEIGHT; each model's GET /v1/models entry lists what it takes.",
-        example="1024x1024",
-    ),
-    Field(
-        "quality",
-        "string",
-        "Model-dependent quality.",
-        _GEN_EDIT,
-        values=("auto", "low", "medium", "high", "standard", "hd"),
-    ),
-    Field(
-        "style", "string", "dall-e-3 style.", frozenset(("generate",)), values=("vivid", "natural")
-    ),
-    Field(
-        "response_format", "string", "Return base64 or a signed URL.", choices=("url", "b64_json")
-    ),
-    Field(
-        "output_format", "string", "Image file format.", _GEN_EDIT, choices=("png", "jpeg", "webp")
-    ),
-    Field(
-        "output_compression",
-        "integer",
-        "0-100, for jpeg and webp.",
-        _GEN_EDIT,
-        minimum=0,
-        maximum=100,
-    ),
-    Field(
-        "background",
-        "string",
-        "Background transparency.",
-        _GEN_EDIT,
-        values=("auto", "transparent", "opaque"),
-    ),
-    Field("moderation", "string", "Upstream moderation level.", _GEN_EDIT, values=("auto", "low")),
-    Field("user", "string", "End-user id, passed on."),
-    Field(
-        "input_fidelity",
-        "string",
-        "How closely to keep the input's features.",
-        frozenset(("edit",)),
-        values=("high", "low"),
-    ),
-    Field("stream", "boolean", "Answer with server-sent events.", _GEN_EDIT),
-    Field(
-        "partial_images", "integer", "Partial images to stream.", _GEN_EDIT, minimum=0, maximum=3
-    ),
-    Field("meta", "boolean", "Add routing metadata (`meta`) to the response."),
-    Field("usage", "boolean", "Add `cost_usd` and `images` to `usage`."),
-    Field("seed", "integer", "Seed, for providers that take one."),
-    Field("provider", "object", "Routing preferences (see RoutingPreferences)."),
-)
-ROUTING_FIELDS: tuple[Field, ...] = (
-    Field("order", "array", "Provider ids to try first, in order."),
-    Field("only", "array", "Use only these provider ids."),
-    Field("ignore", "array", "Never use these provider ids."),
-    Field("include_alpha", "boolean", "Also route to alpha providers."),
-    Field("allow_fallbacks", "boolean", "Try other endpoints after the first fails."),
-    Field("sort", "string", "Order endpoints by this.", choices=("price", "latency", "throughput")),
-    Field("max_price", "number", "Highest USD per image to pay."),
-    Field("require_parameters", "boolean", "Skip endpoints that would drop a field."),
-)
-_BY_NAME = {f.name: f for f in FIELDS}
 _STRINGS = tuple(f.name for f in FIELDS if f.kind == "string")
 _INTS = tuple(f.name for f in FIELDS if f.kind == "integer")
 _BOOLS = tuple(f.name for f in FIELDS if f.kind == "boolean")
-_IMAGE_FIELDS = ("image", "images", "mask")
+_IMAGE_FIELDS = tuple(f.name for f in INPUT_FIELDS)
 _CHOICES = {f.name: f.choices for f in FIELDS if f.choices}
-_SORTS = next(f.choices for f in ROUTING_FIELDS if f.name == "sort")
+_ROUTING = {f.name: f for f in ROUTING_FIELDS}
 _KEY_PART = re.compile(r"\[([^\]]*)\]")
 
 
@@ -249,25 +149,30 @@ def _routing(value: Any) -> RoutingPreferences:
         param = f"provider.{key}"
         if item is None:
             continue
-        if key in ("order", "only", "ignore"):
-            setattr(prefs, key, as_str_list(param, item))
-        elif key in ("include_alpha", "allow_fallbacks", "require_parameters"):
-            setattr(prefs, key, as_bool(param, item))
-        elif key == "sort":
-            if item not in _SORTS:
-                raise InvalidRequest(
-                    f"Invalid {param} '{item}'. Supported: {', '.join(_SORTS)}.", param=param
-                )
-            prefs.sort = item
-        elif key == "max_price":
-            prefs.max_price = _price(param, item)
-        else:
+        declared = _ROUTING.get(key)
+        if declared is None:
             raise InvalidRequest(
                 f"Unknown routing option '{key}' in 'provider'.",
                 param=param,
                 code="unknown_parameter",
             )
+        setattr(prefs, key, _routing_value(declared, param, item))
     return prefs
+
+
+def _routing_value(declared: Field, param: str, item: Any) -> Any:
+    """One routing option, coerced by its declared kind."""
+    if declared.kind == "array":
+        return as_str_list(param, item)
+    if declared.kind == "boolean":
+        return as_bool(param, item)
+    if declared.kind == "number":
+        return _price(param, item)
+    if item not in declared.choices:
+        raise InvalidRequest(
+            f"Invalid {param} '{item}'. Supported: {', '.join(declared.choices)}.", param=param
+        )
+    return item
 
 
 def as_str_list(param: str, value: Any) -> list[str]:

@@ -2,7 +2,7 @@
 
 The routes parse bodies themselves (streamed, capped, both encodings), so FastAPI cannot
 infer their shapes. Request bodies are derived here from the one field declaration the
-parser uses (``api.fields.FIELDS``); responses, error statuses, path parameters and
+parser uses (``core.fields``); responses, error statuses, path parameters and
 operationIds (the reference SDKs' ``createImage``, ``createImageEdit``,
 ``createImageVariation``) are declared once below and checked against the live server by
 the fuzz test (``tests/test_openapi_fuzz.py``).
@@ -16,26 +16,45 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from imagegate.api.fields import FIELDS, ROUTING_FIELDS, Field
 from imagegate.api.schemas import SCHEMAS
-from imagegate.core.types import Operation
+from imagegate.core.fields import FIELDS, INPUT_FIELDS, ROUTING_FIELDS, Field
+from imagegate.core.types import MIME_TYPES, Operation
+from imagegate.core.types import OPERATIONS as IMAGE_OPERATIONS
 
 _SCALARS = {"string": "string", "integer": "integer", "boolean": "boolean", "number": "number"}
 _IMAGE_FILE = {"type": "string", "format": "binary"}
+_IMAGE_TEXT = {"type": "string", "description": "An https URL, base64 or a data URL."}
 _IMAGE_REF = {"$ref": "#/components/schemas/ImageRef"}
+# How each Images operation is served: path, operationId (the reference SDKs'), summary and
+# the encodings its body may come in (JSON edits name their images by URL).
+_IMAGE_ROUTES: dict[Operation, tuple[str, str, str, tuple[str, ...]]] = {
+    "generate": ("/v1/images/generations", "createImage", "Create images from a prompt", ("json",)),
+    "edit": ("/v1/images/edits", "createImageEdit", "Edit or extend images", ("multipart", "json")),
+    "variation": (
+        "/v1/images/variations",
+        "createImageVariation",
+        "Create variations of an image",
+        ("multipart",),
+    ),
+}
+_CONTENT_TYPES = {"json": "application/json", "multipart": "multipart/form-data"}
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
 
 
-def field_schema(f: Field, multipart: bool = False) -> dict[str, Any]:
-    """The JSON schema of one declared field."""
+def field_schema(
+    f: Field, multipart: bool = False, operation: Operation = "edit"
+) -> dict[str, Any]:
+    """The JSON schema of one declared field, as ``operation`` takes it in that encoding."""
     if f.kind == "object":
         schema: dict[str, Any] = _ref("RoutingPreferences")
         if multipart:  # openai-python sends extra_body objects as bracketed form fields
             schema = {"type": "string", "description": "JSON text of RoutingPreferences."}
         return schema
+    if f.kind in ("image", "image_refs"):
+        return _image_schema(f, multipart, operation)
     if f.kind == "array":
         schema = {"type": "array", "items": {"type": "string"}}
     else:
@@ -45,6 +64,8 @@ def field_schema(f: Field, multipart: bool = False) -> dict[str, Any]:
         schema["enum"] = list(f.choices)
     elif f.values:
         schema["description"] += f" Usually one of: {', '.join(f.values)}."
+    if f.default is not None:
+        schema["default"] = f.default
     if f.minimum is not None:
         schema["minimum"] = f.minimum
     if f.maximum is not None:
@@ -54,19 +75,54 @@ def field_schema(f: Field, multipart: bool = False) -> dict[str, Any]:
     return schema
 
 
-def _properties(operation: Operation, multipart: bool = False) -> dict[str, Any]:
-    return {f.name: field_schema(f, multipart) for f in FIELDS if operation in f.operations}
+def _image_schema(f: Field, multipart: bool, operation: Operation) -> dict[str, Any]:
+    """Files in multipart; URL text (or a stored file's reference) in JSON."""
+    if f.kind == "image_refs":
+        schema = {"type": "array", "items": _IMAGE_REF, "maxItems": f.maximum}
+        return {**schema, "description": f.description}
+    one = _IMAGE_FILE if multipart else _IMAGE_TEXT
+    if operation in f.many:
+        return {"description": f.description, "anyOf": [one, {"type": "array", "items": one}]}
+    if multipart:
+        return {**one, "description": f.description}
+    return {"description": f.description, "anyOf": [one, _IMAGE_REF]}
+
+
+def _body_schema(operation: Operation, encoding: str) -> dict[str, Any]:
+    """One operation's request body in one encoding, derived from the declarations."""
+    multipart = encoding == "multipart"
+    declared = [
+        f
+        for f in (*INPUT_FIELDS, *FIELDS)
+        if operation in f.operations and (f.kind != "image_refs" or not multipart)
+    ]
+    # In JSON the images may come as `images` instead of `image`: neither is required alone.
+    required = [
+        f.name for f in declared if operation in f.required and (multipart or f.kind != "image")
+    ]
+    props = {f.name: field_schema(f, multipart, operation) for f in declared}
+    return {"type": "object", "required": required, "properties": props}
+
+
+def _body_name(operation: Operation, encoding: str) -> str:
+    """``createImageEdit`` -> ``CreateImageEditRequest`` (``...JsonRequest`` for its JSON twin)."""
+    _, op_id, _, encodings = _IMAGE_ROUTES[operation]
+    twin = len(encodings) > 1 and encoding == "json"
+    return op_id[0].upper() + op_id[1:] + ("JsonRequest" if twin else "Request")
 
 
 def routing_schema() -> dict[str, Any]:
     props = {f.name: field_schema(f) for f in ROUTING_FIELDS}
-    props["max_price"]["minimum"] = 0
     return {"type": "object", "description": "Routing preferences.", "properties": props}
 
 
 def request_schemas() -> dict[str, Any]:
     """Named request bodies, each derived from the field declaration."""
-    images_text = {"type": "string", "description": "An https URL, base64 or a data URL."}
+    bodies = {
+        _body_name(op, encoding): _body_schema(op, encoding)
+        for op in IMAGE_OPERATIONS
+        for encoding in _IMAGE_ROUTES[op][3]
+    }
     return {
         "RoutingPreferences": routing_schema(),
         "ImageRef": {
@@ -74,55 +130,19 @@ def request_schemas() -> dict[str, Any]:
             "description": "An input image by URL (https or data URL) or by stored file id.",
             "properties": {"image_url": {"type": "string"}, "file_id": {"type": "string"}},
         },
-        "CreateImageRequest": _object(["prompt"], _properties("generate")),
-        "CreateImageEditRequest": _object(
-            ["image", "prompt"],
-            {
-                "image": {
-                    "description": "One image file, or several (repeated `image[]` parts).",
-                    "anyOf": [_IMAGE_FILE, {"type": "array", "items": _IMAGE_FILE}],
-                },
-                "mask": {**_IMAGE_FILE, "description": "Transparent where to edit."},
-                **_properties("edit", multipart=True),
-            },
-        ),
-        "CreateImageEditJsonRequest": _object(
-            ["prompt"],
-            {
-                "images": {"type": "array", "items": _IMAGE_REF, "maxItems": 16},
-                "image": {"anyOf": [images_text, {"type": "array", "items": images_text}]},
-                "mask": {"anyOf": [images_text, _IMAGE_REF]},
-                **_properties("edit"),
-            },
-        ),
-        "CreateImageVariationRequest": _object(
-            ["image"], {"image": _IMAGE_FILE, **_properties("variation", multipart=True)}
-        ),
+        **bodies,
     }
-
-
-def _object(required: list[str], props: dict[str, Any]) -> dict[str, Any]:
-    return {"type": "object", "required": required, "properties": props}
 
 
 def _json_body(schema: str, required: bool = True) -> dict[str, Any]:
     return {"required": required, "content": {"application/json": {"schema": _ref(schema)}}}
 
 
-_IMAGE_BODIES: dict[str, dict[str, Any]] = {
-    "createImage": _json_body("CreateImageRequest"),
-    "createImageEdit": {
-        "required": True,
-        "content": {
-            "multipart/form-data": {"schema": _ref("CreateImageEditRequest")},
-            "application/json": {"schema": _ref("CreateImageEditJsonRequest")},
-        },
-    },
-    "createImageVariation": {
-        "required": True,
-        "content": {"multipart/form-data": {"schema": _ref("CreateImageVariationRequest")}},
-    },
-}
+def _image_body(operation: Operation) -> dict[str, Any]:
+    encodings = _IMAGE_ROUTES[operation][3]
+    content = {_CONTENT_TYPES[e]: {"schema": _ref(_body_name(operation, e))} for e in encodings}
+    return {"required": True, "content": content}
+
 
 _IMAGE_ERRORS = (400, 401, 402, 403, 404, 409, 413, 415, 429, 500, 502, 503, 504)
 _READ_ERRORS = (401, 429, 500)
@@ -202,30 +222,17 @@ def _op(
 
 _KEY_ID = _path("key_id", "The API key's id (not the key itself).")
 OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
-    ("post", "/v1/images/generations"): _op(
-        "createImage",
-        "Create images from a prompt",
-        {"200": _IMAGES_OK},
-        _IMAGE_ERRORS,
-        parameters=[_IDEMPOTENCY],
-        body=_IMAGE_BODIES["createImage"],
-    ),
-    ("post", "/v1/images/edits"): _op(
-        "createImageEdit",
-        "Edit or extend images",
-        {"200": _IMAGES_OK},
-        _IMAGE_ERRORS,
-        parameters=[_IDEMPOTENCY],
-        body=_IMAGE_BODIES["createImageEdit"],
-    ),
-    ("post", "/v1/images/variations"): _op(
-        "createImageVariation",
-        "Create variations of an image",
-        {"200": _IMAGES_OK},
-        _IMAGE_ERRORS,
-        parameters=[_IDEMPOTENCY],
-        body=_IMAGE_BODIES["createImageVariation"],
-    ),
+    **{
+        ("post", path): _op(
+            op_id,
+            summary,
+            {"200": _IMAGES_OK},
+            _IMAGE_ERRORS,
+            parameters=[_IDEMPOTENCY],
+            body=_image_body(operation),
+        )
+        for operation, (path, op_id, summary, _) in _IMAGE_ROUTES.items()
+    },
     ("get", "/v1/models"): _op("listModels", "List models", _ok("ModelList"), _READ_ERRORS),
     ("get", "/v1/models/{model_id}"): _op(
         "retrieveModel",
@@ -240,11 +247,7 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
         {
             "200": {
                 "description": "The image.",
-                "content": {
-                    "image/png": {"schema": _IMAGE_FILE},
-                    "image/jpeg": {"schema": _IMAGE_FILE},
-                    "image/webp": {"schema": _IMAGE_FILE},
-                },
+                "content": {mime: {"schema": _IMAGE_FILE} for mime in MIME_TYPES.values()},
             }
         },
         (404,),

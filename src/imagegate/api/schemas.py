@@ -36,6 +36,11 @@ def obj(required: list[str], props: dict[str, Any], description: str = "") -> di
     return schema
 
 
+def resource(kind: str, required: list[str], props: dict[str, Any]) -> dict[str, Any]:
+    """An object with an ``id`` and ``object: <kind>``, as every OpenAI resource has."""
+    return obj(["id", "object", *required], {"id": STR, "object": {"const": kind}, **props})
+
+
 def listing(item: str) -> dict[str, Any]:
     return obj(
         ["object", "data"],
@@ -121,11 +126,10 @@ SCHEMAS: dict[str, Any] = {
             "pricing": {"type": ["object", "null"]},
         },
     ),
-    "Model": obj(
-        ["id", "object", "created", "owned_by"],
+    "Model": resource(
+        "model",
+        ["created", "owned_by"],
         {
-            "id": STR,
-            "object": {"const": "model"},
             "created": INT,
             "owned_by": STR,
             "aliases": STR_LIST,
@@ -161,11 +165,10 @@ SCHEMAS: dict[str, Any] = {
             "max_concurrent": {**INT, "minimum": 1, "maximum": 2**31 - 1},
         },
     ),
-    "ApiKey": obj(
-        ["id", "object", "name", "admin", "created_at"],
+    "ApiKey": resource(
+        "api_key",
+        ["name", "admin", "created_at"],
         {
-            "id": STR,
-            "object": {"const": "api_key"},
             "name": STR,
             "admin": BOOL,
             "models": {"type": ["array", "null"], "items": STR},
@@ -221,11 +224,10 @@ SCHEMAS: dict[str, Any] = {
         },
         "Oldest first; the next page is `?after=<last_id>`.",
     ),
-    "Generation": obj(
-        ["id", "object", "model", "status"],
+    "Generation": resource(
+        "generation",
+        ["model", "status"],
         {
-            "id": STR,
-            "object": {"const": "generation"},
             "key_id": STR,
             "model": STR,
             "operation": STR,

@@ -79,7 +79,7 @@ class SizeTable:
 
     def _row(self, width: int, height: int) -> tuple[tuple[str, Decimal], ...]:
         by_key = dict(self.rows)
-        exact = by_key.get(f"{width}x{height}")
+        exact = by_key.get(str(Size(width, height)))
         if exact is not None:
             return exact
         if "*" in by_key:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from imagegate.catalog.spec import FreeSizeRule, ModelSpec
 from imagegate.core.errors import InvalidRequest, PayloadTooLarge
+from imagegate.core.fields import Field, declared
 from imagegate.core.size import Size
 from imagegate.core.types import ImageRequest
 
@@ -144,25 +145,28 @@ def _check_choices(spec: ModelSpec, req: ImageRequest) -> None:
     _choice(req.output_format, spec.output_formats, "output_format", spec)
     _choice(req.background, spec.backgrounds, "background", spec)
     _choice(req.moderation, spec.moderations, "moderation", spec)
-    if req.output_compression is not None:
-        if not 0 <= req.output_compression <= 100:
-            raise InvalidRequest(
-                "output_compression must be between 0 and 100.", param="output_compression"
-            )
-        if req.output_format in (None, "png"):
-            raise InvalidRequest(
-                "output_compression applies only to output_format 'jpeg' or 'webp', not png.",
-                param="output_compression",
-                code="unsupported_parameter",
-            )
+    _check_range(req.output_compression, declared("output_compression"))
+    if req.output_compression is not None and req.output_format in (None, "png"):
+        raise InvalidRequest(
+            "output_compression applies only to output_format 'jpeg' or 'webp', not png.",
+            param="output_compression",
+            code="unsupported_parameter",
+        )
     if req.background == "transparent" and req.output_format == "jpeg":
         raise InvalidRequest(
             "A transparent background needs output_format 'png' or 'webp'; jpeg has no alpha.",
             param="background",
             code="unsupported_parameter",
         )
-    if req.partial_images is not None and not 0 <= req.partial_images <= 3:
-        raise InvalidRequest("partial_images must be between 0 and 3.", param="partial_images")
+    _check_range(req.partial_images, declared("partial_images"))
+
+
+def _check_range(value: int | None, field: Field) -> None:
+    """The declared limits (``core.fields``) of a field every model bounds alike."""
+    low, high = field.minimum, field.maximum
+    assert low is not None and high is not None
+    if value is not None and not low <= value <= high:
+        raise InvalidRequest(f"{field.name} must be between {low} and {high}.", param=field.name)
 
 
 def _check_inputs(spec: ModelSpec, req: ImageRequest) -> None:

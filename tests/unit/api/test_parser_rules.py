@@ -14,7 +14,10 @@ from imagegate.api.fields import (
     build_request,
     fold_form_fields,
 )
+from imagegate.catalog.catalog import Catalog, merge_providers
+from imagegate.catalog.rules import check_request
 from imagegate.core.errors import InvalidRequest
+from imagegate.core.fields import declared
 from imagegate.core.types import RoutingPreferences
 
 
@@ -223,3 +226,32 @@ def test_a_provider_list_from_text_drops_blanks() -> None:
     with pytest.raises(InvalidRequest) as info:
         as_str_list("p", ["a", 2])
     assert info.value.param == "p"
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "ok"),
+    [
+        ("output_compression", -1, False),
+        ("output_compression", 0, True),
+        ("output_compression", 100, True),
+        ("output_compression", 101, False),
+        ("partial_images", 0, True),
+        ("partial_images", 3, True),
+        ("partial_images", 4, False),
+        ("partial_images", -1, False),
+    ],
+)
+def test_rules_enforce_the_declared_limits(field: str, value: int, ok: bool) -> None:
+    """Limits every model shares come from the field declaration (``core.fields``)."""
+    types = {p.id: p.type for p in merge_providers([])}
+    spec = Catalog.load(None, types).resolve("imagegate/sandbox")
+    req = build_request("generate", {"model": spec.id, "prompt": "a", "output_format": "webp"})
+    setattr(req, field, value)
+    limits = declared(field)
+    if ok:
+        check_request(spec, req)
+        return
+    with pytest.raises(InvalidRequest) as info:
+        check_request(spec, req)
+    assert info.value.param == field
+    assert f"between {limits.minimum} and {limits.maximum}" in str(info.value)

@@ -1,8 +1,8 @@
 """Typed request and response models, named as in the reference SDKs.
 
-Requests serialise to the gateway's JSON (``None`` fields are left out, ``extra`` is merged
-in so fields this SDK does not know yet still reach the upstream); responses keep the raw
-dict in ``raw`` for the same reason.
+The request models are generated from the gateway's field declaration
+(``generated_models``; they serialise to the gateway's JSON through ``model_base``);
+responses keep the raw dict in ``raw`` so fields this SDK does not know yet are not lost.
 """
 
 from __future__ import annotations
@@ -10,113 +10,36 @@ from __future__ import annotations
 import base64
 import builtins
 import io
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any
 
 import httpx
+
+from imagegate_client.generated_models import (
+    ImageGenerationRequest,
+    ImagesEditRequest,
+    ImageVariationRequest,
+    ProviderRoutingOptions,
+)
+from imagegate_client.model_base import ImageInput
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
 
-# What an edit or variation accepts as an image: a path, raw bytes, an open binary file,
-# or a string that is an http(s) URL, a data URL or a path.
-ImageInput = str | Path | bytes | bytearray | IO[bytes]
-
-
-@dataclass
-class ProviderRoutingOptions:
-    """The gateway's ``provider`` routing object."""
-
-    order: list[str] | None = None
-    only: list[str] | None = None
-    ignore: list[str] | None = None
-    include_alpha: bool | None = None
-    allow_fallbacks: bool | None = None
-    sort: str | None = None
-    max_price: float | None = None
-    require_parameters: bool | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
-
-
-@dataclass(kw_only=True)
-class _Request:
-    """Fields every Images request shares, and the JSON they become."""
-
-    model: str | None = None
-    n: int | None = None
-    size: str | None = None
-    response_format: str | None = None
-    user: str | None = None
-    provider: ProviderRoutingOptions | dict[str, Any] | None = None
-    meta: bool | None = None
-    usage: bool | None = None
-    seed: int | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    _FILE_FIELDS: ClassVar[tuple[str, ...]] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON fields except the image inputs (which travel as files or URLs)."""
-        out: dict[str, Any] = {}
-        for f in fields(self):
-            if f.name in ("extra", *self._FILE_FIELDS) or f.name.startswith("_"):
-                continue
-            value = getattr(self, f.name)
-            if isinstance(value, ProviderRoutingOptions):
-                value = value.to_dict()
-            if value is not None:
-                out[f.name] = value
-        out.update(self.extra)
-        return out
-
-    @property
-    def streaming(self) -> bool:
-        return bool(getattr(self, "stream", False) or self.extra.get("stream"))
-
-
-@dataclass(kw_only=True)
-class ImageGenerationRequest(_Request):
-    """``POST /images/generations``."""
-
-    prompt: str = ""
-    quality: str | None = None
-    style: str | None = None
-    output_format: str | None = None
-    output_compression: int | None = None
-    background: str | None = None
-    moderation: str | None = None
-    stream: bool | None = None
-    partial_images: int | None = None
-
-
-@dataclass(kw_only=True)
-class ImagesEditRequest(_Request):
-    """``POST /images/edits``: ``image`` is one input or a list of them (up to 16)."""
-
-    image: ImageInput | list[ImageInput] | None = None
-    prompt: str = ""
-    mask: ImageInput | None = None
-    quality: str | None = None
-    output_format: str | None = None
-    output_compression: int | None = None
-    background: str | None = None
-    input_fidelity: str | None = None
-    stream: bool | None = None
-    partial_images: int | None = None
-
-    _FILE_FIELDS: ClassVar[tuple[str, ...]] = ("image", "mask")
-
-
-@dataclass(kw_only=True)
-class ImageVariationRequest(_Request):
-    """``POST /images/variations``."""
-
-    image: ImageInput | None = None
-
-    _FILE_FIELDS: ClassVar[tuple[str, ...]] = ("image",)
+__all__ = [
+    "Attempt",
+    "Image",
+    "ImageGenerationRequest",
+    "ImageGenerationResponse",
+    "ImageInput",
+    "ImageVariationRequest",
+    "ImagesEditRequest",
+    "ImagesResponse",
+    "Meta",
+    "ProviderRoutingOptions",
+    "Usage",
+]
 
 
 @dataclass
