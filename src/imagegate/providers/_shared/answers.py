@@ -15,12 +15,15 @@ from imagegate.core.errors import GatewayError, UpstreamError
 from imagegate.core.types import GeneratedImage
 from imagegate.providers._shared.common import (
     bad_upstream,
+    data_items,
     host_allowed,
     image_from_b64,
     image_from_bytes,
     json_reply,
+    post_json,
     upstream_error,
 )
+from imagegate.providers.base import Provider
 
 UrlFetcher = Callable[[str], Awaitable[bytes]]
 
@@ -134,3 +137,37 @@ async def hosted_output(
     if not host_allowed(url, hosts):
         raise bad_upstream(provider_id, f"returned an {what} on an unexpected host: {url[:200]}")
     return await fetch_output(provider_id, fetch, url, what=what)
+
+
+async def post_for_data(
+    provider: Provider,
+    url: str,
+    payload: object,
+    error: Callable[[httpx.Response], UpstreamError],
+) -> list[object]:
+    """POST ``payload`` as JSON with the provider's Bearer key and return the answer's
+    non-empty ``data`` list (OpenAI-shaped images APIs); a failure raises ``error``."""
+    response = await post_json(
+        provider.context.http,
+        url,
+        payload,
+        api_key=provider.config.resolved_api_key(),
+        timeout_s=provider.config.timeout_s,
+    )
+    if response.status_code >= 400:
+        raise error(response)
+    return data_items(provider.id, json_reply(provider.id, response))
+
+
+async def item_image(provider_id: str, fetch: UrlFetcher, item: object) -> GeneratedImage | None:
+    """The image of one OpenAI-shaped ``data`` entry: its ``b64_json``, else its ``url``
+    fetched, with its ``revised_prompt``; None when it carries neither."""
+    if not isinstance(item, dict):
+        raise bad_upstream(provider_id, "returned a malformed image entry")
+    revised = text(item.get("revised_prompt"))
+    b64, url = item.get("b64_json"), item.get("url")
+    if isinstance(b64, str) and b64:
+        return image_from_b64(provider_id, b64, revised_prompt=revised)
+    if isinstance(url, str) and url:
+        return await fetch_output(provider_id, fetch, url, revised_prompt=revised)
+    return None
