@@ -62,11 +62,18 @@ def edit_fields(
 
 
 def auth_headers(
-    api_key: str | None, header: str = "Authorization", scheme: str = "Bearer "
+    api_key: str | None,
+    header: str = "Authorization",
+    scheme: str = "Bearer ",
+    *,
+    json_body: bool = True,
 ) -> dict[str, str]:
-    """JSON ``Accept``/``Content-Type`` plus the key in the upstream's own header (none
-    when the provider has no key configured)."""
-    headers = {"Content-Type": "application/json", "Accept": "application/json"}
+    """``Accept: application/json`` (and the JSON ``Content-Type`` for a JSON body; a
+    multipart one is httpx's to set) plus the key in the upstream's own header, none when
+    the provider has no key configured."""
+    headers = {"Accept": "application/json"}
+    if json_body:
+        headers["Content-Type"] = "application/json"
     if api_key:
         headers[header] = f"{scheme}{api_key}"
     return headers
