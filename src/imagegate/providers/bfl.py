@@ -54,7 +54,12 @@ from imagegate.providers._shared.common import (
     upstream_error,
     white_edit_mask,
 )
-from imagegate.providers._shared.inputs import fan_out_numbered, limit_images, refuse_mask
+from imagegate.providers._shared.inputs import (
+    auth_headers,
+    fan_out_numbered,
+    limit_images,
+    refuse_mask,
+)
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.bfl.ai"
@@ -228,11 +233,7 @@ class BFLProvider(Provider):
         raise bad_upstream(self.id, f"task ended with status {status!r}")
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["x-key"] = key
-        return headers
+        return auth_headers(self.config.resolved_api_key(), "x-key", "", json_body=False)
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
         return json_object(self.id, response, self._error)
