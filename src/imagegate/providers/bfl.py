@@ -44,14 +44,18 @@ import orjson
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
-from imagegate.providers._shared.answers import error_json, fetch_output, json_object
+from imagegate.providers._shared.answers import (
+    error_json,
+    failure,
+    fetch_output,
+    json_object,
+    refusal,
+)
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     nearest_aspect_ratio,
     poll,
-    retry_after,
-    upstream_error,
     white_edit_mask,
 )
 from imagegate.providers._shared.inputs import (
@@ -229,7 +233,7 @@ class BFLProvider(Provider):
         if status in _MODERATED:
             details = _detail_text(payload.get("details"))
             message = f"{status}: {details}" if details else str(status)
-            raise upstream_error(self.id, 400, message[:500], content_policy=True)
+            raise refusal(self.id, message[:500])
         raise bad_upstream(self.id, f"task ended with status {status!r}")
 
     def _headers(self) -> dict[str, str]:
@@ -242,9 +246,7 @@ class BFLProvider(Provider):
         body = error_json(response)
         detail = body.get("detail") if isinstance(body, dict) else None
         message = _detail_text(detail) or response.reason_phrase or "error"
-        return upstream_error(
-            self.id, response.status_code, message[:500], retry_after_s=retry_after(response)
-        )
+        return failure(self.id, response, message)
 
     def _check_polling_url(self, url: str) -> None:
         """The key goes with every poll, so only to hosts we trust with it."""

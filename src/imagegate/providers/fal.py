@@ -50,14 +50,18 @@ import orjson
 
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
-from imagegate.providers._shared.answers import error_json, hosted_output, json_object
+from imagegate.providers._shared.answers import (
+    error_json,
+    failure,
+    hosted_output,
+    json_object,
+    refusal,
+)
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     nearest_aspect_ratio,
     poll,
-    retry_after,
-    upstream_error,
 )
 from imagegate.providers._shared.inputs import (
     auth_headers,
@@ -259,12 +263,7 @@ class FalProvider(Provider):
         flagged = flags if isinstance(flags, list) else []
         kept = [item for i, item in enumerate(items) if not (i < len(flagged) and flagged[i])]
         if not kept:
-            raise upstream_error(
-                self.id,
-                400,
-                "The generated image was flagged by fal's safety checker.",
-                content_policy=True,
-            )
+            raise refusal(self.id, "The generated image was flagged by fal's safety checker.")
         return [await self._image(item) for item in kept]
 
     async def _image(self, item: Any) -> GeneratedImage:
@@ -298,12 +297,11 @@ class FalProvider(Provider):
         # ``X-Fal-Error-Type`` is documented at fal.ai/docs/documentation/serverless/
         # reliability/retries ("error_type field and X-Fal-Error-Type header").
         retryable = response.headers.get("x-fal-retryable", "").lower() == "true"
-        return upstream_error(
+        return failure(
             self.id,
-            response.status_code,
-            message[:500],
+            response,
+            message,
             param=param,
-            retry_after_s=retry_after(response),
             content_policy="content_policy_violation" in types and not retryable,
             ours=retryable,
         )

@@ -59,7 +59,7 @@ import orjson
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, TokenUsage
-from imagegate.providers._shared.answers import error_json, json_object
+from imagegate.providers._shared.answers import error_json, failure, json_object, refusal
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
@@ -67,7 +67,6 @@ from imagegate.providers._shared.common import (
     image_from_b64,
     nearest_aspect_ratio,
     retry_after,
-    upstream_error,
 )
 from imagegate.providers._shared.inputs import (
     auth_headers,
@@ -325,16 +324,17 @@ class GoogleProvider(Provider):
         elif status == 400 and status_name == "FAILED_PRECONDITION":
             status = 403
         text = message or response.reason_phrase or "error"
-        return upstream_error(
+        return failure(
             self.id,
-            status,
-            (f"{status_name}: {text}" if status_name else text)[:500],
+            response,
+            f"{status_name}: {text}" if status_name else text,
+            status=status,
             code=status_name.lower() if status_name else None,
             retry_after_s=retry_after(response) or _retry_delay(details),
         )
 
     def _policy(self, why: str) -> UpstreamError:
-        return upstream_error(self.id, 400, f"content policy: {why}", content_policy=True)
+        return refusal(self.id, f"content policy: {why}")
 
 
 def _model_name(upstream_model: str) -> str:

@@ -52,14 +52,18 @@ import orjson
 
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
-from imagegate.providers._shared.answers import error_json, hosted_output, json_object
+from imagegate.providers._shared.answers import (
+    error_json,
+    failure,
+    hosted_output,
+    json_object,
+    refusal,
+)
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     nearest_aspect_ratio,
     poll,
-    retry_after,
-    upstream_error,
 )
 from imagegate.providers._shared.inputs import (
     auth_headers,
@@ -272,7 +276,7 @@ class ReplicateProvider(Provider):
         if status == "failed":
             message = str(prediction.get("error") or "the prediction failed")[:500]
             if _is_nsfw(message):
-                raise upstream_error(self.id, 400, message, content_policy=True)
+                raise refusal(self.id, message)
             raise UpstreamError(
                 f"{self.id} prediction failed: {message}", status=502, retryable=True
             )
@@ -298,14 +302,7 @@ class ReplicateProvider(Provider):
         if isinstance(body, dict):
             detail, title = body.get("detail"), body.get("title")
             message = str(detail or title or message)
-        message = message[:500]
-        return upstream_error(
-            self.id,
-            response.status_code,
-            message,
-            retry_after_s=retry_after(response),
-            content_policy=_is_nsfw(message),
-        )
+        return failure(self.id, response, message, content_policy=_is_nsfw(message[:500]))
 
 
 def _is_nsfw(message: str) -> bool:

@@ -39,14 +39,12 @@ import httpx
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
-from imagegate.providers._shared.answers import error_json, json_object
+from imagegate.providers._shared.answers import error_json, failure, json_object, refusal
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     image_from_b64,
     nearest_aspect_ratio,
-    retry_after,
-    upstream_error,
     white_edit_mask,
 )
 from imagegate.providers._shared.inputs import auth_headers, fan_out_numbered, refuse_mask
@@ -164,9 +162,7 @@ class StabilityProvider(Provider):
         )
         payload = json_object(self.id, response, self._error)
         if payload.get("finish_reason") == "CONTENT_FILTERED":
-            raise upstream_error(
-                self.id, 400, "the output was flagged by content moderation", content_policy=True
-            )
+            raise refusal(self.id, "the output was flagged by content moderation")
         b64 = payload.get("image")
         if not isinstance(b64, str) or not b64:
             raise bad_upstream(self.id, "returned no image")
@@ -178,17 +174,15 @@ class StabilityProvider(Provider):
         name = body.get("name") if isinstance(body.get("name"), str) else None
         errors = body.get("errors")
         texts = [str(e) for e in errors] if isinstance(errors, list) else []
-        message = ("; ".join(texts) or name or response.reason_phrase or "error")[:500]
-        status = response.status_code
+        message = "; ".join(texts) or name or response.reason_phrase or "error"
         # Errors name their field ("model: ..."); ``model`` is the catalog's upstream id,
         # never the caller's, so a rejected one is ours and that model is gone.
         model_rejected = any(t.startswith("model:") for t in texts)
-        return upstream_error(
+        return failure(
             self.id,
-            status,
+            response,
             message,
             code="model_not_found" if model_rejected else None,
-            retry_after_s=retry_after(response),
             content_policy=name == "content_moderation",
             ours=model_rejected,
         )

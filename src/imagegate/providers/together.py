@@ -43,7 +43,6 @@ from imagegate.providers._shared.common import (
     caller_fields,
     data_url,
     fan_out,
-    retry_after,
 )
 from imagegate.providers._shared.inputs import limit_images, refuse_mask
 from imagegate.providers.base import Capabilities, Provider
@@ -173,6 +172,4 @@ class TogetherProvider(Provider):
         error = OpenAIStyleError.read(response, flat=True)
         status = response.status_code
         policy = 400 <= status < 500 and any(w in error.message.lower() for w in _POLICY_WORDS)
-        return error.upstream(
-            self.id, status, retry_after_s=retry_after(response), content_policy=policy
-        )
+        return error.upstream(self.id, response, content_policy=policy)

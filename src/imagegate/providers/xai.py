@@ -36,13 +36,17 @@ import httpx
 from imagegate.core.errors import UpstreamError
 from imagegate.core.size import Size
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
-from imagegate.providers._shared.answers import error_json, item_image, post_for_data
+from imagegate.providers._shared.answers import (
+    error_json,
+    failure,
+    item_image,
+    post_for_data,
+    refusal,
+)
 from imagegate.providers._shared.common import (
     bad_upstream,
     data_url,
     nearest_aspect_ratio,
-    retry_after,
-    upstream_error,
 )
 from imagegate.providers._shared.inputs import limit_images, refuse_mask
 from imagegate.providers.base import Capabilities, Provider
@@ -152,9 +156,7 @@ class XAIProvider(Provider):
         if image is not None:
             return image
         if isinstance(item, dict) and item.get("respect_moderation") is False:
-            raise upstream_error(
-                self.id, 400, "the image was withheld by xAI's moderation", content_policy=True
-            )
+            raise refusal(self.id, "the image was withheld by xAI's moderation")
         raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
 
     def _error(self, response: httpx.Response) -> UpstreamError:
@@ -169,12 +171,12 @@ class XAIProvider(Provider):
             # "A model specified in a POST request body was not found" (docs.x.ai
             # "Debugging Errors"); our paths are fixed, so the model is what is gone.
             code = "model_not_found"
-        error = upstream_error(
+        error = failure(
             self.id,
-            status,
+            response,
             message,
+            status=status,
             code=code,
-            retry_after_s=retry_after(response),
             content_policy=policy,
             ours=any(w in lowered for w in _CREDIT_WORDS),
         )

@@ -21,6 +21,7 @@ from imagegate.providers._shared.common import (
     image_from_bytes,
     json_reply,
     post_json,
+    retry_after,
     upstream_error,
 )
 from imagegate.providers.base import Provider
@@ -91,16 +92,16 @@ class OpenAIStyleError:
     def upstream(
         self,
         provider_id: str,
-        status: int,
+        response: httpx.Response,
         *,
-        retry_after_s: float | None,
+        retry_after_s: float | None = None,
         content_policy: bool = False,
         ours: bool = False,
     ) -> UpstreamError:
-        """Classified by ``upstream_error`` with this body's message, code and param."""
-        return upstream_error(
+        """The failure, classified with this body's message, code and param."""
+        return failure(
             provider_id,
-            status,
+            response,
             self.message,
             code=self.code,
             param=self.param,
@@ -108,6 +109,38 @@ class OpenAIStyleError:
             content_policy=content_policy,
             ours=ours,
         )
+
+
+def failure(
+    provider_id: str,
+    response: httpx.Response,
+    message: str,
+    *,
+    status: int | None = None,
+    code: str | None = None,
+    param: str | None = None,
+    retry_after_s: float | None = None,
+    content_policy: bool = False,
+    ours: bool = False,
+) -> UpstreamError:
+    """A failed answer classified by ``upstream_error``: its status (or ``status``, where
+    the adapter knows better what the failure means), its ``Retry-After`` (unless the
+    adapter read a better hint) and the message, cut to 500 characters."""
+    return upstream_error(
+        provider_id,
+        status or response.status_code,
+        message[:500],
+        code=code,
+        param=param,
+        retry_after_s=retry_after(response) if retry_after_s is None else retry_after_s,
+        content_policy=content_policy,
+        ours=ours,
+    )
+
+
+def refusal(provider_id: str, message: str) -> UpstreamError:
+    """The caller's 400 ``content_policy_violation``: the upstream refused the content."""
+    return upstream_error(provider_id, 400, message, content_policy=True)
 
 
 async def fetch_output(
