@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import httpx
 import orjson
@@ -111,17 +111,23 @@ class OpenAIStyleError:
         )
 
 
+class Classification(TypedDict, total=False):
+    """What an adapter read from a failure besides its status (``upstream_error``'s terms)."""
+
+    code: str | None
+    param: str | None
+    content_policy: bool
+    ours: bool
+
+
 def failure(
     provider_id: str,
     response: httpx.Response,
     message: str,
     *,
     status: int | None = None,
-    code: str | None = None,
-    param: str | None = None,
     retry_after_s: float | None = None,
-    content_policy: bool = False,
-    ours: bool = False,
+    **classification: Unpack[Classification],
 ) -> UpstreamError:
     """A failed answer classified by ``upstream_error``: its status (or ``status``, where
     the adapter knows better what the failure means), its ``Retry-After`` (unless the
@@ -130,11 +136,8 @@ def failure(
         provider_id,
         status or response.status_code,
         message[:500],
-        code=code,
-        param=param,
         retry_after_s=retry_after(response) if retry_after_s is None else retry_after_s,
-        content_policy=content_policy,
-        ours=ours,
+        **classification,
     )
 
 
