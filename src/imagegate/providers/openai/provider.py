@@ -41,7 +41,7 @@ unrecognised arguments and that would turn a portable request into a 400.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import anyio.to_thread
@@ -62,18 +62,18 @@ from imagegate.core.types import (
 )
 from imagegate.media.images import decode, encode
 from imagegate.media.mask import edit_region
+from imagegate.providers._shared.answers import OpenAIStyleError
 from imagegate.providers._shared.common import (
     bad_upstream,
     fan_out,
     image_from_b64,
     image_from_bytes,
     nearest_aspect_ratio,
-    upstream_error,
 )
+from imagegate.providers._shared.inputs import post_body
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.openai.stream import image_stream_events
 from imagegate.providers.openai.wire import (
-    _error_body,
     _file,
     _form_value,
     _json,
@@ -160,25 +160,13 @@ class OpenAIProvider(Provider):
     # -- operations -------------------------------------------------------------------
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
-        model = upstream_model
-        fields = self._fields(request, model, "generate")
+        fields = self._fields(request, upstream_model, "generate")
         fields["prompt"] = request.prompt
-
-        async def call(k: int) -> list[ImageResult]:
-            body = {**fields, "n": k}
-            return [await self._send("generations", upstream_model, json_body=body)]
-
-        return await self._fan_out(request.n, model, call)
+        return await self._fan_out(request.n, upstream_model, "generations", fields)
 
     async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
-        model = upstream_model
-        fields, files = await self._edit_parts(request, model)
-
-        async def call(k: int) -> list[ImageResult]:
-            form = {**fields, "n": k}
-            return [await self._send("edits", upstream_model, form=form, files=files)]
-
-        return await self._fan_out(request.n, model, call)
+        fields, files = await self._edit_parts(request, upstream_model)
+        return await self._fan_out(request.n, upstream_model, "edits", fields, files)
 
     async def _edit_parts(
         self, request: ImageRequest, model: str
@@ -216,12 +204,7 @@ class OpenAIProvider(Provider):
             raise _unsupported(self.id, model, "variations")
         fields = self._fields(request, model, "variation")
         files = [("image", _file(request.images[0]))]
-
-        async def call(k: int) -> list[ImageResult]:
-            form = {**fields, "n": k}
-            return [await self._send("variations", upstream_model, form=form, files=files)]
-
-        return await self._fan_out(request.n, model, call)
+        return await self._fan_out(request.n, model, "variations", fields, files)
 
     async def stream(
         self, request: ImageRequest, upstream_model: str
@@ -343,37 +326,41 @@ class OpenAIProvider(Provider):
         return None
 
     async def _fan_out(
-        self, n: int, model: str, call: Callable[[int], Awaitable[list[ImageResult]]]
+        self,
+        n: int,
+        model: str,
+        operation: str,
+        fields: dict[str, Any],
+        files: list[FilePart] | None = None,
     ) -> ImageResult:
+        """``n`` images from calls of at most ``max_n_per_call`` (one for dall-e-3)."""
         per_call = 1 if model_family(model) == "dall-e-3" else self.capabilities.max_n_per_call
+
+        async def call(k: int) -> list[ImageResult]:
+            return [await self._send(operation, model, {**fields, "n": k}, files)]
+
         return merge_results(await fan_out(n, per_call, call))
 
     async def _send(
         self,
         operation: str,
         upstream_model: str,
-        *,
-        json_body: dict[str, Any] | None = None,
-        form: dict[str, Any] | None = None,
-        files: list[FilePart] | None = None,
+        fields: dict[str, Any],
+        files: list[FilePart] | None,
     ) -> ImageResult:
+        """One call: JSON fields, or (with ``files``) a multipart form."""
         url, params = self.url(operation, upstream_model)
         headers = {"Accept": "application/json", **self.auth_headers()}
-        timeout = self.config.timeout_s
-        if json_body is not None:
-            headers["Content-Type"] = "application/json"
-            response = await self.context.http.post(
-                url,
-                params=params,
-                content=orjson.dumps(json_body),
-                headers=headers,
-                timeout=timeout,
-            )
-        else:
-            data = {k: _form_value(v) for k, v in (form or {}).items()}
-            response = await self.context.http.post(
-                url, params=params, data=data, files=files, headers=headers, timeout=timeout
-            )
+        response = await post_body(
+            self.context.http,
+            url,
+            params=params,
+            headers=headers,
+            timeout_s=self.config.timeout_s,
+            json_body=fields if files is None else None,
+            form=None if files is None else {k: _form_value(v) for k, v in fields.items()},
+            files=files,
+        )
         if response.status_code >= 400:
             raise self._error(response)
         try:
@@ -413,17 +400,13 @@ class OpenAIProvider(Provider):
         raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        error = _error_body(response)
-        message = _str(error.get("message")) or response.reason_phrase or "error"
-        return upstream_error(
+        error = OpenAIStyleError.read(response)
+        return error.upstream(
             self.id,
-            response.status_code,
-            message[:500],
-            code=_str(error.get("code")),
-            param=_str(error.get("param")) or None,
+            response,
             retry_after_s=_retry_after(response),
-            content_policy=self.is_content_policy(error),
+            content_policy=self.is_content_policy(error.fields),
             # OpenAI's billing errors share the type ``insufficient_quota`` whatever the
             # code (developers.openai.com/api/docs/guides/error-codes)
-            ours=_str(error.get("type")) == "insufficient_quota",
+            ours=error.type == "insufficient_quota",
         )
