@@ -160,13 +160,7 @@ class TogetherProvider(Provider):
     async def _post(self, payload: dict[str, Any]) -> list[GeneratedImage]:
         url = f"{self.base_url}/images/generations"
         items = await post_for_data(self, url, payload, self._error)
-        return [await self._image(item) for item in items]
-
-    async def _image(self, item: object) -> GeneratedImage:
-        image = await item_image(self.id, self.context.fetch_url, item)
-        if image is None:
-            raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
-        return image
+        return [await item_image(self.id, self.context.fetch_url, item) for item in items]
 
     def _error(self, response: httpx.Response) -> UpstreamError:
         error = OpenAIStyleError.read(response, flat=True)

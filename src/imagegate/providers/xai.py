@@ -152,12 +152,12 @@ class XAIProvider(Provider):
         return [await self._image(item) for item in items]
 
     async def _image(self, item: object) -> GeneratedImage:
-        image = await item_image(self.id, self.context.fetch_url, item)
-        if image is not None:
-            return image
-        if isinstance(item, dict) and item.get("respect_moderation") is False:
-            raise refusal(self.id, "the image was withheld by xAI's moderation")
-        raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
+        return await item_image(self.id, self.context.fetch_url, item, self._missing)
+
+    def _missing(self, item: dict[str, Any]) -> UpstreamError:
+        if item.get("respect_moderation") is False:
+            return refusal(self.id, "the image was withheld by xAI's moderation")
+        return bad_upstream(self.id, "returned an image with neither b64_json nor url")
 
     def _error(self, response: httpx.Response) -> UpstreamError:
         message, code = _error_fields(response)

@@ -195,9 +195,15 @@ async def post_for_data(
     return data_items(provider.id, json_reply(provider.id, response))
 
 
-async def item_image(provider_id: str, fetch: UrlFetcher, item: object) -> GeneratedImage | None:
+async def item_image(
+    provider_id: str,
+    fetch: UrlFetcher,
+    item: object,
+    missing: Callable[[dict[str, Any]], UpstreamError] | None = None,
+) -> GeneratedImage:
     """The image of one OpenAI-shaped ``data`` entry: its ``b64_json``, else its ``url``
-    fetched, with its ``revised_prompt``; None when it carries neither."""
+    fetched, with its ``revised_prompt``. An entry with neither raises ``missing(entry)``
+    (an adapter that knows why, e.g. moderation), else a failover."""
     if not isinstance(item, dict):
         raise bad_upstream(provider_id, "returned a malformed image entry")
     revised = text(item.get("revised_prompt"))
@@ -206,4 +212,6 @@ async def item_image(provider_id: str, fetch: UrlFetcher, item: object) -> Gener
         return image_from_b64(provider_id, b64, revised_prompt=revised)
     if isinstance(url, str) and url:
         return await fetch_output(provider_id, fetch, url, revised_prompt=revised)
-    return None
+    if missing is not None:
+        raise missing(item)
+    raise bad_upstream(provider_id, "returned an image with neither b64_json nor url")

@@ -14,9 +14,9 @@ import httpx
 import orjson
 
 from imagegate.core.errors import UpstreamError
-from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, TokenUsage
+from imagegate.core.types import ImageRequest, ImageResult, TokenUsage
 from imagegate.providers._shared.answers import OpenAIStyleError, item_image
-from imagegate.providers._shared.common import bad_upstream, caller_fields, data_items, json_reply
+from imagegate.providers._shared.common import caller_fields, data_items, json_reply
 from imagegate.providers._shared.inputs import auth_headers, post_body
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.openai.wire import _file
@@ -97,17 +97,11 @@ class OpenAICompatibleProvider(Provider):
         items = data_items(self.id, payload)
         assert isinstance(payload, dict)  # data_items found a list under "data"
         return ImageResult(
-            images=[await self._image(item) for item in items],
+            images=[await item_image(self.id, self.context.fetch_url, i) for i in items],
             usage=_usage(payload.get("usage")),
             quality=payload.get("quality"),
             background=payload.get("background"),
         )
-
-    async def _image(self, item: object) -> GeneratedImage:
-        image = await item_image(self.id, self.context.fetch_url, item)
-        if image is None:
-            raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
-        return image
 
     def _error(self, response: httpx.Response) -> UpstreamError:
         return OpenAIStyleError.read(response).upstream(self.id, response)
