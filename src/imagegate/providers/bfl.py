@@ -55,7 +55,6 @@ from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     nearest_aspect_ratio,
-    poll,
     white_edit_mask,
 )
 from imagegate.providers._shared.inputs import (
@@ -64,6 +63,7 @@ from imagegate.providers._shared.inputs import (
     limit_images,
     refuse_mask,
 )
+from imagegate.providers._shared.tasks import poll_task
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.bfl.ai"
@@ -91,6 +91,7 @@ class BFLProvider(Provider):
     """FLUX text-to-image, Kontext edits and Fill inpainting via Black Forest Labs."""
 
     type_name: ClassVar[str] = "bfl"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=KONTEXT_MAX_IMAGES,
@@ -98,10 +99,6 @@ class BFLProvider(Provider):
         transparent_background=False,
         max_n_per_call=1,
     )
-
-    @property
-    def base_url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     @property
     def result_hosts(self) -> tuple[str, ...]:
@@ -204,12 +201,7 @@ class BFLProvider(Provider):
         if not isinstance(polling_url, str) or not polling_url:
             raise bad_upstream(self.id, "answered a submission without a polling_url")
         self._check_polling_url(polling_url)
-        result = await poll(
-            lambda: self._check(polling_url),
-            interval_s=float(self.config.options.get("poll_interval_s", 0.5)),
-            timeout_s=float(self.config.options.get("poll_timeout_s", self.config.timeout_s)),
-            provider_id=self.id,
-        )
+        result = await poll_task(self, lambda: self._check(polling_url), interval_s=0.5)
         sample = result.get("sample")
         if not isinstance(sample, str) or not sample:
             raise bad_upstream(self.id, "reported Ready without a result sample URL")

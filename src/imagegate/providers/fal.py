@@ -61,7 +61,6 @@ from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     nearest_aspect_ratio,
-    poll,
 )
 from imagegate.providers._shared.inputs import (
     auth_headers,
@@ -69,6 +68,7 @@ from imagegate.providers._shared.inputs import (
     fan_out_numbered,
     with_overrides,
 )
+from imagegate.providers._shared.tasks import poll_task
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
@@ -122,6 +122,7 @@ class FalProvider(Provider):
     """Runs fal endpoints through the queue (default) or synchronously."""
 
     type_name: ClassVar[str] = "fal"
+    default_base_url: ClassVar[str] = DEFAULT_QUEUE_URL  # config.base_url: the queue base
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=1,
@@ -185,10 +186,6 @@ class FalProvider(Provider):
         return auth_headers(self.config.resolved_api_key(), scheme="Key ")
 
     @property
-    def _queue_base(self) -> str:
-        return (self.config.base_url or DEFAULT_QUEUE_URL).rstrip("/")
-
-    @property
     def _run_base(self) -> str:
         return str(self.config.options.get("run_url") or DEFAULT_RUN_URL).rstrip("/")
 
@@ -204,7 +201,7 @@ class FalProvider(Provider):
             return await self._output(self._json(response))
         started = time.monotonic()
         response = await self.context.http.post(
-            f"{self._queue_base}/{endpoint}",
+            f"{self.base_url}/{endpoint}",
             content=body,
             headers=self._headers(),
             timeout=self.config.timeout_s,
@@ -221,8 +218,6 @@ class FalProvider(Provider):
         return await self._output(self._json(result))
 
     async def _wait(self, status_url: str, cancel_url: str | None, started: float) -> None:
-        options = self.config.options
-        left = self.config.timeout_s - (time.monotonic() - started) - 1.0
 
         async def check() -> bool | None:
             response = await self.context.http.get(
@@ -236,12 +231,7 @@ class FalProvider(Provider):
             raise bad_upstream(self.id, f"reported an unknown queue status {status!r}")
 
         try:
-            await poll(
-                check,
-                interval_s=float(options.get("poll_interval_s", 0.5)),
-                timeout_s=float(options.get("poll_timeout_s", max(1.0, left))),
-                provider_id=self.id,
-            )
+            await poll_task(self, check, interval_s=0.5, started=started)
         except UpstreamError as exc:
             if exc.timeout and cancel_url:
                 await self._cancel(cancel_url)
@@ -275,7 +265,7 @@ class FalProvider(Provider):
 
     def _result_hosts(self) -> list[str]:
         hosts = list(self.config.options.get("result_hosts") or DEFAULT_RESULT_HOSTS)
-        return [*hosts, httpx.URL(self._queue_base).host, httpx.URL(self._run_base).host]
+        return [*hosts, httpx.URL(self.base_url).host, httpx.URL(self._run_base).host]
 
     def _error(self, response: httpx.Response) -> UpstreamError:
         body = error_json(response)

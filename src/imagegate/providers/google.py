@@ -126,6 +126,7 @@ _DEFAULT_SHAPE = _Shape(_RATIOS)
 
 class GoogleProvider(Provider):
     type_name = "google"
+    default_base_url = DEFAULT_BASE_URL
     capabilities = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=DEFAULT_MAX_INPUT_IMAGES,
@@ -295,7 +296,7 @@ class GoogleProvider(Provider):
 
     @property
     def _base(self) -> str:
-        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url
         if _VERSIONED.search(base):
             return base
         return f"{base}/{self.config.options.get('api_version', 'v1beta')}"

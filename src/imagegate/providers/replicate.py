@@ -63,7 +63,6 @@ from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     nearest_aspect_ratio,
-    poll,
 )
 from imagegate.providers._shared.inputs import (
     auth_headers,
@@ -71,6 +70,7 @@ from imagegate.providers._shared.inputs import (
     fan_out_numbered,
     with_overrides,
 )
+from imagegate.providers._shared.tasks import poll_task
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
@@ -128,6 +128,7 @@ class ReplicateProvider(Provider):
     """Runs image models on Replicate, waiting synchronously and polling beyond that."""
 
     type_name: ClassVar[str] = "replicate"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=1,
@@ -196,18 +197,14 @@ class ReplicateProvider(Provider):
     def _headers(self) -> dict[str, str]:
         return auth_headers(self.config.resolved_api_key())
 
-    @property
-    def _base(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
-
     async def _predict(self, upstream_model: str, payload: dict[str, Any]) -> list[GeneratedImage]:
         started = time.monotonic()
         body: dict[str, Any] = {"input": payload}
         if ":" in upstream_model:
-            url = f"{self._base}/predictions"
+            url = f"{self.base_url}/predictions"
             body["version"] = upstream_model
         else:
-            url = f"{self._base}/models/{upstream_model}/predictions"
+            url = f"{self.base_url}/models/{upstream_model}/predictions"
         headers = self._headers()
         wait_s = int(self.config.options.get("wait_s", 60))
         if wait_s > 0:
@@ -233,15 +230,12 @@ class ReplicateProvider(Provider):
         pid = prediction.get("id")
         get_url = urls.get("get") or created.headers.get("location")
         if not get_url and pid:
-            get_url = f"{self._base}/predictions/{pid}"
+            get_url = f"{self.base_url}/predictions/{pid}"
         if not isinstance(get_url, str):
             raise bad_upstream(self.id, "returned an unfinished prediction without a URL to poll")
         cancel_url = urls.get("cancel") or (
-            f"{self._base}/predictions/{pid}/cancel" if pid else None
+            f"{self.base_url}/predictions/{pid}/cancel" if pid else None
         )
-        options = self.config.options
-        left = self.config.timeout_s - (time.monotonic() - started) - 1.0
-        timeout_s = float(options.get("poll_timeout_s", max(1.0, left)))
 
         async def check() -> dict[str, Any] | None:
             response = await self.context.http.get(
@@ -251,12 +245,7 @@ class ReplicateProvider(Provider):
             return current if current.get("status") in _TERMINAL else None
 
         try:
-            return await poll(
-                check,
-                interval_s=float(options.get("poll_interval_s", 1.0)),
-                timeout_s=timeout_s,
-                provider_id=self.id,
-            )
+            return await poll_task(self, check, interval_s=1.0, started=started)
         except UpstreamError:
             await self._cancel(cancel_url)
             raise
@@ -294,7 +283,7 @@ class ReplicateProvider(Provider):
 
     def _result_hosts(self) -> list[str]:
         hosts = list(self.config.options.get("result_hosts") or DEFAULT_RESULT_HOSTS)
-        return [*hosts, httpx.URL(self._base).host]
+        return [*hosts, httpx.URL(self.base_url).host]
 
     def _error(self, response: httpx.Response) -> UpstreamError:
         body = error_json(response)

@@ -64,16 +64,13 @@ class StabilityProvider(Provider):
     """Stable Image Core / Ultra, Stable Diffusion 3.5 and inpainting via Stability AI."""
 
     type_name: ClassVar[str] = "stability"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=1,
         transparent_background=False,
         max_n_per_call=1,
     )
-
-    @property
-    def base_url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         if upstream_model == "inpaint":

@@ -66,6 +66,7 @@ _POLICY_WORDS = ("nsfw", "unsafe content", "content policy", "safety filter", "m
 
 class TogetherProvider(Provider):
     type_name = "together"
+    default_base_url = DEFAULT_BASE_URL
     capabilities = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=MAX_INPUT_IMAGES,
@@ -74,10 +75,6 @@ class TogetherProvider(Provider):
         transparent_background=False,
         max_n_per_call=MAX_N_PER_CALL,
     )
-
-    @property
-    def base_url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         body = self._body(request, upstream_model)

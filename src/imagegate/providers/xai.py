@@ -78,6 +78,7 @@ _CREDIT_WORDS = ("used all available credits", "spending limit")
 
 class XAIProvider(Provider):
     type_name = "xai"
+    default_base_url = DEFAULT_BASE_URL
     capabilities = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=MAX_INPUT_IMAGES,
@@ -87,10 +88,6 @@ class XAIProvider(Provider):
         supports_seed=False,
         max_n_per_call=MAX_N,
     )
-
-    @property
-    def base_url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         body = self._body(request, upstream_model, aspect=True)

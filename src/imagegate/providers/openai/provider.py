@@ -141,6 +141,7 @@ class OpenAIProvider(Provider):
     ``OpenAI-Organization`` / ``OpenAI-Project`` headers, as the SDK does)."""
 
     type_name: ClassVar[str] = "openai"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset(OPERATIONS),
         max_input_images=MAX_GPT_IMAGE_INPUTS,
@@ -256,8 +257,7 @@ class OpenAIProvider(Provider):
 
     def url(self, operation: str, upstream_model: str) -> tuple[str, dict[str, str]]:
         """The URL and query parameters of ``/images/<operation>``."""
-        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
-        return f"{base}/images/{operation}", {}
+        return f"{self.base_url}/images/{operation}", {}
 
     def auth_headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.config.resolved_api_key() or ''}"}
