@@ -50,6 +50,7 @@ import orjson
 from PIL import Image, ImageOps
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.size import Size
 from imagegate.core.types import (
     OPERATIONS,
     OUTPUT_FORMATS,
@@ -85,8 +86,8 @@ from imagegate.providers.openai.wire import (
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
-DALLE3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
+GPT_IMAGE_SIZES = (Size(1024, 1024), Size(1536, 1024), Size(1024, 1536))
+DALLE3_SIZES = (Size(1024, 1024), Size(1792, 1024), Size(1024, 1792))
 DALLE2_SIDES = (256, 512, 1024)
 MAX_GPT_IMAGE_INPUTS = 16
 MAX_N_PER_CALL = 10
@@ -108,23 +109,24 @@ def model_family(model: str) -> Family:
 def upstream_size(model: str, request: ImageRequest) -> str:
     """The ``size`` to send for ``model`` (see the module docstring for the rule)."""
     family = model_family(model)
-    width, height = request.width, request.height
+    wanted = Size(request.width, request.height)
     if family == "gpt-image":
         if request.size == "auto":
             return "auto"
         if model.lower().startswith("gpt-image-2"):
-            return f"{width}x{height}"
-        return _nearest_size(GPT_IMAGE_SIZES, width, height)
+            return str(wanted)
+        return str(_nearest_shape(GPT_IMAGE_SIZES, wanted))
     if family == "dall-e-3":
-        return _nearest_size(DALLE3_SIZES, width, height)
-    target = math.sqrt(width * height)
+        return str(_nearest_shape(DALLE3_SIZES, wanted))
+    target = math.sqrt(wanted.pixels)
     side = min(DALLE2_SIDES, key=lambda s: abs(math.log(s / target)))
-    return f"{side}x{side}"
+    return str(Size(side, side))
 
 
-def _nearest_size(sizes: Sequence[str], width: int, height: int) -> str:
-    ratio = nearest_aspect_ratio(width, height, [s.replace("x", ":") for s in sizes])
-    return ratio.replace(":", "x")
+def _nearest_shape(sizes: Sequence[Size], wanted: Size) -> Size:
+    """The listed size nearest to ``wanted`` in aspect ratio (compared in log space)."""
+    by_ratio = {f"{size.width}:{size.height}": size for size in sizes}
+    return by_ratio[nearest_aspect_ratio(wanted.width, wanted.height, list(by_ratio))]
 
 
 def openai_mask(mask: InputImage, image: InputImage) -> bytes:
