@@ -4,7 +4,7 @@ the adapter; only the mechanics live here."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypedDict, Unpack
 
@@ -24,9 +24,7 @@ from imagegate.providers._shared.common import (
     retry_after,
     upstream_error,
 )
-from imagegate.providers.base import Provider
-
-UrlFetcher = Callable[[str], Awaitable[bytes]]
+from imagegate.providers.base import Provider, UrlFetcher
 
 
 def json_object(
