@@ -70,6 +70,8 @@ class Provider(ABC):
     type_name: ClassVar[str]
     capabilities: ClassVar[Capabilities] = Capabilities()
     requires_credentials: ClassVar[bool] = True
+    # The upstream's public API, used where the provider entry sets no ``base_url``.
+    default_base_url: ClassVar[str] = ""
 
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:
         self.config = config
@@ -78,6 +80,11 @@ class Provider(ABC):
     @property
     def id(self) -> str:
         return self.config.id
+
+    @property
+    def base_url(self) -> str:
+        """Where the upstream's API lives, without a trailing slash."""
+        return (self.config.base_url or self.default_base_url).rstrip("/")
 
     @property
     def available(self) -> bool:

@@ -42,20 +42,28 @@ import anyio.to_thread
 import httpx
 import orjson
 
-from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
-from imagegate.media.images import decode
-from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_white_means_edit
+from imagegate.providers._shared.answers import (
+    error_json,
+    failure,
+    fetch_output,
+    json_object,
+    refusal,
+)
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
-    fan_out,
-    image_from_bytes,
     nearest_aspect_ratio,
-    poll,
-    retry_after,
-    upstream_error,
+    white_edit_mask,
 )
+from imagegate.providers._shared.inputs import (
+    auth_headers,
+    fan_out_numbered,
+    limit_images,
+    refuse_mask,
+)
+from imagegate.providers._shared.tasks import poll_task
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.bfl.ai"
@@ -83,19 +91,14 @@ class BFLProvider(Provider):
     """FLUX text-to-image, Kontext edits and Fill inpainting via Black Forest Labs."""
 
     type_name: ClassVar[str] = "bfl"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=KONTEXT_MAX_IMAGES,
-        supports_mask=True,
         output_formats=frozenset({"png", "jpeg"}),
         transparent_background=False,
-        supports_seed=True,
         max_n_per_call=1,
     )
-
-    @property
-    def base_url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     @property
     def result_hosts(self) -> tuple[str, ...]:
@@ -143,19 +146,16 @@ class BFLProvider(Provider):
                 param="model",
                 code="unsupported_operation",
             )
-        if request.mask is not None:
-            raise InvalidRequest(
-                f"'{upstream_model}' edits by instruction and takes no mask; use a FLUX Fill "
-                "model for masked edits.",
-                param="mask",
-                code="unsupported_parameter",
-            )
-        if len(request.images) > KONTEXT_MAX_IMAGES:
-            raise InvalidRequest(
-                f"'{upstream_model}' accepts at most {KONTEXT_MAX_IMAGES} input images.",
-                param="image",
-                code="too_many_images",
-            )
+        refuse_mask(
+            request,
+            f"'{upstream_model}' edits by instruction and takes no mask; use a FLUX Fill "
+            "model for masked edits.",
+        )
+        limit_images(
+            request,
+            KONTEXT_MAX_IMAGES,
+            f"'{upstream_model}' accepts at most {KONTEXT_MAX_IMAGES} input images.",
+        )
         body = self._common(request)
         for key, image in zip(_INPUT_KEYS, request.images, strict=False):
             body[key] = _b64(image)
@@ -180,15 +180,13 @@ class BFLProvider(Provider):
     async def _run(
         self, request: ImageRequest, upstream_model: str, body: dict[str, Any]
     ) -> ImageResult:
-        indexes = iter(range(request.n))
 
-        async def one(_: int) -> list[GeneratedImage]:
+        async def one(index: int, _: int) -> list[GeneratedImage]:
             # One image per task: task i uses seed + i so n seeded images differ.
-            index = next(indexes)
             call = {**body, "seed": body["seed"] + index} if "seed" in body else body
             return [await self._one(upstream_model, orjson.dumps(call))]
 
-        images = await fan_out(request.n, 1, one)
+        images = await fan_out_numbered(request.n, 1, one)
         return ImageResult(images=images, upstream_model=upstream_model)
 
     async def _one(self, upstream_model: str, payload: bytes) -> GeneratedImage:
@@ -203,21 +201,12 @@ class BFLProvider(Provider):
         if not isinstance(polling_url, str) or not polling_url:
             raise bad_upstream(self.id, "answered a submission without a polling_url")
         self._check_polling_url(polling_url)
-        result = await poll(
-            lambda: self._check(polling_url),
-            interval_s=float(self.config.options.get("poll_interval_s", 0.5)),
-            timeout_s=float(self.config.options.get("poll_timeout_s", self.config.timeout_s)),
-            provider_id=self.id,
-        )
+        result = await poll_task(self, lambda: self._check(polling_url), interval_s=0.5)
         sample = result.get("sample")
         if not isinstance(sample, str) or not sample:
             raise bad_upstream(self.id, "reported Ready without a result sample URL")
         self._check_result_url(sample)
-        try:
-            data = await self.context.fetch_url(sample)
-        except GatewayError as exc:
-            raise bad_upstream(self.id, f"sample could not be fetched: {exc.message}") from exc
-        return image_from_bytes(self.id, data)
+        return await fetch_output(self.id, self.context.fetch_url, sample, what="sample")
 
     async def _check(self, polling_url: str) -> dict[str, Any] | None:
         """One poll: the ``result`` object when Ready, None while Pending, else raise."""
@@ -236,37 +225,20 @@ class BFLProvider(Provider):
         if status in _MODERATED:
             details = _detail_text(payload.get("details"))
             message = f"{status}: {details}" if details else str(status)
-            raise upstream_error(self.id, 400, message[:500], content_policy=True)
+            raise refusal(self.id, message[:500])
         raise bad_upstream(self.id, f"task ended with status {status!r}")
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Accept": "application/json"}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["x-key"] = key
-        return headers
+        return auth_headers(self.config.resolved_api_key(), "x-key", "", json_body=False)
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
-        if response.status_code >= 400:
-            raise self._error(response)
-        try:
-            payload = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        if not isinstance(payload, dict):
-            raise bad_upstream(self.id, "returned a JSON value that is not an object")
-        return payload
+        return json_object(self.id, response, self._error)
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
+        body = error_json(response)
         detail = body.get("detail") if isinstance(body, dict) else None
         message = _detail_text(detail) or response.reason_phrase or "error"
-        return upstream_error(
-            self.id, response.status_code, message[:500], retry_after_s=retry_after(response)
-        )
+        return failure(self.id, response, message)
 
     def _check_polling_url(self, url: str) -> None:
         """The key goes with every poll, so only to hosts we trust with it."""
@@ -297,19 +269,8 @@ def _b64(image: InputImage) -> str:
 
 def _fill_mask(image: InputImage, mask: InputImage | None) -> bytes:
     """A white-means-edit PNG the size of ``image`` (FLUX Fill's convention)."""
-    if mask is not None:
-        region = edit_region(decode(mask, param="mask"), (image.width, image.height))
-    else:
-        found = edit_region_from_image_alpha(decode(image))
-        if found is None:
-            raise InvalidRequest(
-                "FLUX Fill needs a mask, or an image whose transparent pixels mark the area "
-                "to edit.",
-                param="mask",
-                code="missing_required_parameter",
-            )
-        region = found
-    return to_white_means_edit(region)
+    missing = "FLUX Fill needs a mask, or an image whose transparent pixels mark the area to edit."
+    return white_edit_mask(image, mask, missing=missing)
 
 
 def _host_matches(host: str, patterns: Any) -> bool:

@@ -42,28 +42,33 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 import orjson
 
-from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.errors import UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
+from imagegate.providers._shared.answers import (
+    error_json,
+    failure,
+    hosted_output,
+    json_object,
+    refusal,
+)
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
-    data_url,
-    fan_out,
-    host_allowed,
-    image_from_b64,
-    image_from_bytes,
     nearest_aspect_ratio,
-    poll,
-    retry_after,
-    upstream_error,
-    white_edit_mask,
 )
+from imagegate.providers._shared.inputs import (
+    auth_headers,
+    edit_fields,
+    fan_out_numbered,
+    with_overrides,
+)
+from imagegate.providers._shared.tasks import poll_task
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
@@ -117,10 +122,10 @@ class FalProvider(Provider):
     """Runs fal endpoints through the queue (default) or synchronously."""
 
     type_name: ClassVar[str] = "fal"
+    default_base_url: ClassVar[str] = DEFAULT_QUEUE_URL  # config.base_url: the queue base
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=1,
-        supports_mask=True,
         output_formats=frozenset({"png", "jpeg"}),
         transparent_background=False,
         max_n_per_call=4,
@@ -138,33 +143,31 @@ class FalProvider(Provider):
 
     def model(self, upstream_model: str) -> FalModel:
         spec = _MODELS.get(upstream_model, FalModel())
-        override = (self.config.options.get("models") or {}).get(upstream_model)
-        if isinstance(override, dict):
-            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in override.items()}
-            spec = replace(spec, **fields)  # type: ignore[arg-type]
-        return spec
+        return with_overrides(spec, self.config.options.get("models"), upstream_model)
 
     # -- request building ---------------------------------------------------------------
 
     async def _run(
         self, request: ImageRequest, endpoint: str, spec: FalModel, base_input: dict[str, Any]
     ) -> ImageResult:
-        call_index = iter(range(request.n))  # fan_out starts its calls in order
 
-        async def call(k: int) -> list[GeneratedImage]:
+        async def call(index: int, k: int) -> list[GeneratedImage]:
             payload = dict(base_input, num_images=k)
-            index = next(call_index)
             if request.seed is not None:
                 payload["seed"] = request.seed + index
             return await self._request(endpoint, payload)
 
-        images = await fan_out(request.n, max(1, spec.max_images), call)
+        images = await fan_out_numbered(request.n, max(1, spec.max_images), call)
         return ImageResult(images=images, upstream_model=endpoint)
 
     def _input(self, request: ImageRequest, spec: FalModel, *, edit: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {"prompt": request.prompt or ""}
         if edit:
-            payload.update(self._edit_inputs(request, spec))
+            no_mask = "This model does not take a mask."
+            fields = edit_fields(
+                self.id, request, spec.image_field, spec.mask_field, no_mask=no_mask
+            )
+            payload.update(fields)
         if spec.size == "image_size":
             dims = (request.width, request.height)
             payload["image_size"] = _PRESETS.get(dims) or {"width": dims[0], "height": dims[1]}
@@ -177,41 +180,10 @@ class FalProvider(Provider):
             payload.setdefault(name, value)
         return payload
 
-    def _edit_inputs(self, request: ImageRequest, spec: FalModel) -> dict[str, Any]:
-        if spec.image_field is None:
-            raise InvalidRequest(
-                f"Provider '{self.id}' cannot edit with this model.",
-                param="model",
-                code="unsupported_operation",
-            )
-        if len(request.images) > 1:
-            raise InvalidRequest(
-                f"This model takes at most 1 input image; {len(request.images)} were given.",
-                param="image",
-                code="too_many_images",
-            )
-        image = request.images[0]
-        fields: dict[str, Any] = {spec.image_field: data_url(image.data, image.mime_type)}
-        if spec.mask_field is not None:
-            fields[spec.mask_field] = data_url(white_edit_mask(image, request.mask), "image/png")
-        elif request.mask is not None:
-            raise InvalidRequest(
-                "This model does not take a mask.", param="mask", code="mask_not_supported"
-            )
-        return fields
-
     # -- the wire -----------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Key {key}"
-        return headers
-
-    @property
-    def _queue_base(self) -> str:
-        return (self.config.base_url or DEFAULT_QUEUE_URL).rstrip("/")
+        return auth_headers(self.config.resolved_api_key(), scheme="Key ")
 
     @property
     def _run_base(self) -> str:
@@ -229,7 +201,7 @@ class FalProvider(Provider):
             return await self._output(self._json(response))
         started = time.monotonic()
         response = await self.context.http.post(
-            f"{self._queue_base}/{endpoint}",
+            f"{self.base_url}/{endpoint}",
             content=body,
             headers=self._headers(),
             timeout=self.config.timeout_s,
@@ -246,8 +218,6 @@ class FalProvider(Provider):
         return await self._output(self._json(result))
 
     async def _wait(self, status_url: str, cancel_url: str | None, started: float) -> None:
-        options = self.config.options
-        left = self.config.timeout_s - (time.monotonic() - started) - 1.0
 
         async def check() -> bool | None:
             response = await self.context.http.get(
@@ -261,12 +231,7 @@ class FalProvider(Provider):
             raise bad_upstream(self.id, f"reported an unknown queue status {status!r}")
 
         try:
-            await poll(
-                check,
-                interval_s=float(options.get("poll_interval_s", 0.5)),
-                timeout_s=float(options.get("poll_timeout_s", max(1.0, left))),
-                provider_id=self.id,
-            )
+            await poll_task(self, check, interval_s=0.5, started=started)
         except UpstreamError as exc:
             if exc.timeout and cancel_url:
                 await self._cancel(cancel_url)
@@ -278,15 +243,7 @@ class FalProvider(Provider):
             await self.context.http.put(url, headers=self._headers(), timeout=10.0)
 
     def _json(self, response: httpx.Response) -> dict[str, Any]:
-        if response.status_code >= 400:
-            raise self._error(response)
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        if not isinstance(body, dict):
-            raise bad_upstream(self.id, "returned a malformed answer")
-        return body
+        return json_object(self.id, response, self._error, what="a malformed answer")
 
     async def _output(self, body: dict[str, Any]) -> list[GeneratedImage]:
         items = body.get("images")
@@ -296,37 +253,22 @@ class FalProvider(Provider):
         flagged = flags if isinstance(flags, list) else []
         kept = [item for i, item in enumerate(items) if not (i < len(flagged) and flagged[i])]
         if not kept:
-            raise upstream_error(
-                self.id,
-                400,
-                "The generated image was flagged by fal's safety checker.",
-                content_policy=True,
-            )
+            raise refusal(self.id, "The generated image was flagged by fal's safety checker.")
         return [await self._image(item) for item in kept]
 
     async def _image(self, item: Any) -> GeneratedImage:
         url = item.get("url") if isinstance(item, dict) else None
         if not isinstance(url, str):
             raise bad_upstream(self.id, "returned an image without a URL")
-        if url.startswith("data:"):
-            return image_from_b64(self.id, url)
-        if not host_allowed(url, self._result_hosts()):
-            raise bad_upstream(self.id, f"returned an image on an unexpected host: {url[:200]}")
-        try:
-            data = await self.context.fetch_url(url)
-        except GatewayError as exc:
-            raise bad_upstream(self.id, f"image could not be fetched: {exc.message}") from exc
-        return image_from_bytes(self.id, data)
+        fetch = self.context.fetch_url
+        return await hosted_output(self.id, fetch, url, self._result_hosts(), what="image")
 
     def _result_hosts(self) -> list[str]:
         hosts = list(self.config.options.get("result_hosts") or DEFAULT_RESULT_HOSTS)
-        return [*hosts, httpx.URL(self._queue_base).host, httpx.URL(self._run_base).host]
+        return [*hosts, httpx.URL(self.base_url).host, httpx.URL(self._run_base).host]
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
+        body = error_json(response)
         detail = body.get("detail") if isinstance(body, dict) else None
         message, param = response.reason_phrase or "error", None
         types = {response.headers.get("x-fal-error-type")}
@@ -345,12 +287,11 @@ class FalProvider(Provider):
         # ``X-Fal-Error-Type`` is documented at fal.ai/docs/documentation/serverless/
         # reliability/retries ("error_type field and X-Fal-Error-Type header").
         retryable = response.headers.get("x-fal-retryable", "").lower() == "true"
-        return upstream_error(
+        return failure(
             self.id,
-            response.status_code,
-            message[:500],
+            response,
+            message,
             param=param,
-            retry_after_s=retry_after(response),
             content_policy="content_policy_violation" in types and not retryable,
             ours=retryable,
         )

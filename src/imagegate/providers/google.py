@@ -48,7 +48,6 @@ Options (``config.options``): ``api_version`` (default "v1beta"), ``response_mod
 from __future__ import annotations
 
 import base64
-import itertools
 import math
 import re
 from collections.abc import Awaitable
@@ -60,6 +59,7 @@ import orjson
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, TokenUsage
+from imagegate.providers._shared.answers import error_json, failure, json_object, refusal
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
@@ -67,7 +67,12 @@ from imagegate.providers._shared.common import (
     image_from_b64,
     nearest_aspect_ratio,
     retry_after,
-    upstream_error,
+)
+from imagegate.providers._shared.inputs import (
+    auth_headers,
+    fan_out_numbered,
+    limit_images,
+    refuse_mask,
 )
 from imagegate.providers.base import Capabilities, Provider
 
@@ -121,13 +126,13 @@ _DEFAULT_SHAPE = _Shape(_RATIOS)
 
 class GoogleProvider(Provider):
     type_name = "google"
+    default_base_url = DEFAULT_BASE_URL
     capabilities = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=DEFAULT_MAX_INPUT_IMAGES,
         supports_mask=False,
         output_formats=frozenset({"png"}),
         transparent_background=False,
-        supports_seed=True,
         max_n_per_call=1,
     )
 
@@ -146,20 +151,17 @@ class GoogleProvider(Provider):
                 param="model",
                 code="unsupported_operation",
             )
-        if request.mask is not None:
-            raise InvalidRequest(
-                f"Model {model} edits by instruction and takes no mask; describe the region "
-                "to change in the prompt instead.",
-                param="mask",
-                code="unsupported_parameter",
-            )
+        refuse_mask(
+            request,
+            f"Model {model} edits by instruction and takes no mask; describe the region "
+            "to change in the prompt instead.",
+        )
         limit = int(self.config.options.get("max_input_images", DEFAULT_MAX_INPUT_IMAGES))
-        if len(request.images) > limit:
-            raise InvalidRequest(
-                f"Model {model} accepts at most {limit} input images; got {len(request.images)}.",
-                param="image",
-                code="too_many_images",
-            )
+        limit_images(
+            request,
+            limit,
+            f"Model {model} accepts at most {limit} input images; got {len(request.images)}.",
+        )
         return await self._gemini(request, model)
 
     # --- Gemini: generateContent --------------------------------------------------------
@@ -184,17 +186,15 @@ class GoogleProvider(Provider):
         if image_config:
             generation["imageConfig"] = image_config
         contents = [{"role": "user", "parts": parts}]
-        calls = itertools.count()
 
-        def one(_: int) -> Awaitable[list[tuple[GeneratedImage, TokenUsage | None]]]:
+        def one(index: int, _: int) -> Awaitable[list[tuple[GeneratedImage, TokenUsage | None]]]:
             # One image per call; with a seed, call i uses seed + i so n images differ.
-            index = next(calls)
             config = dict(generation)
             if request.seed is not None:
                 config["seed"] = request.seed + index
             return self._gemini_call(model, {"contents": contents, "generationConfig": config})
 
-        results = await fan_out(request.n, 1, one)
+        results = await fan_out_numbered(request.n, 1, one)
         return ImageResult(
             images=[image for image, _ in results],
             usage=_sum_usage([usage for _, usage in results]),
@@ -296,31 +296,20 @@ class GoogleProvider(Provider):
 
     @property
     def _base(self) -> str:
-        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        base = self.base_url
         if _VERSIONED.search(base):
             return base
         return f"{base}/{self.config.options.get('api_version', 'v1beta')}"
 
     async def _post(self, model: str, method: str, body: dict[str, Any]) -> dict[str, Any]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["x-goog-api-key"] = key
+        headers = auth_headers(self.config.resolved_api_key(), "x-goog-api-key", "")
         response = await self.context.http.post(
             f"{self._base}/models/{model}:{method}",
             content=orjson.dumps(body),
             headers=headers,
             timeout=self.config.timeout_s,
         )
-        if response.status_code >= 400:
-            raise self._error(response)
-        try:
-            payload = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        if not isinstance(payload, dict):
-            raise bad_upstream(self.id, "returned a malformed response")
-        return payload
+        return json_object(self.id, response, self._error, what="a malformed response")
 
     def _error(self, response: httpx.Response) -> UpstreamError:
         error = _error_body(response)
@@ -336,16 +325,17 @@ class GoogleProvider(Provider):
         elif status == 400 and status_name == "FAILED_PRECONDITION":
             status = 403
         text = message or response.reason_phrase or "error"
-        return upstream_error(
+        return failure(
             self.id,
-            status,
-            (f"{status_name}: {text}" if status_name else text)[:500],
+            response,
+            f"{status_name}: {text}" if status_name else text,
+            status=status,
             code=status_name.lower() if status_name else None,
             retry_after_s=retry_after(response) or _retry_delay(details),
         )
 
     def _policy(self, why: str) -> UpstreamError:
-        return upstream_error(self.id, 400, f"content policy: {why}", content_policy=True)
+        return refusal(self.id, f"content policy: {why}")
 
 
 def _model_name(upstream_model: str) -> str:
@@ -378,10 +368,7 @@ def _dicts(value: Any) -> list[dict[str, Any]]:
 
 
 def _error_body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return {}
+    body = error_json(response)
     if isinstance(body, list) and body:  # some Google front ends wrap the error in a list
         body = body[0]
     error = body.get("error") if isinstance(body, dict) else None

@@ -44,28 +44,33 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import httpx
 import orjson
 
-from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.errors import UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
+from imagegate.providers._shared.answers import (
+    error_json,
+    failure,
+    hosted_output,
+    json_object,
+    refusal,
+)
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
-    data_url,
-    fan_out,
-    host_allowed,
-    image_from_b64,
-    image_from_bytes,
     nearest_aspect_ratio,
-    poll,
-    retry_after,
-    upstream_error,
-    white_edit_mask,
 )
+from imagegate.providers._shared.inputs import (
+    auth_headers,
+    edit_fields,
+    fan_out_numbered,
+    with_overrides,
+)
+from imagegate.providers._shared.tasks import poll_task
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
@@ -123,10 +128,10 @@ class ReplicateProvider(Provider):
     """Runs image models on Replicate, waiting synchronously and polling beyond that."""
 
     type_name: ClassVar[str] = "replicate"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=1,
-        supports_mask=True,
         transparent_background=False,
         max_n_per_call=4,
     )
@@ -142,28 +147,22 @@ class ReplicateProvider(Provider):
     def model(self, upstream_model: str) -> ReplicateModel:
         name = upstream_model.split(":", 1)[0]
         spec = _MODELS.get(name, ReplicateModel())
-        override = (self.config.options.get("models") or {}).get(upstream_model)
-        if isinstance(override, dict):
-            fields = {k: tuple(v) if isinstance(v, list) else v for k, v in override.items()}
-            spec = replace(spec, **fields)  # type: ignore[arg-type]
-        return spec
+        return with_overrides(spec, self.config.options.get("models"), upstream_model)
 
     async def _run(self, request: ImageRequest, upstream_model: str, *, edit: bool) -> ImageResult:
         spec = self.model(upstream_model)
         base_input = self._input(request, spec, edit=edit)
         per_call = max(1, spec.max_outputs)
-        call_index = iter(range(request.n))  # fan_out starts its calls in order
 
-        async def call(k: int) -> list[GeneratedImage]:
+        async def call(index: int, k: int) -> list[GeneratedImage]:
             payload = dict(base_input)
-            index = next(call_index)
             if request.seed is not None:
                 payload["seed"] = request.seed + index
             if spec.max_outputs > 1:
                 payload["num_outputs"] = k
             return await self._predict(upstream_model, payload)
 
-        images = await fan_out(request.n, per_call, call)
+        images = await fan_out_numbered(request.n, per_call, call)
         if not images:
             raise bad_upstream(self.id, "returned no images")
         return ImageResult(images=images, upstream_model=upstream_model)
@@ -171,7 +170,11 @@ class ReplicateProvider(Provider):
     def _input(self, request: ImageRequest, spec: ReplicateModel, *, edit: bool) -> dict[str, Any]:
         payload: dict[str, Any] = {"prompt": request.prompt or ""}
         if edit:
-            payload.update(self._edit_inputs(request, spec))
+            no_mask = "This model edits by instruction and does not take a mask."
+            fields = edit_fields(
+                self.id, request, spec.image_field, spec.mask_field, no_mask=no_mask
+            )
+            payload.update(fields)
         if edit and spec.match_input and request.size == "auto":
             payload["aspect_ratio"] = "match_input_image"
         elif spec.custom_size and not edit:
@@ -189,52 +192,19 @@ class ReplicateProvider(Provider):
             payload.setdefault(name, value)
         return payload
 
-    def _edit_inputs(self, request: ImageRequest, spec: ReplicateModel) -> dict[str, Any]:
-        if spec.image_field is None:
-            raise InvalidRequest(
-                f"Provider '{self.id}' cannot edit with this model.",
-                param="model",
-                code="unsupported_operation",
-            )
-        if len(request.images) > 1:
-            raise InvalidRequest(
-                f"This model takes at most 1 input image; {len(request.images)} were given.",
-                param="image",
-                code="too_many_images",
-            )
-        image = request.images[0]
-        fields: dict[str, Any] = {spec.image_field: data_url(image.data, image.mime_type)}
-        if spec.mask_field is not None:
-            fields[spec.mask_field] = data_url(white_edit_mask(image, request.mask), "image/png")
-        elif request.mask is not None:
-            raise InvalidRequest(
-                "This model edits by instruction and does not take a mask.",
-                param="mask",
-                code="mask_not_supported",
-            )
-        return fields
-
     # -- the wire -----------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        return headers
-
-    @property
-    def _base(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
+        return auth_headers(self.config.resolved_api_key())
 
     async def _predict(self, upstream_model: str, payload: dict[str, Any]) -> list[GeneratedImage]:
         started = time.monotonic()
         body: dict[str, Any] = {"input": payload}
         if ":" in upstream_model:
-            url = f"{self._base}/predictions"
+            url = f"{self.base_url}/predictions"
             body["version"] = upstream_model
         else:
-            url = f"{self._base}/models/{upstream_model}/predictions"
+            url = f"{self.base_url}/models/{upstream_model}/predictions"
         headers = self._headers()
         wait_s = int(self.config.options.get("wait_s", 60))
         if wait_s > 0:
@@ -260,15 +230,12 @@ class ReplicateProvider(Provider):
         pid = prediction.get("id")
         get_url = urls.get("get") or created.headers.get("location")
         if not get_url and pid:
-            get_url = f"{self._base}/predictions/{pid}"
+            get_url = f"{self.base_url}/predictions/{pid}"
         if not isinstance(get_url, str):
             raise bad_upstream(self.id, "returned an unfinished prediction without a URL to poll")
         cancel_url = urls.get("cancel") or (
-            f"{self._base}/predictions/{pid}/cancel" if pid else None
+            f"{self.base_url}/predictions/{pid}/cancel" if pid else None
         )
-        options = self.config.options
-        left = self.config.timeout_s - (time.monotonic() - started) - 1.0
-        timeout_s = float(options.get("poll_timeout_s", max(1.0, left)))
 
         async def check() -> dict[str, Any] | None:
             response = await self.context.http.get(
@@ -278,12 +245,7 @@ class ReplicateProvider(Provider):
             return current if current.get("status") in _TERMINAL else None
 
         try:
-            return await poll(
-                check,
-                interval_s=float(options.get("poll_interval_s", 1.0)),
-                timeout_s=timeout_s,
-                provider_id=self.id,
-            )
+            return await poll_task(self, check, interval_s=1.0, started=started)
         except UpstreamError:
             await self._cancel(cancel_url)
             raise
@@ -296,22 +258,14 @@ class ReplicateProvider(Provider):
             await self.context.http.post(url, headers=self._headers(), timeout=10.0)
 
     def _prediction(self, response: httpx.Response) -> dict[str, Any]:
-        if response.status_code >= 400:
-            raise self._error(response)
-        try:
-            prediction = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        if not isinstance(prediction, dict):
-            raise bad_upstream(self.id, "returned a malformed prediction")
-        return prediction
+        return json_object(self.id, response, self._error, what="a malformed prediction")
 
     async def _outputs(self, prediction: dict[str, Any]) -> list[GeneratedImage]:
         status = prediction.get("status")
         if status == "failed":
             message = str(prediction.get("error") or "the prediction failed")[:500]
             if _is_nsfw(message):
-                raise upstream_error(self.id, 400, message, content_policy=True)
+                raise refusal(self.id, message)
             raise UpstreamError(
                 f"{self.id} prediction failed: {message}", status=502, retryable=True
             )
@@ -324,37 +278,20 @@ class ReplicateProvider(Provider):
         return [await self._image(url) for url in urls]
 
     async def _image(self, url: str) -> GeneratedImage:
-        if url.startswith("data:"):
-            return image_from_b64(self.id, url)
-        if not host_allowed(url, self._result_hosts()):
-            raise bad_upstream(self.id, f"returned an output on an unexpected host: {url[:200]}")
-        try:
-            data = await self.context.fetch_url(url)
-        except GatewayError as exc:
-            raise bad_upstream(self.id, f"output could not be fetched: {exc.message}") from exc
-        return image_from_bytes(self.id, data)
+        fetch = self.context.fetch_url
+        return await hosted_output(self.id, fetch, url, self._result_hosts(), what="output")
 
     def _result_hosts(self) -> list[str]:
         hosts = list(self.config.options.get("result_hosts") or DEFAULT_RESULT_HOSTS)
-        return [*hosts, httpx.URL(self._base).host]
+        return [*hosts, httpx.URL(self.base_url).host]
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
+        body = error_json(response)
         message = response.reason_phrase or "error"
         if isinstance(body, dict):
             detail, title = body.get("detail"), body.get("title")
             message = str(detail or title or message)
-        message = message[:500]
-        return upstream_error(
-            self.id,
-            response.status_code,
-            message,
-            retry_after_s=retry_after(response),
-            content_policy=_is_nsfw(message),
-        )
+        return failure(self.id, response, message, content_policy=_is_nsfw(message[:500]))
 
 
 def _is_nsfw(message: str) -> bool:

@@ -33,8 +33,6 @@ from PIL import Image, ImageDraw, ImageEnhance, ImageFont, ImageOps
 
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import (
-    OPERATIONS,
-    OUTPUT_FORMATS,
     GeneratedImage,
     ImageRequest,
     ImageResult,
@@ -62,16 +60,8 @@ class SandboxProvider(Provider):
 
     type_name: ClassVar[str] = "sandbox"
     requires_credentials: ClassVar[bool] = False
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        operations=frozenset(OPERATIONS),
-        max_input_images=16,
-        supports_mask=True,
-        output_formats=frozenset(OUTPUT_FORMATS),
-        transparent_background=True,
-        supports_seed=True,
-        max_n_per_call=10,
-        native_compression=True,
-    )
+    # Everything the gateway offers (the defaults), compression included.
+    capabilities: ClassVar[Capabilities] = Capabilities(native_compression=True)
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         rendered = await anyio.to_thread.run_sync(_generate, request)
@@ -133,11 +123,8 @@ def _generate(request: ImageRequest) -> _Rendered:
 
 
 def _edit(request: ImageRequest) -> _Rendered:
-    if not request.images:
-        raise InvalidRequest("An edit needs an 'image'.", param="image")
     fmt = _format(request)
-    source = decode(request.images[0], param="image")
-    size = _output_size(request, source)
+    source, size = _source(request, "An edit needs an 'image'.")
     base = source.convert("RGBA")
     if base.size != size:
         base = base.resize(size, Image.Resampling.LANCZOS)
@@ -158,11 +145,8 @@ def _edit(request: ImageRequest) -> _Rendered:
 
 
 def _variation(request: ImageRequest) -> _Rendered:
-    if not request.images:
-        raise InvalidRequest("A variation needs an 'image'.", param="image")
     fmt = _format(request)
-    source = decode(request.images[0], param="image")
-    size = _output_size(request, source)
+    source, size = _source(request, "A variation needs an 'image'.")
     digest = hashlib.sha256(request.images[0].data).hexdigest()
     keep_alpha = has_alpha(source)
     outputs = []
@@ -186,8 +170,12 @@ def _seeds(request: ImageRequest) -> range:
     return range(first, first + request.n)
 
 
-def _output_size(request: ImageRequest, source: Image.Image) -> tuple[int, int]:
-    return source.size if request.size == "auto" else (request.width, request.height)
+def _source(request: ImageRequest, missing: str) -> tuple[Image.Image, tuple[int, int]]:
+    """The first input image, decoded, and the output size: the input's for ``auto``."""
+    if not request.images:
+        raise InvalidRequest(missing, param="image")
+    source = decode(request.images[0], param="image")
+    return source, source.size if request.size == "auto" else (request.width, request.height)
 
 
 def _encode_all(

@@ -36,21 +36,18 @@ from typing import Any, ClassVar
 
 import anyio.to_thread
 import httpx
-import orjson
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
-from imagegate.media.images import decode
-from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_white_means_edit
+from imagegate.providers._shared.answers import error_json, failure, json_object, refusal
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
-    fan_out,
     image_from_b64,
     nearest_aspect_ratio,
-    retry_after,
-    upstream_error,
+    white_edit_mask,
 )
+from imagegate.providers._shared.inputs import auth_headers, fan_out_numbered, refuse_mask
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.stability.ai"
@@ -67,19 +64,13 @@ class StabilityProvider(Provider):
     """Stable Image Core / Ultra, Stable Diffusion 3.5 and inpainting via Stability AI."""
 
     type_name: ClassVar[str] = "stability"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=1,
-        supports_mask=True,
-        output_formats=frozenset({"png", "jpeg", "webp"}),
         transparent_background=False,
-        supports_seed=True,
         max_n_per_call=1,
     )
-
-    @property
-    def base_url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         if upstream_model == "inpaint":
@@ -109,13 +100,11 @@ class StabilityProvider(Provider):
                 fields["grow_mask"] = request.extra["grow_mask"]
             files = [_file("image", image), ("mask", ("mask.png", mask, "image/png"))]
             return await self._run(request, upstream_model, _INPAINT, fields, files)
-        if request.mask is not None:
-            raise InvalidRequest(
-                f"Stability '{upstream_model}' edits the whole image and takes no mask; use "
-                "the inpainting model for masked edits.",
-                param="mask",
-                code="unsupported_parameter",
-            )
+        refuse_mask(
+            request,
+            f"Stability '{upstream_model}' edits the whole image and takes no mask; use "
+            "the inpainting model for masked edits.",
+        )
         if not upstream_model.startswith(_IMAGE_TO_IMAGE):
             raise InvalidRequest(
                 f"Stability '{upstream_model}' does not take input images.",
@@ -153,63 +142,44 @@ class StabilityProvider(Provider):
         fields: dict[str, Any],
         files: list[_Part],
     ) -> ImageResult:
-        indexes = iter(range(request.n))
 
-        async def one(_: int) -> list[GeneratedImage]:
+        async def one(index: int, _: int) -> list[GeneratedImage]:
             # One image per call: call i uses seed + i so n seeded images differ.
-            index = next(indexes)
             values = {**fields, "seed": fields["seed"] + index} if "seed" in fields else fields
             parts: list[_Part] = [(k, (None, _form_value(v), None)) for k, v in values.items()]
             return [await self._one(path, parts + files)]
 
-        images = await fan_out(request.n, 1, one)
+        images = await fan_out_numbered(request.n, 1, one)
         return ImageResult(images=images, upstream_model=upstream_model)
 
     async def _one(self, path: str, parts: list[_Part]) -> GeneratedImage:
-        headers = {"Accept": "application/json"}
-        key = self.config.resolved_api_key()
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
+        headers = auth_headers(self.config.resolved_api_key(), json_body=False)
         response = await self.context.http.post(
             f"{self.base_url}{path}", files=parts, headers=headers, timeout=self.config.timeout_s
         )
-        if response.status_code >= 400:
-            raise self._error(response)
-        try:
-            payload = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        if not isinstance(payload, dict):
-            raise bad_upstream(self.id, "returned a JSON value that is not an object")
+        payload = json_object(self.id, response, self._error)
         if payload.get("finish_reason") == "CONTENT_FILTERED":
-            raise upstream_error(
-                self.id, 400, "the output was flagged by content moderation", content_policy=True
-            )
+            raise refusal(self.id, "the output was flagged by content moderation")
         b64 = payload.get("image")
         if not isinstance(b64, str) or not b64:
             raise bad_upstream(self.id, "returned no image")
         return image_from_b64(self.id, b64)
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        try:
-            body = orjson.loads(response.content)
-        except orjson.JSONDecodeError:
-            body = None
+        body = error_json(response)
         body = body if isinstance(body, dict) else {}
         name = body.get("name") if isinstance(body.get("name"), str) else None
         errors = body.get("errors")
         texts = [str(e) for e in errors] if isinstance(errors, list) else []
-        message = ("; ".join(texts) or name or response.reason_phrase or "error")[:500]
-        status = response.status_code
+        message = "; ".join(texts) or name or response.reason_phrase or "error"
         # Errors name their field ("model: ..."); ``model`` is the catalog's upstream id,
         # never the caller's, so a rejected one is ours and that model is gone.
         model_rejected = any(t.startswith("model:") for t in texts)
-        return upstream_error(
+        return failure(
             self.id,
-            status,
+            response,
             message,
             code="model_not_found" if model_rejected else None,
-            retry_after_s=retry_after(response),
             content_policy=name == "content_moderation",
             ours=model_rejected,
         )
@@ -231,16 +201,5 @@ def _form_value(value: Any) -> str:
 
 def _white_mask(image: InputImage, mask: InputImage | None) -> bytes:
     """A white-means-edit PNG the size of ``image`` (Stability's inpaint convention)."""
-    if mask is not None:
-        region = edit_region(decode(mask, param="mask"), (image.width, image.height))
-    else:
-        found = edit_region_from_image_alpha(decode(image))
-        if found is None:
-            raise InvalidRequest(
-                "Inpainting needs a mask, or an image whose transparent pixels mark the area "
-                "to edit.",
-                param="mask",
-                code="missing_required_parameter",
-            )
-        region = found
-    return to_white_means_edit(region)
+    missing = "Inpainting needs a mask, or an image whose transparent pixels mark the area to edit."
+    return white_edit_mask(image, mask, missing=missing)

@@ -34,23 +34,17 @@ from collections.abc import Awaitable
 from typing import Any
 
 import httpx
-import orjson
 
-from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.errors import UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
+from imagegate.providers._shared.answers import OpenAIStyleError, item_image, post_for_data
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
-    data_items,
     data_url,
     fan_out,
-    image_from_b64,
-    image_from_bytes,
-    json_reply,
-    post_json,
-    retry_after,
-    upstream_error,
 )
+from imagegate.providers._shared.inputs import limit_images, refuse_mask
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
@@ -72,39 +66,32 @@ _POLICY_WORDS = ("nsfw", "unsafe content", "content policy", "safety filter", "m
 
 class TogetherProvider(Provider):
     type_name = "together"
+    default_base_url = DEFAULT_BASE_URL
     capabilities = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=MAX_INPUT_IMAGES,
         supports_mask=False,
         output_formats=frozenset({"png", "jpeg"}),
         transparent_background=False,
-        supports_seed=True,
         max_n_per_call=MAX_N_PER_CALL,
     )
-
-    @property
-    def base_url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         body = self._body(request, upstream_model)
         return await self._run(request, body, upstream_model)
 
     async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
-        if request.mask is not None:
-            raise InvalidRequest(
-                f"Provider '{self.id}' does not accept a mask: Kontext edits follow the "
-                "prompt over the whole image.",
-                param="mask",
-                code="unsupported_parameter",
-            )
-        if len(request.images) > MAX_INPUT_IMAGES:
-            raise InvalidRequest(
-                f"Provider '{self.id}' accepts at most {MAX_INPUT_IMAGES} input image for "
-                f"edits; got {len(request.images)}.",
-                param="image",
-                code="too_many_images",
-            )
+        refuse_mask(
+            request,
+            f"Provider '{self.id}' does not accept a mask: Kontext edits follow the "
+            "prompt over the whole image.",
+        )
+        limit_images(
+            request,
+            MAX_INPUT_IMAGES,
+            f"Provider '{self.id}' accepts at most {MAX_INPUT_IMAGES} input image for "
+            f"edits; got {len(request.images)}.",
+        )
         body = self._body(request, upstream_model)
         body["image_url"] = data_url(request.images[0].data, request.images[0].mime_type)
         return await self._run(request, body, upstream_model)
@@ -168,58 +155,12 @@ class TogetherProvider(Provider):
         return await self._post(payload)
 
     async def _post(self, payload: dict[str, Any]) -> list[GeneratedImage]:
-        response = await post_json(
-            self.context.http,
-            f"{self.base_url}/images/generations",
-            payload,
-            api_key=self.config.resolved_api_key(),
-            timeout_s=self.config.timeout_s,
-        )
-        if response.status_code >= 400:
-            raise self._error(response)
-        items = data_items(self.id, json_reply(self.id, response))
-        return [await self._image(item) for item in items]
-
-    async def _image(self, item: Any) -> GeneratedImage:
-        if not isinstance(item, dict):
-            raise bad_upstream(self.id, "returned a malformed image entry")
-        if isinstance(item.get("b64_json"), str):
-            return image_from_b64(self.id, item["b64_json"])
-        if isinstance(item.get("url"), str):
-            return image_from_bytes(self.id, await self._fetch(item["url"]))
-        raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
-
-    async def _fetch(self, url: str) -> bytes:
-        """Download a result URL; failing to is the upstream's fault, so fail over."""
-        try:
-            return await self.context.fetch_url(url)
-        except GatewayError as exc:
-            raise bad_upstream(self.id, f"result URL could not be fetched: {exc.message}") from exc
+        url = f"{self.base_url}/images/generations"
+        items = await post_for_data(self, url, payload, self._error)
+        return [await item_image(self.id, self.context.fetch_url, item) for item in items]
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        error = _error_body(response)
-        message = str(error.get("message") or response.reason_phrase or "error")[:500]
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        param = error.get("param") if isinstance(error.get("param"), str) else None
+        error = OpenAIStyleError.read(response, flat=True)
         status = response.status_code
-        policy = 400 <= status < 500 and any(w in message.lower() for w in _POLICY_WORDS)
-        return upstream_error(
-            self.id,
-            status,
-            message,
-            code=code,
-            param=param,
-            retry_after_s=retry_after(response),
-            content_policy=policy,
-        )
-
-
-def _error_body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return {}
-    error = body.get("error") if isinstance(body, dict) else None
-    if isinstance(error, dict):
-        return error
-    return {"message": error} if isinstance(error, str) else {}
+        policy = 400 <= status < 500 and any(w in error.message.lower() for w in _POLICY_WORDS)
+        return error.upstream(self.id, response, content_policy=policy)

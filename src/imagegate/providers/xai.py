@@ -32,22 +32,23 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import orjson
 
-from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.errors import UpstreamError
+from imagegate.core.size import Size
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
+from imagegate.providers._shared.answers import (
+    error_json,
+    failure,
+    item_image,
+    post_for_data,
+    refusal,
+)
 from imagegate.providers._shared.common import (
     bad_upstream,
-    data_items,
     data_url,
-    image_from_b64,
-    image_from_bytes,
-    json_reply,
     nearest_aspect_ratio,
-    post_json,
-    retry_after,
-    upstream_error,
 )
+from imagegate.providers._shared.inputs import limit_images, refuse_mask
 from imagegate.providers.base import Capabilities, Provider
 
 DEFAULT_BASE_URL = "https://api.x.ai/v1"
@@ -77,6 +78,7 @@ _CREDIT_WORDS = ("used all available credits", "spending limit")
 
 class XAIProvider(Provider):
     type_name = "xai"
+    default_base_url = DEFAULT_BASE_URL
     capabilities = Capabilities(
         operations=frozenset({"generate", "edit"}),
         max_input_images=MAX_INPUT_IMAGES,
@@ -87,29 +89,22 @@ class XAIProvider(Provider):
         max_n_per_call=MAX_N,
     )
 
-    @property
-    def base_url(self) -> str:
-        return (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
-
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         body = self._body(request, upstream_model, aspect=True)
         return await self._collect("/images/generations", body, request.n, upstream_model)
 
     async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
-        if request.mask is not None:
-            raise InvalidRequest(
-                f"Provider '{self.id}' does not accept a mask: xAI edits follow the prompt "
-                "over the whole image.",
-                param="mask",
-                code="unsupported_parameter",
-            )
-        if len(request.images) > MAX_INPUT_IMAGES:
-            raise InvalidRequest(
-                f"Provider '{self.id}' accepts at most {MAX_INPUT_IMAGES} input images for "
-                f"edits; got {len(request.images)}.",
-                param="image",
-                code="too_many_images",
-            )
+        refuse_mask(
+            request,
+            f"Provider '{self.id}' does not accept a mask: xAI edits follow the prompt "
+            "over the whole image.",
+        )
+        limit_images(
+            request,
+            MAX_INPUT_IMAGES,
+            f"Provider '{self.id}' accepts at most {MAX_INPUT_IMAGES} input images for "
+            f"edits; got {len(request.images)}.",
+        )
         sources = [
             {"type": "image_url", "url": data_url(img.data, img.mime_type)}
             for img in request.images
@@ -132,7 +127,7 @@ class XAIProvider(Provider):
                 body["aspect_ratio"] = nearest_aspect_ratio(
                     request.width, request.height, ASPECT_RATIOS
                 )
-            pixels = request.width * request.height
+            pixels = Size(request.width, request.height).pixels
             body["resolution"] = "2k" if pixels > TWO_K_ABOVE_PIXELS else "1k"
         if request.user:
             body["user"] = request.user
@@ -150,40 +145,16 @@ class XAIProvider(Provider):
         return ImageResult(images=images[:n], upstream_model=upstream_model)
 
     async def _post(self, path: str, payload: dict[str, Any]) -> list[GeneratedImage]:
-        response = await post_json(
-            self.context.http,
-            f"{self.base_url}{path}",
-            payload,
-            api_key=self.config.resolved_api_key(),
-            timeout_s=self.config.timeout_s,
-        )
-        if response.status_code >= 400:
-            raise self._error(response)
-        items = data_items(self.id, json_reply(self.id, response))
+        items = await post_for_data(self, f"{self.base_url}{path}", payload, self._error)
         return [await self._image(item) for item in items]
 
-    async def _image(self, item: Any) -> GeneratedImage:
-        if not isinstance(item, dict):
-            raise bad_upstream(self.id, "returned a malformed image entry")
-        revised = item.get("revised_prompt")
-        revised = revised if isinstance(revised, str) else None
-        if isinstance(item.get("b64_json"), str) and item["b64_json"]:
-            return image_from_b64(self.id, item["b64_json"], revised_prompt=revised)
-        if isinstance(item.get("url"), str) and item["url"]:
-            data = await self._fetch(item["url"])
-            return image_from_bytes(self.id, data, revised_prompt=revised)
-        if item.get("respect_moderation") is False:
-            raise upstream_error(
-                self.id, 400, "the image was withheld by xAI's moderation", content_policy=True
-            )
-        raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
+    async def _image(self, item: object) -> GeneratedImage:
+        return await item_image(self.id, self.context.fetch_url, item, self._missing)
 
-    async def _fetch(self, url: str) -> bytes:
-        """Download a result URL; failing to is the upstream's fault, so fail over."""
-        try:
-            return await self.context.fetch_url(url)
-        except GatewayError as exc:
-            raise bad_upstream(self.id, f"result URL could not be fetched: {exc.message}") from exc
+    def _missing(self, item: dict[str, Any]) -> UpstreamError:
+        if item.get("respect_moderation") is False:
+            return refusal(self.id, "the image was withheld by xAI's moderation")
+        return bad_upstream(self.id, "returned an image with neither b64_json nor url")
 
     def _error(self, response: httpx.Response) -> UpstreamError:
         message, code = _error_fields(response)
@@ -197,12 +168,12 @@ class XAIProvider(Provider):
             # "A model specified in a POST request body was not found" (docs.x.ai
             # "Debugging Errors"); our paths are fixed, so the model is what is gone.
             code = "model_not_found"
-        error = upstream_error(
+        error = failure(
             self.id,
-            status,
+            response,
             message,
+            status=status,
             code=code,
-            retry_after_s=retry_after(response),
             content_policy=policy,
             ours=any(w in lowered for w in _CREDIT_WORDS),
         )
@@ -213,10 +184,7 @@ class XAIProvider(Provider):
 def _error_fields(response: httpx.Response) -> tuple[str | None, str | None]:
     """``(message, code)`` from either error shape xAI uses; the code only if it is a
     machine-readable token (the flat shape's ``code`` is a sentence)."""
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return None, None
+    body = error_json(response)
     if not isinstance(body, dict):
         return None, None
     error = body.get("error")

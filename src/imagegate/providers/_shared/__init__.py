@@ -1,1 +1,3 @@
-"""Mechanics shared by the adapters (errors, image decoding, masks, polling)."""
+"""Mechanics shared by the adapters, one place each: ``common`` (error classification,
+image decoding, fan-out, masks), ``answers`` (JSON objects, failure bodies, output URLs),
+``inputs`` (edit checks, headers, per-model overrides) and ``tasks`` (polling)."""

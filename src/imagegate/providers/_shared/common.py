@@ -295,15 +295,21 @@ def data_url(data: bytes, mime_type: str) -> str:
     return f"data:{mime_type};base64,{base64.b64encode(data).decode('ascii')}"
 
 
-def white_edit_mask(image: InputImage, mask: InputImage | None) -> bytes:
+def white_edit_mask(
+    image: InputImage, mask: InputImage | None, *, missing: str | None = None
+) -> bytes:
     """The edit region as a white-means-edit PNG at the image's size (Stability, BFL, fal,
-    Replicate). Without a mask: the image's transparent pixels, else the whole image."""
+    Replicate). Without a mask: the image's transparent pixels, else the whole image, or,
+    where the model must have a region (``missing`` given), a 400 with that message."""
     size = (image.width, image.height)
     region: Image.Image | None
     if mask is not None:
         region = edit_region(decode(mask, param="mask"), size)
     else:
-        region = edit_region_from_image_alpha(decode(image)) or Image.new("L", size, 255)
+        region = edit_region_from_image_alpha(decode(image))
+        if region is None and missing is not None:
+            raise InvalidRequest(missing, param="mask", code="missing_required_parameter")
+        region = region or Image.new("L", size, 255)
     return to_white_means_edit(region)
 
 

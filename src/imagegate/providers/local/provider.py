@@ -30,8 +30,6 @@ from PIL import Image
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import (
-    OPERATIONS,
-    OUTPUT_FORMATS,
     GeneratedImage,
     ImageRequest,
     ImageResult,
@@ -73,15 +71,9 @@ class LocalProvider(Provider):
 
     type_name: ClassVar[str] = "local"
     requires_credentials: ClassVar[bool] = False
+    # The defaults (every operation and format) but one input image and no transparency.
     capabilities: ClassVar[Capabilities] = Capabilities(
-        operations=frozenset(OPERATIONS),
-        max_input_images=1,
-        supports_mask=True,
-        output_formats=frozenset(OUTPUT_FORMATS),
-        transparent_background=False,
-        supports_seed=True,
-        max_n_per_call=10,
-        native_compression=True,
+        max_input_images=1, transparent_background=False, native_compression=True
     )
 
     def __init__(self, config: ProviderConfig, context: ProviderContext) -> None:

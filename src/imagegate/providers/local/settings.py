@@ -25,12 +25,10 @@ DEVICES = ("auto", "cpu", "cuda", "mps")
 DTYPES = ("auto", "float16", "bfloat16", "float32")
 
 
-class LocalOptionsError(ValueError):
-    """A bad option under a ``local`` provider entry; the message names the key."""
-
-
 @dataclass(frozen=True, slots=True)
 class ModelDefaults:
+    """Diffusion settings of one model (or of all, under the entry itself)."""
+
     steps: int = 30
     guidance_scale: float = 7.5
     strength: float = 0.75
@@ -48,6 +46,10 @@ class LocalOptions:
 
     def for_model(self, upstream_model: str) -> ModelDefaults:
         return self.models.get(upstream_model, self.defaults)
+
+
+class LocalOptionsError(ValueError):
+    """A bad option under a ``local`` provider entry; the message names the key."""
 
 
 def parse_options(provider_id: str, raw: dict[str, Any]) -> LocalOptions:

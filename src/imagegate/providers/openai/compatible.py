@@ -13,27 +13,13 @@ from typing import Any
 import httpx
 import orjson
 
-from imagegate.core.errors import GatewayError, UpstreamError
-from imagegate.core.types import (
-    GeneratedImage,
-    ImageRequest,
-    ImageResult,
-    InputImage,
-    TokenUsage,
-)
-from imagegate.providers._shared.common import (
-    bad_upstream,
-    caller_fields,
-    data_items,
-    image_from_b64,
-    image_from_bytes,
-    json_reply,
-    post_json,
-    retry_after,
-    upstream_error,
-)
+from imagegate.core.errors import UpstreamError
+from imagegate.core.types import ImageRequest, ImageResult, TokenUsage
+from imagegate.providers._shared.answers import OpenAIStyleError, item_image
+from imagegate.providers._shared.common import caller_fields, data_items, json_reply
+from imagegate.providers._shared.inputs import auth_headers, post_body
 from imagegate.providers.base import Capabilities, Provider
-from imagegate.providers.openai.wire import _error_body
+from imagegate.providers.openai.wire import _file
 
 _PASSTHROUGH = (
     "quality",
@@ -60,7 +46,7 @@ class OpenAICompatibleProvider(Provider):
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         body = self._fields(request, upstream_model)
         body["prompt"] = request.prompt
-        return await self._post("/images/generations", request, json_body=body)
+        return await self._post("/images/generations", body)
 
     async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         fields = self._fields(request, upstream_model)
@@ -69,12 +55,12 @@ class OpenAICompatibleProvider(Provider):
         files = [(key, _file(img)) for img in request.images]
         if request.mask is not None:
             files.append(("mask", _file(request.mask)))
-        return await self._post("/images/edits", request, form=fields, files=files)
+        return await self._post("/images/edits", fields, files)
 
     async def variation(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         fields = self._fields(request, upstream_model)
         files = [("image", _file(request.images[0]))]
-        return await self._post("/images/variations", request, form=fields, files=files)
+        return await self._post("/images/variations", fields, files)
 
     def _fields(self, request: ImageRequest, upstream_model: str) -> dict[str, Any]:
         fields: dict[str, Any] = {"model": upstream_model, "n": request.n, "size": request.size}
@@ -92,72 +78,33 @@ class OpenAICompatibleProvider(Provider):
         return fields
 
     async def _post(
-        self,
-        path: str,
-        request: ImageRequest,
-        *,
-        json_body: dict[str, Any] | None = None,
-        form: dict[str, Any] | None = None,
-        files: list[tuple[str, tuple[str, bytes, str]]] | None = None,
+        self, path: str, fields: dict[str, Any], files: list[tuple[str, Any]] | None = None
     ) -> ImageResult:
-        key = self.config.resolved_api_key()
-        url = f"{self.config.base_url}{path}"
-        if json_body is not None:
-            response = await post_json(
-                self.context.http, url, json_body, api_key=key, timeout_s=self.config.timeout_s
-            )
-        else:
-            headers = {"Accept": "application/json"}
-            if key:
-                headers["Authorization"] = f"Bearer {key}"
-            data = {k: _form_value(v) for k, v in (form or {}).items()}
-            response = await self.context.http.post(
-                url, data=data, files=files, headers=headers, timeout=self.config.timeout_s
-            )
+        """One call: JSON fields, or (with ``files``) a multipart form."""
+        form = None if files is None else {k: _form_value(v) for k, v in fields.items()}
+        response = await post_body(
+            self.context.http,
+            f"{self.config.base_url}{path}",
+            headers=auth_headers(self.config.resolved_api_key(), json_body=False),
+            timeout_s=self.config.timeout_s,
+            json_body=fields if files is None else None,
+            form=form,
+            files=files,
+        )
         if response.status_code >= 400:
             raise self._error(response)
         payload = json_reply(self.id, response)
         items = data_items(self.id, payload)
         assert isinstance(payload, dict)  # data_items found a list under "data"
         return ImageResult(
-            images=[await self._image(item) for item in items],
+            images=[await item_image(self.id, self.context.fetch_url, i) for i in items],
             usage=_usage(payload.get("usage")),
             quality=payload.get("quality"),
             background=payload.get("background"),
         )
 
-    async def _image(self, item: Any) -> GeneratedImage:
-        if not isinstance(item, dict):
-            raise bad_upstream(self.id, "returned a malformed image entry")
-        revised = item.get("revised_prompt")
-        if isinstance(item.get("b64_json"), str):
-            return image_from_b64(self.id, item["b64_json"], revised_prompt=revised)
-        if isinstance(item.get("url"), str):
-            try:
-                data = await self.context.fetch_url(item["url"])
-            except GatewayError as exc:  # a dead result URL is the upstream's failure
-                message = f"result URL could not be fetched: {exc.message}"
-                raise bad_upstream(self.id, message) from exc
-            return image_from_bytes(self.id, data, revised_prompt=revised)
-        raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
-
     def _error(self, response: httpx.Response) -> UpstreamError:
-        error = _error_body(response)
-        message = error.get("message") if isinstance(error.get("message"), str) else None
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-        param = error.get("param") if isinstance(error.get("param"), str) else None
-        return upstream_error(
-            self.id,
-            response.status_code,
-            (message or response.reason_phrase or "error")[:500],
-            code=code,
-            param=param,
-            retry_after_s=retry_after(response),
-        )
-
-
-def _file(image: InputImage) -> tuple[str, bytes, str]:
-    return (f"{image.filename or 'image'}.{image.format}", image.data, image.mime_type)
+        return OpenAIStyleError.read(response).upstream(self.id, response)
 
 
 def _usage(raw: Any) -> TokenUsage | None:

@@ -41,7 +41,7 @@ unrecognised arguments and that would turn a portable request into a 400.
 from __future__ import annotations
 
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any, ClassVar, Literal
 
 import anyio.to_thread
@@ -50,6 +50,7 @@ import orjson
 from PIL import Image, ImageOps
 
 from imagegate.core.errors import GatewayError, InvalidRequest, UpstreamError
+from imagegate.core.size import Size
 from imagegate.core.types import (
     OPERATIONS,
     OUTPUT_FORMATS,
@@ -62,18 +63,18 @@ from imagegate.core.types import (
 )
 from imagegate.media.images import decode, encode
 from imagegate.media.mask import edit_region
+from imagegate.providers._shared.answers import OpenAIStyleError
 from imagegate.providers._shared.common import (
     bad_upstream,
     fan_out,
     image_from_b64,
     image_from_bytes,
     nearest_aspect_ratio,
-    upstream_error,
 )
+from imagegate.providers._shared.inputs import post_body
 from imagegate.providers.base import Capabilities, Provider
 from imagegate.providers.openai.stream import image_stream_events
 from imagegate.providers.openai.wire import (
-    _error_body,
     _file,
     _form_value,
     _json,
@@ -85,8 +86,8 @@ from imagegate.providers.openai.wire import (
 )
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
-GPT_IMAGE_SIZES = ("1024x1024", "1536x1024", "1024x1536")
-DALLE3_SIZES = ("1024x1024", "1792x1024", "1024x1792")
+GPT_IMAGE_SIZES = (Size(1024, 1024), Size(1536, 1024), Size(1024, 1536))
+DALLE3_SIZES = (Size(1024, 1024), Size(1792, 1024), Size(1024, 1792))
 DALLE2_SIDES = (256, 512, 1024)
 MAX_GPT_IMAGE_INPUTS = 16
 MAX_N_PER_CALL = 10
@@ -108,23 +109,24 @@ def model_family(model: str) -> Family:
 def upstream_size(model: str, request: ImageRequest) -> str:
     """The ``size`` to send for ``model`` (see the module docstring for the rule)."""
     family = model_family(model)
-    width, height = request.width, request.height
+    wanted = Size(request.width, request.height)
     if family == "gpt-image":
         if request.size == "auto":
             return "auto"
         if model.lower().startswith("gpt-image-2"):
-            return f"{width}x{height}"
-        return _nearest_size(GPT_IMAGE_SIZES, width, height)
+            return str(wanted)
+        return str(_nearest_shape(GPT_IMAGE_SIZES, wanted))
     if family == "dall-e-3":
-        return _nearest_size(DALLE3_SIZES, width, height)
-    target = math.sqrt(width * height)
+        return str(_nearest_shape(DALLE3_SIZES, wanted))
+    target = math.sqrt(wanted.pixels)
     side = min(DALLE2_SIDES, key=lambda s: abs(math.log(s / target)))
-    return f"{side}x{side}"
+    return str(Size(side, side))
 
 
-def _nearest_size(sizes: Sequence[str], width: int, height: int) -> str:
-    ratio = nearest_aspect_ratio(width, height, [s.replace("x", ":") for s in sizes])
-    return ratio.replace(":", "x")
+def _nearest_shape(sizes: Sequence[Size], wanted: Size) -> Size:
+    """The listed size nearest to ``wanted`` in aspect ratio (compared in log space)."""
+    by_ratio = {f"{size.width}:{size.height}": size for size in sizes}
+    return by_ratio[nearest_aspect_ratio(wanted.width, wanted.height, list(by_ratio))]
 
 
 def openai_mask(mask: InputImage, image: InputImage) -> bytes:
@@ -141,6 +143,7 @@ class OpenAIProvider(Provider):
     ``OpenAI-Organization`` / ``OpenAI-Project`` headers, as the SDK does)."""
 
     type_name: ClassVar[str] = "openai"
+    default_base_url: ClassVar[str] = DEFAULT_BASE_URL
     capabilities: ClassVar[Capabilities] = Capabilities(
         operations=frozenset(OPERATIONS),
         max_input_images=MAX_GPT_IMAGE_INPUTS,
@@ -160,25 +163,13 @@ class OpenAIProvider(Provider):
     # -- operations -------------------------------------------------------------------
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
-        model = upstream_model
-        fields = self._fields(request, model, "generate")
+        fields = self._fields(request, upstream_model, "generate")
         fields["prompt"] = request.prompt
-
-        async def call(k: int) -> list[ImageResult]:
-            body = {**fields, "n": k}
-            return [await self._send("generations", upstream_model, json_body=body)]
-
-        return await self._fan_out(request.n, model, call)
+        return await self._fan_out(request.n, upstream_model, "generations", fields)
 
     async def edit(self, request: ImageRequest, upstream_model: str) -> ImageResult:
-        model = upstream_model
-        fields, files = await self._edit_parts(request, model)
-
-        async def call(k: int) -> list[ImageResult]:
-            form = {**fields, "n": k}
-            return [await self._send("edits", upstream_model, form=form, files=files)]
-
-        return await self._fan_out(request.n, model, call)
+        fields, files = await self._edit_parts(request, upstream_model)
+        return await self._fan_out(request.n, upstream_model, "edits", fields, files)
 
     async def _edit_parts(
         self, request: ImageRequest, model: str
@@ -216,12 +207,7 @@ class OpenAIProvider(Provider):
             raise _unsupported(self.id, model, "variations")
         fields = self._fields(request, model, "variation")
         files = [("image", _file(request.images[0]))]
-
-        async def call(k: int) -> list[ImageResult]:
-            form = {**fields, "n": k}
-            return [await self._send("variations", upstream_model, form=form, files=files)]
-
-        return await self._fan_out(request.n, model, call)
+        return await self._fan_out(request.n, model, "variations", fields, files)
 
     async def stream(
         self, request: ImageRequest, upstream_model: str
@@ -273,8 +259,7 @@ class OpenAIProvider(Provider):
 
     def url(self, operation: str, upstream_model: str) -> tuple[str, dict[str, str]]:
         """The URL and query parameters of ``/images/<operation>``."""
-        base = (self.config.base_url or DEFAULT_BASE_URL).rstrip("/")
-        return f"{base}/images/{operation}", {}
+        return f"{self.base_url}/images/{operation}", {}
 
     def auth_headers(self) -> dict[str, str]:
         headers = {"Authorization": f"Bearer {self.config.resolved_api_key() or ''}"}
@@ -343,37 +328,41 @@ class OpenAIProvider(Provider):
         return None
 
     async def _fan_out(
-        self, n: int, model: str, call: Callable[[int], Awaitable[list[ImageResult]]]
+        self,
+        n: int,
+        model: str,
+        operation: str,
+        fields: dict[str, Any],
+        files: list[FilePart] | None = None,
     ) -> ImageResult:
+        """``n`` images from calls of at most ``max_n_per_call`` (one for dall-e-3)."""
         per_call = 1 if model_family(model) == "dall-e-3" else self.capabilities.max_n_per_call
+
+        async def call(k: int) -> list[ImageResult]:
+            return [await self._send(operation, model, {**fields, "n": k}, files)]
+
         return merge_results(await fan_out(n, per_call, call))
 
     async def _send(
         self,
         operation: str,
         upstream_model: str,
-        *,
-        json_body: dict[str, Any] | None = None,
-        form: dict[str, Any] | None = None,
-        files: list[FilePart] | None = None,
+        fields: dict[str, Any],
+        files: list[FilePart] | None,
     ) -> ImageResult:
+        """One call: JSON fields, or (with ``files``) a multipart form."""
         url, params = self.url(operation, upstream_model)
         headers = {"Accept": "application/json", **self.auth_headers()}
-        timeout = self.config.timeout_s
-        if json_body is not None:
-            headers["Content-Type"] = "application/json"
-            response = await self.context.http.post(
-                url,
-                params=params,
-                content=orjson.dumps(json_body),
-                headers=headers,
-                timeout=timeout,
-            )
-        else:
-            data = {k: _form_value(v) for k, v in (form or {}).items()}
-            response = await self.context.http.post(
-                url, params=params, data=data, files=files, headers=headers, timeout=timeout
-            )
+        response = await post_body(
+            self.context.http,
+            url,
+            params=params,
+            headers=headers,
+            timeout_s=self.config.timeout_s,
+            json_body=fields if files is None else None,
+            form=None if files is None else {k: _form_value(v) for k, v in fields.items()},
+            files=files,
+        )
         if response.status_code >= 400:
             raise self._error(response)
         try:
@@ -413,17 +402,13 @@ class OpenAIProvider(Provider):
         raise bad_upstream(self.id, "returned an image with neither b64_json nor url")
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        error = _error_body(response)
-        message = _str(error.get("message")) or response.reason_phrase or "error"
-        return upstream_error(
+        error = OpenAIStyleError.read(response)
+        return error.upstream(
             self.id,
-            response.status_code,
-            message[:500],
-            code=_str(error.get("code")),
-            param=_str(error.get("param")) or None,
+            response,
             retry_after_s=_retry_after(response),
-            content_policy=self.is_content_policy(error),
+            content_policy=self.is_content_policy(error.fields),
             # OpenAI's billing errors share the type ``insufficient_quota`` whatever the
             # code (developers.openai.com/api/docs/guides/error-codes)
-            ours=_str(error.get("type")) == "insufficient_quota",
+            ours=error.type == "insufficient_quota",
         )

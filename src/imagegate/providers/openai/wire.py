@@ -82,15 +82,6 @@ async def _json(provider_id: str, response: httpx.Response) -> Any:
         raise bad_upstream(provider_id, "returned invalid JSON") from exc
 
 
-def _error_body(response: httpx.Response) -> dict[str, Any]:
-    try:
-        body = orjson.loads(response.content)
-    except orjson.JSONDecodeError:
-        return {}
-    error = body.get("error") if isinstance(body, dict) else None
-    return error if isinstance(error, dict) else {}
-
-
 def _usage(raw: Any) -> TokenUsage | None:
     if not isinstance(raw, dict):
         return None
