@@ -27,9 +27,9 @@ from imagegate_client import (
     Usage,
 )
 from imagegate_client.model_base import Request
+from repo_root import REPO
 
-ROOT = Path(__file__).resolve().parent.parent
-COMMITTED = ROOT / "clients" / "python" / "src" / "imagegate_client" / "generated_models.py"
+COMMITTED = REPO / "clients" / "python" / "src" / "imagegate_client" / "generated_models.py"
 MODELS: dict[Operation, type[Request]] = {
     "generate": ImageGenerationRequest,
     "edit": ImagesEditRequest,
