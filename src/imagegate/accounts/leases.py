@@ -121,14 +121,15 @@ class Lease:
 
 
 def take_lease(
-    conn: Connection, key_id: str, amount_micro: int, worker: str, expires_at: datetime
+    conn: Connection, key_id: str, amount_micro: int, worker: str, ttl: timedelta
 ) -> str | None:
-    """Move ``amount_micro`` from the key's balance into a new lease; None when the
-    balance cannot cover it (or the key has no credit limit)."""
+    """Move ``amount_micro`` from the key's balance into a new lease that expires ``ttl``
+    from now; None when the balance cannot cover it (or the key has no credit limit)."""
     balance = conn.execute(_TAKE_SLICE, {"key_id": key_id, "amount": amount_micro}).scalar()
     if balance is None:
         return None
     lease_id = "lease_" + secrets.token_hex(12)
+    now = utcnow()
     conn.execute(
         insert(CreditLeaseRow),
         {
@@ -138,8 +139,8 @@ def take_lease(
             "amount_micro": amount_micro,
             "charged_micro": 0,
             "status": "open",
-            "created_at": utcnow(),
-            "expires_at": expires_at,
+            "created_at": now,
+            "expires_at": now + ttl,
             "closed_at": None,
         },
     )
@@ -287,6 +288,7 @@ class Leases:
         self._current: dict[str, Lease] = {}  # key id -> the lease new holds come from
         self._draining: dict[str, Lease] = {}  # lease id -> lease with holds still in flight
         self._renewing: dict[str, asyncio.Future[_Renewal]] = {}  # key id -> lease write queued
+        self._short_until: dict[str, float] = {}  # key id -> monotonic end of per-request holds
 
     def open(self) -> list[Lease]:
         """Every lease this worker holds, current or draining."""
@@ -297,24 +299,32 @@ class Leases:
         lease = self._current.get(key_id)
         if lease is None or not lease.can_hold(amount_micro, time.monotonic()):
             return None
-        lease.reserved_micro += amount_micro
-        lease.holds += 1
-        return Hold("lhold_" + secrets.token_hex(12), key_id, amount_micro, generation_id, lease.id)
+        return _hold_from(lease, amount_micro, generation_id)
 
     async def hold(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
         """Hold from a lease, leasing a new slice when needed; a request bigger than a
         slice, or a balance below one, takes a per-request hold instead."""
-        if amount_micro > self.lease_micro:
-            return await self._ledger.hold_in_db(key_id, amount_micro, generation_id)
-        for _ in range(3):  # wait for a lease another request is taking, then try it
+        while True:  # wait for the lease another request is taking, then try it
+            if amount_micro > self.lease_micro or self._short(key_id):
+                return await self._ledger.hold_in_db(key_id, amount_micro, generation_id)
             hold = self.take(key_id, amount_micro, generation_id)
             if hold is not None:
                 return hold
             pending = self._renewing.get(key_id)
             if pending is None:
-                break
+                return await self._renew(key_id, amount_micro, generation_id)
             await asyncio.wait([pending])
-        return await self._renew(key_id, amount_micro, generation_id)
+
+    def _short(self, key_id: str) -> bool:
+        """The last lease write found the balance short of a slice: hold per request
+        (concurrently, batched as without leases) until ``lease_s`` has passed."""
+        until = self._short_until.get(key_id)
+        if until is None:
+            return False
+        if time.monotonic() < until:
+            return True
+        del self._short_until[key_id]
+        return False
 
     async def _renew(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
         """One write: give back the current lease's free remainder (closing it if idle),
@@ -329,7 +339,7 @@ class Leases:
                 close_lease(conn, closing, "returned")
             elif old is not None and returning > 0:
                 give_back(conn, old.id, key_id, returning)
-            lease_id = take_lease(conn, key_id, self.lease_micro, self.worker, utcnow() + ttl)
+            lease_id = take_lease(conn, key_id, self.lease_micro, self.worker, ttl)
             if lease_id is not None:
                 return lease_id, None, None
             try:
@@ -345,17 +355,17 @@ class Leases:
             if self._renewing.get(key_id) is write:
                 del self._renewing[key_id]
         if refused is not None:
+            self._short_until[key_id] = time.monotonic() + self.lease_s
             raise refused
         if lease_id is None:
+            self._short_until[key_id] = time.monotonic() + self.lease_s
             return hold
         fresh = Lease(lease_id, key_id, self.lease_micro, usable_until)
         replaced = self._current.get(key_id)  # a concurrent renewal's lease: retire it
         self._current[key_id] = fresh
         if replaced is not None:
             self._close_later(replaced)
-        held = self.take(key_id, amount_micro, generation_id)
-        assert held is not None  # a fresh slice covers any request no bigger than it
-        return held
+        return _hold_from(fresh, amount_micro, generation_id)  # fits: no bigger than a slice
 
     def _retire(self, lease: Lease | None) -> tuple[str | None, int]:
         """Stop holding from ``lease``: (its id if it can close now, else None; the free
@@ -428,6 +438,13 @@ class Leases:
 
 
 _pending_closes: set[asyncio.Future[int]] = set()  # closes nobody awaits, kept referenced
+
+
+def _hold_from(lease: Lease, amount_micro: int, generation_id: str) -> Hold:
+    lease.reserved_micro += amount_micro
+    lease.holds += 1
+    hold_id = "lhold_" + secrets.token_hex(12)
+    return Hold(hold_id, lease.key_id, amount_micro, generation_id, lease.id)
 
 
 def _closer(lease_id: str) -> Callable[[Connection], int]:
