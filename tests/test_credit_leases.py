@@ -317,23 +317,27 @@ def test_a_crashed_workers_lease_is_reclaimed_after_its_expiry_and_a_late_settle
     assert_books_balance(db)
 
 
-def test_a_lease_past_its_window_is_returned_by_the_sweep_once_idle(db: Database) -> None:
-    key_id = _key(db, 1)
+def test_a_lease_past_its_window_is_returned_by_the_sweep_or_by_its_last_hold(
+    db: Database,
+) -> None:
+    """Past its window an idle lease is closed by the sweep; a busy one takes no new hold
+    and is closed by the settlement of its last one."""
+    busy_key, idle_key = _key(db, 1), _key(db, 1)
     ledger = Ledger(db, hold_ttl_s=60, lease_micro=5 * PRICE, lease_s=0.001)
     assert ledger.leases is not None
 
-    async def run() -> tuple[int, int]:
-        hold = await ledger.hold_async(key_id, PRICE, "gen_a")
-        await asyncio.sleep(0.01)  # the window passes; the hold is still in flight
+    async def run() -> tuple[int, int, int]:
         assert ledger.leases is not None
-        busy = await ledger.leases.return_idle()  # not closed yet: a hold in flight
-        await ledger.settle_async(hold, PRICE, _usage(key_id, "gen_a"))  # its last hold
-        return busy, await ledger.leases.return_idle()
+        await _request(ledger, idle_key, "gen_idle")
+        hold = await ledger.hold_async(busy_key, PRICE, "gen_a")
+        await asyncio.sleep(0.01)  # both windows pass; one hold is still in flight
+        swept = await ledger.leases.return_idle()  # the idle lease only
+        await ledger.settle_async(hold, PRICE, _usage(busy_key, "gen_a"))  # its last hold
+        return swept, len(ledger.leases.open()), await ledger.leases.return_idle()
 
-    assert asyncio.run(run()) == (0, 0)
-    (lease,) = _rows(db, CreditLeaseRow)
-    assert lease.status == "returned"
-    assert ledger.balance(key_id) == 1_000_000 - PRICE
+    assert asyncio.run(run()) == (1, 0, 0)
+    assert [lease.status for lease in _rows(db, CreditLeaseRow)] == ["returned", "returned"]
+    assert ledger.balance(busy_key) == ledger.balance(idle_key) == 1_000_000 - PRICE
     ledger.close()
     assert_books_balance(db)
 
@@ -415,3 +419,70 @@ def test_a_bad_lease_key_is_refused_naming_it(tmp_path: Path, line: str, named: 
     config.write_text(f"credits: {line}\n")
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_settings(config)
+
+
+GATEWAY_CONFIG = """
+providers:
+  - {{id: up, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
+models:
+  - id: test/priced
+    operations: [generate]
+    sizes: [256x256]
+    endpoints:
+      - {{provider: up, upstream_model: up-m, pricing: {{per_image: 0.01}}}}
+credits: {{lease_usd: 0.05}}
+"""
+
+
+@pytest.mark.postgres
+def test_two_gateway_workers_with_leases_serve_and_return_every_slice(
+    tmp_path: Path, pg_url: str
+) -> None:
+    """`serve --workers 2` with 0.05 slices: 300 requests over 4 keys at c=32 all served
+    and charged once, far fewer key writes than requests, and after shutdown no lease
+    open and the books balanced with every upstream call on them."""
+    import httpx
+
+    from fakes.openai_images import FakeOpenAI, serve_fake
+    from gateway import ADMIN_KEY, run_gateway
+
+    env = {"IMAGEGATE_DATABASE_URL": pg_url}
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    with serve_fake(FakeOpenAI(delay_s=0.02)) as up:
+        config = GATEWAY_CONFIG.format(url=up.url)
+        with run_gateway(tmp_path, config, env=env, serve_args=["--workers", "2"]) as gw:
+            keys = [
+                httpx.post(
+                    f"{gw.v1}/admin/keys", json={"name": "u", "credits": 10}, headers=admin
+                ).json()["key"]
+                for _ in range(4)
+            ]
+
+            async def load() -> Counter[int]:
+                gate = asyncio.Semaphore(32)
+                async with httpx.AsyncClient(timeout=60) as client:
+
+                    async def one(i: int) -> int:
+                        async with gate:
+                            response = await client.post(
+                                f"{gw.v1}/images/generations",
+                                json={"model": "test/priced", "prompt": "p", "size": "256x256"},
+                                headers={"Authorization": f"Bearer {keys[i % 4]}"},
+                            )
+                            return response.status_code
+
+                    return Counter(await asyncio.gather(*(one(i) for i in range(300))))
+
+            statuses = asyncio.run(load())
+    assert statuses == Counter({200: 300}), statuses
+    db = Database(pg_url)
+    try:
+        leases = _rows(db, CreditLeaseRow)
+        assert leases and all(lease.status == "returned" for lease in leases)
+        assert len(leases) <= 300 // 5  # 5 requests per slice at least: ≤ 1 write in 5
+        assert _rows(db, CreditHoldRow) == []
+        summary = assert_books_balance(db, upstream_calls=len(up.calls))
+        assert summary.upstream_calls == 300
+        assert summary.charged_micro == 300 * PRICE
+    finally:
+        db.dispose()
