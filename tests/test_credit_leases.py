@@ -179,6 +179,45 @@ def test_a_balance_one_micro_short_of_a_slice_holds_per_request(db: Database) ->
     assert_books_balance(db)
 
 
+def test_a_request_that_does_not_fit_gives_the_remainder_back_in_the_same_write(
+    db: Database,
+) -> None:
+    """Balance 0.06, slices of 0.05, holds of 0.02: two fit the slice; the third gives the
+    unreserved 0.01 back and, the balance (0.02) being short of a slice, holds it per
+    request, in one transaction: the key is drained to exactly zero."""
+    key_id = _key(db, 0.06)
+    ledger = Ledger(db, hold_ttl_s=60, lease_micro=5 * PRICE, lease_s=600)
+
+    async def run() -> list[Hold | None]:
+        return [await ledger.hold_async(key_id, 2 * PRICE, f"gen_{i}") for i in range(3)]
+
+    with _key_writes(db) as writes:
+        holds = asyncio.run(run())
+    assert [h is not None and h.lease_id is not None for h in holds] == [True, True, False]
+    assert ledger.balance(key_id) == 0
+    # The lease; then in one transaction the give-back, a slice refused, the hold.
+    assert writes["update api_keys"] == 4
+    (lease,) = _rows(db, CreditLeaseRow)
+    assert (lease.status, lease.amount_micro) == ("open", 4 * PRICE)
+    rows = [(e.kind, e.amount_micro, e.balance_micro) for e in ledger.entries(key_id)][1:]
+    assert rows == [
+        ("lease", -5 * PRICE, PRICE),
+        ("lease_return", PRICE, 2 * PRICE),
+        ("hold", -2 * PRICE, 0),
+    ]
+    assert_books_balance(db)
+
+    async def settle() -> None:
+        for i, hold in enumerate(holds):
+            await ledger.settle_async(hold, 2 * PRICE, _usage(key_id, f"gen_{i}"))
+
+    asyncio.run(settle())
+    ledger.close()
+    assert ledger.balance(key_id) == 0
+    assert _rows(db, CreditLeaseRow)[0].status == "returned"
+    assert_books_balance(db)
+
+
 def test_draining_a_key_to_zero_through_leases_wins_exactly_what_it_can_pay(
     db: Database,
 ) -> None:
