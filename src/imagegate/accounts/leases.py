@@ -30,6 +30,9 @@ Why it stays exact:
 Cost of the bargain: money leased by one worker is not available to another until given
 back, so with several workers a request can get 402 while another worker's lease still
 has an unreserved remainder (it goes back at that worker's next miss or window end).
+Off by default (``credits.lease_usd: 0``): a killed worker's money then comes back after
+``lease_s`` + ``hold_ttl_s`` as a lease, not as its requests' ``credit_holds`` rows, and a
+key's shown balance drops by a slice at its first request (docs/deploy.md).
 """
 
 from __future__ import annotations
