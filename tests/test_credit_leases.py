@@ -533,3 +533,38 @@ def test_two_gateway_processes_with_leases_serve_and_return_every_slice(
         assert summary.charged_micro == 300 * PRICE
     finally:
         db.dispose()
+
+
+def _orphan_usage(conn: Any) -> None:
+    from imagegate.accounts.usage import insert_usage
+
+    insert_usage(conn, _usage("k", "gen_orphan"), "lease_gone")
+
+
+@pytest.mark.parametrize(
+    ("tamper", "named"),
+    [
+        ("UPDATE credit_leases SET amount_micro = amount_micro - 1", "its entries sum to"),
+        ("UPDATE credit_leases SET charged_micro = charged_micro + 1", "its usage records cost"),
+        (_orphan_usage, "lease lease_gone, which does not exist"),
+    ],
+)
+def test_the_books_catch_a_lease_whose_money_does_not_add_up(
+    db: Database, tamper: Any, named: str
+) -> None:
+    from sqlalchemy import text
+
+    from imagegate.accounts.audit import BooksUnbalanced, verify_books
+
+    key_id = _key(db, 1)
+    ledger = Ledger(db, hold_ttl_s=60, lease_micro=5 * PRICE, lease_s=600)
+    asyncio.run(_request(ledger, key_id, "gen_a"))
+    verify_books(db)  # an open lease with one charge: balanced
+    with db.write() as conn:
+        if callable(tamper):
+            tamper(conn)
+        else:
+            conn.execute(text(tamper))
+    with pytest.raises(BooksUnbalanced, match=named):
+        verify_books(db)
+    ledger.batcher.close()
