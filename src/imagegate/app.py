@@ -173,7 +173,12 @@ async def build_gateway(settings: Settings) -> Gateway:
     return Gateway(
         breaker_sync=_breaker_sync(redis, router),
         redis=redis,
-        ledger=Ledger(db, settings.effective_hold_ttl_s),
+        ledger=Ledger(
+            db,
+            settings.effective_hold_ttl_s,
+            lease_micro=round(settings.credit_lease_usd * 1_000_000),
+            lease_s=settings.credit_lease_s,
+        ),
         usage=UsageBook(db),
         limiter=_rate_limiter(settings, redis),
         idempotency=IdempotencyStore(db, settings.effective_hold_ttl_s),
@@ -250,6 +255,8 @@ async def _expire_holds_forever(gw: Gateway) -> None:
     while True:
         try:
             await run_in_threadpool(gw.ledger.expire_stale)
+            if gw.ledger.leases is not None:  # this worker's leases whose window passed
+                await gw.ledger.leases.return_idle()
             await run_in_threadpool(gw.idempotency.purge_expired)
         except Exception as exc:
             service = outage_service(exc)

@@ -83,6 +83,8 @@ class Settings:
     sweep_interval_s: int = 300
     metrics_require_admin: bool = False  # GET /metrics is open unless this is set
     hold_ttl_s: float | None = None  # None: routing.deadline_s + 60
+    credit_lease_usd: float = 0.0  # credits.lease_usd: slice a worker leases; 0: per-request holds
+    credit_lease_s: float = 30.0  # credits.lease_s: how long a lease takes new holds
     config_file: Path | None = None
     providers: list[ProviderConfig] = field(default_factory=list)
     models: list[dict[str, Any]] = field(default_factory=list)
@@ -219,9 +221,17 @@ def _apply_file(settings: Settings, path: Path) -> None:
                 raise doc.error(node, f"storage.{key}", "unknown key")
     if "credits" in top:
         for key, node in doc.mapping(top["credits"], "credits").items():
-            if key != "hold_ttl_s":
-                raise doc.error(node, f"credits.{key}", "unknown key (expected hold_ttl_s)")
-            settings.hold_ttl_s = doc.number(node, "credits.hold_ttl_s")
+            if key == "hold_ttl_s":
+                settings.hold_ttl_s = doc.number(node, "credits.hold_ttl_s")
+            elif key == "lease_usd":
+                off = doc.plain(node) == 0 and not isinstance(doc.plain(node), bool)
+                settings.credit_lease_usd = 0.0 if off else doc.number(node, "credits.lease_usd")
+            elif key == "lease_s":
+                settings.credit_lease_s = doc.number(node, "credits.lease_s")
+            else:
+                raise doc.error(
+                    node, f"credits.{key}", "unknown key (expected hold_ttl_s, lease_usd, lease_s)"
+                )
     if "metrics" in top:
         for key, node in doc.mapping(top["metrics"], "metrics").items():
             if key != "require_admin":

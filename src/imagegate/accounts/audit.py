@@ -2,7 +2,9 @@
 
 Money is right when, for every key, the ledger entries sum to its balance; every closed
 hold's entries sum to minus what it charged; every settled hold has its usage record at
-that cost; and every upstream call the gateway made is on record (an attempt in a usage
+that cost; every credit lease's entries sum to minus what it holds while open and to minus
+what it charged once closed, and its charge is the sum of its usage records' costs; and
+every upstream call the gateway made is on record (an attempt in a usage
 record) with its provider, upstream model, outcome and what the provider bills for it.
 Tests run the same check at the end of every test that moves money.
 """
@@ -15,7 +17,13 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from imagegate.db.models import ApiKeyRow, CreditHoldRow, LedgerEntryRow, UsageRow
+from imagegate.db.models import (
+    ApiKeyRow,
+    CreditHoldRow,
+    CreditLeaseRow,
+    LedgerEntryRow,
+    UsageRow,
+)
 from imagegate.db.session import Database
 
 ATTEMPT_FIELDS = ("provider", "upstream_model", "status", "cost_micro")
@@ -47,6 +55,7 @@ def verify_books(db: Database) -> BooksSummary:
 def _discrepancies(conn: Connection) -> Iterator[str]:
     yield from _key_balances(conn)
     yield from _holds(conn)
+    yield from _leases(conn)
     yield from _usage(conn)
 
 
@@ -100,6 +109,45 @@ def _holds(conn: Connection) -> Iterator[str]:
                     f"hold {hold_id} charged {charged}, its usage record {generation_id} "
                     f"says {cost}"
                 )
+
+
+def _leases(conn: Connection) -> Iterator[str]:
+    """An open lease is money held (its rows: minus its amount); a closed one kept only
+    what it charged; either way its charge is what its requests' usage records cost."""
+    leases = conn.execute(
+        select(
+            CreditLeaseRow.id,
+            CreditLeaseRow.status,
+            CreditLeaseRow.amount_micro,
+            CreditLeaseRow.charged_micro,
+        )
+    ).all()
+    if not leases:
+        return
+    entries = dict(
+        conn.execute(
+            select(LedgerEntryRow.hold_id, func.sum(LedgerEntryRow.amount_micro))
+            .where(LedgerEntryRow.hold_id.in_([lease.id for lease in leases]))
+            .group_by(LedgerEntryRow.hold_id)
+        ).all()
+    )
+    costs = dict(
+        conn.execute(
+            select(UsageRow.lease_id, func.sum(UsageRow.cost_micro))
+            .where(UsageRow.lease_id.is_not(None))
+            .group_by(UsageRow.lease_id)
+        ).all()
+    )
+    for lease_id, status, amount, charged in leases:
+        expected = -int(amount) if status == "open" else -int(charged)
+        total = int(entries.get(lease_id, 0) or 0)
+        if total != expected:
+            yield f"lease {lease_id} ({status}): its entries sum to {total}, expected {expected}"
+        cost = int(costs.pop(lease_id, 0) or 0)
+        if cost != int(charged):
+            yield f"lease {lease_id} charged {charged}, its usage records cost {cost}"
+    for orphan in costs:
+        yield f"usage records charged through lease {orphan}, which does not exist"
 
 
 def _usage(conn: Connection) -> Iterator[str]:

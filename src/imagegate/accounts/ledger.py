@@ -19,6 +19,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
+from imagegate.accounts import leases
+from imagegate.accounts.entries import MICROS_PER_USD, Hold, usd, write_entry
 from imagegate.accounts.key_epoch import bump_key_epoch
 from imagegate.accounts.usage import UsageRecord, insert_usage
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
@@ -29,19 +31,19 @@ from imagegate.obs import metrics
 
 log = logging.getLogger("imagegate.ledger")
 
-MICROS_PER_USD = 1_000_000
+__all__ = [
+    "MICROS_PER_USD",
+    "Hold",
+    "HoldClosed",
+    "Ledger",
+    "LedgerEntry",
+    "opening_entry",
+    "usd",
+]
 
 
 class HoldClosed(RuntimeError):
     """A settlement or release of a hold that is already settled or released."""
-
-
-@dataclass(frozen=True, slots=True)
-class Hold:
-    id: str
-    key_id: str
-    amount_micro: int
-    generation_id: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,12 +57,6 @@ class LedgerEntry:
     generation_id: str | None
     note: str | None
     created_at: datetime
-
-
-def usd(micro: int) -> str:
-    """Micro-USD as a dollar string with six decimals, for messages."""
-    sign = "-" if micro < 0 else ""
-    return f"{sign}${abs(micro) / MICROS_PER_USD:.6f}"
 
 
 # The hot path's statements, built once: building a statement per call costs far more
@@ -92,7 +88,6 @@ _CLOSE_HOLD = (
         closed_at=bindparam("closed_at"),
     )
 )
-_ENTRY = insert(LedgerEntryRow)
 
 
 class Ledger:
@@ -103,10 +98,17 @@ class Ledger:
     so that concurrent requests share commits.
     """
 
-    def __init__(self, db: Database, hold_ttl_s: float) -> None:
+    def __init__(
+        self, db: Database, hold_ttl_s: float, lease_micro: int = 0, lease_s: float = 30.0
+    ) -> None:
+        """``lease_micro`` > 0 turns on credit leases of that size, each taking new holds
+        for ``lease_s`` (accounts/leases.py); 0 keeps one database hold per request."""
         self._db = db
         self.hold_ttl_s = hold_ttl_s
         self.batcher = WriteBatcher(db)
+        self.leases: leases.Leases | None = None
+        if lease_micro > 0:
+            self.leases = leases.Leases(self, lease_micro, lease_s)
 
     def hold(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
         """Set aside ``amount_micro`` or raise 402; None for a key without a credit limit."""
@@ -129,10 +131,23 @@ class Ledger:
             _refund(conn, hold, usage)
 
     async def hold_async(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
-        """:meth:`hold`, committed with whatever other writes are waiting."""
+        """:meth:`hold`, from this worker's credit lease when leases are on, else
+        committed with whatever other writes are waiting."""
+        if self.leases is not None:
+            return await self.leases.hold(key_id, amount_micro, generation_id)
+        return await self.hold_in_db(key_id, amount_micro, generation_id)
+
+    async def hold_in_db(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
+        """A per-request hold (a ``credit_holds`` row), through the write batcher."""
         return await self.batcher.run(
             lambda conn: self._hold(conn, key_id, amount_micro, generation_id), order=key_id
         )
+
+    def hold_on(
+        self, conn: Connection, key_id: str, amount_micro: int, generation_id: str
+    ) -> Hold | None:
+        """A per-request hold inside the caller's transaction (leases fall back to it)."""
+        return self._hold(conn, key_id, amount_micro, generation_id)
 
     async def settle_async(
         self,
@@ -143,9 +158,10 @@ class Ledger:
     ) -> None:
         """:meth:`settle`, committed with whatever other writes are waiting; ``also``
         writes in the same transaction (the request's idempotency record)."""
+        settle = self._settler(hold, cost_micro)
 
         def job(conn: Connection) -> None:
-            _settle(conn, hold, cost_micro, usage)
+            settle(conn, hold, cost_micro, usage)
             if also is not None:
                 also(conn)
 
@@ -153,15 +169,46 @@ class Ledger:
 
     async def release_async(self, hold: Hold | None, usage: UsageRecord) -> None:
         """:meth:`release`, committed with whatever other writes are waiting."""
-        await self.batcher.run(lambda conn: _release(conn, hold, usage), order=usage.key_id)
+        settle = self._settler(hold, 0)
+        if settle is _settle:
+            await self.batcher.run(lambda conn: _release(conn, hold, usage), order=usage.key_id)
+        else:
+            await self.batcher.run(lambda conn: settle(conn, hold, 0, usage), order=usage.key_id)
 
     async def refund_async(self, hold: Hold | None, usage: UsageRecord) -> None:
         """:meth:`refund`, committed with whatever other writes are waiting."""
-        await self.batcher.run(lambda conn: _refund(conn, hold, usage), order=usage.key_id)
+        if hold is None or hold.lease_id is None:
+            await self.batcher.run(lambda conn: _refund(conn, hold, usage), order=usage.key_id)
+            return
+        lease_hold = hold
+        refunded = await self.batcher.run(
+            lambda conn: leases.refund(conn, lease_hold, usage), order=usage.key_id
+        )
+        if self.leases is not None:
+            self.leases.refunded(hold, refunded)
+
+    def _settler(
+        self, hold: Hold | None, cost_micro: int
+    ) -> Callable[[Connection, Hold | None, int, UsageRecord], None]:
+        """How to settle ``hold``: a database hold's ``_settle``, or a charge through its
+        lease (which also closes a draining lease whose last hold this was)."""
+        if hold is None or hold.lease_id is None:
+            return _settle
+        closing = self.leases.finish(hold, cost_micro) if self.leases is not None else None
+
+        def settle(conn: Connection, h: Hold | None, cost: int, usage: UsageRecord) -> None:
+            assert h is not None
+            leases.charge(conn, h, cost, usage)
+            if closing is not None:
+                leases.close_lease(conn, closing, "returned")
+
+        return settle
 
     def close(self) -> None:
-        """Commit what is queued and stop the writer thread."""
+        """Commit what is queued, stop the writer thread and return this worker's leases."""
         self.batcher.close()
+        if self.leases is not None:
+            self.leases.return_all(self._db)
 
     def _hold(
         self, conn: Connection, key_id: str, amount_micro: int, generation_id: str
@@ -192,12 +239,12 @@ class Ledger:
                 "expires_at": now + timedelta(seconds=self.hold_ttl_s),
             },
         )
-        _entry(conn, key_id, "hold", -amount_micro, balance, hold.id, generation_id)
+        write_entry(conn, key_id, "hold", -amount_micro, balance, hold.id, generation_id)
         return hold
 
     def expire_stale(self, limit: int = 500, now: datetime | None = None) -> int:
-        """Return every open hold past its expiry (at ``now``) to its key; the number
-        returned. A hold is good up to and including its expiry instant."""
+        """Return every open hold and credit lease past its expiry (at ``now``) to its
+        key; the number returned. Each is good up to and including its expiry instant."""
         now = now or utcnow()
         with self._db.engine.connect() as conn:
             stale = conn.execute(
@@ -226,7 +273,7 @@ class Ledger:
                     .values(credits_micro=ApiKeyRow.credits_micro + amount)
                     .returning(ApiKeyRow.credits_micro)
                 ).scalar_one_or_none()
-                _entry(
+                write_entry(
                     conn,
                     key_id,
                     "expire",
@@ -239,7 +286,7 @@ class Ledger:
                 expired += 1
         if expired:
             log.warning("returned expired credit holds", extra={"holds": expired})
-        return expired
+        return expired + leases.expire_leases(self._db, limit, now)
 
     def top_up(self, key_id: str, amount_micro: int, note: str | None = None) -> int:
         """Add credits; a key without a credit limit gets one, starting from this amount."""
@@ -264,7 +311,7 @@ class Ledger:
                         f"No API key with id '{key_id}'.", param="key_id", code="key_not_found"
                     )
                 balance = exists
-            _entry(conn, key_id, "topup", amount_micro, balance, None, None, note)
+            write_entry(conn, key_id, "topup", amount_micro, balance, None, None, note)
             bump_key_epoch(conn)  # cached keys may hold a spent balance or no credit limit
         return int(balance)
 
@@ -323,7 +370,9 @@ def _settle(conn: Connection, hold: Hold | None, cost_micro: int, usage: UsageRe
             metrics.record_charge_above_hold()
             balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": -excess}).scalar()
             note = f"cost {usd(cost_micro)} above its hold {usd(hold.amount_micro)}"
-            _entry(conn, hold.key_id, "adjust", -excess, balance, hold.id, hold.generation_id, note)
+            write_entry(
+                conn, hold.key_id, "adjust", -excess, balance, hold.id, hold.generation_id, note
+            )
     insert_usage(conn, usage)
 
 
@@ -354,7 +403,7 @@ def _refund(conn: Connection, hold: Hold | None, usage: UsageRecord) -> None:
         return  # refunded already
     balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": refunded}).scalar()
     note = f"response not delivered: {usage.error_code}"
-    _entry(conn, hold.key_id, "refund", refunded, balance, hold.id, hold.generation_id, note)
+    write_entry(conn, hold.key_id, "refund", refunded, balance, hold.id, hold.generation_id, note)
 
 
 def _close(
@@ -385,7 +434,7 @@ def _close(
             .values(status=status, charged_micro=recorded)
         )
     balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": refund}).scalar()
-    _entry(conn, hold.key_id, kind, refund, balance, hold.id, hold.generation_id, note)
+    write_entry(conn, hold.key_id, kind, refund, balance, hold.id, hold.generation_id, note)
 
 
 def opening_entry(key_id: str, amount_micro: int) -> dict[str, object]:
@@ -400,28 +449,3 @@ def opening_entry(key_id: str, amount_micro: int) -> dict[str, object]:
         "note": "credits given at key creation",
         "created_at": utcnow(),
     }
-
-
-def _entry(
-    conn: Connection,
-    key_id: str,
-    kind: str,
-    amount: int,
-    balance: int | None,
-    hold_id: str | None,
-    generation_id: str | None,
-    note: str | None = None,
-) -> None:
-    conn.execute(
-        _ENTRY,
-        {
-            "key_id": key_id,
-            "kind": kind,
-            "amount_micro": amount,
-            "balance_micro": balance,
-            "hold_id": hold_id,
-            "generation_id": generation_id,
-            "note": note,
-            "created_at": utcnow(),
-        },
-    )

@@ -57,7 +57,9 @@ _EDGE_COLUMNS = (
 )
 
 
-def insert_usage(conn: Connection, record: UsageRecord) -> None:
+def insert_usage(conn: Connection, record: UsageRecord, lease_id: str | None = None) -> None:
+    """Write the record and its rollups; ``lease_id``: the credit lease it was charged
+    through (accounts/leases.py), None for a per-request hold or no charge at all."""
     conn.execute(
         _INSERT,
         {
@@ -74,6 +76,7 @@ def insert_usage(conn: Connection, record: UsageRecord) -> None:
             "latency_ms": record.latency_ms,
             "cost_micro": record.cost_micro,
             "created_at": record.created_at,
+            "lease_id": lease_id,
         },
     )
     rollup = Rollup()

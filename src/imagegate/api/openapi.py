@@ -5,7 +5,7 @@ infer their shapes. Request bodies are derived here from the one field declarati
 parser uses (``core.fields``); responses, error statuses, path parameters and
 operationIds (the reference SDKs' ``createImage``, ``createImageEdit``,
 ``createImageVariation``) are declared once below and checked against the live server by
-the fuzz test (``tests/test_openapi_fuzz.py``).
+the fuzz test (``tests/e2e/test_openapi_fuzz.py``).
 """
 
 from __future__ import annotations

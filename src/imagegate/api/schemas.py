@@ -1,6 +1,6 @@
 """Response and admin-body schemas of the OpenAPI document (``api.openapi``).
 
-Declared once here; the fuzz test (``tests/test_openapi_fuzz.py``) validates every
+Declared once here; the fuzz test (``tests/e2e/test_openapi_fuzz.py``) validates every
 response the live server gives against them, so a change to a response body that is not
 made here fails ``make test``. Objects stay open (no ``additionalProperties: false``):
 clients must tolerate fields added later, as OpenAI's do.

@@ -95,11 +95,37 @@ class CreditHoldRow(Base):
     __table_args__ = (Index("ix_credit_holds_status_expires", "status", "expires_at"),)
 
 
+class CreditLeaseRow(Base):
+    """A slice of a key's balance taken by one worker, which holds from it in memory.
+
+    ``amount_micro`` is what the lease holds of the key's money (taken, less parts given
+    back), ``charged_micro`` what requests settled through it; ``open`` until its worker
+    returns the rest (``returned``) or a sweeper does after ``expires_at`` (``expired``:
+    the worker died). See accounts/leases.py.
+    """
+
+    __tablename__ = "credit_leases"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    worker: Mapped[str] = mapped_column(String(100))
+    amount_micro: Mapped[int] = mapped_column(BigInteger)
+    charged_micro: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+    __table_args__ = (Index("ix_credit_leases_status_expires", "status", "expires_at"),)
+
+
 class LedgerEntryRow(Base):
     """One credit movement; append-only. ``amount_micro`` is signed: + adds to the balance.
 
     Kinds: ``topup``, ``hold``, ``charge`` (settled part of a hold, or a direct charge),
-    ``release`` (unused part of a hold returned), ``expire`` (a stale hold returned).
+    ``release`` (unused part of a hold returned), ``expire`` (a stale hold or lease
+    returned), ``lease`` (a slice leased by a worker; ``hold_id`` names the lease) and
+    ``lease_return`` (what a lease did not spend, given back).
     ``balance_micro`` is the key's balance right after the movement.
     """
 
@@ -139,6 +165,8 @@ class UsageRow(Base):
     latency_ms: Mapped[float] = mapped_column(Float)
     cost_micro: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # The credit lease the request was charged through (accounts/leases.py); NULL: a hold.
+    lease_id: Mapped[str | None] = mapped_column(String(40))
 
     __table_args__ = (
         # Keyset pages of GET /v1/generations: (created_at, id) in index order, per key or all.

@@ -4,7 +4,7 @@
     python -m imagegate.tools.sdk_models --check  # exit 1 when it is out of date
 
 The SDK (``clients/python``) must not import the server, so its request dataclasses are
-written out as source; ``tests/test_sdk_models_generated.py`` fails when the committed
+written out as source; ``tests/sdk/test_sdk_models_generated.py`` fails when the committed
 module differs from what this produces now.
 """
 
