@@ -67,6 +67,7 @@ from imagegate.providers._shared.common import (
     fan_out,
     image_from_b64,
     image_from_bytes,
+    json_reply,
     nearest_aspect_ratio,
     upstream_error,
 )
@@ -376,11 +377,7 @@ class OpenAIProvider(Provider):
             )
         if response.status_code >= 400:
             raise self._error(response)
-        try:
-            payload = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        return await self._result(payload, upstream_model)
+        return await self._result(json_reply(self.id, response), upstream_model)
 
     # -- response parsing -----------------------------------------------------------------
 
