@@ -34,7 +34,6 @@ from imagegate.api.errors import gateway_error_handler, http_error_handler, vali
 from imagegate.api.hosts import HostGuardMiddleware
 from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.middleware import RequestContextMiddleware, outage_service
-from imagegate.api.plain import PlainRoutes
 from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.spec import CatalogError
@@ -340,8 +339,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         docs_url=None,  # served offline by api.docs_page, with no CDN
         redoc_url=None,
     )
-    if os.environ.get("IG_PLAIN"):
-        app.add_middleware(PlainRoutes, routes=IMAGE_ROUTES)
     app.add_middleware(
         HostGuardMiddleware, allowed=settings.allowed_hosts, public_url=settings.public_url
     )
@@ -386,13 +383,6 @@ def create_app_from_env() -> FastAPI:
     return app
 
 
-IMAGE_ROUTES = {
-    "/v1/images/generations": images.create_image,
-    "/v1/images/edits": images.create_image_edit,
-    "/v1/images/variations": images.create_image_variation,
-}
-
-
 class PlainRoute(APIRoute):
     """An API route whose endpoint takes the request and returns the response itself.
 
@@ -417,8 +407,9 @@ def _routes(app: FastAPI) -> None:
             **extra,
         )
 
-    for path, endpoint in IMAGE_ROUTES.items():
-        route(path, endpoint, "POST", "images")
+    route("/v1/images/generations", images.create_image, "POST", "images")
+    route("/v1/images/edits", images.create_image_edit, "POST", "images")
+    route("/v1/images/variations", images.create_image_variation, "POST", "images")
     route("/v1/models", misc.list_models, "GET", "models")
     route("/v1/models/{model_id:path}", misc.retrieve_model, "GET", "models")
     route("/v1/files/{file_id}", misc.get_file, "GET", "files")
