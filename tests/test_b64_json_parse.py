@@ -123,7 +123,11 @@ def test_truncated_and_malformed_bodies_raise_as_the_parser_does() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     st.recursive(
-        st.none() | st.booleans() | st.integers() | st.text(max_size=20) | st.just(LONG),
+        st.none()
+        | st.booleans()
+        | st.integers(min_value=-(2**63), max_value=2**63 - 1)
+        | st.text(max_size=20)
+        | st.just(LONG),
         lambda inner: (
             st.lists(inner, max_size=3)
             | st.dictionaries(st.sampled_from(["b64_json", "data", "x", "b64_json "]), inner)
