@@ -179,6 +179,10 @@ providers:
   - {{id: badhead, type: openai_compatible, base_url: "{canned}/badhead/v1", api_key: sk-fake}}
   - {{id: badtail, type: openai_compatible, base_url: "{canned}/badtail/v1", api_key: sk-fake}}
   - {{id: good, type: openai_compatible, base_url: "{good}/v1", api_key: sk-fake}}
+  - {{id: cut, type: openai_compatible, base_url: "{canned}/cut/v1", api_key: sk-fake}}
+  - {{id: slashes, type: openai_compatible, base_url: "{canned}/slashes/v1", api_key: sk-fake}}
+  - {{id: two, type: openai_compatible, base_url: "{canned}/two/v1", api_key: sk-fake}}
+  - {{id: oai, type: openai, base_url: "{canned}/big/v1", api_key: sk-fake}}
 models:
   - id: test/big
     sizes: [512x512]
@@ -194,6 +198,20 @@ models:
   - id: test/badtail
     sizes: [512x512]
     endpoints: [{{provider: badtail, upstream_model: m, pricing: {{per_image: 0.01}}}}]
+  - id: test/cut
+    sizes: [512x512]
+    endpoints:
+      - {{provider: cut, upstream_model: m, pricing: {{per_image: 0.01}}}}
+      - {{provider: good, upstream_model: m, pricing: {{per_image: 0.01}}}}
+  - id: test/slashes
+    sizes: [512x512]
+    endpoints: [{{provider: slashes, upstream_model: m, pricing: {{per_image: 0.01}}}}]
+  - id: test/two
+    sizes: [512x512]
+    endpoints: [{{provider: two, upstream_model: m, pricing: {{per_image: 0.01}}}}]
+  - id: test/oai
+    sizes: [512x512]
+    endpoints: [{{provider: oai, upstream_model: dall-e-2, pricing: {{per_image: 0.01}}}}]
 """
 
 BIG_B64 = b64(BIG_PNG)
@@ -205,9 +223,27 @@ CANNED = {
 }
 
 
-def images_response(b64_json: str) -> Reply:
-    body = {"created": 1, "data": [{"b64_json": b64_json}], "output_format": "png"}
-    return Reply(body=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+OTHER_PNG = noise(512, 512, "PNG", seed=2)
+
+
+def images_response(*b64_json: str) -> Reply:
+    body = {"created": 1, "data": [{"b64_json": t} for t in b64_json], "output_format": "png"}
+    return json_reply(json.dumps(body).encode())
+
+
+def json_reply(body: bytes) -> Reply:
+    return Reply(body=body, headers={"Content-Type": "application/json"})
+
+
+def raw_replies() -> dict[str, Reply]:
+    """Bodies no JSON encoder of ours writes: cut mid-image, and JSON-escaped slashes."""
+    whole = images_response(BIG_B64).body
+    at = whole.index(BIG_B64.encode()) + len(BIG_B64) // 2
+    return {
+        "cut": json_reply(whole[:at]),
+        "slashes": json_reply(whole.replace(b"/", b"\\/")),
+        "two": images_response(BIG_B64, b64(OTHER_PNG)),
+    }
 
 
 @dataclass
@@ -226,6 +262,7 @@ class Env:
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
     tmp: Path = tmp_path_factory.mktemp("b64")
     routes = {f"/{name}/v1/images/generations": images_response(t) for name, t in CANNED.items()}
+    routes.update({f"/{name}/v1/images/generations": r for name, r in raw_replies().items()})
     with (
         serve_http(routes) as canned,
         serve_fake(FakeOpenAI()) as good,
@@ -240,6 +277,29 @@ def test_e2e_large_b64_json_is_passed_through_byte_identical(env: Env) -> None:
     body = response.json()
     assert body["data"][0]["b64_json"] == BIG_B64
     assert (body["size"], body["output_format"]) == ("512x512", "png")
+
+
+@pytest.mark.parametrize("model", ["test/slashes", "test/oai"])
+def test_e2e_large_b64_json_passes_through_from_any_openai_shaped_body(
+    env: Env, model: str
+) -> None:
+    response = env.generate(model, response_format="b64_json")
+    assert response.status_code == 200, response.text
+    assert response.json()["data"][0]["b64_json"] == BIG_B64
+
+
+def test_e2e_several_large_images_keep_their_order(env: Env) -> None:
+    response = env.generate("test/two", response_format="b64_json", n=2)
+    assert response.status_code == 200, response.text
+    assert [d["b64_json"] for d in response.json()["data"]] == [BIG_B64, b64(OTHER_PNG)]
+
+
+def test_e2e_a_body_cut_mid_image_fails_over(env: Env) -> None:
+    response = env.generate("test/cut", meta=True, response_format="b64_json")
+    assert response.status_code == 200, response.text
+    attempts = response.json()["meta"]["attempts"]
+    assert [a["provider"] for a in attempts] == ["cut", "good"]
+    assert "returned invalid JSON" in attempts[0]["error"]
 
 
 def test_e2e_large_b64_as_url_serves_the_decoded_bytes(env: Env) -> None:

@@ -23,6 +23,7 @@ from imagegate.core.errors import (
 from imagegate.core.types import GeneratedImage, InputImage
 from imagegate.media.images import decode, probe_head, probe_image
 from imagegate.media.mask import edit_region, edit_region_from_image_alpha, to_white_means_edit
+from imagegate.providers._shared import b64json
 
 T = TypeVar("T")
 MAX_OUTPUT_BYTES = 64 * 1024 * 1024
@@ -131,9 +132,11 @@ async def post_json(
 
 
 def json_reply(provider_id: str, response: httpx.Response) -> object:
-    """An upstream's JSON body; invalid JSON is the upstream's failure (fail over)."""
+    """An upstream's JSON body; invalid JSON is the upstream's failure (fail over).
+
+    Long ``b64_json`` strings are copied out rather than parsed (``b64json.loads``)."""
     try:
-        return orjson.loads(response.content)
+        return b64json.loads(response.content)
     except orjson.JSONDecodeError as exc:
         raise bad_upstream(provider_id, "returned invalid JSON") from exc
 

@@ -69,6 +69,7 @@ from imagegate.providers._shared.common import (
     fan_out,
     image_from_b64,
     image_from_bytes,
+    json_reply,
     nearest_aspect_ratio,
 )
 from imagegate.providers._shared.inputs import post_body
@@ -365,11 +366,7 @@ class OpenAIProvider(Provider):
         )
         if response.status_code >= 400:
             raise self._error(response)
-        try:
-            payload = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise bad_upstream(self.id, "returned invalid JSON") from exc
-        return await self._result(payload, upstream_model)
+        return await self._result(json_reply(self.id, response), upstream_model)
 
     # -- response parsing -----------------------------------------------------------------
 

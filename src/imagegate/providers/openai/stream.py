@@ -21,6 +21,7 @@ import orjson
 
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import ImageResult, PartialImage, StreamEvent, TokenUsage
+from imagegate.providers._shared import b64json
 from imagegate.providers._shared.common import (
     CONTENT_POLICY_CODES,
     bad_upstream,
@@ -66,7 +67,7 @@ async def image_stream_events(
         if raw.startswith("[DONE]"):
             break
         try:
-            data = orjson.loads(raw)
+            data = b64json.loads(raw)  # long b64_json strings copied out, not parsed
         except orjson.JSONDecodeError as exc:
             raise bad_upstream(provider_id, "sent a stream event that is not JSON") from exc
         if not isinstance(data, dict):

@@ -10,7 +10,7 @@ import orjson
 
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import ImageResult, InputImage, TokenUsage
-from imagegate.providers._shared.common import bad_upstream, retry_after
+from imagegate.providers._shared.common import json_reply, retry_after
 
 
 def merge_results(results: list[ImageResult]) -> ImageResult:
@@ -76,10 +76,7 @@ def _str(value: Any) -> str | None:
 async def _json(provider_id: str, response: httpx.Response) -> Any:
     """An upstream that answered a stream request with plain JSON (it ignored ``stream``)."""
     await response.aread()
-    try:
-        return orjson.loads(response.content)
-    except orjson.JSONDecodeError as exc:
-        raise bad_upstream(provider_id, "returned invalid JSON") from exc
+    return json_reply(provider_id, response)
 
 
 def _usage(raw: Any) -> TokenUsage | None:
