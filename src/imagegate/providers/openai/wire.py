@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-import orjson
 
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import ImageResult, InputImage, TokenUsage
