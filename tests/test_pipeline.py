@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from books import assert_books_balance
 from imagegate.accounts.keys import ApiKey
 from imagegate.api.state import Gateway
-from imagegate.app import build_gateway
+from imagegate.app import build_gateway, close_gateway
 from imagegate.catalog.rules import check_request
 from imagegate.config import load_settings
 from imagegate.core.types import ImageRequest
@@ -49,13 +49,7 @@ async def gw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[G
     try:
         yield gateway
     finally:
-        for provider in gateway.providers.values():
-            await provider.aclose()
-        await gateway.http.aclose()
-        await gateway.fetcher.aclose()
-        await gateway.store.aclose()
-        await run_in_threadpool(gateway.ledger.close)
-        gateway.db.dispose()
+        await close_gateway(gateway)
 
 
 def _request(*, stream: bool, partial_images: int | None = None) -> ImageRequest:
