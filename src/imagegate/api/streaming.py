@@ -149,9 +149,9 @@ class EventStreamResponse(Response):
         producer = asyncio.ensure_future(self._produce(send))
         try:
             await first_of(producer, asyncio.ensure_future(wait_for_disconnect(receive)))
+        finally:  # also when this response is cancelled: the producer ends first
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await producer
-        finally:
             if self.on_close is not None:
                 await self.on_close()
 
