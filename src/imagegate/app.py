@@ -196,6 +196,18 @@ async def build_gateway(settings: Settings) -> Gateway:
     )
 
 
+async def close_gateway(gw: Gateway) -> None:
+    """Close what :func:`build_gateway` opened: connections, the ledger's writer, the database."""
+    await gw.limiter.aclose()
+    for provider in gw.providers.values():
+        await provider.aclose()
+    await gw.http.aclose()
+    await gw.fetcher.aclose()
+    await gw.store.aclose()
+    await run_in_threadpool(gw.ledger.close)
+    gw.db.dispose()
+
+
 def _redis_client(settings: Settings) -> Any:
     """One Redis client for the process, every command bounded by ``redis.timeout_s``."""
     if not settings.redis_url:
@@ -327,14 +339,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             if syncer is not None and gw.breaker_sync is not None:
                 syncer.cancel()
                 await gw.breaker_sync.aclose()
-            await gw.limiter.aclose()
-            for provider in gw.providers.values():
-                await provider.aclose()
-            await gw.http.aclose()
-            await gw.fetcher.aclose()
-            await gw.store.aclose()
-            await run_in_threadpool(gw.ledger.close)
-            gw.db.dispose()
+            await close_gateway(gw)
             metrics.worker_exiting()
 
     drain = Drain()

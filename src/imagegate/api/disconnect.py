@@ -17,7 +17,7 @@ from typing import TypeVar
 from starlette.requests import Request
 from starlette.types import Receive
 
-from imagegate.api.drain import shutting_down
+from imagegate.api.drain import first_of, shutting_down
 from imagegate.core.errors import GatewayError
 
 T = TypeVar("T")
@@ -49,18 +49,8 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(wait_for_disconnect(request.receive))
     cut = _drain_cut(request)
     stopper = asyncio.ensure_future(cut.wait()) if cut is not None else None
-    watched = {task, watcher} | ({stopper} if stopper is not None else set())
-    try:
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        # Also on our own cancellation: never leave any running.
-        for pending in (task, watcher, stopper):
-            if pending is not None and not pending.done():
-                pending.cancel()
-        for helper in (watcher, stopper):
-            if helper is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
+    # Also on our own cancellation, none is left running.
+    await first_of(task, watcher, *([stopper] if stopper is not None else []))
     if task.done() and not task.cancelled():
         return task.result()
     with contextlib.suppress(asyncio.CancelledError, Exception):

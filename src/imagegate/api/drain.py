@@ -75,6 +75,21 @@ def shutting_down() -> ServerShuttingDown:
     )
 
 
+async def first_of(work: asyncio.Future[Any], *stoppers: asyncio.Future[Any]) -> None:
+    """Wait until ``work`` or one of ``stoppers`` is done, then cancel whichever still run
+    (also when this wait is cancelled) and let the stoppers end; ``work``'s outcome is
+    left to the caller."""
+    try:
+        await asyncio.wait({work, *stoppers}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (work, *stoppers):
+            if not pending.done():
+                pending.cancel()
+        for stopper in stoppers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await stopper
+
+
 async def until_cut(cut: asyncio.Event | None, work: Awaitable[T]) -> T:
     """Await ``work``, or cancel it and raise ``ServerShuttingDown`` once ``cut`` is set."""
     if cut is None:
@@ -82,15 +97,7 @@ async def until_cut(cut: asyncio.Event | None, work: Awaitable[T]) -> T:
     task = asyncio.ensure_future(work)
     if cut.is_set():
         task.cancel()
-    stopper = asyncio.ensure_future(cut.wait())
-    try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for pending in (task, stopper):
-            if not pending.done():
-                pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stopper
+    await first_of(task, asyncio.ensure_future(cut.wait()))
     if task.done() and not task.cancelled():
         return task.result()
     with contextlib.suppress(asyncio.CancelledError, Exception):

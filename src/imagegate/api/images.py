@@ -28,7 +28,7 @@ from imagegate.core.errors import (
     UnsupportedMediaType,
 )
 from imagegate.core.types import ImageRequest, Operation
-from imagegate.generation.pipeline import generate
+from imagegate.generation.pipeline import Collected, Generation
 from imagegate.generation.record import Record
 
 
@@ -172,7 +172,7 @@ async def _generate(
     def routed_to(provider: str) -> None:
         request.state.provider = provider
 
-    content, headers = await generate(
+    gen = await Generation.open(
         gw,
         req,
         spec,
@@ -182,4 +182,6 @@ async def _generate(
         base_url=gw.public_base(request),
         on_routed=routed_to,
     )
-    return Response(content, media_type="application/json", headers=headers)
+    body = Collected()
+    await gen.run(body)
+    return Response(body.content, media_type="application/json", headers=gen.headers)

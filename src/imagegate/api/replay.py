@@ -9,6 +9,7 @@ import orjson
 from starlette.responses import Response
 
 from imagegate.accounts.idempotency import StoredResponse
+from imagegate.api.streaming import sse_event
 from imagegate.generation.record import EVENT_HEADER, REF, items_of
 from imagegate.generation.services import Services
 
@@ -19,7 +20,7 @@ async def replay(gw: Services, stored: StoredResponse) -> Response:
     payload = await _unstash(gw, orjson.loads(stored.body) if stored.body else {})
     event = headers.pop(EVENT_HEADER, None)
     if event is not None:
-        body = b"event: " + event.encode() + b"\ndata: " + orjson.dumps(payload) + b"\n\n"
+        body = sse_event(event, payload)
         return Response(body, stored.status, headers, media_type="text/event-stream")
     return Response(orjson.dumps(payload), stored.status, headers, media_type="application/json")
 

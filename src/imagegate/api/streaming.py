@@ -21,33 +21,33 @@ What streaming takes, and why:
 * The provider runs inside the response's producer task; a client that disconnects
   cancels that task, which closes the upstream stream (or stops the engine).
 
-The stream itself (charging, routing, events, settlement) is ``generation.stream``; this
-module checks the request and carries the events over HTTP.
+The stream itself (charging, routing, events, settlement) is the generation pipeline
+(``generation.pipeline``) with :class:`EventSink` as its sink; this module checks the
+request and carries the events over HTTP.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from imagegate.api.disconnect import drain_cut
-from imagegate.api.drain import until_cut
+from imagegate.api.disconnect import drain_cut, wait_for_disconnect
+from imagegate.api.drain import first_of, until_cut
 from imagegate.api.state import Gateway
 from imagegate.catalog.spec import ModelSpec
-from imagegate.core.errors import InvalidRequest
+from imagegate.core.errors import GatewayError, InvalidRequest
 from imagegate.core.types import ImageRequest
-from imagegate.generation.charging import Charge
+from imagegate.generation.pipeline import Generation
 from imagegate.generation.record import Record
-from imagegate.generation.stream import StreamSession
-from imagegate.routing.streaming import route_stream
 
-log = logging.getLogger("imagegate.streaming")
+Write = Callable[[bytes], Awaitable[None]]
 
 
 def check_streamable(req: ImageRequest) -> None:
@@ -72,36 +72,53 @@ def check_streamable(req: ImageRequest) -> None:
         )
 
 
+def sse_event(kind: str, data: dict[str, Any]) -> bytes:
+    """One server-sent event: ``event: <kind>``, one ``data:`` line, a blank line."""
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+
+class EventSink:
+    """The pipeline's SSE sink: each event is written to the transport as it comes; the
+    completed one is handed over before the pipeline settles."""
+
+    delivers = True
+
+    def __init__(self, write: Write) -> None:
+        self.write = write
+
+    async def partial(self, event: dict[str, Any]) -> None:
+        await self.write(sse_event(str(event["type"]), event))
+
+    async def completed(self, payloads: list[dict[str, Any]]) -> None:
+        await self.write(b"".join(sse_event(str(data["type"]), data) for data in payloads))
+
+
 async def stream_response(
     gw: Gateway, request: Request, req: ImageRequest, spec: ModelSpec, record: Record | None = None
 ) -> Response:
     """Open the stream (failing over until its first event) and return the SSE response."""
     check_streamable(req)
-    charge = await Charge.open(gw, request.state.api_key, spec, req)
-    session = StreamSession(gw, req, spec, charge, record)
     cut = drain_cut(request)
-    session.guard = lambda work: until_cut(cut, work)
-    try:
-        opened = await route_stream(gw.router, spec, req, charge.plan)
-        session.routed = opened
-        first = await session.render(opened.first)
-    except BaseException as exc:
-        session.failure = exc
-        await session.close()
-        raise
-    request.state.provider = opened.provider.id
-    headers = {
-        "Cache-Control": "no-cache",
-        "X-Accel-Buffering": "no",
-        "x-imagegate-provider": opened.provider.id,
-        # Sent before the cost is known: the most this stream can cost (the completed event's
-        # meta and usage carry what it did cost).
-        "x-imagegate-cost-usd": f"{opened.endpoint.pricing.max_cost_micro(req) / 1e6:.6f}",
-        "x-imagegate-generation-id": session.generation_id,
-        **charge.headers,
-    }
-    session.headers = headers
-    return EventStreamResponse(session.events(first), headers=headers, on_close=session.close)
+    # SIGTERM's drain time running out ends the stream (an error event once it started).
+    gen = await Generation.open(
+        gw,
+        req,
+        spec,
+        request.state.api_key,
+        record,
+        guard=lambda work: until_cut(cut, work),
+        base_url=gw.public_base(request),
+    )
+    request.state.provider = gen.headers["x-imagegate-provider"]
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **gen.headers}
+
+    async def produce(write: Write) -> None:
+        try:
+            await gen.run(EventSink(write))
+        except GatewayError as exc:  # after the first event: the stream ends with an error
+            await write(sse_event("error", {"type": "error", **exc.to_dict()}))
+
+    return EventStreamResponse(produce, headers=headers, on_close=gen.close)
 
 
 class EventStreamResponse(Response):
@@ -116,48 +133,33 @@ class EventStreamResponse(Response):
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
+        produce: Callable[[Write], Awaitable[None]],
         headers: dict[str, str],
         on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self.body_iterator = body
-        # Settles a stream whose body never started (the client left before the headers).
+        self.produce = produce
+        # Releases a stream that ended without the producer settling or releasing it (the
+        # client left before the headers); a no-op otherwise.
         self.on_close = on_close
         self.status_code = 200
         self.background = None
         self.init_headers(headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        producer = asyncio.create_task(self._produce(send))
-        listener = asyncio.create_task(_disconnected(receive))
+        producer = asyncio.ensure_future(self._produce(send))
         try:
-            await asyncio.wait({producer, listener}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in (listener, producer):
-                if not task.done():
-                    task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            await first_of(producer, asyncio.ensure_future(wait_for_disconnect(receive)))
+        finally:  # also when this response is cancelled: the producer ends first
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await producer
-
-    async def _produce(self, send: Send) -> None:
-        await send(
-            {"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers}
-        )
-        body = self.body_iterator
-        try:
-            async for chunk in body:
-                await send({"type": "http.response.body", "body": chunk, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
-        finally:
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                await aclose()
             if self.on_close is not None:
                 await self.on_close()
 
+    async def _produce(self, send: Send) -> None:
+        async def write(chunk: bytes) -> None:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
 
-async def _disconnected(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass
+        start = {"type": "http.response.start", "status": self.status_code}
+        await send({**start, "headers": self.raw_headers})
+        await self.produce(write)
+        await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -1,6 +1,7 @@
-"""The response shapes, built once for JSON and SSE: OpenAI's ``ImagesResponse`` body and
-its ``image_generation.completed`` / ``image_edit.completed`` event share the image fields,
-``usage`` and the gateway's ``meta``."""
+"""The response shapes, built once for JSON and SSE (:func:`payloads`): OpenAI's
+``ImagesResponse`` body and its ``image_generation.completed`` / ``image_edit.completed``
+event share the image fields, ``usage`` and the gateway's ``meta``; the partial events
+are :func:`partial_event`."""
 
 from __future__ import annotations
 
@@ -17,9 +18,14 @@ from imagegate.routing.plan import Attempt
 class RouteFacts(Protocol):
     """What a routed request (JSON or stream) reports about where it went."""
 
-    provider: Provider
-    endpoint: EndpointSpec
-    attempts: list[Attempt]
+    @property
+    def provider(self) -> Provider: ...
+
+    @property
+    def endpoint(self) -> EndpointSpec: ...
+
+    @property
+    def attempts(self) -> list[Attempt]: ...
 
 
 def image_entry(image: GeneratedImage, url: str | None) -> dict[str, Any]:
@@ -59,7 +65,7 @@ def meta(
     }
 
 
-def response_body(
+def payloads(
     req: ImageRequest,
     routed: RouteFacts,
     result: ImageResult,
@@ -69,6 +75,38 @@ def response_body(
     generation_id: str,
     cost_usd: float,
     latency_ms: float,
+) -> list[dict[str, Any]]:
+    """What a completed request answers, ``usage`` and ``meta`` built once for both shapes:
+    the JSON ``ImagesResponse`` (one payload), or a stream's completed events (one per
+    image; ``req.stream``)."""
+    usage = usage_block(result.usage, req, len(result.images), cost_usd, event=req.stream)
+    block = None
+    if req.meta:
+        block = meta(
+            routed,
+            model_id=model_id,
+            generation_id=generation_id,
+            cost_usd=cost_usd,
+            latency_ms=latency_ms,
+        )
+    if not req.stream:
+        return [response_body(req, result, urls, usage, block)]
+    assert usage is not None  # a completed event always carries it
+    kind = f"{event_prefix(req)}.completed"
+    return [completed_event(kind, image, result, req, usage, block) for image in result.images]
+
+
+def event_prefix(req: ImageRequest) -> str:
+    """``image_generation`` or ``image_edit``: the events' type prefix."""
+    return "image_generation" if req.operation == "generate" else "image_edit"
+
+
+def response_body(
+    req: ImageRequest,
+    result: ImageResult,
+    urls: list[str | None],
+    usage: dict[str, Any] | None,
+    meta_block: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """The JSON ``ImagesResponse`` of ``result`` (its images conformed)."""
     images = result.images
@@ -77,17 +115,10 @@ def response_body(
         "data": [image_entry(img, url) for img, url in zip(images, urls, strict=True)],
         **image_fields(images[0], result, req),
     }
-    usage = usage_block(result.usage, req, len(images), cost_usd)
     if usage is not None:
         body["usage"] = usage
-    if req.meta:
-        body["meta"] = meta(
-            routed,
-            model_id=model_id,
-            generation_id=generation_id,
-            cost_usd=cost_usd,
-            latency_ms=latency_ms,
-        )
+    if meta_block is not None:
+        body["meta"] = meta_block
     return body
 
 
@@ -110,6 +141,20 @@ def completed_event(
     if meta_block is not None:
         data["meta"] = meta_block
     return data
+
+
+def partial_event(image: GeneratedImage, req: ImageRequest, index: int) -> dict[str, Any]:
+    """A stream's ``partial_image`` event (``index``: how many were sent before it)."""
+    return {
+        "type": f"{event_prefix(req)}.partial_image",
+        "b64_json": image.b64,
+        "created_at": int(time.time()),
+        "size": str(Size(image.width, image.height)),
+        "quality": req.quality or "auto",
+        "background": req.background or "auto",
+        "output_format": image.format,
+        "partial_image_index": index,
+    }
 
 
 def usage_block(
