@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -365,28 +366,32 @@ class _Doc:
         return _expand(value)
 
     def string(self, node: yaml.Node, where: str) -> str:
-        value = self.plain(node)
-        if not isinstance(value, str):
-            raise self.error(node, where, "expected a string")
-        return value
+        return str(self._checked(node, where, lambda v: isinstance(v, str), "a string"))
 
     def number(self, node: yaml.Node, where: str) -> float:
-        value = self.plain(node)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self.error(node, where, "expected a positive number")
-        return float(value)
+        return float(
+            self._checked(node, where, lambda v: _is_number(v) and v > 0, "a positive number")
+        )
 
     def boolean(self, node: yaml.Node, where: str) -> bool:
-        value = self.plain(node)
-        if not isinstance(value, bool):
-            raise self.error(node, where, "expected true or false")
-        return value
+        return self._checked(node, where, lambda v: isinstance(v, bool), "true or false") is True
 
     def integer(self, node: yaml.Node, where: str, minimum: int = 0) -> int:
+        expected = f"an integer >= {minimum}"
+        return int(
+            self._checked(node, where, lambda v: _is_number(v, int) and v >= minimum, expected)
+        )
+
+    def _checked(self, node: yaml.Node, where: str, fits: Callable[[Any], bool], what: str) -> Any:
+        """The node's plain value if ``fits`` takes it, else an error: "expected ``what``"."""
         value = self.plain(node)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(node, where, f"expected an integer >= {minimum}")
+        if not fits(value):
+            raise self.error(node, where, f"expected {what}")
         return value
+
+
+def _is_number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)  # YAML's true is no 1
 
 
 def _expand(value: Any) -> Any:
