@@ -10,14 +10,13 @@ is raised. Its 499 envelope is never seen by anyone, but the access log records 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Awaitable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from starlette.requests import Request
 from starlette.types import Receive
 
-from imagegate.api.drain import shutting_down
+from imagegate.api.drain import race, shutting_down
 from imagegate.core.errors import GatewayError
 
 T = TypeVar("T")
@@ -49,25 +48,14 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     watcher = asyncio.ensure_future(wait_for_disconnect(request.receive))
     cut = _drain_cut(request)
     stopper = asyncio.ensure_future(cut.wait()) if cut is not None else None
-    watched = {task, watcher} | ({stopper} if stopper is not None else set())
-    try:
-        await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        # Also on our own cancellation: never leave any running.
-        for pending in (task, watcher, stopper):
-            if pending is not None and not pending.done():
-                pending.cancel()
-        for helper in (watcher, stopper):
-            if helper is not None:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await helper
-    if task.done() and not task.cancelled():
-        return task.result()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-    if stopper is not None and stopper.done() and not stopper.cancelled():
-        raise shutting_down()
-    raise ClientDisconnected("The client disconnected before the response was ready.")
+    watchers: list[asyncio.Future[Any]] = [watcher] if stopper is None else [watcher, stopper]
+
+    def lost() -> GatewayError:
+        if stopper is not None and stopper.done() and not stopper.cancelled():
+            return shutting_down()
+        return ClientDisconnected("The client disconnected before the response was ready.")
+
+    return await race(task, watchers, lost)
 
 
 def drain_cut(request: Request) -> asyncio.Event | None:

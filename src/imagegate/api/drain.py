@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from types import FrameType
 from typing import Any, TypeVar
 
@@ -82,20 +82,28 @@ async def until_cut(cut: asyncio.Event | None, work: Awaitable[T]) -> T:
     task = asyncio.ensure_future(work)
     if cut.is_set():
         task.cancel()
-    stopper = asyncio.ensure_future(cut.wait())
+    return await race(task, [asyncio.ensure_future(cut.wait())], shutting_down)
+
+
+async def race(
+    task: asyncio.Future[T], watchers: list[asyncio.Future[Any]], lost: Callable[[], Exception]
+) -> T:
+    """``task``'s result if it ends before every watcher; else ``task`` is cancelled and
+    ``lost()`` raised. Nothing is left running, also when the caller itself is cancelled."""
     try:
-        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({task, *watchers}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for pending in (task, stopper):
+        for pending in (task, *watchers):
             if not pending.done():
                 pending.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stopper
+        for watcher in watchers:
+            with contextlib.suppress(asyncio.CancelledError):
+                await watcher
     if task.done() and not task.cancelled():
         return task.result()
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await task
-    raise shutting_down()
+    raise lost()
 
 
 def drain_of(app: Any) -> Drain:
