@@ -49,10 +49,12 @@ class FetchSettings:
 
 @dataclass(slots=True)
 class RoutingSettings:
+    """The ``routing`` section: the router's settings and its breakers'."""
+
     max_attempts: int = 3
     deadline_s: float = 300.0
-    max_retry_wait_s: float = 5.0
-    hedge: bool = False
+    max_retry_wait_s: float = 5.0  # wait out an upstream 429 only when nothing else is left
+    hedge: bool = False  # start a second endpoint once the first passes its observed p95
     hedge_min_samples: int = 20
     breaker_failure_threshold: int = 5
     breaker_cooldown_s: float = 30.0
@@ -71,6 +73,8 @@ class Timeouts:
 
 @dataclass(slots=True)
 class Settings:
+    """The gateway's configuration: environment variables, then the YAML file on top."""
+
     data_dir: Path
     database_url: str | None = None
     redis_url: str | None = None

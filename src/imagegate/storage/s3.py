@@ -91,19 +91,6 @@ class S3Store(ImageStore):
                 "s3", endpoint_url=public_endpoint, config=public_config
             )
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        ttl_s: int,
-        endpoint_url: str | None = None,
-        public_endpoint: str | None = None,
-    ) -> S3Store:
-        bucket, prefix = parse_s3_url(url)
-        return cls(
-            bucket, prefix, ttl_s, endpoint_url=endpoint_url, public_endpoint=public_endpoint
-        )
-
     def key(self, file_id: str) -> str:
         return f"{self.prefix}/{file_id}" if self.prefix else file_id
 
