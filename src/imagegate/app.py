@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine
+from dataclasses import replace
 from typing import Any, cast
 from urllib.parse import urlsplit
 
@@ -47,7 +48,7 @@ from imagegate.obs import metrics
 from imagegate.providers.base import Provider, ProviderContext
 from imagegate.providers.registry import ADAPTERS, build_providers
 from imagegate.routing.health import BreakerSettings, HealthBook
-from imagegate.routing.router import Router, RouterSettings
+from imagegate.routing.router import Router
 from imagegate.routing.shared_health import RedisBreakerSync
 from imagegate.storage import open_store, ownership
 from imagegate.storage.signing import UrlSigner, load_or_create_secret
@@ -239,13 +240,7 @@ def _router(settings: Settings, providers: dict[str, Provider]) -> Router:
     routing = settings.routing
     return Router(
         providers,
-        RouterSettings(
-            max_attempts=routing.max_attempts,
-            deadline_s=routing.deadline_s,
-            max_retry_wait_s=routing.max_retry_wait_s,
-            hedge=routing.hedge,
-            hedge_min_samples=routing.hedge_min_samples,
-        ),
+        replace(routing),  # the router's own copy
         HealthBook(BreakerSettings(routing.breaker_failure_threshold, routing.breaker_cooldown_s)),
     )
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,10 +49,12 @@ class FetchSettings:
 
 @dataclass(slots=True)
 class RoutingSettings:
+    """The ``routing`` section: the router's settings and its breakers'."""
+
     max_attempts: int = 3
     deadline_s: float = 300.0
-    max_retry_wait_s: float = 5.0
-    hedge: bool = False
+    max_retry_wait_s: float = 5.0  # wait out an upstream 429 only when nothing else is left
+    hedge: bool = False  # start a second endpoint once the first passes its observed p95
     hedge_min_samples: int = 20
     breaker_failure_threshold: int = 5
     breaker_cooldown_s: float = 30.0
@@ -70,6 +73,8 @@ class Timeouts:
 
 @dataclass(slots=True)
 class Settings:
+    """The gateway's configuration: environment variables, then the YAML file on top."""
+
     data_dir: Path
     database_url: str | None = None
     redis_url: str | None = None
@@ -178,95 +183,77 @@ def _apply_file(settings: Settings, path: Path) -> None:
             settings.model_lines[model["id"]] = item.start_mark.line + 1
     if "routing" in top:
         _routing(doc, top["routing"], settings.routing)
-    if "defaults" in top:
-        for key, node in doc.mapping(top["defaults"], "defaults").items():
-            if key not in OPERATIONS:
-                raise doc.error(
-                    node, f"defaults.{key}", f"unknown operation (expected {', '.join(OPERATIONS)})"
-                )
-            settings.defaults[key] = doc.string(node, f"defaults.{key}")
-    if "server" in top:
-        server = doc.mapping(top["server"], "server")
-        for key, node in server.items():
-            if key == "public_url":
-                settings.public_url = settings.public_url or doc.string(node, "server.public_url")
-            elif key == "data_dir":
-                settings.data_dir = Path(doc.string(node, "server.data_dir")).resolve()
-            elif key == "allowed_hosts":
-                hosts = doc.sequence(node, "server.allowed_hosts")
-                settings.allowed_hosts = [
-                    doc.string(h, f"server.allowed_hosts[{i}]").lower() for i, h in enumerate(hosts)
-                ]
-            elif key == "drain_s":
-                settings.drain_s = doc.number(node, "server.drain_s")
-            else:
-                raise doc.error(
-                    node,
-                    f"server.{key}",
-                    "unknown key (expected public_url, data_dir, allowed_hosts, drain_s)",
-                )
+    for key, node, where in doc.section(top, "defaults"):
+        if key not in OPERATIONS:
+            raise doc.error(node, where, f"unknown operation (expected {', '.join(OPERATIONS)})")
+        settings.defaults[key] = doc.string(node, where)
+    for key, node, where in doc.section(top, "server"):
+        if key == "public_url":
+            settings.public_url = settings.public_url or doc.string(node, where)
+        elif key == "data_dir":
+            settings.data_dir = Path(doc.string(node, where)).resolve()
+        elif key == "allowed_hosts":
+            hosts = doc.sequence(node, where)
+            settings.allowed_hosts = [
+                doc.string(h, f"{where}[{i}]").lower() for i, h in enumerate(hosts)
+            ]
+        elif key == "drain_s":
+            settings.drain_s = doc.number(node, where)
+        else:
+            expected = "public_url, data_dir, allowed_hosts, drain_s"
+            raise doc.error(node, where, f"unknown key (expected {expected})")
     _timeouts(doc, top, settings.timeouts)
-    if "storage" in top:
-        storage = doc.mapping(top["storage"], "storage")
-        for key, node in storage.items():
-            if key == "url":
-                settings.storage_url = settings.storage_url or doc.string(node, "storage.url")
-            elif key == "url_ttl_s":
-                settings.url_ttl_s = doc.integer(node, "storage.url_ttl_s", minimum=1)
-            elif key == "public_endpoint":
-                settings.storage_public_endpoint = doc.string(node, "storage.public_endpoint")
-            elif key == "sweep_interval_s":
-                settings.sweep_interval_s = doc.integer(node, "storage.sweep_interval_s", minimum=1)
-            else:
-                raise doc.error(node, f"storage.{key}", "unknown key")
-    if "credits" in top:
-        for key, node in doc.mapping(top["credits"], "credits").items():
-            if key == "hold_ttl_s":
-                settings.hold_ttl_s = doc.number(node, "credits.hold_ttl_s")
-            elif key == "lease_usd":
-                off = doc.plain(node) == 0 and not isinstance(doc.plain(node), bool)
-                settings.credit_lease_usd = 0.0 if off else doc.number(node, "credits.lease_usd")
-            elif key == "lease_s":
-                settings.credit_lease_s = doc.number(node, "credits.lease_s")
-            else:
-                raise doc.error(
-                    node, f"credits.{key}", "unknown key (expected hold_ttl_s, lease_usd, lease_s)"
-                )
-    if "metrics" in top:
-        for key, node in doc.mapping(top["metrics"], "metrics").items():
-            if key != "require_admin":
-                raise doc.error(node, f"metrics.{key}", "unknown key (expected require_admin)")
-            settings.metrics_require_admin = doc.boolean(node, "metrics.require_admin")
-    if "limits" in top:
-        limits = doc.mapping(top["limits"], "limits")
-        for key, node in limits.items():
-            if key == "max_image_mb":
-                settings.limits.max_image_bytes = int(doc.number(node, "limits.max_image_mb") * MB)
-            elif key == "max_json_mb":
-                settings.limits.max_json_bytes = int(doc.number(node, "limits.max_json_mb") * MB)
-            elif key == "max_body_mb":
-                settings.limits.max_body_bytes = int(doc.number(node, "limits.max_body_mb") * MB)
-            elif key == "max_inflight_mb":
-                mb = doc.number(node, "limits.max_inflight_mb")
-                settings.limits.max_inflight_bytes = int(mb * MB)
-            elif key == "max_image_pixels":
-                settings.limits.max_image_pixels = doc.integer(node, "limits.max_image_pixels", 1)
-            else:
-                raise doc.error(node, f"limits.{key}", "unknown key")
-    if "fetch" in top:
-        fetch = doc.mapping(top["fetch"], "fetch")
-        for key, node in fetch.items():
-            if key == "allow_hosts":
-                hosts = doc.sequence(node, "fetch.allow_hosts")
-                settings.fetch.allow_hosts = [
-                    doc.string(h, f"fetch.allow_hosts[{i}]") for i, h in enumerate(hosts)
-                ]
-            elif key == "timeout_s":
-                settings.fetch.timeout_s = doc.number(node, "fetch.timeout_s")
-            elif key == "max_redirects":
-                settings.fetch.max_redirects = doc.integer(node, "fetch.max_redirects", 0)
-            else:
-                raise doc.error(node, f"fetch.{key}", "unknown key")
+    for key, node, where in doc.section(top, "storage"):
+        if key == "url":
+            settings.storage_url = settings.storage_url or doc.string(node, where)
+        elif key == "url_ttl_s":
+            settings.url_ttl_s = doc.integer(node, where, minimum=1)
+        elif key == "public_endpoint":
+            settings.storage_public_endpoint = doc.string(node, where)
+        elif key == "sweep_interval_s":
+            settings.sweep_interval_s = doc.integer(node, where, minimum=1)
+        else:
+            raise doc.error(node, where, "unknown key")
+    for key, node, where in doc.section(top, "credits"):
+        if key == "hold_ttl_s":
+            settings.hold_ttl_s = doc.number(node, where)
+        elif key == "lease_usd":
+            off = doc.plain(node) == 0 and not isinstance(doc.plain(node), bool)
+            settings.credit_lease_usd = 0.0 if off else doc.number(node, where)
+        elif key == "lease_s":
+            settings.credit_lease_s = doc.number(node, where)
+        else:
+            raise doc.error(node, where, "unknown key (expected hold_ttl_s, lease_usd, lease_s)")
+    for key, node, where in doc.section(top, "metrics"):
+        if key != "require_admin":
+            raise doc.error(node, where, "unknown key (expected require_admin)")
+        settings.metrics_require_admin = doc.boolean(node, where)
+    limits = settings.limits
+    for key, node, where in doc.section(top, "limits"):
+        if key == "max_image_mb":
+            limits.max_image_bytes = int(doc.number(node, where) * MB)
+        elif key == "max_json_mb":
+            limits.max_json_bytes = int(doc.number(node, where) * MB)
+        elif key == "max_body_mb":
+            limits.max_body_bytes = int(doc.number(node, where) * MB)
+        elif key == "max_inflight_mb":
+            limits.max_inflight_bytes = int(doc.number(node, where) * MB)
+        elif key == "max_image_pixels":
+            limits.max_image_pixels = doc.integer(node, where, 1)
+        else:
+            raise doc.error(node, where, "unknown key")
+    for key, node, where in doc.section(top, "fetch"):
+        if key == "allow_hosts":
+            hosts = doc.sequence(node, where)
+            settings.fetch.allow_hosts = [
+                doc.string(h, f"{where}[{i}]") for i, h in enumerate(hosts)
+            ]
+        elif key == "timeout_s":
+            settings.fetch.timeout_s = doc.number(node, where)
+        elif key == "max_redirects":
+            settings.fetch.max_redirects = doc.integer(node, where, 0)
+        else:
+            raise doc.error(node, where, "unknown key")
 
 
 def _timeouts(doc: _Doc, top: dict[str, yaml.Node], timeouts: Timeouts) -> None:
@@ -277,13 +264,10 @@ def _timeouts(doc: _Doc, top: dict[str, yaml.Node], timeouts: Timeouts) -> None:
         "redis": {"connect_timeout_s": "redis_connect_s", "timeout_s": "redis_s"},
     }
     for section, names in fields.items():
-        if section not in top:
-            continue
-        for key, node in doc.mapping(top[section], section).items():
+        for key, node, where in doc.section(top, section):
             if key not in names:
-                expected = ", ".join(names)
-                raise doc.error(node, f"{section}.{key}", f"unknown key (expected {expected})")
-            setattr(timeouts, names[key], doc.number(node, f"{section}.{key}"))
+                raise doc.error(node, where, f"unknown key (expected {', '.join(names)})")
+            setattr(timeouts, names[key], doc.number(node, where))
 
 
 def _provider(doc: _Doc, node: yaml.Node, where: str) -> ProviderConfig:
@@ -365,6 +349,12 @@ class _Doc:
             out[key] = value
         return out
 
+    def section(self, top: dict[str, yaml.Node], name: str) -> Iterator[tuple[str, yaml.Node, str]]:
+        """Each key, value and key path of the mapping ``name`` in ``top``; none if absent."""
+        if name in top:
+            for key, node in self.mapping(top[name], name).items():
+                yield key, node, f"{name}.{key}"
+
     def sequence(self, node: yaml.Node, where: str) -> list[yaml.Node]:
         if not isinstance(node, yaml.SequenceNode):
             raise self.error(node, where, "expected a list")
@@ -375,28 +365,32 @@ class _Doc:
         return _expand(value)
 
     def string(self, node: yaml.Node, where: str) -> str:
-        value = self.plain(node)
-        if not isinstance(value, str):
-            raise self.error(node, where, "expected a string")
-        return value
+        return str(self._checked(node, where, lambda v: isinstance(v, str), "a string"))
 
     def number(self, node: yaml.Node, where: str) -> float:
-        value = self.plain(node)
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise self.error(node, where, "expected a positive number")
-        return float(value)
+        return float(
+            self._checked(node, where, lambda v: _is_number(v) and v > 0, "a positive number")
+        )
 
     def boolean(self, node: yaml.Node, where: str) -> bool:
-        value = self.plain(node)
-        if not isinstance(value, bool):
-            raise self.error(node, where, "expected true or false")
-        return value
+        return self._checked(node, where, lambda v: isinstance(v, bool), "true or false") is True
 
     def integer(self, node: yaml.Node, where: str, minimum: int = 0) -> int:
+        expected = f"an integer >= {minimum}"
+        return int(
+            self._checked(node, where, lambda v: _is_number(v, int) and v >= minimum, expected)
+        )
+
+    def _checked(self, node: yaml.Node, where: str, fits: Callable[[Any], bool], what: str) -> Any:
+        """The node's plain value if ``fits`` takes it, else an error: "expected ``what``"."""
         value = self.plain(node)
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise self.error(node, where, f"expected an integer >= {minimum}")
+        if not fits(value):
+            raise self.error(node, where, f"expected {what}")
         return value
+
+
+def _is_number(value: Any, kind: type | tuple[type, ...] = (int, float)) -> bool:
+    return isinstance(value, kind) and not isinstance(value, bool)  # YAML's true is no 1
 
 
 def _expand(value: Any) -> Any:

@@ -268,10 +268,7 @@ class Ledger:
                 if not closed:
                     continue
                 balance = conn.execute(
-                    update(ApiKeyRow)
-                    .where(ApiKeyRow.id == key_id)
-                    .values(credits_micro=ApiKeyRow.credits_micro + amount)
-                    .returning(ApiKeyRow.credits_micro)
+                    _ADD, {"key_id": key_id, "amount": amount}
                 ).scalar_one_or_none()
                 write_entry(
                     conn,
@@ -294,10 +291,7 @@ class Ledger:
             raise InvalidRequest("'amount' must be a positive number of USD.", param="amount")
         with self._db.write() as conn:
             balance = conn.execute(
-                update(ApiKeyRow)
-                .where(ApiKeyRow.id == key_id)
-                .values(credits_micro=ApiKeyRow.credits_micro + amount_micro)
-                .returning(ApiKeyRow.credits_micro)
+                _ADD, {"key_id": key_id, "amount": amount_micro}
             ).scalar_one_or_none()
             if balance is None:
                 exists = conn.execute(

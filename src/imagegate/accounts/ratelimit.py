@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import math
 import time
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 from imagegate.accounts.keys import ApiKey
 from imagegate.core.errors import RateLimited
@@ -59,7 +60,9 @@ class BucketState:
         return (self.limit - self.remaining) * WINDOW_S / self.limit
 
 
-class RateLimiter(Protocol):
+class RateLimiter(ABC):
+    """A limiter's front: keys without limits pass untouched; the rest are its buckets'."""
+
     async def acquire(
         self,
         key: ApiKey,
@@ -69,10 +72,25 @@ class RateLimiter(Protocol):
         requests: int = 1,
         slot: bool = True,
         consume: bool = True,
-    ) -> Permit: ...
+    ) -> Permit:
+        """Check-and-take ``requests`` request tokens, ``images`` image tokens and (with
+        ``slot``) a concurrency slot; ``consume=False`` checks the buckets without taking."""
+        limits = Limits.of(key)
+        permit = Permit(key.id, request_id)
+        if limits.any:
+            await self._take(limits, permit, images, requests, slot, consume)
+        return permit
 
+    @abstractmethod
+    async def _take(
+        self, limits: Limits, permit: Permit, images: int, requests: int, slot: bool, consume: bool
+    ) -> None:
+        """Admit ``permit`` (filling its headers and slot) or raise ``RateLimited``."""
+
+    @abstractmethod
     async def release(self, permit: Permit) -> None: ...
 
+    @abstractmethod
     async def aclose(self) -> None: ...
 
 
@@ -135,7 +153,7 @@ def refuse_concurrency(limits: Limits) -> RateLimited:
     )
 
 
-class MemoryRateLimiter:
+class MemoryRateLimiter(RateLimiter):
     """Buckets and slots in this process (one worker)."""
 
     def __init__(self, slot_ttl_s: float, clock: Any = time.monotonic) -> None:
@@ -150,31 +168,19 @@ class MemoryRateLimiter:
         tokens, stamp = self._buckets.get((key_id, kind), (float(limit), now))
         return min(float(limit), tokens + (now - stamp) * limit / WINDOW_S)
 
-    async def acquire(
-        self,
-        key: ApiKey,
-        images: int,
-        request_id: str,
-        *,
-        requests: int = 1,
-        slot: bool = True,
-        consume: bool = True,
-    ) -> Permit:
-        """Check-and-take ``requests`` request tokens, ``images`` image tokens and (with
-        ``slot``) a concurrency slot; ``consume=False`` checks the buckets without taking."""
-        limits = Limits.of(key)
-        permit = Permit(key.id, request_id)
-        if not limits.any:
-            return permit
+    async def _take(
+        self, limits: Limits, permit: Permit, images: int, requests: int, slot: bool, consume: bool
+    ) -> None:
+        key_id, request_id = permit.key_id, permit.request_id
         now = self._clock()
-        req_tokens = self._peek(key.id, "req", limits.rpm, now)
-        img_tokens = self._peek(key.id, "img", limits.ipm, now)
+        req_tokens = self._peek(key_id, "req", limits.rpm, now)
+        img_tokens = self._peek(key_id, "img", limits.ipm, now)
         wait = _wait(limits, images, req_tokens, img_tokens, requests)
         if wait is not None:
             states = _states(limits, req_tokens, img_tokens)
             raise refuse(limits, images, *states, wait, requests)
         if limits.concurrent and slot:
-            slots = self._slots.setdefault(key.id, {})
+            slots = self._slots.setdefault(key_id, {})
             for rid in [rid for rid, exp in slots.items() if exp <= now]:
                 del slots[rid]
             if len(slots) >= limits.concurrent:
@@ -183,12 +189,11 @@ class MemoryRateLimiter:
             permit.holds_slot = True
         if req_tokens is not None and consume:
             req_tokens -= requests
-            self._buckets[(key.id, "req")] = (req_tokens, now)
+            self._buckets[(key_id, "req")] = (req_tokens, now)
         if img_tokens is not None and consume:
             img_tokens -= images
-            self._buckets[(key.id, "img")] = (img_tokens, now)
+            self._buckets[(key_id, "img")] = (img_tokens, now)
         permit.headers = limit_headers(*_states(limits, req_tokens, img_tokens))
-        return permit
 
     async def release(self, permit: Permit) -> None:
         if permit.holds_slot:
@@ -279,7 +284,7 @@ return {1, tostring(rt or -1), tostring(it or -1), '0'}
 """
 
 
-class RedisRateLimiter:
+class RedisRateLimiter(RateLimiter):
     """Buckets and slots in Redis: one limit for every worker and host."""
 
     def __init__(self, redis: Any, slot_ttl_s: float, prefix: str = "imagegate:rl") -> None:
@@ -288,23 +293,12 @@ class RedisRateLimiter:
         self._prefix = prefix
         self._acquire = redis.register_script(_ACQUIRE)
 
-    async def acquire(
-        self,
-        key: ApiKey,
-        images: int,
-        request_id: str,
-        *,
-        requests: int = 1,
-        slot: bool = True,
-        consume: bool = True,
-    ) -> Permit:
-        """See :meth:`MemoryRateLimiter.acquire`; one atomic script in Redis."""
-        limits = Limits.of(key)
-        permit = Permit(key.id, request_id)
-        if not limits.any:
-            return permit
+    async def _take(
+        self, limits: Limits, permit: Permit, images: int, requests: int, slot: bool, consume: bool
+    ) -> None:
+        """One atomic script in Redis."""
         concurrent = (limits.concurrent or 0) if slot else 0
-        p = f"{self._prefix}:{key.id}"
+        p = f"{self._prefix}:{permit.key_id}"
         status, req, img, wait = await self._acquire(
             keys=[f"{p}:req", f"{p}:img", f"{p}:slots"],
             args=[
@@ -312,7 +306,7 @@ class RedisRateLimiter:
                 limits.ipm or 0,
                 images,
                 concurrent,
-                request_id,
+                permit.request_id,
                 self._slot_ttl_s,
                 requests,
                 1 if consume else 0,
@@ -327,7 +321,6 @@ class RedisRateLimiter:
             raise refuse(limits, images, *states, float(wait), requests)
         permit.holds_slot = bool(concurrent)
         permit.headers = limit_headers(*_states(limits, req_tokens, img_tokens))
-        return permit
 
     async def release(self, permit: Permit) -> None:
         if permit.holds_slot:

@@ -78,7 +78,8 @@ class BodyBudget:
 def body_budget(gw: Gateway) -> BodyBudget:
     if gw.body_budget is None:
         gw.body_budget = BodyBudget(gw.settings.limits.max_inflight_bytes)
-    return gw.body_budget
+    budget: BodyBudget = gw.body_budget
+    return budget
 
 
 def b64_len(n: int) -> int:

@@ -6,7 +6,7 @@ python-multipart so that an oversized part is refused as soon as it crosses its 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl
@@ -80,10 +80,17 @@ async def read_urlencoded(
 
 
 async def _read_capped(request: Request, max_bytes: int, on_chunk: OnChunk | None) -> bytes:
+    chunks = [chunk async for chunk in _capped_stream(request, max_bytes, on_chunk)]
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _capped_stream(
+    request: Request, max_bytes: int, on_chunk: OnChunk | None
+) -> AsyncIterator[bytes]:
+    """The body's chunks; 413 as soon as the declared or the received length passes the cap."""
     declared = declared_length(request)
     if declared is not None and declared > max_bytes:
         raise _too_large(max_bytes)
-    chunks: list[bytes] = []
     total = 0
     async for chunk in request.stream():
         total += len(chunk)
@@ -91,8 +98,7 @@ async def _read_capped(request: Request, max_bytes: int, on_chunk: OnChunk | Non
             raise _too_large(max_bytes)
         if on_chunk is not None:
             on_chunk(len(chunk))
-        chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        yield chunk
 
 
 def content_kind(request: Request) -> str:
@@ -126,19 +132,10 @@ async def read_multipart(
     boundary = params.get(b"boundary")
     if not boundary:
         raise InvalidRequest("Missing boundary in multipart/form-data body.", code="invalid_body")
-    declared = declared_length(request)
-    if declared is not None and declared > max_total_bytes:
-        raise _too_large(max_total_bytes)
     state = _PartCollector(max_file_bytes, max_parts)
     parser = MultipartParser(boundary, state.callbacks())
-    total = 0
     try:
-        async for chunk in request.stream():
-            total += len(chunk)
-            if total > max_total_bytes:
-                raise _too_large(max_total_bytes)
-            if on_chunk is not None:
-                on_chunk(len(chunk))
+        async for chunk in _capped_stream(request, max_total_bytes, on_chunk):
             parser.write(chunk)
             if state.error is not None:
                 raise state.error

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import cast
 
 import orjson
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate.accounts.usage import GROUP_BY, GroupBy
+from imagegate.accounts.usage import GROUP_BY
 from imagegate.api.auth import authenticate
 from imagegate.api.state import gateway
 from imagegate.core.errors import InvalidRequest, NotFound
@@ -53,8 +52,7 @@ async def get_usage(request: Request) -> Response:
             raise NotFound(f"No API key with id '{key_id}'.", param="key_id")
         key_id = key.id
     book = gateway(request).usage
-    grouping = cast(GroupBy | None, group_by)
-    summary = await run_in_threadpool(book.summary, start, end, grouping, key_id)
+    summary = await run_in_threadpool(book.summary, start, end, group_by, key_id)
     summary["key_id"] = key_id
     if not key.is_admin:  # what upstreams bill the operator is the operator's business
         summary.pop("upstream", None)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import sys
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, cast
+from typing import Annotated, Any
 
 import orjson
 import typer
@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from imagegate.accounts.audit import BooksUnbalanced, verify_books
-from imagegate.accounts.usage import GROUP_BY, GroupBy, UsageBook
+from imagegate.accounts.usage import GROUP_BY, UsageBook
 from imagegate.cli.database import ConfigOption, DataDirOption, admin_database
 from imagegate.cli.exits import USAGE, fail
 from imagegate.cli.keys import key_id_of
@@ -48,7 +48,7 @@ def usage(
     except GatewayError as exc:
         fail(exc.message, USAGE)
     book = UsageBook(admin_database(config, data_dir))
-    summary = book.summary(begin, stop, cast(GroupBy, group_by), key_id_of(key) if key else None)
+    summary = book.summary(begin, stop, group_by, key_id_of(key) if key else None)
     if as_json:
         typer.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2).decode())
         return

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -86,14 +85,7 @@ def generate(
         quality=quality,
         **_common(model, n, size, seed),
     )
-    _run(
-        base_url,
-        api_key,
-        as_json,
-        out,
-        "Generating",
-        lambda api: api.images_generations_post_with_http_info(request),
-    )
+    _run(request, out, as_json, base_url, api_key)
 
 
 def edit(
@@ -120,14 +112,7 @@ def edit(
         output_format=output_format,
         **_common(model, n, size, seed),
     )
-    _run(
-        base_url,
-        api_key,
-        as_json,
-        out,
-        "Editing",
-        lambda api: api.images_edits_post_with_http_info(request),
-    )
+    _run(request, out, as_json, base_url, api_key)
 
 
 def vary(
@@ -146,14 +131,7 @@ def vary(
         image=_input(image, as_json),
         **_common(model, n, size, seed),
     )
-    _run(
-        base_url,
-        api_key,
-        as_json,
-        out,
-        "Varying",
-        lambda api: api.images_variations_post_with_http_info(request),
-    )
+    _run(request, out, as_json, base_url, api_key)
 
 
 def _common(model: str, n: int | None, size: str | None, seed: int | None) -> dict[str, Any]:
@@ -178,14 +156,24 @@ def _input(value: str, as_json: bool) -> str:
     return value
 
 
-def _run(
-    base_url: str,
-    api_key: str | None,
-    as_json: bool,
-    out: Path,
-    verb: str,
-    call: Callable[[ImagesApi], HttpInfo],
-) -> None:
+_Request = ImageGenerationRequest | ImagesEditRequest | ImageVariationRequest
+_VERBS: dict[type[_Request], str] = {
+    ImageGenerationRequest: "Generating",
+    ImagesEditRequest: "Editing",
+    ImageVariationRequest: "Varying",
+}
+
+
+def _call(api: ImagesApi, request: _Request) -> HttpInfo:
+    """The SDK call for ``request``'s endpoint."""
+    if isinstance(request, ImageGenerationRequest):
+        return api.images_generations_post_with_http_info(request)
+    if isinstance(request, ImagesEditRequest):
+        return api.images_edits_post_with_http_info(request)
+    return api.images_variations_post_with_http_info(request)
+
+
+def _run(request: _Request, out: Path, as_json: bool, base_url: str, api_key: str | None) -> None:
     token = api_key or local_admin_key()
     if token is None:
         _fail(_NO_KEY.format(path=admin_key_path()), as_json, code=USAGE)
@@ -194,10 +182,11 @@ def _run(
         api = ImagesApi(client)
         try:
             if as_json:
-                result, _, headers = call(api)
+                result, _, headers = _call(api, request)
             else:
+                verb = _VERBS[type(request)]
                 with err_console.status(f"{verb}…", spinner="dots"):
-                    result, _, headers = call(api)
+                    result, _, headers = _call(api, request)
         except ApiError as exc:
             _fail_api(exc, as_json)
     assert isinstance(result, ImageGenerationResponse)

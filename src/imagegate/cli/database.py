@@ -41,6 +41,12 @@ def settings_for(config: str | None, data_dir: Path | None = None) -> Settings:
     return settings
 
 
+def database_unavailable(exc: BaseException, doing: str) -> NoReturn:
+    """Exit 1 with one line, no traceback: the database cannot be reached (or refused us)."""
+    first = (str(exc).splitlines() or [type(exc).__name__])[0]
+    fail(f"{doing}: the database is unavailable: {first}")
+
+
 def _data_dir_source(settings: Settings, data_dir: Path | None) -> str:
     if data_dir is not None:
         return "--data-dir"

@@ -19,7 +19,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from imagegate.cli.accounts import register as register_account_commands
 from imagegate.cli.client import register as register_client_commands
-from imagegate.cli.database import ConfigOption, settings_for
+from imagegate.cli.database import ConfigOption, database_unavailable, settings_for
 from imagegate.cli.exits import USAGE, fail, run
 from imagegate.cli.keys import keys_app
 from imagegate.cli.ops import register as register_ops_commands
@@ -80,9 +80,8 @@ def serve(
         application = create_app(settings)
     except (ConfigError, ValueError) as exc:
         fail(f"cannot start: {exc}", USAGE)
-    except SQLAlchemyError as exc:  # the database cannot be reached: one line, no traceback
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
-        fail(f"cannot start: the database is unavailable: {first}")
+    except SQLAlchemyError as exc:
+        database_unavailable(exc, "cannot start")
     if workers > 1 and not settings.redis_url:
         typer.echo(
             f"imagegate: warning: {workers} workers without IMAGEGATE_REDIS_URL: rate limits "

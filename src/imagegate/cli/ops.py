@@ -5,8 +5,15 @@ from __future__ import annotations
 from typing import Annotated
 
 import typer
+from sqlalchemy.exc import SQLAlchemyError
 
-from imagegate.cli.database import ConfigOption, DataDirOption, safe_url, settings_for
+from imagegate.cli.database import (
+    ConfigOption,
+    DataDirOption,
+    database_unavailable,
+    safe_url,
+    settings_for,
+)
 from imagegate.cli.exits import USAGE, fail
 
 
@@ -29,6 +36,8 @@ def migrate(config: ConfigOption = None, data_dir: DataDirOption = None) -> None
         after = db.current_revision()
     except ValueError as exc:
         fail(str(exc), USAGE)
+    except SQLAlchemyError as exc:
+        database_unavailable(exc, "cannot migrate")
     where = safe_url(settings.database_url) if settings.database_url else db.url.database
     db.dispose()
     if before == after:

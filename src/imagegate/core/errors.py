@@ -6,6 +6,7 @@ Every error knows the HTTP status, OpenAI-style ``type`` and ``code`` and the re
 
 from __future__ import annotations
 
+from dataclasses import KW_ONLY, dataclass
 from typing import Any
 
 
@@ -128,6 +129,7 @@ class UpstreamTimeout(GatewayError):
     code = "upstream_timeout"
 
 
+@dataclass(eq=False, repr=False)
 class UpstreamError(Exception):
     """Raised by a provider adapter when an upstream call fails.
 
@@ -136,31 +138,22 @@ class UpstreamError(Exception):
     ``GatewayError`` they map to in ``client_error``.
     """
 
-    def __init__(
-        self,
-        message: str,
-        *,
-        status: int | None = None,
-        retryable: bool,
-        timeout: bool = False,
-        retry_after_s: float | None = None,
-        client_error: GatewayError | None = None,
-        model_gone: bool = False,
-        ours: bool = False,
-    ) -> None:
-        super().__init__(message)
-        self.message = message
-        self.status = status
-        self.retryable = retryable
-        self.timeout = timeout
-        self.retry_after_s = retry_after_s
-        self.client_error = client_error
-        # The upstream says the model we asked for does not exist (retired, renamed): the
-        # router skips this endpoint for a while instead of counting breaker failures.
-        self.model_gone = model_gone
-        # About the gateway's own account (billing, quota, credentials), not the caller's
-        # request: fail over, never wait it out, never blame the caller.
-        self.ours = ours
+    message: str
+    _: KW_ONLY
+    status: int | None = None
+    retryable: bool
+    timeout: bool = False
+    retry_after_s: float | None = None
+    client_error: GatewayError | None = None
+    # The upstream says the model we asked for does not exist (retired, renamed): the
+    # router skips this endpoint for a while instead of counting breaker failures.
+    model_gone: bool = False
+    # About the gateway's own account (billing, quota, credentials), not the caller's
+    # request: fail over, never wait it out, never blame the caller.
+    ours: bool = False
+
+    def __post_init__(self) -> None:
+        super().__init__(self.message)  # str(exc) and exc.args, as any exception's
 
 
 def is_retryable_status(status: int) -> bool:

@@ -113,12 +113,8 @@ class GeneratedImage:
         ``source`` names who produced it in errors (a provider id)."""
         if data is None and b64 is None:
             raise ValueError("a GeneratedImage needs its bytes or their base64")
-        self._data = data
-        self._b64 = b64
-        self._source = source
-        self.format = format
-        self.width = width
-        self.height = height
+        self._data, self._b64, self._source = data, b64, source  # what it holds, from whom
+        self.format, self.width, self.height = format, width, height  # what it is
         self.revised_prompt = revised_prompt
 
     @classmethod

@@ -107,7 +107,8 @@ def _format(item: dict[str, Any], payload: dict[str, Any]) -> OutputFormat:
     """The file extension to store under (the bytes are returned as they were)."""
     for value in (item.get("output_format"), payload.get("output_format")):
         if value in OUTPUT_FORMATS:
-            return value
+            fmt: OutputFormat = value
+            return fmt
     return "png"
 
 

@@ -21,6 +21,7 @@ from typing import TypeVar
 import httpx
 
 from imagegate.catalog.spec import ModelSpec
+from imagegate.config import RoutingSettings
 from imagegate.core.errors import (
     GatewayError,
     InsufficientCredits,
@@ -41,13 +42,8 @@ MODEL_GONE_SKIP_S = 3600.0  # how long an endpoint whose model the upstream diso
 T = TypeVar("T")
 
 
-@dataclass(slots=True)
-class RouterSettings:
-    max_attempts: int = 3
-    deadline_s: float = 300.0
-    max_retry_wait_s: float = 5.0  # wait out an upstream 429 only when nothing else is left
-    hedge: bool = False  # start a second endpoint once the first passes its observed p95
-    hedge_min_samples: int = 20
+# The router reads the config file's ``routing`` section as it is (breaker fields aside).
+RouterSettings = RoutingSettings
 
 
 @dataclass(slots=True)

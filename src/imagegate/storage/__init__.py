@@ -45,13 +45,13 @@ def open_store(
             raise ValueError(f"storage URL {storage_url!r} names no directory")
         return FilesystemStore(Path(raw).expanduser(), ttl_s)
     if scheme == "s3":
-        from imagegate.storage.s3 import ENDPOINT_ENV, PUBLIC_ENDPOINT_ENV, S3Store
+        from imagegate.storage.s3 import ENDPOINT_ENV, PUBLIC_ENDPOINT_ENV, S3Store, parse_s3_url
 
-        return S3Store.from_url(
-            storage_url,
+        return S3Store(
+            *parse_s3_url(storage_url),
             ttl_s,
-            os.environ.get(ENDPOINT_ENV) or None,
-            public_endpoint or os.environ.get(PUBLIC_ENDPOINT_ENV) or None,
+            endpoint_url=os.environ.get(ENDPOINT_ENV) or None,
+            public_endpoint=public_endpoint or os.environ.get(PUBLIC_ENDPOINT_ENV) or None,
         )
     raise ValueError(
         f"unsupported storage URL scheme {scheme!r} in {storage_url!r}: use file:// or s3://"

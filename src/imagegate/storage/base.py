@@ -12,7 +12,8 @@ import re
 import secrets
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from types import TracebackType
+
+import anyio.to_thread
 
 from imagegate.core.errors import GatewayError
 from imagegate.core.types import MIME_TYPES, OUTPUT_FORMATS, OutputFormat
@@ -82,9 +83,17 @@ class ImageStore(ABC):
     async def put(self, data: bytes, fmt: OutputFormat) -> str:
         """Store ``data`` and return its new, unguessable file id."""
 
-    @abstractmethod
     async def get(self, file_id: str) -> StoredFile | None:
         """The file, or None if the id is unknown, malformed or expired."""
+        content_type = file_id_content_type(file_id)
+        if content_type is None:
+            return None
+        data = await anyio.to_thread.run_sync(self._read, file_id)
+        return None if data is None else StoredFile(data=data, content_type=content_type)
+
+    @abstractmethod
+    def _read(self, file_id: str) -> bytes | None:
+        """The bytes of a well-formed id, or None if unknown or expired (in a worker thread)."""
 
     @abstractmethod
     async def sweep(self, now: float | None = None) -> int:
@@ -109,10 +118,5 @@ class ImageStore(ABC):
     async def __aenter__(self) -> ImageStore:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()

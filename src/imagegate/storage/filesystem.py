@@ -18,7 +18,6 @@ import anyio.to_thread
 from imagegate.core.types import OutputFormat
 from imagegate.storage.base import (
     ImageStore,
-    StoredFile,
     file_id_content_type,
     new_file_id,
     storage_failure,
@@ -75,13 +74,6 @@ class FilesystemStore(ImageStore):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
-
-    async def get(self, file_id: str) -> StoredFile | None:
-        content_type = file_id_content_type(file_id)
-        if content_type is None:
-            return None
-        data = await anyio.to_thread.run_sync(self._read, file_id)
-        return None if data is None else StoredFile(data=data, content_type=content_type)
 
     def _read(self, file_id: str) -> bytes | None:
         try:

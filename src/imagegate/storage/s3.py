@@ -23,7 +23,6 @@ from imagegate.core.types import OutputFormat
 from imagegate.storage.base import (
     ImageStore,
     StorageUnavailable,
-    StoredFile,
     file_id_content_type,
     new_file_id,
     storage_failure,
@@ -92,19 +91,6 @@ class S3Store(ImageStore):
                 "s3", endpoint_url=public_endpoint, config=public_config
             )
 
-    @classmethod
-    def from_url(
-        cls,
-        url: str,
-        ttl_s: int,
-        endpoint_url: str | None = None,
-        public_endpoint: str | None = None,
-    ) -> S3Store:
-        bucket, prefix = parse_s3_url(url)
-        return cls(
-            bucket, prefix, ttl_s, endpoint_url=endpoint_url, public_endpoint=public_endpoint
-        )
-
     def key(self, file_id: str) -> str:
         return f"{self.prefix}/{file_id}" if self.prefix else file_id
 
@@ -119,13 +105,6 @@ class S3Store(ImageStore):
             ContentType=content_type,
         )
         return file_id
-
-    async def get(self, file_id: str) -> StoredFile | None:
-        content_type = file_id_content_type(file_id)
-        if content_type is None:
-            return None
-        data = await anyio.to_thread.run_sync(self._read, file_id)
-        return None if data is None else StoredFile(data=data, content_type=content_type)
 
     def _read(self, file_id: str) -> bytes | None:
         from botocore.exceptions import BotoCoreError, ClientError

@@ -33,6 +33,7 @@ __all__ = ["UpstreamClient"]
 _USE_DEFAULT: Any = httpx.USE_CLIENT_DEFAULT
 _httpx_logger = logging.getLogger("httpx")  # the logger httpx's client logs each request to
 _URL_CACHE_SIZE = 256
+_PLAIN_METHODS = frozenset({"GET", "POST"})  # what the adapters call; others take httpx's path
 # A plain call's target: httpx's parsed URL, aiohttp's, and the Host header httpx would send.
 _Target = tuple[httpx.URL, URL, str]
 
@@ -77,8 +78,9 @@ class UpstreamClient(httpx.AsyncClient):
         self._targets: dict[str, _Target] = {}
         self._timeout_dicts: dict[float | None, dict[str, float | None]] = {}
 
-    async def post(
+    async def request(
         self,
+        method: str,
         url: httpx.URL | str,
         *,
         content: Any = None,
@@ -93,8 +95,10 @@ class UpstreamClient(httpx.AsyncClient):
         timeout: Any = _USE_DEFAULT,
         extensions: Any = None,
     ) -> httpx.Response:
+        """httpx's ``request`` (which its ``post`` and ``get`` call), short for a plain call."""
         if (
-            data is None
+            method in _PLAIN_METHODS
+            and data is None
             and files is None
             and json is None
             and params is None
@@ -104,40 +108,13 @@ class UpstreamClient(httpx.AsyncClient):
             and extensions is None
             and (content is None or type(content) is bytes)
         ):
-            response = await self._send_plain("POST", url, content, headers, timeout)
+            response = await self._send_plain(method, url, content, headers, timeout)
             if response is not None:
                 return response
-        return await super().post(
-            url, content=content, data=data, files=files, json=json, params=params,
+        return await super().request(
+            method, url, content=content, data=data, files=files, json=json, params=params,
             headers=headers, cookies=cookies, auth=auth, follow_redirects=follow_redirects,
             timeout=timeout, extensions=extensions,
-        )  # fmt: skip
-
-    async def get(
-        self,
-        url: httpx.URL | str,
-        *,
-        params: Any = None,
-        headers: Any = None,
-        cookies: Any = None,
-        auth: Any = _USE_DEFAULT,
-        follow_redirects: Any = _USE_DEFAULT,
-        timeout: Any = _USE_DEFAULT,
-        extensions: Any = None,
-    ) -> httpx.Response:
-        if (
-            params is None
-            and cookies is None
-            and auth is _USE_DEFAULT
-            and follow_redirects is _USE_DEFAULT
-            and extensions is None
-        ):
-            response = await self._send_plain("GET", url, None, headers, timeout)
-            if response is not None:
-                return response
-        return await super().get(
-            url, params=params, headers=headers, cookies=cookies, auth=auth,
-            follow_redirects=follow_redirects, timeout=timeout, extensions=extensions,
         )  # fmt: skip
 
     # -- the short path ----------------------------------------------------------------
@@ -185,20 +162,9 @@ class UpstreamClient(httpx.AsyncClient):
         request.read()  # so that request.content works, as it does on httpx's path
         session = transport.session_for_loop()
         start = time.perf_counter()
-        try:
-            upstream = await session.request(
-                method,
-                wire_url,
-                headers=wire,
-                data=content or None,
-                skip_auto_headers=skip,
-                allow_redirects=False,
-                timeout=transport.client_timeout(request),
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            raise httpx_error(exc, request) from exc
-        except ValueError as exc:  # aiohttp refused to write it (e.g. CR/LF in a header)
-            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        upstream = await transport.open_response(
+            session, request, wire_url, wire, content or None, skip
+        )
         try:
             body = await upstream.read()  # whole, as httpx's non-streaming path reads it
         except (aiohttp.ClientError, OSError) as exc:

@@ -15,7 +15,6 @@ import ipaddress
 import re
 import socket
 from collections.abc import Iterable
-from types import TracebackType
 
 import httpx
 
@@ -278,12 +277,7 @@ class SafeFetcher:
     async def __aenter__(self) -> SafeFetcher:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
 

@@ -89,20 +89,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if url.userinfo:  # httpx's auth already made it a header; aiohttp would refuse both
             url = url.copy_with(userinfo=b"")
         data = await _request_body(request)
-        try:
-            response = await session.request(
-                request.method,
-                URL(str(url), encoded=True),  # as httpx encoded it: signed URLs stay intact
-                headers=headers,
-                data=data,
-                skip_auto_headers=skip,
-                allow_redirects=False,
-                timeout=self.client_timeout(request),
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            raise httpx_error(exc, request) from exc
-        except ValueError as exc:  # aiohttp refused to write it (e.g. CR/LF in a header)
-            raise httpx.LocalProtocolError(str(exc), request=request) from exc
+        # As httpx encoded the URL: signed URLs stay intact.
+        wire_url = URL(str(url), encoded=True)
+        response = await self.open_response(session, request, wire_url, headers, data, skip)
         return httpx.Response(
             response.status,
             headers=response.raw_headers,
@@ -165,6 +154,35 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             max_line_size=_MAX_HEADER_LINE,
             max_field_size=_MAX_HEADER_LINE,
         )
+
+    async def open_response(
+        self,
+        session: aiohttp.ClientSession,
+        request: httpx.Request,
+        url: URL,
+        headers: CIMultiDict[str],
+        data: Any,
+        skip: list[str] | None,
+    ) -> aiohttp.ClientResponse:
+        """Send ``request`` on ``session`` as given, up to the response headers.
+
+        aiohttp follows no redirect, and its errors come out as httpx's: the one place both
+        this transport and ``UpstreamClient``'s short path map them.
+        """
+        try:
+            return await session.request(
+                request.method,
+                url,
+                headers=headers,
+                data=data,
+                skip_auto_headers=skip,
+                allow_redirects=False,
+                timeout=self.client_timeout(request),
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise httpx_error(exc, request) from exc
+        except ValueError as exc:  # aiohttp refused to write it (e.g. CR/LF in a header)
+            raise httpx.LocalProtocolError(str(exc), request=request) from exc
 
     def client_timeout(self, request: httpx.Request) -> aiohttp.ClientTimeout:
         """httpx's per-request ``{connect, read, write, pool}`` as aiohttp timeouts.

@@ -1,25 +1,16 @@
 """${message}
 
-Revision ID: ${up_revision}
-Revises: ${down_revision | comma,n}
-Create Date: ${create_date}
-
 Hand-written or reviewed: migrations must work on SQLite and PostgreSQL, and the
-schema they produce must match imagegate.db.models (a test compares them).
+schema they produce must match imagegate.db.models (a test compares them). The column
+shapes they share are in imagegate.db.ddl. Add ``branch_labels``/``depends_on`` only
+when needed (alembic reads them as None when absent).
 """
-
-from __future__ import annotations
-
-from collections.abc import Sequence
 
 import sqlalchemy as sa
 from alembic import op
 ${imports if imports else ""}
 
-revision: str = ${repr(up_revision)}
-down_revision: str | None = ${repr(down_revision)}
-branch_labels: str | Sequence[str] | None = ${repr(branch_labels)}
-depends_on: str | Sequence[str] | None = ${repr(depends_on)}
+revision, down_revision = ${repr(up_revision)}, ${repr(down_revision)}
 
 
 def upgrade() -> None:

@@ -1,21 +1,9 @@
-"""Initial schema: API keys.
-
-Revision ID: 0001
-Revises:
-Create Date: 2025-01-01
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+"""Initial schema: API keys."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0001"
-down_revision: str | None = None
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision = "0001", None
 
 
 def upgrade() -> None:

@@ -1,24 +1,12 @@
 """Credit holds, the ledger, usage records, idempotency records; per-key image and
-concurrency limits.
-
-Revision ID: 0002
-Revises: 0001
-Create Date: 2026-11-21
-"""
-
-from __future__ import annotations
-
-from collections.abc import Sequence
+concurrency limits."""
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0002"
-down_revision: str | None = "0001"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from imagegate.db.ddl import bigint, key_id, timestamp, varchar
 
-_TS = sa.DateTime(timezone=True)
+revision, down_revision = "0002", "0001"
 
 
 def upgrade() -> None:
@@ -27,15 +15,15 @@ def upgrade() -> None:
         batch.add_column(sa.Column("max_concurrent", sa.Integer(), nullable=True))
     op.create_table(
         "credit_holds",
-        sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("key_id", sa.String(32), nullable=False),
-        sa.Column("amount_micro", sa.BigInteger(), nullable=False),
-        sa.Column("charged_micro", sa.BigInteger(), nullable=True),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("generation_id", sa.String(40), nullable=False),
-        sa.Column("created_at", _TS, nullable=False),
-        sa.Column("expires_at", _TS, nullable=False),
-        sa.Column("closed_at", _TS, nullable=True),
+        varchar("id", 40, primary_key=True),
+        key_id(),
+        bigint("amount_micro"),
+        bigint("charged_micro", nullable=True),
+        varchar("status", 16),
+        varchar("generation_id", 40),
+        timestamp("created_at"),
+        timestamp("expires_at"),
+        timestamp("closed_at", nullable=True),
     )
     op.create_index("ix_credit_holds_key_id", "credit_holds", ["key_id"])
     op.create_index("ix_credit_holds_status_expires", "credit_holds", ["status", "expires_at"])
@@ -47,44 +35,44 @@ def upgrade() -> None:
             primary_key=True,
             autoincrement=True,
         ),
-        sa.Column("key_id", sa.String(32), nullable=False),
-        sa.Column("kind", sa.String(16), nullable=False),
-        sa.Column("amount_micro", sa.BigInteger(), nullable=False),
-        sa.Column("balance_micro", sa.BigInteger(), nullable=True),
-        sa.Column("hold_id", sa.String(40), nullable=True),
-        sa.Column("generation_id", sa.String(40), nullable=True),
-        sa.Column("note", sa.String(200), nullable=True),
-        sa.Column("created_at", _TS, nullable=False),
+        key_id(),
+        varchar("kind", 16),
+        bigint("amount_micro"),
+        bigint("balance_micro", nullable=True),
+        varchar("hold_id", 40, nullable=True),
+        varchar("generation_id", 40, nullable=True),
+        varchar("note", 200, nullable=True),
+        timestamp("created_at"),
     )
     op.create_index("ix_ledger_entries_key_id", "ledger_entries", ["key_id"])
     op.create_table(
         "usage_records",
-        sa.Column("generation_id", sa.String(40), primary_key=True),
-        sa.Column("key_id", sa.String(32), nullable=False),
-        sa.Column("model", sa.String(200), nullable=False),
-        sa.Column("operation", sa.String(16), nullable=False),
-        sa.Column("provider", sa.String(100), nullable=True),
-        sa.Column("upstream_model", sa.String(200), nullable=True),
+        varchar("generation_id", 40, primary_key=True),
+        key_id(),
+        varchar("model", 200),
+        varchar("operation", 16),
+        varchar("provider", 100, nullable=True),
+        varchar("upstream_model", 200, nullable=True),
         sa.Column("status", sa.Integer(), nullable=False),
-        sa.Column("error_code", sa.String(64), nullable=True),
+        varchar("error_code", 64, nullable=True),
         sa.Column("attempts", sa.JSON(), nullable=False),
         sa.Column("images", sa.Integer(), nullable=False),
         sa.Column("latency_ms", sa.Float(), nullable=False),
-        sa.Column("cost_micro", sa.BigInteger(), nullable=False),
-        sa.Column("created_at", _TS, nullable=False),
+        bigint("cost_micro"),
+        timestamp("created_at"),
     )
     op.create_index("ix_usage_records_key_created", "usage_records", ["key_id", "created_at"])
     op.create_table(
         "idempotency_records",
-        sa.Column("key_id", sa.String(32), primary_key=True),
-        sa.Column("idempotency_key", sa.String(255), primary_key=True),
-        sa.Column("request_hash", sa.String(64), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
+        key_id(primary_key=True),
+        varchar("idempotency_key", 255, primary_key=True),
+        varchar("request_hash", 64),
+        varchar("status", 16),
         sa.Column("response_status", sa.Integer(), nullable=True),
         sa.Column("response_headers", sa.JSON(), nullable=True),
         sa.Column("response_body", sa.LargeBinary(), nullable=True),
-        sa.Column("created_at", _TS, nullable=False),
-        sa.Column("expires_at", _TS, nullable=False),
+        timestamp("created_at"),
+        timestamp("expires_at"),
     )
 
 

@@ -2,24 +2,14 @@
 
 Keys created before this revision got their first credits without a ledger row; one
 ``open`` row per such key makes the difference good (``imagegate ledger verify``).
-
-Revision ID: 0003
-Revises: 0002
-Create Date: 2026-11-29
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0003"
-down_revision: str | None = "0002"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision = "0003", "0002"
 
 
 def upgrade() -> None:

@@ -6,25 +6,16 @@
 - ``usage_hourly`` / ``usage_upstream_hourly``: usage summed per key and UTC hour, filled
   here from the existing records, then kept with each new record.
 - ``key_epoch``: a counter of key changes, polled by in-memory key caches.
-
-Revision ID: 0007
-Revises: 0003
-Create Date: 2026-11-30
 """
 
-from __future__ import annotations
-
-from collections.abc import Sequence
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0007"
-down_revision: str | None = "0003"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+from imagegate.db.ddl import bigint, key_id, timestamp, varchar
 
-_TS = sa.DateTime(timezone=True)
+revision, down_revision = "0007", "0003"
 _BACKFILL_CHUNK = 5000
 
 
@@ -38,28 +29,22 @@ def upgrade() -> None:
     )
     op.create_index("ix_usage_records_created_id", "usage_records", ["created_at", "generation_id"])
     op.drop_index("ix_usage_records_key_created", table_name="usage_records")
-    op.create_table(
+    _hourly_rollup(
         "usage_hourly",
-        sa.Column("key_id", sa.String(32), primary_key=True),
-        sa.Column("bucket", _TS, primary_key=True),
-        sa.Column("model", sa.String(200), primary_key=True),
-        sa.Column("provider", sa.String(100), primary_key=True),
-        sa.Column("requests", sa.BigInteger(), nullable=False),
-        sa.Column("succeeded", sa.BigInteger(), nullable=False),
-        sa.Column("images", sa.BigInteger(), nullable=False),
-        sa.Column("cost_micro", sa.BigInteger(), nullable=False),
+        varchar("model", 200, primary_key=True),
+        varchar("provider", 100, primary_key=True),
+        bigint("requests"),
+        bigint("succeeded"),
+        bigint("images"),
+        bigint("cost_micro"),
     )
-    op.create_index("ix_usage_hourly_bucket", "usage_hourly", ["bucket"])
-    op.create_table(
+    _hourly_rollup(
         "usage_upstream_hourly",
-        sa.Column("key_id", sa.String(32), primary_key=True),
-        sa.Column("bucket", _TS, primary_key=True),
-        sa.Column("provider", sa.String(100), primary_key=True),
-        sa.Column("calls", sa.BigInteger(), nullable=False),
-        sa.Column("succeeded", sa.BigInteger(), nullable=False),
-        sa.Column("cost_micro", sa.BigInteger(), nullable=False),
+        varchar("provider", 100, primary_key=True),
+        bigint("calls"),
+        bigint("succeeded"),
+        bigint("cost_micro"),
     )
-    op.create_index("ix_usage_upstream_hourly_bucket", "usage_upstream_hourly", ["bucket"])
     op.create_table(
         "key_epoch",
         sa.Column("id", sa.Integer(), primary_key=True, autoincrement=False),
@@ -67,6 +52,12 @@ def upgrade() -> None:
     )
     op.execute("INSERT INTO key_epoch (id, epoch) VALUES (1, 0)")
     _backfill()
+
+
+def _hourly_rollup(name: str, *columns: sa.Column[Any]) -> None:
+    """A table of sums per key and UTC hour (``bucket``), and its index on the hour."""
+    op.create_table(name, key_id(primary_key=True), timestamp("bucket", primary_key=True), *columns)
+    op.create_index(f"ix_{name}_bucket", name, ["bucket"])
 
 
 def _backfill() -> None:
