@@ -31,9 +31,9 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "gateways"))
 
-import gateways  # noqa: E402
-import load  # noqa: E402
-import upstream  # noqa: E402
+import gateways
+import load
+import upstream
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 REDIS = "redis://127.0.0.1:6379/0"
