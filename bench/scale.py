@@ -199,7 +199,8 @@ def open_db(kind: str, workdir: Path) -> tuple[Database, Callable[[], None]]:
     name = f"imagegate_scale_{uuid.uuid4().hex[:8]}"
     with psycopg.connect(PG_ADMIN, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
-    db = Database(make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False))
+    url = make_url(PG_ADMIN).set(database=name).render_as_string(hide_password=False)
+    db = Database(url, statement_timeout_s=3600)  # bulk fills on a busy machine
     db.migrate()
 
     def drop() -> None:
