@@ -143,17 +143,18 @@ class UsageBook:
         Whole hours come from the hourly rollups, the partial hours at either edge from
         the records themselves: the cost does not grow with the number of records.
 
-        Grouped by key over every key, ``data`` is one page of ``limit`` keys (all keys
-        when ``None``) after the key id ``after``, in key id order; ``has_more`` and
-        ``last_id`` (the next ``after``) say where the next page starts, and the totals
-        and upstream calls stay those of every key.
+        Grouped by key over every key with a ``limit``, ``data`` is one page of ``limit``
+        keys after the key id ``after``, in key id order; ``has_more`` and ``last_id``
+        (the next ``after``) say where the next page starts, and the totals and upstream
+        calls stay those of every key. Without a ``limit`` (the CLI) every key is summed
+        from the hourly rollups at once.
         """
-        paged = group_by == "key" and key_id is None
+        paged = group_by == "key" and key_id is None and limit is not None
         page: dict[Any, list[int]] = {}
         has_more, last_id = False, None
         with self._db.engine.connect() as conn:
             groups, upstream = _window_sums(conn, start, end, None if paged else group_by, key_id)
-            if paged:
+            if paged and limit is not None:
                 page, has_more, last_id = _key_page(conn, start, end, limit, after)
         total = [sum(acc[i] for acc in groups.values()) for i in range(4)]
         data = [] if group_by is None else _group_rows(page if paged else groups)
@@ -189,7 +190,7 @@ def _window_sums(
 
 
 def _key_page(
-    conn: Connection, start: datetime, end: datetime, limit: int | None, after: str | None
+    conn: Connection, start: datetime, end: datetime, limit: int, after: str | None
 ) -> tuple[dict[Any, list[int]], bool, str | None]:
     """One page of keys with usage in ``[start, end)``, summed per key.
 
@@ -203,12 +204,9 @@ def _key_page(
     found = select(d.key_id).where(d.day >= floor_day(start), d.day < ceil_day(end))
     if after is not None:
         found = found.where(d.key_id > after)
-    found = found.group_by(d.key_id).order_by(d.key_id)
-    if limit is not None:
-        found = found.limit(limit + 1)
+    found = found.group_by(d.key_id).order_by(d.key_id).limit(limit + 1)
     keys = list(conn.execute(found).scalars())
-    has_more = limit is not None and len(keys) > limit
-    keys = keys[:limit] if limit is not None else keys
+    has_more, keys = len(keys) > limit, keys[:limit]
     if not keys:
         return {}, False, None
     lo, hi = ceil_day(start), floor_day(end)
