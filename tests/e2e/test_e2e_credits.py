@@ -137,7 +137,13 @@ def test_charges_top_up_usage_and_generation_records(
             assert admin.get(f"/generations/{generation_id}").status_code == 200
             everyone = admin.get("/usage", params={"group_by": "key"}).json()
             bad_group = admin.get("/usage", params={"group_by": "colour"})
+            bad_limit = admin.get("/usage", params={"group_by": "key", "limit": "0"})
+            stray_after = admin.get("/usage", params={"group_by": "model", "after": "k"})
         assert bad_group.status_code == 400 and bad_group.json()["error"]["param"] == "group_by"
+        assert bad_limit.status_code == 400 and bad_limit.json()["error"]["param"] == "limit"
+        assert stray_after.status_code == 400 and stray_after.json()["error"]["param"] == "after"
+        assert [g["group"] for g in everyone["data"]] == [key.split("_")[1]]
+        assert not everyone["has_more"] and everyone["last_id"] == key.split("_")[1]
         mine = httpx.get(
             f"{gw.v1}/usage",
             params={"group_by": "model"},

@@ -12,6 +12,9 @@ Rows with ``key_id = ""`` (``ALL_KEYS``) sum every key, for an admin's usage ove
 keys. Every request updates them, so in a write batch they are deferred to the end of the
 batch (db/batch.py ``DEFERRED``) and written in sorted order, after every per-key lock:
 concurrent batches then take locks in one global order and cannot deadlock on them.
+
+``usage_key_daily`` sums each key per UTC day (no ALL_KEYS rows, no model): an admin's
+usage grouped by key pages through it, at most one row per key and day.
 """
 
 from __future__ import annotations
@@ -25,16 +28,19 @@ from sqlalchemy import Connection, Insert, Table
 from sqlalchemy.dialects import postgresql, sqlite
 
 from imagegate.db.batch import DEFERRED
-from imagegate.db.models import UpstreamHourlyRow, UsageHourlyRow
+from imagegate.db.models import KeyDailyRow, UpstreamHourlyRow, UsageHourlyRow
 
 ALL_KEYS = ""
 
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 _USAGE: Table = UsageHourlyRow.__table__  # type: ignore[assignment]
 _UPSTREAM: Table = UpstreamHourlyRow.__table__  # type: ignore[assignment]
 _USAGE_KEY = ("key_id", "bucket", "model", "provider")
+_DAILY: Table = KeyDailyRow.__table__  # type: ignore[assignment]
 _UPSTREAM_KEY = ("key_id", "bucket", "provider")
-_STATEMENTS: dict[str, tuple[Insert, Insert]] = {}
+_DAILY_KEY = ("key_id", "day")
+_STATEMENTS: dict[str, tuple[Insert, Insert, Insert]] = {}
 
 
 def floor_hour(value: datetime) -> datetime:
@@ -48,6 +54,16 @@ def ceil_hour(value: datetime) -> datetime:
     return floor if floor == value else floor + HOUR
 
 
+def floor_day(value: datetime) -> datetime:
+    """The UTC day ``value`` falls in, as midnight."""
+    return floor_hour(value).replace(hour=0)
+
+
+def ceil_day(value: datetime) -> datetime:
+    floor = floor_day(value)
+    return floor if floor == value else floor + DAY
+
+
 def _upsert(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = insert(table)
@@ -55,13 +71,14 @@ def _upsert(dialect: str, table: Table, key: tuple[str, ...]) -> Insert:
     return stmt.on_conflict_do_update(index_elements=list(key), set_=adds)
 
 
-def _statements(conn: Connection) -> tuple[Insert, Insert]:
-    """The two upserts for this dialect, built once (building costs more than running)."""
+def _statements(conn: Connection) -> tuple[Insert, Insert, Insert]:
+    """The three upserts for this dialect, built once (building costs more than running)."""
     dialect = conn.dialect.name
     if dialect not in _STATEMENTS:
         _STATEMENTS[dialect] = (
             _upsert(dialect, _USAGE, _USAGE_KEY),
             _upsert(dialect, _UPSTREAM, _UPSTREAM_KEY),
+            _upsert(dialect, _DAILY, _DAILY_KEY),
         )
     return _STATEMENTS[dialect]
 
@@ -69,10 +86,12 @@ def _statements(conn: Connection) -> tuple[Insert, Insert]:
 class Rollup:
     """Sums of some usage records, by the rollup tables' keys, ready to upsert."""
 
-    def __init__(self, *, totals: bool = True) -> None:
+    def __init__(self, *, totals: bool = True, days: bool = True) -> None:
         self._totals = totals  # also sum into the ALL_KEYS rows
+        self._days = days  # also sum into usage_key_daily (migration 0007 predates it)
         self.usage: dict[tuple[str, datetime, str, str], list[int]] = {}
         self.upstream: dict[tuple[str, datetime, str], list[int]] = {}
+        self.daily: dict[tuple[str, datetime], list[int]] = {}
 
     def add(
         self,
@@ -98,12 +117,17 @@ class Rollup:
             _add(self.usage.setdefault((kid, bucket, model, provider or ""), [0, 0, 0, 0]), values)
             for name, call in calls:
                 _add(self.upstream.setdefault((kid, bucket, name), [0, 0, 0]), call)
+        if self._days:
+            day = bucket.replace(hour=0)
+            _add(self.daily.setdefault((key_id, day), [0, 0, 0, 0]), values)
 
     def merge(self, other: Rollup) -> None:
         for key, values in other.usage.items():
             _add(self.usage.setdefault(key, [0, 0, 0, 0]), values)
         for ukey, uvalues in other.upstream.items():
             _add(self.upstream.setdefault(ukey, [0, 0, 0]), uvalues)
+        for dkey, dvalues in other.daily.items():
+            _add(self.daily.setdefault(dkey, [0, 0, 0, 0]), dvalues)
 
     def add_row(self, row: Any) -> None:
         """Add a ``usage_records`` row (as stored: JSON and time as text on SQLite)."""
@@ -132,6 +156,7 @@ class Rollup:
             (everyone if key[0] == ALL_KEYS else mine).usage[key] = values
         for ukey, uvalues in self.upstream.items():
             (everyone if ukey[0] == ALL_KEYS else mine).upstream[ukey] = uvalues
+        mine.daily = self.daily
         mine.flush(conn)
         deferred = conn.info.get(DEFERRED)
         if deferred is None:
@@ -141,7 +166,7 @@ class Rollup:
 
     def flush(self, conn: Connection) -> None:
         """Upsert every sum, in key order (one lock order for every writer)."""
-        usage_stmt, upstream_stmt = _statements(conn)
+        usage_stmt, upstream_stmt, daily_stmt = _statements(conn)
         if self.usage:
             conn.execute(
                 usage_stmt,
@@ -158,6 +183,15 @@ class Rollup:
                     dict(zip(_UPSTREAM_KEY, k, strict=True))
                     | {"calls": v[0], "succeeded": v[1], "cost_micro": v[2]}
                     for k, v in sorted(self.upstream.items())
+                ],
+            )
+        if self.daily:
+            conn.execute(
+                daily_stmt,
+                [
+                    dict(zip(_DAILY_KEY, k, strict=True))
+                    | {"requests": v[0], "succeeded": v[1], "images": v[2], "cost_micro": v[3]}
+                    for k, v in sorted(self.daily.items())
                 ],
             )
 

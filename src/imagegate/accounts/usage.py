@@ -9,12 +9,13 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, func, insert, select
 
-from imagegate.accounts.rollup import ALL_KEYS, Rollup, ceil_hour, floor_hour
-from imagegate.db.models import UpstreamHourlyRow, UsageHourlyRow, UsageRow, utcnow
+from imagegate.accounts.rollup import ALL_KEYS, Rollup, ceil_day, ceil_hour, floor_day, floor_hour
+from imagegate.db.models import KeyDailyRow, UpstreamHourlyRow, UsageHourlyRow, UsageRow, utcnow
 from imagegate.db.session import Database
 
 GroupBy = Literal["model", "provider", "key", "day"]
 GROUP_BY: tuple[GroupBy, ...] = ("model", "provider", "key", "day")
+MAX_KEYS_PAGE = 1000  # keys in one page of usage grouped by key
 
 
 @dataclass(slots=True)
@@ -136,21 +137,31 @@ class UsageBook:
         end: datetime,
         group_by: GroupBy | None = None,
         key_id: str | None = None,
+        *,
+        limit: int | None = None,
+        after: str | None = None,
     ) -> dict[str, Any]:
         """Totals between ``start`` (inclusive) and ``end`` (exclusive), optionally grouped.
 
         Whole hours come from the hourly rollups, the partial hours at either edge from
         the records themselves: the cost does not grow with the number of records.
+
+        Grouped by key over every key with a ``limit``, ``data`` is one page of ``limit``
+        keys after the key id ``after``, in key id order; ``has_more`` and ``last_id``
+        (the next ``after``) say where the next page starts, and the totals and upstream
+        calls stay those of every key. Without a ``limit`` (the CLI) every key is summed
+        from the hourly rollups at once.
         """
-        lo, hi = ceil_hour(start), floor_hour(end)
-        edges = [(start, lo), (hi, end)] if lo < hi else [(start, end)]
+        paged = group_by == "key" and key_id is None and limit is not None
+        page: dict[Any, list[int]] = {}
+        has_more, last_id = False, None
         with self._db.engine.connect() as conn:
-            groups, upstream = _edge_sums(conn, edges, group_by, key_id)
-            if lo < hi:
-                _rollup_sums(conn, groups, upstream, lo, hi, group_by, key_id)
+            groups, upstream = _window_sums(conn, start, end, None if paged else group_by, key_id)
+            if paged and limit is not None:
+                page, has_more, last_id = _key_page(conn, start, end, limit, after)
         total = [sum(acc[i] for acc in groups.values()) for i in range(4)]
-        data = [] if group_by is None else _group_rows(groups)
-        return {
+        data = [] if group_by is None else _group_rows(page if paged else groups)
+        body = {
             "object": "usage",
             "start": int(_utc(start).timestamp()),
             "end": int(_utc(end).timestamp()),
@@ -159,6 +170,64 @@ class UsageBook:
             "data": data,
             "upstream": _upstream_json(upstream),
         }
+        if paged:
+            body |= {"has_more": has_more, "last_id": last_id}
+        return body
+
+
+def _window_sums(
+    conn: Connection,
+    start: datetime,
+    end: datetime,
+    group_by: GroupBy | None,
+    key_id: str | None,
+    keys: Sequence[str] | None = None,
+) -> tuple[dict[Any, list[int]], dict[str, list[int]]]:
+    """Sums over ``[start, end)``: whole hours from the rollups, the rest from records."""
+    lo, hi = ceil_hour(start), floor_hour(end)
+    edges = [(start, lo), (hi, end)] if lo < hi else [(start, end)]
+    groups, upstream = _edge_sums(conn, edges, group_by, key_id, keys)
+    if lo < hi:
+        _rollup_sums(conn, groups, upstream, lo, hi, group_by, key_id, keys)
+    return groups, upstream
+
+
+def _key_page(
+    conn: Connection, start: datetime, end: datetime, limit: int, after: str | None
+) -> tuple[dict[Any, list[int]], bool, str | None]:
+    """One page of keys with usage in ``[start, end)``, summed per key.
+
+    The page's keys are those with a daily row in a day the window touches, after
+    ``after`` in key order (one index range of ``usage_key_daily``); the sums read only
+    those keys: whole days from the daily rows, the partial days at either edge as any
+    window is read (hourly rollups and records), so a page costs the same however many
+    records and keys there are.
+    """
+    d = KeyDailyRow
+    found = select(d.key_id).where(d.day >= floor_day(start), d.day < ceil_day(end))
+    if after is not None:
+        found = found.where(d.key_id > after)
+    found = found.group_by(d.key_id).order_by(d.key_id).limit(limit + 1)
+    keys = list(conn.execute(found).scalars())
+    has_more, keys = len(keys) > limit, keys[:limit]
+    if not keys:
+        return {}, False, None
+    lo, hi = ceil_day(start), floor_day(end)
+    spans = [(start, lo), (hi, end)] if lo < hi else [(start, end)]
+    groups: dict[Any, list[int]] = {}
+    for span_start, span_end in spans:
+        if span_start < span_end:
+            part, _ = _window_sums(conn, span_start, span_end, "key", None, keys)
+            for group, values in part.items():
+                _add(groups.setdefault(group, [0, 0, 0, 0]), values)
+    if lo < hi:
+        sums = [func.sum(d.requests), func.sum(d.succeeded), func.sum(d.images)]
+        whole = select(d.key_id, *sums, func.sum(d.cost_micro)).where(
+            d.key_id.in_(keys), d.day >= lo, d.day < hi
+        )
+        for row in conn.execute(whole.group_by(d.key_id)):
+            _add(groups.setdefault(row[0], [0, 0, 0, 0]), row[1:])
+    return groups, has_more, keys[-1]
 
 
 def _group_of(
@@ -181,6 +250,7 @@ def _edge_sums(
     edges: list[tuple[datetime, datetime]],
     group_by: GroupBy | None,
     key_id: str | None,
+    keys: Sequence[str] | None = None,
 ) -> tuple[dict[Any, list[int]], dict[str, list[int]]]:
     """Sums of the records in the partial hours (at most two hours of records)."""
     rollup = Rollup(totals=False)
@@ -190,6 +260,8 @@ def _edge_sums(
         where = [UsageRow.created_at >= lo, UsageRow.created_at < hi]
         if key_id is not None:
             where.append(UsageRow.key_id == key_id)
+        if keys is not None:
+            where.append(UsageRow.key_id.in_(keys))
         for row in conn.execute(select(*_EDGE_COLUMNS).where(*where)):
             rollup.add_row(row)
     groups: dict[Any, list[int]] = {}
@@ -210,6 +282,7 @@ def _rollup_sums(
     hi: datetime,
     group_by: GroupBy | None,
     key_id: str | None,
+    keys: Sequence[str] | None = None,
 ) -> None:
     """Add the whole hours ``[lo, hi)`` from the rollup tables, grouped in SQL."""
     u, a = UsageHourlyRow, UpstreamHourlyRow
@@ -222,6 +295,8 @@ def _rollup_sums(
     }[group_by]
     sums = [func.sum(u.requests), func.sum(u.succeeded), func.sum(u.images), func.sum(u.cost_micro)]
     where = [u.bucket >= lo, u.bucket < hi, _keys(u.key_id, key_id, group_by)]
+    if keys is not None:
+        where.append(u.key_id.in_(keys))
     cols: list[Any] = [] if column is None else [column]
     query: Any = select(*cols, *sums).where(*where)
     if column is not None:
@@ -234,6 +309,8 @@ def _rollup_sums(
         elif group_by == "provider":
             group = group or None
         _add(groups.setdefault(group, [0, 0, 0, 0]), r[len(cols) :])
+    if keys is not None:
+        return  # a page of keys: the upstream calls are every key's, summed apart
     where_up = [a.bucket >= lo, a.bucket < hi, _keys(a.key_id, key_id, None)]
     spent = select(a.provider, func.sum(a.calls), func.sum(a.succeeded), func.sum(a.cost_micro))
     for row in conn.execute(spent.where(*where_up).group_by(a.provider)):

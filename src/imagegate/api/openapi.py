@@ -326,6 +326,12 @@ OPERATIONS: dict[tuple[str, str], dict[str, Any]] = {
             _query("end", "Unix seconds, YYYY-MM-DD or ISO 8601 (default: now)."),
             _query("group_by", "Group totals.", enum=["model", "provider", "key", "day"]),
             _query("key_id", "Admin keys: one key's usage."),
+            _query(
+                "limit",
+                "group_by=key over every key: keys per page, 1 to 1000 (default 100).",
+                pattern="^[0-9]+$",
+            ),
+            _query("after", "group_by=key over every key: the `last_id` of the previous page."),
         ],
     ),
 }

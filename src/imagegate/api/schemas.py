@@ -251,6 +251,8 @@ SCHEMAS: dict[str, Any] = {
             "key_id": STR_OR_NULL,
             "totals": {"type": "object"},
             "data": {"type": "array", "items": {"type": "object"}},
+            "has_more": {"type": "boolean"},
+            "last_id": STR_OR_NULL,
         },
     ),
 }

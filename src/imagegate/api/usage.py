@@ -9,12 +9,13 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from imagegate.accounts.usage import GROUP_BY
+from imagegate.accounts.usage import GROUP_BY, MAX_KEYS_PAGE
 from imagegate.api.auth import authenticate
 from imagegate.api.state import gateway
 from imagegate.core.errors import InvalidRequest, NotFound
 
 DEFAULT_WINDOW = timedelta(days=30)
+DEFAULT_KEYS_PAGE = 100
 
 
 def _json(body: object) -> Response:
@@ -51,12 +52,38 @@ async def get_usage(request: Request) -> Response:
         if key_id not in (None, key.id):
             raise NotFound(f"No API key with id '{key_id}'.", param="key_id")
         key_id = key.id
+    limit, after = _key_page(params.get("limit"), params.get("after"), group_by, key_id)
     book = gateway(request).usage
-    summary = await run_in_threadpool(book.summary, start, end, group_by, key_id)
+    summary = await run_in_threadpool(
+        lambda: book.summary(start, end, group_by, key_id, limit=limit, after=after)
+    )
     summary["key_id"] = key_id
     if not key.is_admin:  # what upstreams bill the operator is the operator's business
         summary.pop("upstream", None)
     return _json(summary)
+
+
+def _key_page(
+    raw_limit: str | None, raw_after: str | None, group_by: str | None, key_id: str | None
+) -> tuple[int | None, str | None]:
+    """``limit`` and ``after`` page the keys of a usage grouped by key over every key."""
+    if group_by != "key" or key_id is not None:
+        for name, raw in (("limit", raw_limit), ("after", raw_after)):
+            if raw:
+                raise InvalidRequest(
+                    f"'{name}' pages a usage grouped by key over every key "
+                    "(group_by=key, no key_id).",
+                    param=name,
+                )
+        return None, None
+    if not raw_limit:
+        return DEFAULT_KEYS_PAGE, raw_after or None
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_KEYS_PAGE:
+        raise InvalidRequest(
+            f"'limit' must be an integer from 1 to {MAX_KEYS_PAGE}; got {raw_limit!r}.",
+            param="limit",
+        )
+    return int(raw_limit), raw_after or None
 
 
 def parse_time(value: str | None, name: str) -> datetime | None:

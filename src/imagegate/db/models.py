@@ -212,6 +212,20 @@ class UpstreamHourlyRow(Base):
     __table_args__ = (Index("ix_usage_upstream_hourly_bucket", "bucket"),)
 
 
+class KeyDailyRow(Base):
+    """Usage records summed per key and UTC day (no model or provider), for an admin's
+    usage grouped by key: a page of keys reads at most one row per key and day."""
+
+    __tablename__ = "usage_key_daily"
+
+    key_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    day: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    requests: Mapped[int] = mapped_column(BigInteger)
+    succeeded: Mapped[int] = mapped_column(BigInteger)
+    images: Mapped[int] = mapped_column(BigInteger)
+    cost_micro: Mapped[int] = mapped_column(BigInteger)
+
+
 class IdempotencyRow(Base):
     """The first response to an ``Idempotency-Key``, replayed for 24 hours.
 

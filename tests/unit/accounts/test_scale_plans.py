@@ -30,7 +30,13 @@ from imagegate.db.session import Database
 
 ROWS = 20_000
 KEYS = 200
-BIG_TABLES = ("usage_records", "ledger_entries", "usage_hourly", "usage_upstream_hourly")
+BIG_TABLES = (
+    "usage_records",
+    "ledger_entries",
+    "usage_hourly",
+    "usage_upstream_hourly",
+    "usage_key_daily",
+)
 
 
 def _fill(db: Database, now: datetime) -> None:
@@ -124,6 +130,66 @@ def test_per_key_reads_use_indexes_and_keyset_pages(db: Database) -> None:
     _check(db, lambda: ledger.entries(key, 10, entries[-1].id))
     for group_by in (None, "day", "model"):
         _check(db, lambda g=group_by: usage.summary(start, end, g, key))  # type: ignore[misc]
+
+
+def test_usage_by_key_pages_through_the_daily_rollups_by_keyset(db: Database) -> None:
+    """An admin's usage grouped by key reads one page of keys: the daily rows of those
+    keys (one index range to find them, one lookup per key to sum them), no scan."""
+    now = datetime.now(UTC).replace(minute=30)
+    _fill(db, now)
+    usage = UsageBook(db)
+    start, end = now - timedelta(days=30, hours=5), now + timedelta(minutes=5)
+    first = usage.summary(start, end, "key", None, limit=10)
+    assert first["has_more"] and first["last_id"] == "key0009"
+    assert [g["group"] for g in first["data"]] == [f"key{i:04d}" for i in range(10)]
+    _check(db, lambda: usage.summary(start, end, "key", None, limit=10))
+    _check(db, lambda: usage.summary(start, end, "key", None, limit=10, after="key0150"))
+
+
+def test_usage_by_key_pages_sum_like_a_count_of_the_records(db: Database) -> None:
+    """Pages of keys (whole days from the daily rollups, partial days from the hourly ones
+    and the records) add up to a count of the records per key; totals are every key's."""
+    book, rng = UsageBook(db), random.Random(9)
+    now = datetime.now(UTC)
+    records = []
+    for i in range(150):
+        record = UsageRecord(
+            generation_id=f"gen_p{i}",
+            key_id=f"k{rng.randrange(7)}",
+            model=rng.choice(("m1", "m2")),
+            operation="generate",
+            provider="p1",
+            status=rng.choice((200, 200, 502)),
+            attempts=[{"provider": "p1", "status": 200, "cost_micro": 7}],
+            images=rng.randrange(3),
+            cost_micro=rng.randrange(100),
+            created_at=now - timedelta(minutes=rng.randrange(60 * 24 * 5)),
+        )
+        book.record(record)
+        records.append(record)
+    start, end = now - timedelta(days=3, hours=7, minutes=13), now - timedelta(minutes=17)
+    inside = [r for r in records if start <= r.created_at < end]
+    expected = {
+        k: (sum(r.key_id == k for r in inside), sum(r.cost_micro for r in inside if r.key_id == k))
+        for k in sorted({r.key_id for r in inside})
+    }
+    seen: dict[str, tuple[int, int]] = {}
+    after, pages = None, 0
+    while True:
+        page = book.summary(start, end, "key", None, limit=2, after=after)
+        pages += 1
+        assert page["totals"]["requests"] == len(inside)
+        assert page["upstream"]["calls"] == len(inside)
+        for g in page["data"]:
+            seen[g["group"]] = (g["requests"], round(g["cost_usd"] * 1_000_000))
+        if not page["has_more"]:
+            break
+        after = page["last_id"]
+    assert seen == expected and pages == 4
+    everyone = book.summary(start, end, "key", None)
+    assert {g["group"]: g["requests"] for g in everyone["data"]} == {
+        k: n for k, (n, _) in expected.items()
+    }
 
 
 def test_usage_from_rollups_matches_the_records(db: Database) -> None:
@@ -236,5 +302,9 @@ def test_migration_0007_sums_existing_records_into_the_rollups(database_url: str
             UsageBook(db).summary(now - timedelta(days=2), now, None, "old")["totals"]["requests"]
             == 30
         )
+        by_key = UsageBook(db).summary(now - timedelta(days=3), now, "key", None, limit=5)
+        assert [(g["group"], g["requests"], g["cost_usd"]) for g in by_key["data"]] == [
+            ("old", 30, 0.0003)
+        ]
     finally:
         db.dispose()

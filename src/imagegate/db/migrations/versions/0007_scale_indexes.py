@@ -65,7 +65,7 @@ def _backfill() -> None:
     from imagegate.accounts.rollup import Rollup
 
     conn = op.get_bind()
-    rollup = Rollup()
+    rollup = Rollup(days=False)  # usage_key_daily comes in 0009, which fills it itself
     rows = conn.execute(
         sa.text(
             "SELECT key_id, model, provider, status, images, cost_micro, attempts, created_at "

@@ -3,23 +3,14 @@
 - ``credit_leases``: one row per slice, open until returned or expired.
 - ``usage_records.lease_id``: the lease a request was charged through, so the books can
   check that a lease's charge is the sum of its requests'.
-
-Revision ID: 0008
-Revises: 0007
-Create Date: 2026-11-30
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import sqlalchemy as sa
 from alembic import op
 
-revision: str = "0008"
-down_revision: str | None = "0007"
-branch_labels: str | Sequence[str] | None = None
-depends_on: str | Sequence[str] | None = None
+revision, down_revision = "0008", "0007"
 
 _TS = sa.DateTime(timezone=True)
 
