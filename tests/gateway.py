@@ -33,6 +33,15 @@ class RunningGateway:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
+    def log_once(self, marker: str, timeout: float = 20.0) -> str:
+        """The log once ``marker`` is in it: access lines are written off the event loop
+        (obs/log_queue.py), so one may land a moment after its response."""
+        deadline = time.monotonic() + timeout
+        while marker not in (text := self.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert marker in text, f"{marker!r} never reached the log: {text[-2000:]}"
+        return text
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -124,12 +124,16 @@ def gradient(width: int = SIZE, height: int = SIZE) -> Image.Image:
 
 def test_text_to_image_and_seeds(gw: RunningGateway) -> None:
     first = generate(gw, "local/solo", prompt="a red fox", seed=7, n=2)
-    again = generate(gw, "local/solo", prompt="a red fox", seed=7)
+    again = generate(gw, "local/solo", prompt="a red fox", seed=7, n=2)
+    alone = generate(gw, "local/solo", prompt="a red fox", seed=7)
     other = generate(gw, "local/solo", prompt="a red fox", seed=8)
     assert [img.size for img in first] == [(SIZE, SIZE), (SIZE, SIZE)]
     assert first[0].format == "PNG"
-    # Same seed, same image; image 1 of n uses seed + 1.
-    assert np.array_equal(pixels(first[0]), pixels(again[0]))
+    # Same request and seed, same images, to the pixel.
+    assert [pixels(img).tolist() for img in first] == [pixels(img).tolist() for img in again]
+    # Image 1 of n uses seed + 1. Across batch sizes CPU kernels may round differently
+    # (another batch shape, another blocking of the same sums), so "the same" is to a pixel.
+    assert np.abs(pixels(first[0]) - pixels(alone[0])).mean() < 2
     assert np.abs(pixels(first[1]) - pixels(other[0])).mean() < 2
     assert np.abs(pixels(first[0]) - pixels(first[1])).mean() > 5
     # A real image, not a flat fill.
