@@ -35,7 +35,56 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         for r in rows:
             if r["scenario"] == "small c=1" and r["gateway"] != "direct":
                 out.append(f"- {r['gateway']}: +{r['p50_ms'] - direct['p50_ms']:.2f} ms")
+    checks = targets(rows)
+    if checks:
+        out += ["", "Issue 17's targets, from this run:", ""]
+        out += [f"- {'met' if ok else 'MISSED'}: {text}" for ok, text in checks]
     return "\n".join(out) + "\n"
+
+
+def targets(rows: list[dict[str, Any]]) -> list[tuple[bool, str]]:
+    """Each target of issue 17 that this run's rows can judge, met or not, with its figures."""
+    checks: list[tuple[bool, str]] = []
+
+    def row(scenario: str, gateway: str) -> dict[str, Any] | None:
+        return _find(rows, scenario, gateway)
+
+    ig, pk, ll = (row("small c=16", g) for g in ("imagegate", "portkey", "litellm"))
+    if ig and pk and ll:
+        ok = ig["rps"] >= 2 * pk["rps"] and ig["rps"] >= 10 * ll["rps"]
+        checks.append(
+            (
+                ok,
+                f"small c=16 RPS {ig['rps']:.0f} >= 2x Portkey's {pk['rps']:.0f} "
+                f"and >= 10x LiteLLM's {ll['rps']:.0f}",
+            )
+        )
+    direct, ig, pk = (row("small c=1", g) for g in ("direct", "imagegate", "portkey"))
+    if direct and ig and pk:
+        mine, theirs = ig["p50_ms"] - direct["p50_ms"], pk["p50_ms"] - direct["p50_ms"]
+        checks.append(
+            (mine <= theirs, f"added p50 at c=1 +{mine:.2f} ms <= Portkey's +{theirs:.2f} ms")
+        )
+    ig, ll = row("large c=4", "imagegate"), row("large c=4", "litellm")
+    if ig and ll:
+        checks.append(
+            (
+                ig["rps"] >= 4 * ll["rps"],
+                f"large c=4 RPS {ig['rps']:.0f} >= 4x LiteLLM's {ll['rps']:.0f}",
+            )
+        )
+    ig = row("slow c=500", "imagegate")
+    if ig:
+        rss = ig["rss_mb"] or 0.0
+        ok = ig["p99_ms"] <= 2300 and ig["errors"] == 0 and rss <= 250
+        checks.append(
+            (
+                ok,
+                f"slow c=500 p99 {ig['p99_ms']:.0f} ms <= 2300 ms, "
+                f"{ig['errors']} errors (0 allowed), peak RSS {rss:.0f} MB <= 250 MB",
+            )
+        )
+    return checks
 
 
 def _find(rows: list[dict[str, Any]], scenario: str, gateway: str) -> dict[str, Any] | None:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, func, select
+from sqlalchemy import ColumnElement, Connection, func, select
 
 from imagegate.db.models import (
     ApiKeyRow,
@@ -78,13 +78,7 @@ def _key_balances(conn: Connection) -> Iterator[str]:
 
 
 def _holds(conn: Connection) -> Iterator[str]:
-    sums = dict(
-        conn.execute(
-            select(LedgerEntryRow.hold_id, func.sum(LedgerEntryRow.amount_micro))
-            .where(LedgerEntryRow.hold_id.is_not(None))
-            .group_by(LedgerEntryRow.hold_id)
-        ).all()
-    )
+    sums = _sums_by_hold(conn, LedgerEntryRow.hold_id.is_not(None))
     costs = dict(conn.execute(select(UsageRow.generation_id, UsageRow.cost_micro)).all())
     holds = conn.execute(
         select(
@@ -124,13 +118,7 @@ def _leases(conn: Connection) -> Iterator[str]:
     ).all()
     if not leases:
         return
-    entries = dict(
-        conn.execute(
-            select(LedgerEntryRow.hold_id, func.sum(LedgerEntryRow.amount_micro))
-            .where(LedgerEntryRow.hold_id.in_([lease.id for lease in leases]))
-            .group_by(LedgerEntryRow.hold_id)
-        ).all()
-    )
+    entries = _sums_by_hold(conn, LedgerEntryRow.hold_id.in_([lease.id for lease in leases]))
     costs = dict(
         conn.execute(
             select(UsageRow.lease_id, func.sum(UsageRow.cost_micro))
@@ -183,3 +171,13 @@ def _summary(conn: Connection) -> BooksSummary:
     upstream = sum(_cost(a) for _, attempts in rows for a in attempts or [])
     charged = sum(int(cost or 0) for cost, _ in rows)
     return BooksSummary(int(keys), int(holds), len(rows), calls, charged, upstream)
+
+
+def _sums_by_hold(conn: Connection, which: ColumnElement[bool]) -> dict[str | None, int]:
+    """The ledger entries' sum per ``hold_id`` (a hold's or a lease's id), for ``which``."""
+    query = (
+        select(LedgerEntryRow.hold_id, func.sum(LedgerEntryRow.amount_micro))
+        .where(which)
+        .group_by(LedgerEntryRow.hold_id)
+    )
+    return {hold_id: int(total) for hold_id, total in conn.execute(query).all()}

@@ -5,11 +5,30 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Connection, insert
+from sqlalchemy import Connection, bindparam, insert, update
 
-from imagegate.db.models import LedgerEntryRow, utcnow
+from imagegate.db.models import ApiKeyRow, LedgerEntryRow, utcnow
 
 MICROS_PER_USD = 1_000_000
+
+# The key balance's two statements, built once (building a statement per call costs far
+# more than running it: SQLAlchemy's coercion and cache-key work).
+TAKE = (  # takes ``amount`` only while the balance covers it; no row: 402
+    update(ApiKeyRow)
+    .where(
+        ApiKeyRow.id == bindparam("key_id"),
+        ApiKeyRow.credits_micro.is_not(None),
+        ApiKeyRow.credits_micro >= bindparam("amount"),
+    )
+    .values(credits_micro=ApiKeyRow.credits_micro - bindparam("amount"))
+    .returning(ApiKeyRow.credits_micro)
+)
+ADD = (  # moves the balance by a signed ``amount``
+    update(ApiKeyRow)
+    .where(ApiKeyRow.id == bindparam("key_id"))
+    .values(credits_micro=ApiKeyRow.credits_micro + bindparam("amount"))
+    .returning(ApiKeyRow.credits_micro)
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,10 +50,10 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import Connection, bindparam, insert, select, update
 
-from imagegate.accounts.entries import Hold, usd, write_entry
+from imagegate.accounts.entries import ADD, TAKE, Hold, usd, write_entry
 from imagegate.accounts.usage import UsageRecord, insert_usage
 from imagegate.core.errors import InsufficientCredits
-from imagegate.db.models import ApiKeyRow, CreditLeaseRow, UsageRow, utcnow
+from imagegate.db.models import CreditLeaseRow, UsageRow, utcnow
 from imagegate.db.session import Database
 from imagegate.obs import metrics
 
@@ -66,22 +66,6 @@ log = logging.getLogger("imagegate.leases")
 # no credit limit), else the 402 to raise (returned, not raised, so the give-back commits).
 _Renewal = tuple[str | None, Hold | None, InsufficientCredits | None]
 
-_TAKE_SLICE = (
-    update(ApiKeyRow)
-    .where(
-        ApiKeyRow.id == bindparam("key_id"),
-        ApiKeyRow.credits_micro.is_not(None),
-        ApiKeyRow.credits_micro >= bindparam("amount"),
-    )
-    .values(credits_micro=ApiKeyRow.credits_micro - bindparam("amount"))
-    .returning(ApiKeyRow.credits_micro)
-)
-_ADD = (
-    update(ApiKeyRow)
-    .where(ApiKeyRow.id == bindparam("key_id"))
-    .values(credits_micro=ApiKeyRow.credits_micro + bindparam("amount"))
-    .returning(ApiKeyRow.credits_micro)
-)
 _CHARGE_OPEN = (
     update(CreditLeaseRow)
     .where(CreditLeaseRow.id == bindparam("lease_id"), CreditLeaseRow.status == "open")
@@ -128,7 +112,7 @@ def take_lease(
 ) -> str | None:
     """Move ``amount_micro`` from the key's balance into a new lease that expires ``ttl``
     from now; None when the balance cannot cover it (or the key has no credit limit)."""
-    balance = conn.execute(_TAKE_SLICE, {"key_id": key_id, "amount": amount_micro}).scalar()
+    balance = conn.execute(TAKE, {"key_id": key_id, "amount": amount_micro}).scalar()
     if balance is None:
         return None
     lease_id = "lease_" + secrets.token_hex(12)
@@ -160,7 +144,7 @@ def give_back(conn: Connection, lease_id: str, key_id: str, amount_micro: int) -
     ).rowcount
     if not shrunk:
         return False
-    balance = conn.execute(_ADD, {"key_id": key_id, "amount": amount_micro}).scalar()
+    balance = conn.execute(ADD, {"key_id": key_id, "amount": amount_micro}).scalar()
     note = f"unreserved {usd(amount_micro)} given back"
     write_entry(conn, key_id, "lease_return", amount_micro, balance, lease_id, None, note)
     return True
@@ -180,7 +164,7 @@ def close_lease(conn: Connection, lease_id: str, status: str, now: datetime | No
     key_id, amount, charged = row[0], int(row[1]), int(row[2])
     rest = amount - charged
     if rest != 0:  # negative only when a cost above its hold overspent the lease
-        balance = conn.execute(_ADD, {"key_id": key_id, "amount": rest}).scalar()
+        balance = conn.execute(ADD, {"key_id": key_id, "amount": rest}).scalar()
         kind = "expire" if status == "expired" else "lease_return"
         note = f"charged {usd(charged)} of {usd(amount)}"
         if status == "expired":
@@ -205,7 +189,7 @@ def charge(conn: Connection, hold: Hold, cost_micro: int, usage: UsageRecord) ->
         if not conn.execute(_CHARGE_OPEN, params).rowcount:
             # The lease was returned or expired meanwhile: its money is back on the key.
             conn.execute(_CHARGE_ANY, params)
-            balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": -cost_micro}).scalar()
+            balance = conn.execute(ADD, {"key_id": hold.key_id, "amount": -cost_micro}).scalar()
             note = "late settlement through a closed lease"
             write_entry(
                 conn,
@@ -241,7 +225,7 @@ def refund(conn: Connection, hold: Hold, usage: UsageRecord) -> int:
     params = {"lease_id": hold.lease_id, "amount": -refunded}
     if not conn.execute(_CHARGE_OPEN, params).rowcount:
         conn.execute(_CHARGE_ANY, params)
-        balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": refunded}).scalar()
+        balance = conn.execute(ADD, {"key_id": hold.key_id, "amount": refunded}).scalar()
         note = f"response not delivered: {usage.error_code}"
         write_entry(
             conn, hold.key_id, "refund", refunded, balance, hold.lease_id, hold.generation_id, note

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from imagegate.accounts import leases
-from imagegate.accounts.entries import MICROS_PER_USD, Hold, usd, write_entry
+from imagegate.accounts.entries import ADD, MICROS_PER_USD, TAKE, Hold, usd, write_entry
 from imagegate.accounts.key_epoch import bump_key_epoch
 from imagegate.accounts.usage import UsageRecord, insert_usage
 from imagegate.core.errors import InsufficientCredits, InvalidRequest, NotFound
@@ -61,23 +61,7 @@ class LedgerEntry:
 
 # The hot path's statements, built once: building a statement per call costs far more
 # than running it (SQLAlchemy's coercion and cache-key work).
-_TAKE = (
-    update(ApiKeyRow)
-    .where(
-        ApiKeyRow.id == bindparam("key_id"),
-        ApiKeyRow.credits_micro.is_not(None),
-        ApiKeyRow.credits_micro >= bindparam("amount"),
-    )
-    .values(credits_micro=ApiKeyRow.credits_micro - bindparam("amount"))
-    .returning(ApiKeyRow.credits_micro)
-)
 _BALANCE = select(ApiKeyRow.credits_micro).where(ApiKeyRow.id == bindparam("key_id"))
-_ADD = (
-    update(ApiKeyRow)
-    .where(ApiKeyRow.id == bindparam("key_id"))
-    .values(credits_micro=ApiKeyRow.credits_micro + bindparam("amount"))
-    .returning(ApiKeyRow.credits_micro)
-)
 _OPEN_HOLD = insert(CreditHoldRow)
 _CLOSE_HOLD = (
     update(CreditHoldRow)
@@ -213,7 +197,7 @@ class Ledger:
     def _hold(
         self, conn: Connection, key_id: str, amount_micro: int, generation_id: str
     ) -> Hold | None:
-        balance = conn.execute(_TAKE, {"key_id": key_id, "amount": amount_micro}).scalar()
+        balance = conn.execute(TAKE, {"key_id": key_id, "amount": amount_micro}).scalar()
         if balance is None:
             current = conn.execute(_BALANCE, {"key_id": key_id}).scalar()
             if current is None:
@@ -268,7 +252,7 @@ class Ledger:
                 if not closed:
                     continue
                 balance = conn.execute(
-                    _ADD, {"key_id": key_id, "amount": amount}
+                    ADD, {"key_id": key_id, "amount": amount}
                 ).scalar_one_or_none()
                 write_entry(
                     conn,
@@ -291,7 +275,7 @@ class Ledger:
             raise InvalidRequest("'amount' must be a positive number of USD.", param="amount")
         with self._db.write() as conn:
             balance = conn.execute(
-                _ADD, {"key_id": key_id, "amount": amount_micro}
+                ADD, {"key_id": key_id, "amount": amount_micro}
             ).scalar_one_or_none()
             if balance is None:
                 exists = conn.execute(
@@ -362,7 +346,7 @@ def _settle(conn: Connection, hold: Hold | None, cost_micro: int, usage: UsageRe
                 extra={"hold": hold.id, "cost_micro": cost_micro, "held": hold.amount_micro},
             )
             metrics.record_charge_above_hold()
-            balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": -excess}).scalar()
+            balance = conn.execute(ADD, {"key_id": hold.key_id, "amount": -excess}).scalar()
             note = f"cost {usd(cost_micro)} above its hold {usd(hold.amount_micro)}"
             write_entry(
                 conn, hold.key_id, "adjust", -excess, balance, hold.id, hold.generation_id, note
@@ -395,7 +379,7 @@ def _refund(conn: Connection, hold: Hold | None, usage: UsageRecord) -> None:
     ).rowcount
     if not reopened:
         return  # refunded already
-    balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": refunded}).scalar()
+    balance = conn.execute(ADD, {"key_id": hold.key_id, "amount": refunded}).scalar()
     note = f"response not delivered: {usage.error_code}"
     write_entry(conn, hold.key_id, "refund", refunded, balance, hold.id, hold.generation_id, note)
 
@@ -427,7 +411,7 @@ def _close(
             .where(CreditHoldRow.id == hold.id, CreditHoldRow.status == "expired")
             .values(status=status, charged_micro=recorded)
         )
-    balance = conn.execute(_ADD, {"key_id": hold.key_id, "amount": refund}).scalar()
+    balance = conn.execute(ADD, {"key_id": hold.key_id, "amount": refund}).scalar()
     write_entry(conn, hold.key_id, kind, refund, balance, hold.id, hold.generation_id, note)
 
 

@@ -40,6 +40,8 @@ _USAGE_KEY = ("key_id", "bucket", "model", "provider")
 _DAILY: Table = KeyDailyRow.__table__  # type: ignore[assignment]
 _UPSTREAM_KEY = ("key_id", "bucket", "provider")
 _DAILY_KEY = ("key_id", "day")
+_COUNTS = ("requests", "succeeded", "images", "cost_micro")
+_CALLS = ("calls", "succeeded", "cost_micro")
 _STATEMENTS: dict[str, tuple[Insert, Insert, Insert]] = {}
 
 
@@ -167,35 +169,21 @@ class Rollup:
     def flush(self, conn: Connection) -> None:
         """Upsert every sum, in key order (one lock order for every writer)."""
         usage_stmt, upstream_stmt, daily_stmt = _statements(conn)
-        if self.usage:
-            conn.execute(
-                usage_stmt,
-                [
-                    dict(zip(_USAGE_KEY, k, strict=True))
-                    | {"requests": v[0], "succeeded": v[1], "images": v[2], "cost_micro": v[3]}
-                    for k, v in sorted(self.usage.items())
-                ],
-            )
-        if self.upstream:
-            conn.execute(
-                upstream_stmt,
-                [
-                    dict(zip(_UPSTREAM_KEY, k, strict=True))
-                    | {"calls": v[0], "succeeded": v[1], "cost_micro": v[2]}
-                    for k, v in sorted(self.upstream.items())
-                ],
-            )
-        if self.daily:
-            conn.execute(
-                daily_stmt,
-                [
-                    dict(zip(_DAILY_KEY, k, strict=True))
-                    | {"requests": v[0], "succeeded": v[1], "images": v[2], "cost_micro": v[3]}
-                    for k, v in sorted(self.daily.items())
-                ],
-            )
+        for stmt, names, fields, sums in (
+            (usage_stmt, _USAGE_KEY, _COUNTS, self.usage),
+            (upstream_stmt, _UPSTREAM_KEY, _CALLS, self.upstream),
+            (daily_stmt, _DAILY_KEY, _COUNTS, self.daily),
+        ):
+            if sums:
+                conn.execute(stmt, [_row(names, k, fields, v) for k, v in sorted(sums.items())])
 
 
 def _add(acc: list[int], values: Iterable[int]) -> None:
     for i, value in enumerate(values):
         acc[i] += value
+
+
+def _row(
+    names: tuple[str, ...], key: tuple[Any, ...], fields: tuple[str, ...], sums: Any
+) -> dict[str, Any]:
+    return dict(zip(names, key, strict=True)) | dict(zip(fields, sums, strict=True))

@@ -34,15 +34,23 @@ class UsageRecord:
     cost_micro: int = 0
     created_at: datetime = field(default_factory=utcnow)
 
-    def to_json(self) -> dict[str, Any]:
-        """The ``GET /v1/generations/{id}`` body."""
+    def to_json(self, *, upstream_costs: bool = False) -> dict[str, Any]:
+        """The ``GET /v1/generations/{id}`` body. Each attempt's ``cost_micro`` (what the
+        upstream bills the operator) only with ``upstream_costs`` (admin keys)."""
         body = asdict(self)
+        if not upstream_costs:
+            body["attempts"] = caller_attempts(self.attempts)
         body["id"] = body.pop("generation_id")
         body["object"] = "generation"
         body["cost_usd"] = round(self.cost_micro / 1_000_000, 6)
         body["latency_ms"] = round(self.latency_ms, 1)
         body["created_at"] = int(_utc(self.created_at).timestamp())
         return body
+
+
+def caller_attempts(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Attempts as a caller may see them: without what each call costs the operator."""
+    return [{k: v for k, v in a.items() if k != "cost_micro"} for a in attempts]
 
 
 _INSERT = insert(UsageRow)  # built once: building it per request costs more than running it

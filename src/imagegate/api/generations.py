@@ -42,7 +42,7 @@ async def list_generations_route(request: Request) -> Response:
         raise NotFound(
             f"No generation with id '{after}'.", param="after", code="generation_not_found"
         ) from None
-    data = [r.to_json() for r in page.records]
+    data = [r.to_json(upstream_costs=key.is_admin) for r in page.records]
     body = {
         "object": "list",
         "data": data,

@@ -76,7 +76,19 @@ SCHEMAS: dict[str, Any] = {
     ),
     "Attempt": obj(
         ["provider", "status", "latency_ms"],
-        {"provider": STR, "status": STR, "latency_ms": NUM, "error": STR_OR_NULL},
+        {
+            "provider": STR,
+            "upstream_model": STR,
+            # the upstream's HTTP status, or "error" / "cancelled" for a call with none
+            "status": {"type": ["integer", "string"]},
+            "latency_ms": NUM,
+            "error": STR_OR_NULL,
+            "cost_micro": {
+                **INT,
+                "description": "What the upstream bills the operator for this call, in "
+                "micro-USD; only in `GET /v1/generations` answers to admin keys.",
+            },
+        },
     ),
     "GenerationMeta": obj(
         ["generation_id", "model", "provider", "attempts", "cost_usd"],

@@ -33,7 +33,7 @@ async def get_generation(request: Request) -> Response:
             param="generation_id",
             code="generation_not_found",
         )
-    return _json(record.to_json())
+    return _json(record.to_json(upstream_costs=key.is_admin))
 
 
 async def get_usage(request: Request) -> Response:

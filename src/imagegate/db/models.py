@@ -73,7 +73,20 @@ class KeyEpochRow(Base):
     epoch: Mapped[int] = mapped_column(BigInteger)
 
 
-class CreditHoldRow(Base):
+class _Reservation:
+    """What a hold and a lease share: an amount of a key's balance set aside until
+    ``expires_at``, ``open`` until closed at ``closed_at``."""
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    key_id: Mapped[str] = mapped_column(String(32), index=True)
+    amount_micro: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class CreditHoldRow(_Reservation, Base):
     """Credit set aside for one request in flight: the worst case it can cost.
 
     ``open`` until settled (charged ``charged_micro``, the rest returned), released (the
@@ -82,20 +95,13 @@ class CreditHoldRow(Base):
 
     __tablename__ = "credit_holds"
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(32), index=True)
-    amount_micro: Mapped[int] = mapped_column(BigInteger)
     charged_micro: Mapped[int | None] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16))
     generation_id: Mapped[str] = mapped_column(String(40))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_credit_holds_status_expires", "status", "expires_at"),)
 
 
-class CreditLeaseRow(Base):
+class CreditLeaseRow(_Reservation, Base):
     """A slice of a key's balance taken by one worker, which holds from it in memory.
 
     ``amount_micro`` is what the lease holds of the key's money (taken, less parts given
@@ -106,15 +112,8 @@ class CreditLeaseRow(Base):
 
     __tablename__ = "credit_leases"
 
-    id: Mapped[str] = mapped_column(String(40), primary_key=True)
-    key_id: Mapped[str] = mapped_column(String(32), index=True)
     worker: Mapped[str] = mapped_column(String(100))
-    amount_micro: Mapped[int] = mapped_column(BigInteger)
     charged_micro: Mapped[int] = mapped_column(BigInteger)
-    status: Mapped[str] = mapped_column(String(16))
-    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
-    closed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     __table_args__ = (Index("ix_credit_leases_status_expires", "status", "expires_at"),)
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from imagegate.accounts.usage import caller_attempts
 from imagegate.catalog.spec import EndpointSpec
 from imagegate.core.size import Size
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, TokenUsage
@@ -59,7 +60,7 @@ def meta(
         "model": model_id,
         "provider": routed.provider.id,
         "upstream_model": routed.endpoint.upstream_model,
-        "attempts": [a.to_dict() for a in routed.attempts],
+        "attempts": caller_attempts([a.to_dict() for a in routed.attempts]),
         "latency_ms": round(latency_ms, 1),
         "cost_usd": cost_usd,
     }

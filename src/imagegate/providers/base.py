@@ -56,6 +56,14 @@ class Capabilities:
         return missing
 
 
+def generate_and_edit(**limits: Any) -> Capabilities:
+    """Generate and edit, opaque output: the common ground of the hosted image APIs.
+    ``limits`` are the provider's own differences from the defaults."""
+    return Capabilities(
+        operations=frozenset({"generate", "edit"}), transparent_background=False, **limits
+    )
+
+
 @dataclass(slots=True)
 class ProviderContext:
     """Shared resources handed to adapters: one pooled HTTP client and a URL fetcher."""

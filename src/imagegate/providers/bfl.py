@@ -64,7 +64,7 @@ from imagegate.providers._shared.inputs import (
     refuse_mask,
 )
 from imagegate.providers._shared.tasks import poll_task
-from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.base import Capabilities, Provider, generate_and_edit
 
 DEFAULT_BASE_URL = "https://api.bfl.ai"
 ASPECT_RATIOS = ("21:9", "16:9", "3:2", "4:3", "5:4", "1:1", "4:5", "3:4", "2:3", "9:16", "9:21")
@@ -92,11 +92,9 @@ class BFLProvider(Provider):
 
     type_name: ClassVar[str] = "bfl"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        operations=frozenset({"generate", "edit"}),
+    capabilities: ClassVar[Capabilities] = generate_and_edit(
         max_input_images=KONTEXT_MAX_IMAGES,
         output_formats=frozenset({"png", "jpeg"}),
-        transparent_background=False,
         max_n_per_call=1,
     )
 

@@ -69,7 +69,7 @@ from imagegate.providers._shared.inputs import (
     with_overrides,
 )
 from imagegate.providers._shared.tasks import poll_task
-from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.base import Capabilities, Provider, generate_and_edit
 
 DEFAULT_QUEUE_URL = "https://queue.fal.run"
 DEFAULT_RUN_URL = "https://fal.run"
@@ -123,11 +123,9 @@ class FalProvider(Provider):
 
     type_name: ClassVar[str] = "fal"
     default_base_url: ClassVar[str] = DEFAULT_QUEUE_URL  # config.base_url: the queue base
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        operations=frozenset({"generate", "edit"}),
+    capabilities: ClassVar[Capabilities] = generate_and_edit(
         max_input_images=1,
         output_formats=frozenset({"png", "jpeg"}),
-        transparent_background=False,
         max_n_per_call=4,
     )
 

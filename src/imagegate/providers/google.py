@@ -74,7 +74,7 @@ from imagegate.providers._shared.inputs import (
     limit_images,
     refuse_mask,
 )
-from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.base import Provider, generate_and_edit
 
 DEFAULT_BASE_URL = "https://generativelanguage.googleapis.com"
 DEFAULT_MAX_INPUT_IMAGES = 14  # Gemini 3 image models take up to 14 reference images
@@ -127,12 +127,10 @@ _DEFAULT_SHAPE = _Shape(_RATIOS)
 class GoogleProvider(Provider):
     type_name = "google"
     default_base_url = DEFAULT_BASE_URL
-    capabilities = Capabilities(
-        operations=frozenset({"generate", "edit"}),
+    capabilities = generate_and_edit(
         max_input_images=DEFAULT_MAX_INPUT_IMAGES,
         supports_mask=False,
         output_formats=frozenset({"png"}),
-        transparent_background=False,
         max_n_per_call=1,
     )
 

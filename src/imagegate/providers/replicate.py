@@ -52,26 +52,14 @@ import orjson
 
 from imagegate.core.errors import UpstreamError
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult
-from imagegate.providers._shared.answers import (
-    error_json,
-    failure,
-    hosted_output,
-    json_object,
-    refusal,
-)
+from imagegate.providers._shared import answers, inputs
 from imagegate.providers._shared.common import (
     bad_upstream,
     caller_fields,
     nearest_aspect_ratio,
 )
-from imagegate.providers._shared.inputs import (
-    auth_headers,
-    edit_fields,
-    fan_out_numbered,
-    with_overrides,
-)
 from imagegate.providers._shared.tasks import poll_task
-from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.base import Capabilities, Provider, generate_and_edit
 
 DEFAULT_BASE_URL = "https://api.replicate.com/v1"
 DEFAULT_RESULT_HOSTS = ("replicate.delivery", "*.replicate.delivery")
@@ -129,10 +117,8 @@ class ReplicateProvider(Provider):
 
     type_name: ClassVar[str] = "replicate"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        operations=frozenset({"generate", "edit"}),
+    capabilities: ClassVar[Capabilities] = generate_and_edit(
         max_input_images=1,
-        transparent_background=False,
         max_n_per_call=4,
     )
 
@@ -147,7 +133,7 @@ class ReplicateProvider(Provider):
     def model(self, upstream_model: str) -> ReplicateModel:
         name = upstream_model.split(":", 1)[0]
         spec = _MODELS.get(name, ReplicateModel())
-        return with_overrides(spec, self.config.options.get("models"), upstream_model)
+        return inputs.with_overrides(spec, self.config.options.get("models"), upstream_model)
 
     async def _run(self, request: ImageRequest, upstream_model: str, *, edit: bool) -> ImageResult:
         spec = self.model(upstream_model)
@@ -162,7 +148,7 @@ class ReplicateProvider(Provider):
                 payload["num_outputs"] = k
             return await self._predict(upstream_model, payload)
 
-        images = await fan_out_numbered(request.n, per_call, call)
+        images = await inputs.fan_out_numbered(request.n, per_call, call)
         if not images:
             raise bad_upstream(self.id, "returned no images")
         return ImageResult(images=images, upstream_model=upstream_model)
@@ -171,7 +157,7 @@ class ReplicateProvider(Provider):
         payload: dict[str, Any] = {"prompt": request.prompt or ""}
         if edit:
             no_mask = "This model edits by instruction and does not take a mask."
-            fields = edit_fields(
+            fields = inputs.edit_fields(
                 self.id, request, spec.image_field, spec.mask_field, no_mask=no_mask
             )
             payload.update(fields)
@@ -195,7 +181,7 @@ class ReplicateProvider(Provider):
     # -- the wire -----------------------------------------------------------------------
 
     def _headers(self) -> dict[str, str]:
-        return auth_headers(self.config.resolved_api_key())
+        return inputs.auth_headers(self.config.resolved_api_key())
 
     async def _predict(self, upstream_model: str, payload: dict[str, Any]) -> list[GeneratedImage]:
         started = time.monotonic()
@@ -258,14 +244,14 @@ class ReplicateProvider(Provider):
             await self.context.http.post(url, headers=self._headers(), timeout=10.0)
 
     def _prediction(self, response: httpx.Response) -> dict[str, Any]:
-        return json_object(self.id, response, self._error, what="a malformed prediction")
+        return answers.json_object(self.id, response, self._error, what="a malformed prediction")
 
     async def _outputs(self, prediction: dict[str, Any]) -> list[GeneratedImage]:
         status = prediction.get("status")
         if status == "failed":
             message = str(prediction.get("error") or "the prediction failed")[:500]
             if _is_nsfw(message):
-                raise refusal(self.id, message)
+                raise answers.refusal(self.id, message)
             raise UpstreamError(
                 f"{self.id} prediction failed: {message}", status=502, retryable=True
             )
@@ -279,19 +265,19 @@ class ReplicateProvider(Provider):
 
     async def _image(self, url: str) -> GeneratedImage:
         fetch = self.context.fetch_url
-        return await hosted_output(self.id, fetch, url, self._result_hosts(), what="output")
+        return await answers.hosted_output(self.id, fetch, url, self._result_hosts(), what="output")
 
     def _result_hosts(self) -> list[str]:
         hosts = list(self.config.options.get("result_hosts") or DEFAULT_RESULT_HOSTS)
         return [*hosts, httpx.URL(self.base_url).host]
 
     def _error(self, response: httpx.Response) -> UpstreamError:
-        body = error_json(response)
+        body = answers.error_json(response)
         message = response.reason_phrase or "error"
         if isinstance(body, dict):
             detail, title = body.get("detail"), body.get("title")
             message = str(detail or title or message)
-        return failure(self.id, response, message, content_policy=_is_nsfw(message[:500]))
+        return answers.failure(self.id, response, message, content_policy=_is_nsfw(message[:500]))
 
 
 def _is_nsfw(message: str) -> bool:

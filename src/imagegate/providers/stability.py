@@ -48,7 +48,7 @@ from imagegate.providers._shared.common import (
     white_edit_mask,
 )
 from imagegate.providers._shared.inputs import auth_headers, fan_out_numbered, refuse_mask
-from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.base import Capabilities, Provider, generate_and_edit
 
 DEFAULT_BASE_URL = "https://api.stability.ai"
 ASPECT_RATIOS = ("21:9", "16:9", "3:2", "5:4", "1:1", "4:5", "2:3", "9:16", "9:21")
@@ -65,10 +65,8 @@ class StabilityProvider(Provider):
 
     type_name: ClassVar[str] = "stability"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        operations=frozenset({"generate", "edit"}),
+    capabilities: ClassVar[Capabilities] = generate_and_edit(
         max_input_images=1,
-        transparent_background=False,
         max_n_per_call=1,
     )
 

@@ -45,7 +45,7 @@ from imagegate.providers._shared.common import (
     fan_out,
 )
 from imagegate.providers._shared.inputs import limit_images, refuse_mask
-from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.base import Provider, generate_and_edit
 
 DEFAULT_BASE_URL = "https://api.together.xyz/v1"
 MAX_N_PER_CALL = 4
@@ -67,12 +67,10 @@ _POLICY_WORDS = ("nsfw", "unsafe content", "content policy", "safety filter", "m
 class TogetherProvider(Provider):
     type_name = "together"
     default_base_url = DEFAULT_BASE_URL
-    capabilities = Capabilities(
-        operations=frozenset({"generate", "edit"}),
+    capabilities = generate_and_edit(
         max_input_images=MAX_INPUT_IMAGES,
         supports_mask=False,
         output_formats=frozenset({"png", "jpeg"}),
-        transparent_background=False,
         max_n_per_call=MAX_N_PER_CALL,
     )
 

@@ -49,7 +49,7 @@ from imagegate.providers._shared.common import (
     nearest_aspect_ratio,
 )
 from imagegate.providers._shared.inputs import limit_images, refuse_mask
-from imagegate.providers.base import Capabilities, Provider
+from imagegate.providers.base import Provider, generate_and_edit
 
 DEFAULT_BASE_URL = "https://api.x.ai/v1"
 MAX_N = 10
@@ -79,12 +79,10 @@ _CREDIT_WORDS = ("used all available credits", "spending limit")
 class XAIProvider(Provider):
     type_name = "xai"
     default_base_url = DEFAULT_BASE_URL
-    capabilities = Capabilities(
-        operations=frozenset({"generate", "edit"}),
+    capabilities = generate_and_edit(
         max_input_images=MAX_INPUT_IMAGES,
         supports_mask=False,
         output_formats=frozenset({"jpeg"}),
-        transparent_background=False,
         supports_seed=False,
         max_n_per_call=MAX_N,
     )

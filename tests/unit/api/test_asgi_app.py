@@ -187,6 +187,25 @@ async def test_generation_is_charged_once_and_recorded(
     assert_books_balance(database(tmp_path))
 
 
+async def test_upstream_costs_are_shown_to_admin_keys_only(client: httpx.AsyncClient) -> None:
+    """What an upstream bills the operator is the operator's business (as in /v1/usage)."""
+    key = await new_key(client, credits=1)
+    body = {"model": "test/priced-sandbox", "prompt": "a fox", "size": "64x64", "meta": True}
+    response = await client.post(GEN, json=body, headers=auth(key))
+    assert response.status_code == 200, response.text
+    [attempt] = response.json()["meta"]["attempts"]
+    assert attempt["provider"] == "sandbox" and attempt["status"] == 200
+    assert "cost_micro" not in attempt
+
+    path = f"/v1/generations/{response.headers['x-imagegate-generation-id']}"
+    [mine] = (await client.get(path, headers=auth(key))).json()["attempts"]
+    [listed] = (await client.get("/v1/generations", headers=auth(key))).json()["data"]
+    assert "cost_micro" not in mine and "cost_micro" not in listed["attempts"][0]
+    [seen_by_admin] = (await client.get(path, headers=auth(ADMIN_KEY))).json()["attempts"]
+    assert seen_by_admin == {**mine, "cost_micro": seen_by_admin["cost_micro"]}
+    assert isinstance(seen_by_admin["cost_micro"], int)
+
+
 async def test_a_refused_generation_is_not_charged(
     client: httpx.AsyncClient, tmp_path: Path
 ) -> None:

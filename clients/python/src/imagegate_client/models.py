@@ -66,9 +66,11 @@ class Attempt:
     """One upstream attempt the router made for a request."""
 
     provider: str
-    status: int | None = None
+    status: int | str | None = None  # the upstream's HTTP status, or "error" / "cancelled"
     latency_ms: float | None = None
     error: str | None = None
+    upstream_model: str | None = None
+    cost_micro: int | None = None  # what the provider bills the operator for this call
 
 
 @dataclass
@@ -93,6 +95,8 @@ class Meta:
                 status=a.get("status"),
                 latency_ms=a.get("latency_ms"),
                 error=a.get("error"),
+                upstream_model=a.get("upstream_model"),
+                cost_micro=a.get("cost_micro"),
             )
             for a in raw.get("attempts") or []
             if isinstance(a, dict)

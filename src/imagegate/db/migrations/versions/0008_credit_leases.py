@@ -7,31 +7,30 @@
 
 from __future__ import annotations
 
-import sqlalchemy as sa
 from alembic import op
 
-revision, down_revision = "0008", "0007"
+from imagegate.db.ddl import bigint, key_id, timestamp, varchar
 
-_TS = sa.DateTime(timezone=True)
+revision, down_revision = "0008", "0007"
 
 
 def upgrade() -> None:
     op.create_table(
         "credit_leases",
-        sa.Column("id", sa.String(40), primary_key=True),
-        sa.Column("key_id", sa.String(32), nullable=False),
-        sa.Column("worker", sa.String(100), nullable=False),
-        sa.Column("amount_micro", sa.BigInteger(), nullable=False),
-        sa.Column("charged_micro", sa.BigInteger(), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("created_at", _TS, nullable=False),
-        sa.Column("expires_at", _TS, nullable=False),
-        sa.Column("closed_at", _TS, nullable=True),
+        varchar("id", 40, primary_key=True),
+        key_id(),
+        varchar("worker", 100),
+        bigint("amount_micro"),
+        bigint("charged_micro"),
+        varchar("status", 16),
+        timestamp("created_at"),
+        timestamp("expires_at"),
+        timestamp("closed_at", nullable=True),
     )
     op.create_index("ix_credit_leases_key_id", "credit_leases", ["key_id"])
     op.create_index("ix_credit_leases_status_expires", "credit_leases", ["status", "expires_at"])
     with op.batch_alter_table("usage_records") as batch:
-        batch.add_column(sa.Column("lease_id", sa.String(40), nullable=True))
+        batch.add_column(varchar("lease_id", 40, nullable=True))
 
 
 def downgrade() -> None:
