@@ -59,6 +59,9 @@ def build_tiny_pipeline(directory: Path) -> Path:
     tokenizer = CLIPTokenizer(
         str(scratch / "vocab.json"), str(scratch / "merges.txt"), model_max_length=32
     )
+    start_id = tokenizer.convert_tokens_to_ids(TOKENS_START)
+    end_id = tokenizer.convert_tokens_to_ids(TOKENS_END)
+    assert isinstance(start_id, int) and isinstance(end_id, int)  # one token, one id
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
             vocab_size=vocab_size,
@@ -67,9 +70,9 @@ def build_tiny_pipeline(directory: Path) -> Path:
             num_attention_heads=4,
             num_hidden_layers=2,
             max_position_embeddings=32,
-            bos_token_id=tokenizer.convert_tokens_to_ids(TOKENS_START),
-            eos_token_id=tokenizer.convert_tokens_to_ids(TOKENS_END),
-            pad_token_id=tokenizer.convert_tokens_to_ids(TOKENS_END),
+            bos_token_id=start_id,
+            eos_token_id=end_id,
+            pad_token_id=end_id,
         )
     )
     unet = UNet2DConditionModel(
@@ -113,5 +116,6 @@ def build_tiny_pipeline(directory: Path) -> Path:
         feature_extractor=None,
         requires_safety_checker=False,
     )
-    pipe.save_pretrained(directory)
+    # mypy reads diffusers' placeholder class (for installs without torch), not the real one.
+    pipe.save_pretrained(directory)  # type: ignore[attr-defined]
     return directory

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import httpx
 import pytest
 from PIL import Image, ImageChops
-from playwright.sync_api import Page, expect
+from playwright.sync_api import FilePayload, Page, expect
 
 from console_support import Console, Problems, console, open_page, sign_in
 
@@ -172,9 +172,8 @@ def test_mask_edit_changes_only_painted_area(console: Console, tab: tuple[Page, 
     sign_in(page, console, console.user_key)
     page.check("input[name=op][value=edit]")
     original = _input_png()
-    page.set_input_files(
-        "#input-file", files=[{"name": "in.png", "mimeType": "image/png", "buffer": original}]
-    )
+    upload: FilePayload = {"name": "in.png", "mimeType": "image/png", "buffer": original}
+    page.set_input_files("#input-file", files=[upload])
     canvas = page.locator(".mask-canvas")
     canvas.wait_for()
     box = canvas.bounding_box()

@@ -38,6 +38,7 @@ def client(gw: RunningGateway) -> OpenAI:
 
 def test_python_sync_generate_and_retrieve_model(client: OpenAI) -> None:
     result = client.images.generate(model="imagegate/sandbox", prompt="a fox", size="96x64")
+    assert result.data is not None
     assert open_image(base64.b64decode(result.data[0].b64_json or "")).size == (96, 64)
     model = client.models.retrieve("imagegate/sandbox")
     assert model.id == "imagegate/sandbox" and model.object == "model"
@@ -56,7 +57,7 @@ async def test_python_async_generate_edit_variation(gw: RunningGateway) -> None:
         varied = await client.images.create_variation(
             model="sandbox", image=("v.png", png_bytes(72, 72), "image/png")
         )
-    assert len(made.data) == 2
+    assert made.data is not None and len(made.data) == 2
     assert edited.size == "64x64" and varied.size == "72x72"
 
 
@@ -78,7 +79,8 @@ def test_python_with_raw_response_headers(client: OpenAI) -> None:
     assert raw.headers["x-imagegate-provider"] == "sandbox"
     assert raw.headers["x-request-id"]
     assert float(raw.headers["x-imagegate-cost-usd"]) == 0
-    assert raw.parse().data[0].b64_json
+    data = raw.parse().data
+    assert data is not None and data[0].b64_json
 
 
 @pytest.fixture(scope="session")

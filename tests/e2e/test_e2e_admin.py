@@ -12,14 +12,14 @@ import httpx
 from e2e_support import Stack
 
 
-def admin(stack: Stack, method: str, path: str, **kwargs: object) -> httpx.Response:
+def admin(stack: Stack, method: str, path: str, json: object = None) -> httpx.Response:
     return httpx.request(
         method,
         f"{stack.gateway.v1}/admin{path}",
+        json=json,
         timeout=10,
         headers={"Authorization": f"Bearer {stack.gateway.admin_key}"},
-        **kwargs,
-    )  # type: ignore[arg-type]
+    )
 
 
 def test_key_lifecycle_and_immediate_revocation(stack: Stack) -> None:

@@ -39,6 +39,7 @@ def test_bfl_generation_through_the_gateway(tmp_path: Path) -> None:
                 extra_body={"meta": True, "seed": 3},
             )
     assert len(fake.submissions) == 2  # one image per BFL task: n fans out
+    assert result.data is not None
     assert sorted(s.body["seed"] for s in fake.submissions) == [3, 4]
     images = [open_image(base64.b64decode(item.b64_json or "")) for item in result.data]
     assert [img.size for img in images] == [(512, 384), (512, 384)]

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -291,9 +292,7 @@ def test_crash_mid_load_leaves_no_hold_open(tmp_path: Path) -> None:
         db.dispose()
 
 
-def _all_time() -> tuple[object, object]:
-    from datetime import UTC, datetime, timedelta
-
+def _all_time() -> tuple[datetime, datetime]:
     now = datetime.now(UTC)
     return now - timedelta(days=1), now + timedelta(days=1)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+from collections.abc import Mapping
+from typing import Literal
 
 import httpx
 import pytest
@@ -26,7 +28,7 @@ def test_generate_b64_honours_size_n_and_format(client: OpenAI) -> None:
         size="320x192",
         output_format="webp",
     )
-    assert len(result.data) == 2
+    assert result.data is not None and len(result.data) == 2
     images = [open_image(base64.b64decode(item.b64_json or "")) for item in result.data]
     assert all(img.size == (320, 192) and img.format == "WEBP" for img in images)
     assert result.size == "320x192" and result.output_format == "webp"
@@ -36,31 +38,34 @@ def test_generate_b64_honours_size_n_and_format(client: OpenAI) -> None:
 
 def test_generate_is_deterministic_for_prompt_size_seed(client: OpenAI) -> None:
     def one(seed: int) -> str:
-        return (
-            client.images.generate(
-                model="sandbox",
-                prompt="same",
-                size="128x128",
-                extra_body={"seed": seed},
-            )
-            .data[0]
-            .b64_json
-            or ""
+        result = client.images.generate(
+            model="sandbox",
+            prompt="same",
+            size="128x128",
+            extra_body={"seed": seed},
         )
+        assert result.data is not None
+        return result.data[0].b64_json or ""
 
     assert one(7) == one(7)
     assert one(7) != one(8)
 
 
 def test_url_response_is_fetchable_image_of_requested_size(client: OpenAI) -> None:
-    for fmt, pil_name in (("png", "PNG"), ("jpeg", "JPEG"), ("webp", "WEBP")):
+    formats: tuple[tuple[Literal["png", "jpeg", "webp"], str], ...] = (
+        ("png", "PNG"),
+        ("jpeg", "JPEG"),
+        ("webp", "WEBP"),
+    )
+    for fmt, pil_name in formats:
         result = client.images.generate(
             model="sandbox",
             prompt="bridge",
             size="200x120",
             response_format="url",
-            output_format=fmt,  # type: ignore[arg-type]
+            output_format=fmt,
         )
+        assert result.data is not None
         url = result.data[0].url or ""
         assert "/v1/files/" in url and "sig=" in url and result.data[0].b64_json is None
         response = httpx.get(url)
@@ -76,12 +81,14 @@ def test_edit_one_image(client: OpenAI) -> None:
         image=("in.png", png_bytes(160, 96), "image/png"),
         prompt="add a hat",
     )
+    assert result.data is not None
     assert open_image(base64.b64decode(result.data[0].b64_json or "")).size == (160, 96)
 
 
 def test_edit_with_list_of_images_sends_image_array(client: OpenAI, stack: Stack) -> None:
     files = [("a.png", png_bytes(64, 64), "image/png"), ("b.png", png_bytes(32, 32), "image/png")]
     result = client.images.edit(model="sandbox", image=files, prompt="combine", size="64x64")
+    assert result.data is not None
     assert open_image(base64.b64decode(result.data[0].b64_json or "")).size == (64, 64)
     before = len(stack.good.calls)
     client.images.edit(model="test/good-first", image=files, prompt="combine", size="256x256")
@@ -104,6 +111,7 @@ def test_edit_with_mask_changes_only_masked_pixels(client: OpenAI) -> None:
         mask=("mask.png", mask_buffer.getvalue(), "image/png"),
         prompt="a red square",
     )
+    assert result.data is not None
     out = open_image(base64.b64decode(result.data[0].b64_json or "")).convert("RGB")
     assert out.size == (128, 128)
     diff = ImageChops.difference(out, base)
@@ -120,6 +128,7 @@ def test_create_variation(client: OpenAI) -> None:
         image=("v.png", source, "image/png"),
         n=2,
     )
+    assert result.data is not None
     outs = [base64.b64decode(item.b64_json or "") for item in result.data]
     assert len(outs) == 2 and outs[0] != outs[1]
     assert all(open_image(o).size == (96, 96) for o in outs)
@@ -194,7 +203,7 @@ def test_multipart_text_fields_and_bracketed_provider(stack: Stack) -> None:
     assert body["usage"]["images"] == 1 and body["usage"]["cost_usd"] == pytest.approx(0.02)
 
 
-def _post_json(stack: Stack, path: str, body: dict[str, object]) -> httpx.Response:
+def _post_json(stack: Stack, path: str, body: Mapping[str, object]) -> httpx.Response:
     return httpx.post(
         f"{stack.gateway.v1}{path}",
         json=body,

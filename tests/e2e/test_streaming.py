@@ -131,11 +131,11 @@ def test_sandbox_generation_streams_partials_then_the_same_final_image(env: Env)
         "image_generation.completed",
     ]
     partials, completed = events[:2], events[2]
-    assert [p.partial_image_index for p in partials] == [0, 1]  # type: ignore[union-attr]
+    assert [p.partial_image_index for p in partials] == [0, 1]
     images = [decoded(e.b64_json) for e in events]
     assert all(img.size == (320, 192) and img.format == "PNG" for img in images)
     assert completed.size == "320x192" and completed.output_format == "png"
-    assert completed.usage is not None  # type: ignore[union-attr]
+    assert completed.usage is not None
     # The previews are real renders that get sharper, not copies of the final image.
     final = images[2].convert("RGB")
     assert len({e.b64_json for e in events}) == 3
@@ -306,7 +306,7 @@ def test_failover_happens_before_the_first_event(env: Env) -> None:
     assert len(env.down.calls) == down_before + 1
     assert len(env.good.calls) == good_before + 1
     meta = events[-1].to_dict()["meta"]
-    assert meta["provider"] == "oa"
+    assert isinstance(meta, dict) and meta["provider"] == "oa"
     assert [a["provider"] for a in meta["attempts"]] == ["oa-down", "oa"]
     assert meta["attempts"][0]["status"] == 500
 

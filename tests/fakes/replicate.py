@@ -202,7 +202,7 @@ class FakeReplicate:
         if (invalid := _validate(spec, inputs)) is not None:
             return _problem(422, invalid)
         pid = uuid.uuid4().hex[:26]
-        prediction = {
+        prediction: dict[str, Any] = {
             "id": pid,
             "model": model,
             "version": "hidden",

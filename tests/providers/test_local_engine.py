@@ -309,6 +309,7 @@ def test_streams_read_with_the_openai_sdk(gw: RunningGateway) -> None:
     """Generations and edits stream real partial images (decoded intermediate latents)
     through the gateway, read with the official SDK's stream iterator."""
     from openai import OpenAI
+    from openai.types import ImageGenPartialImageEvent
 
     client = OpenAI(base_url=gw.v1, api_key=gw.admin_key, max_retries=0)
     events = list(
@@ -327,7 +328,8 @@ def test_streams_read_with_the_openai_sdk(gw: RunningGateway) -> None:
         "image_generation.partial_image",
         "image_generation.completed",
     ]
-    assert [e.partial_image_index for e in events[:2]] == [0, 1]
+    partials = [e for e in events[:2] if isinstance(e, ImageGenPartialImageEvent)]
+    assert [e.partial_image_index for e in partials] == [0, 1]
     final = _image(events[-1].b64_json)
     assert final.size == (SIZE, SIZE)
     # The last event is the finished image: the same as the unstreamed one for the seed.

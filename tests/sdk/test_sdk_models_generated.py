@@ -26,11 +26,12 @@ from imagegate_client import (
     ProviderRoutingOptions,
     Usage,
 )
-from imagegate_client.model_base import Request
 from repo_root import REPO
 
 COMMITTED = REPO / "clients" / "python" / "src" / "imagegate_client" / "generated_models.py"
-MODELS: dict[Operation, type[Request]] = {
+# Every request model takes the routing options (``provider``): the union says so to mypy.
+RequestModel = type[ImageGenerationRequest] | type[ImagesEditRequest] | type[ImageVariationRequest]
+MODELS: dict[Operation, RequestModel] = {
     "generate": ImageGenerationRequest,
     "edit": ImagesEditRequest,
     "variation": ImageVariationRequest,

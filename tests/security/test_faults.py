@@ -23,8 +23,9 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -75,14 +76,14 @@ def _generate(gw: RunningGateway, key: str) -> tuple[int, str | None, float | No
     )
 
 
-def _ledger(gw: RunningGateway, key_id: str) -> list[dict[str, object]]:
+def _ledger(gw: RunningGateway, key_id: str) -> list[dict[str, Any]]:
     reply = httpx.get(f"{gw.v1}/admin/keys/{key_id}/ledger", headers=auth(gw.admin_key))
     assert reply.status_code == 200, reply.text
-    data: list[dict[str, object]] = reply.json()["data"]
+    data: list[dict[str, Any]] = reply.json()["data"]
     return data
 
 
-def _open_holds(entries: list[dict[str, object]]) -> set[object]:
+def _open_holds(entries: list[dict[str, Any]]) -> set[object]:
     opened = {e["hold_id"] for e in entries if e["kind"] == "hold"}
     closed = {e["hold_id"] for e in entries if e["kind"] in ("settle", "release", "expire")}
     return opened - closed
@@ -101,7 +102,7 @@ def test_sigkill_mid_load_then_restart_reconciles(tmp_path: Path, db_env: dict[s
             key, key_id = made["key"], made["id"]
             assert _generate(gw, key)[0] == 200  # one finished before the load
             pool = ThreadPoolExecutor(16)
-            futures = []
+            futures: list[Future[tuple[int, str | None, float | None]]] = []
             deadline = time.monotonic() + 60
             while True:  # one request every 0.2 s; kill with some done and some in flight
                 if len(futures) < 16:
@@ -126,16 +127,16 @@ def test_sigkill_mid_load_then_restart_reconciles(tmp_path: Path, db_env: dict[s
     micro, granted = round(balance * 1_000_000), 1_000_000
     # Every movement has a ledger row, the credit given at creation (`open`) included.
     assert [e["kind"] for e in entries].count("open") == 1
-    assert micro == sum(round(float(e["amount_usd"]) * 1e6) for e in entries)  # type: ignore[arg-type]
+    assert micro == sum(round(float(e["amount_usd"]) * 1e6) for e in entries)
     holds = {
         e["hold_id"]: -round(float(e["amount_usd"]) * 1e6) for e in entries if e["kind"] == "hold"
-    }  # type: ignore[arg-type]
+    }
     charged: dict[object, int] = {}
     closes: Counter[object] = Counter()
     for e in entries:
         if e["kind"] in ("settle", "release", "expire", "charge"):
             closes[e["hold_id"]] += e["kind"] != "charge"
-            refund = round(float(e["amount_usd"]) * 1e6)  # type: ignore[arg-type]
+            refund = round(float(e["amount_usd"]) * 1e6)
             spent = holds[e["hold_id"]] - refund if e["kind"] != "charge" else -refund
             if spent:
                 charged[e["generation_id"]] = charged.get(e["generation_id"], 0) + spent
@@ -178,6 +179,7 @@ class FlakyUpstream:
             await asyncio.sleep(3)
             writer.close()
             return
+        payload: dict[str, object]
         if kind == "500":
             status = "500 Internal Server Error"
             payload = {

@@ -16,7 +16,7 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect, select
+from sqlalchemy import delete, inspect, select
 
 from imagegate.accounts.keys import (
     INCORRECT_KEY_MESSAGE,
@@ -369,7 +369,7 @@ def test_normalize_url(url: str, driver: str) -> None:
 def test_exclusive_rolls_back_on_error(db: Database, store: KeyStore) -> None:
     key, _ = store.create("kept")
     with pytest.raises(RuntimeError), db.exclusive() as conn:
-        conn.execute(ApiKeyRow.__table__.delete())
+        conn.execute(delete(ApiKeyRow))
         raise RuntimeError
     with db.session() as session:
         assert session.scalars(select(ApiKeyRow.id)).all() == [key.id]

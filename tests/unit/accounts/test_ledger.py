@@ -89,6 +89,7 @@ def test_cost_above_the_hold_is_charged_by_an_adjust_entry(db: Database) -> None
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
     hold = ledger.hold(key_id, 100_000, "gen_e")
+    assert hold is not None  # the key has a credit limit
     usage = _usage(key_id, "gen_e")
     before = metrics.ABOVE_HOLD._value.get()
     ledger.settle(hold, 250_000, usage)

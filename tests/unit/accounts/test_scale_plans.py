@@ -41,7 +41,9 @@ BIG_TABLES = (
 
 def _fill(db: Database, now: datetime) -> None:
     rng = random.Random(3)
-    usage, ledger, rollup = [], [], Rollup()
+    usage: list[dict[str, Any]] = []
+    ledger: list[dict[str, Any]] = []
+    rollup = Rollup()
     for i in range(ROWS):
         key_id = f"key{i % KEYS:04d}"
         created = now - timedelta(seconds=rng.random() * 30 * 86400)

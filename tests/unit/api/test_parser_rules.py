@@ -79,8 +79,8 @@ def test_folding_multipart_fields() -> None:
 
 
 def test_every_string_field_is_kept_and_must_be_a_string() -> None:
-    names = ("prompt", "size", "quality", "style", "response_format", "output_format")
-    names += ("background", "moderation", "user", "input_fidelity")
+    names: tuple[str, ...] = ("prompt", "size", "quality", "style", "response_format")
+    names += ("output_format", "background", "moderation", "user", "input_fidelity")
     values = {"response_format": "url", "output_format": "webp"}
     req = parse(**{n: values.get(n, f"v-{n}") for n in names})
     for name in names:

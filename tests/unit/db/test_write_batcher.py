@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -52,7 +53,7 @@ def test_concurrent_jobs_share_commits_and_all_land(db: Database) -> None:
     batcher = WriteBatcher(db)
     commits = _commits(db)
 
-    def job(i: int):  # type: ignore[no-untyped-def]
+    def job(i: int) -> Callable[[Connection], int]:
         def write(conn: Connection) -> int:
             conn.execute(insert(UsageRow).values(**_usage_row(f"gen_{i}")))
             return i
@@ -71,7 +72,7 @@ def test_a_failing_job_undoes_only_its_own_writes(db: Database) -> None:
     with db.write() as conn:
         conn.execute(insert(UsageRow).values(**_usage_row("taken")))
 
-    def ok(i: int):  # type: ignore[no-untyped-def]
+    def ok(i: int) -> Callable[[Connection], object]:
         return lambda conn: conn.execute(insert(UsageRow).values(**_usage_row(f"ok_{i}")))
 
     def half_then_fail(conn: Connection) -> None:
@@ -167,7 +168,7 @@ def test_a_job_that_loses_a_deadlock_runs_again(pg_url: str) -> None:
             )
         return "settled"
 
-    def ok(i: int):  # type: ignore[no-untyped-def]
+    def ok(i: int) -> Callable[[Connection], object]:
         return lambda conn: conn.execute(insert(UsageRow).values(**_usage_row(f"ok_{i}")))
 
     try:
@@ -187,7 +188,7 @@ def test_jobs_run_in_the_order_of_the_rows_they_lock(db: Database) -> None:
     batcher = WriteBatcher(db)
     ran: list[str] = []
 
-    def job(name: str):  # type: ignore[no-untyped-def]
+    def job(name: str) -> Callable[[Connection], None]:
         return lambda conn: ran.append(name)
 
     async def main() -> None:

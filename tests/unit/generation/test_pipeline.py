@@ -119,6 +119,7 @@ async def test_json_and_sse_sinks_charge_and_record_the_same(gw: Gateway) -> Non
     await as_sse.run(events)
     after_sse = gw.ledger.balance(key.id)
 
+    assert start is not None and after_json is not None and after_sse is not None
     assert start - after_json == after_json - after_sse == PRICE_MICRO
     json_usage = gw.usage.get(as_json.charge.generation_id)
     sse_usage = gw.usage.get(as_sse.charge.generation_id)

@@ -23,7 +23,7 @@ from imagegate.core.errors import (
 )
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, RoutingPreferences
-from imagegate.providers.base import Capabilities, ProviderContext
+from imagegate.providers.base import Capabilities, Provider, ProviderContext
 from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, BreakerState, HealthBook
 from imagegate.routing.router import Router, RouterSettings
@@ -51,7 +51,7 @@ def build(
         raise AssertionError("no URL fetch expected")
 
     context = ProviderContext(http, no_fetch)
-    providers = {}
+    providers: dict[str, Provider] = {}
     for name, fake in fakes.items():
         cls = NoSeedProvider if name in no_seed else OpenAICompatibleProvider
         config = ProviderConfig(

@@ -25,7 +25,7 @@ from imagegate.core.errors import (
 )
 from imagegate.core.types import ImageRequest, RoutingPreferences
 from imagegate.obs.metrics import render
-from imagegate.providers.base import Capabilities, ProviderConfig, ProviderContext
+from imagegate.providers.base import Capabilities, Provider, ProviderConfig, ProviderContext
 from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Attempt, Router, RouterSettings, caller_error
@@ -55,7 +55,7 @@ def build(
         raise AssertionError("no URL fetch expected")
 
     context = ProviderContext(http, no_fetch)
-    providers = {}
+    providers: dict[str, Provider] = {}
     for name, fake in fakes.items():
         config = ProviderConfig(
             id=name,
