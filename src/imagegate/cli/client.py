@@ -8,9 +8,12 @@ They talk to a running gateway through the SDK (``IMAGEGATE_BASE_URL``, default
 
 from __future__ import annotations
 
+import inspect
 import json
 import sys
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -30,6 +33,8 @@ from imagegate.client import (
 )
 from imagegate.client.configuration import DEFAULT_HOST, admin_key_path, local_admin_key
 from imagegate.client.images_api import HttpInfo
+
+_Request = ImageGenerationRequest | ImagesEditRequest | ImageVariationRequest
 
 err_console = Console(stderr=True)
 out_console = Console(width=None if sys.stdout.isatty() else 200)
@@ -58,93 +63,103 @@ ApiKey = Annotated[
 ]
 
 
+@dataclass(frozen=True, slots=True)
+class _Call:
+    """The options every client command takes (declared once, in ``_call_options``)."""
+
+    model: str
+    n: int | None
+    size: str | None
+    out: Path
+    seed: int | None
+    as_json: bool
+    base_url: str
+    api_key: str | None
+
+    def fields(self) -> dict[str, Any]:
+        """The fields every client command sends: images come back inline, with meta and usage."""
+        return {
+            "model": self.model,
+            "n": self.n,
+            "size": self.size,
+            "seed": self.seed,
+            "response_format": "b64_json",
+            "meta": True,
+            "usage": True,
+        }
+
+
+def _call_options(
+    model: Model = "imagegate/sandbox",
+    n: Count = None,
+    size: Size = None,
+    out: OutDir = Path("."),
+    seed: Seed = None,
+    as_json: AsJson = False,
+    base_url: BaseUrl = DEFAULT_HOST,
+    api_key: ApiKey = None,
+) -> _Call:
+    return _Call(model, n, size, out, seed, as_json, base_url, api_key)
+
+
+def _command(build: Callable[..., _Request]) -> Callable[..., None]:
+    """A typer command: ``build``'s own arguments (after the ``_Call``) and then the common
+    options; it builds the request, sends it and saves the images."""
+    own = list(inspect.signature(build, eval_str=True).parameters.values())[1:]
+    common = list(inspect.signature(_call_options, eval_str=True).parameters.values())
+
+    def command(**arguments: Any) -> None:
+        call = _call_options(**{option.name: arguments.pop(option.name) for option in common})
+        _run(build(call, **arguments), call)
+
+    command.__signature__ = inspect.Signature(own + common)  # type: ignore[attr-defined]
+    command.__doc__ = build.__doc__
+    return command
+
+
 def register(app: typer.Typer) -> None:
     """Add the client commands to the main ``imagegate`` app."""
-    app.command("generate")(generate)
-    app.command("edit")(edit)
-    app.command("vary")(vary)
+    app.command("generate")(_command(_generate))
+    app.command("edit")(_command(_edit))
+    app.command("vary")(_command(_vary))
 
 
-def generate(
+def _generate(
+    call: _Call,
     prompt: Annotated[str, typer.Argument(help="What to draw.")],
-    model: Model = "imagegate/sandbox",
-    n: Count = None,
-    size: Size = None,
-    out: OutDir = Path("."),
     output_format: Format = None,
     quality: Annotated[str | None, typer.Option(help="Quality, if the model has it.")] = None,
-    seed: Seed = None,
-    as_json: AsJson = False,
-    base_url: BaseUrl = DEFAULT_HOST,
-    api_key: ApiKey = None,
-) -> None:
+) -> _Request:
     """Generate images from a prompt and save them."""
-    request = ImageGenerationRequest(
-        prompt=prompt,
-        output_format=output_format,
-        quality=quality,
-        **_common(model, n, size, seed),
+    return ImageGenerationRequest(
+        prompt=prompt, output_format=output_format, quality=quality, **call.fields()
     )
-    _run(request, out, as_json, base_url, api_key)
 
 
-def edit(
+def _edit(
+    call: _Call,
     args: Annotated[list[str], typer.Argument(metavar="IMAGE... PROMPT", show_default=False)],
     mask: Annotated[str | None, typer.Option(help="Mask image (transparent = edit).")] = None,
-    model: Model = "imagegate/sandbox",
-    n: Count = None,
-    size: Size = None,
-    out: OutDir = Path("."),
     output_format: Format = None,
-    seed: Seed = None,
-    as_json: AsJson = False,
-    base_url: BaseUrl = DEFAULT_HOST,
-    api_key: ApiKey = None,
-) -> None:
+) -> _Request:
     """Edit one or more images (paths or URLs); the last argument is the prompt."""
     if len(args) < 2:
-        _fail("edit needs at least one IMAGE and a PROMPT", as_json, code=USAGE)
+        _fail("edit needs at least one IMAGE and a PROMPT", call.as_json, code=USAGE)
     *images, prompt = args
-    request = ImagesEditRequest(
-        image=[_input(i, as_json) for i in images],
+    return ImagesEditRequest(
+        image=[_input(i, call.as_json) for i in images],
         prompt=prompt,
-        mask=_input(mask, as_json) if mask else None,
+        mask=_input(mask, call.as_json) if mask else None,
         output_format=output_format,
-        **_common(model, n, size, seed),
+        **call.fields(),
     )
-    _run(request, out, as_json, base_url, api_key)
 
 
-def vary(
-    image: Annotated[str, typer.Argument(help="Image path or URL.")],
-    model: Model = "imagegate/sandbox",
-    n: Count = None,
-    size: Size = None,
-    out: OutDir = Path("."),
-    seed: Seed = None,
-    as_json: AsJson = False,
-    base_url: BaseUrl = DEFAULT_HOST,
-    api_key: ApiKey = None,
-) -> None:
+def _vary(
+    call: _Call, image: Annotated[str, typer.Argument(help="Image path or URL.")]
+) -> _Request:
     """Make variations of an image."""
-    request = ImageVariationRequest(
-        image=_input(image, as_json),
-        **_common(model, n, size, seed),
-    )
-    _run(request, out, as_json, base_url, api_key)
-
-
-def _common(model: str, n: int | None, size: str | None, seed: int | None) -> dict[str, Any]:
-    """The fields every client command sends: images come back inline, with meta and usage."""
-    return {
-        "model": model,
-        "n": n,
-        "size": size,
-        "seed": seed,
-        "response_format": "b64_json",
-        "meta": True,
-        "usage": True,
-    }
+    return ImageVariationRequest(image=_input(image, call.as_json), **call.fields())
 
 
 def _input(value: str, as_json: bool) -> str:
@@ -156,7 +171,6 @@ def _input(value: str, as_json: bool) -> str:
     return value
 
 
-_Request = ImageGenerationRequest | ImagesEditRequest | ImageVariationRequest
 _VERBS: dict[type[_Request], str] = {
     ImageGenerationRequest: "Generating",
     ImagesEditRequest: "Editing",
@@ -173,11 +187,12 @@ def _call(api: ImagesApi, request: _Request) -> HttpInfo:
     return api.images_variations_post_with_http_info(request)
 
 
-def _run(request: _Request, out: Path, as_json: bool, base_url: str, api_key: str | None) -> None:
-    token = api_key or local_admin_key()
+def _run(request: _Request, call: _Call) -> None:
+    out, as_json = call.out, call.as_json
+    token = call.api_key or local_admin_key()
     if token is None:
         _fail(_NO_KEY.format(path=admin_key_path()), as_json, code=USAGE)
-    config = Configuration(host=base_url, access_token=token)
+    config = Configuration(host=call.base_url, access_token=token)
     with ApiClient(config) as client:
         api = ImagesApi(client)
         try:

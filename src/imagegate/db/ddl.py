@@ -31,6 +31,11 @@ def key_id(**options: Any) -> sa.Column[Any]:
     return varchar("key_id", 32, **options)
 
 
+def reservation_lifetime() -> tuple[sa.Column[Any], ...]:
+    """When a hold or lease was taken, when it lapses unless closed, and when it was closed."""
+    return (timestamp("created_at"), timestamp("expires_at"), timestamp("closed_at", nullable=True))
+
+
 def _not_null(options: dict[str, Any]) -> dict[str, Any]:
     if options.get("primary_key"):
         return options

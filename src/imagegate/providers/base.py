@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import httpx
 
@@ -56,11 +56,21 @@ class Capabilities:
         return missing
 
 
-def generate_and_edit(**limits: Any) -> Capabilities:
+def generate_and_edit(
+    max_inputs: int, max_per_call: int, formats: str = "png jpeg webp", **more: Any
+) -> Capabilities:
     """Generate and edit, opaque output: the common ground of the hosted image APIs.
-    ``limits`` are the provider's own differences from the defaults."""
+
+    ``max_inputs`` images per edit, ``max_per_call`` images per upstream call, ``formats``
+    the output formats it encodes itself (space-separated); ``more`` the provider's other
+    differences from the ``Capabilities`` defaults."""
     return Capabilities(
-        operations=frozenset({"generate", "edit"}), transparent_background=False, **limits
+        operations=frozenset({"generate", "edit"}),
+        max_input_images=max_inputs,
+        max_n_per_call=max_per_call,
+        output_formats=frozenset(cast(list[OutputFormat], formats.split())),
+        transparent_background=False,
+        **more,
     )
 
 

@@ -92,11 +92,7 @@ class BFLProvider(Provider):
 
     type_name: ClassVar[str] = "bfl"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
-    capabilities: ClassVar[Capabilities] = generate_and_edit(
-        max_input_images=KONTEXT_MAX_IMAGES,
-        output_formats=frozenset({"png", "jpeg"}),
-        max_n_per_call=1,
-    )
+    capabilities: ClassVar[Capabilities] = generate_and_edit(KONTEXT_MAX_IMAGES, 1, "png jpeg")
 
     @property
     def result_hosts(self) -> tuple[str, ...]:

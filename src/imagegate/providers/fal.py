@@ -123,11 +123,7 @@ class FalProvider(Provider):
 
     type_name: ClassVar[str] = "fal"
     default_base_url: ClassVar[str] = DEFAULT_QUEUE_URL  # config.base_url: the queue base
-    capabilities: ClassVar[Capabilities] = generate_and_edit(
-        max_input_images=1,
-        output_formats=frozenset({"png", "jpeg"}),
-        max_n_per_call=4,
-    )
+    capabilities: ClassVar[Capabilities] = generate_and_edit(1, 4, "png jpeg")
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         spec = self.model(upstream_model)

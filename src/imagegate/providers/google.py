@@ -127,12 +127,7 @@ _DEFAULT_SHAPE = _Shape(_RATIOS)
 class GoogleProvider(Provider):
     type_name = "google"
     default_base_url = DEFAULT_BASE_URL
-    capabilities = generate_and_edit(
-        max_input_images=DEFAULT_MAX_INPUT_IMAGES,
-        supports_mask=False,
-        output_formats=frozenset({"png"}),
-        max_n_per_call=1,
-    )
+    capabilities = generate_and_edit(DEFAULT_MAX_INPUT_IMAGES, 1, "png", supports_mask=False)
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         model = _model_name(upstream_model)

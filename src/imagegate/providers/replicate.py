@@ -117,10 +117,7 @@ class ReplicateProvider(Provider):
 
     type_name: ClassVar[str] = "replicate"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
-    capabilities: ClassVar[Capabilities] = generate_and_edit(
-        max_input_images=1,
-        max_n_per_call=4,
-    )
+    capabilities: ClassVar[Capabilities] = generate_and_edit(1, 4)
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         return await self._run(request, upstream_model, edit=False)

@@ -65,10 +65,7 @@ class StabilityProvider(Provider):
 
     type_name: ClassVar[str] = "stability"
     default_base_url: ClassVar[str] = DEFAULT_BASE_URL
-    capabilities: ClassVar[Capabilities] = generate_and_edit(
-        max_input_images=1,
-        max_n_per_call=1,
-    )
+    capabilities: ClassVar[Capabilities] = generate_and_edit(1, 1)
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:
         if upstream_model == "inpaint":

@@ -68,10 +68,7 @@ class TogetherProvider(Provider):
     type_name = "together"
     default_base_url = DEFAULT_BASE_URL
     capabilities = generate_and_edit(
-        max_input_images=MAX_INPUT_IMAGES,
-        supports_mask=False,
-        output_formats=frozenset({"png", "jpeg"}),
-        max_n_per_call=MAX_N_PER_CALL,
+        MAX_INPUT_IMAGES, MAX_N_PER_CALL, "png jpeg", supports_mask=False
     )
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:

@@ -80,11 +80,7 @@ class XAIProvider(Provider):
     type_name = "xai"
     default_base_url = DEFAULT_BASE_URL
     capabilities = generate_and_edit(
-        max_input_images=MAX_INPUT_IMAGES,
-        supports_mask=False,
-        output_formats=frozenset({"jpeg"}),
-        supports_seed=False,
-        max_n_per_call=MAX_N,
+        MAX_INPUT_IMAGES, MAX_N, "jpeg", supports_mask=False, supports_seed=False
     )
 
     async def generate(self, request: ImageRequest, upstream_model: str) -> ImageResult:

@@ -15,8 +15,7 @@ import logging
 import math
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 import httpx
 
@@ -46,8 +45,9 @@ T = TypeVar("T")
 RouterSettings = RoutingSettings
 
 
-@dataclass(slots=True)
-class _Outcome:
+class _Outcome(NamedTuple):
+    """How one attempt ended: an image, an upstream failure (fail over) or the caller's."""
+
     candidate: Candidate
     result: ImageResult | None = None
     error: UpstreamError | None = None

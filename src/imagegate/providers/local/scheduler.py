@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any, Generic, TypeVar
 
 from imagegate.core.errors import RateLimited
@@ -75,32 +75,24 @@ class BatchStats:
         self.sizes[images] = self.sizes.get(images, 0) + 1
 
 
+@dataclass(eq=False)
 class BatchScheduler:
     """The queue and worker of one provider; runs batches on ``executor`` (one thread)."""
 
-    def __init__(
-        self,
-        runner: Runner,
-        executor: Executor,
-        *,
-        name: str,
-        max_batch_size: int,
-        max_wait_s: float,
-        max_queue: int,
-    ) -> None:
-        self.runner = runner
-        self.executor = executor
-        self.name = name
-        self.max_batch_size = max_batch_size
-        self.max_wait_s = max_wait_s
-        self.max_queue = max_queue
-        self.stats = BatchStats()
-        self._pending: deque[Job[Any]] = deque()
-        self._queued_images = 0
-        self._running: list[Job[Any]] = []
-        self._batch_s: float | None = None  # EWMA of recent batch durations
-        self._wake: asyncio.Event | None = None
-        self._worker: asyncio.Task[None] | None = None
+    runner: Runner
+    executor: Executor
+    _: KW_ONLY
+    name: str
+    max_batch_size: int
+    max_wait_s: float
+    max_queue: int
+    stats: BatchStats = field(default_factory=BatchStats, init=False)
+    _pending: deque[Job[Any]] = field(default_factory=deque, init=False)
+    _queued_images: int = field(default=0, init=False)
+    _running: list[Job[Any]] = field(default_factory=list, init=False)
+    _batch_s: float | None = field(default=None, init=False)  # EWMA of recent batch durations
+    _wake: asyncio.Event | None = field(default=None, init=False)
+    _worker: asyncio.Task[None] | None = field(default=None, init=False)
 
     def snapshot(self) -> dict[str, Any]:
         return {

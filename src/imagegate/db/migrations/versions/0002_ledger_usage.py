@@ -4,7 +4,7 @@ concurrency limits."""
 import sqlalchemy as sa
 from alembic import op
 
-from imagegate.db.ddl import bigint, key_id, timestamp, varchar
+from imagegate.db.ddl import bigint, key_id, reservation_lifetime, timestamp, varchar
 
 revision, down_revision = "0002", "0001"
 
@@ -21,9 +21,7 @@ def upgrade() -> None:
         bigint("charged_micro", nullable=True),
         varchar("status", 16),
         varchar("generation_id", 40),
-        timestamp("created_at"),
-        timestamp("expires_at"),
-        timestamp("closed_at", nullable=True),
+        *reservation_lifetime(),
     )
     op.create_index("ix_credit_holds_key_id", "credit_holds", ["key_id"])
     op.create_index("ix_credit_holds_status_expires", "credit_holds", ["status", "expires_at"])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from alembic import op
 
-from imagegate.db.ddl import bigint, key_id, timestamp, varchar
+from imagegate.db.ddl import bigint, key_id, reservation_lifetime, varchar
 
 revision, down_revision = "0008", "0007"
 
@@ -23,9 +23,7 @@ def upgrade() -> None:
         bigint("amount_micro"),
         bigint("charged_micro"),
         varchar("status", 16),
-        timestamp("created_at"),
-        timestamp("expires_at"),
-        timestamp("closed_at", nullable=True),
+        *reservation_lifetime(),
     )
     op.create_index("ix_credit_leases_key_id", "credit_leases", ["key_id"])
     op.create_index("ix_credit_leases_status_expires", "credit_leases", ["status", "expires_at"])
