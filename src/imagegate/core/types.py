@@ -93,13 +93,13 @@ class ImageRequest(RequestFields):
     caller's request, and nothing after it changes what the caller asked for.
 
     ``size`` is the caller's string ("auto" or "WxH"); ``width``/``height`` are the
-    resolved pixel size the output must have. The defaults of ``width``, ``height`` and
-    ``response_format`` are for requests built by hand (tests); the gateway always sets them.
+    resolved pixel size the output must have, ``response_format`` the caller's or the
+    model's default.
     """
 
-    width: int = 1024
-    height: int = 1024
-    response_format: ResponseFormat = "b64_json"
+    width: int
+    height: int
+    response_format: ResponseFormat
     images: list[InputImage] = field(default_factory=list)
     mask: InputImage | None = None
 
