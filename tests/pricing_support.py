@@ -8,6 +8,7 @@ from typing import Any
 from imagegate.catalog.pricing import Pricing
 from imagegate.catalog.spec import parse_model
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, TokenUsage
+from request_support import image_request
 
 
 def pricing(raw: Any) -> Pricing:
@@ -22,7 +23,7 @@ def req(size: str = "1024x1024", *, prompt: str = "", **kw: Any) -> ImageRequest
     count the prompt's bytes, so the default prompt is empty."""
     width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
     base: dict[str, Any] = {"operation": "generate", "model": "t/m", "prompt": prompt}
-    return ImageRequest(**{**base, "size": size, "width": width, "height": height, **kw})
+    return image_request(**{**base, "size": size, "width": width, "height": height, **kw})
 
 
 def result(*sizes: tuple[int, int], usage: TokenUsage | None = None, **kw: Any) -> ImageResult:

@@ -28,13 +28,23 @@ from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import Ledger
 from imagegate.accounts.ratelimit import MemoryRateLimiter, RateLimiter, RedisRateLimiter
 from imagegate.accounts.usage import UsageBook
-from imagegate.api import admin, generations, images, misc, openapi, prometheus, ready, usage
-from imagegate.api.docs_page import add_docs
+from imagegate.api import openapi
 from imagegate.api.drain import Drain, chain_sigterm
 from imagegate.api.errors import gateway_error_handler, http_error_handler, validation_error_handler
 from imagegate.api.hosts import HostGuardMiddleware
 from imagegate.api.inputs import InputLimits, InputResolver
 from imagegate.api.middleware import RequestContextMiddleware, outage_service
+from imagegate.api.routes import (
+    admin,
+    files,
+    generations,
+    health,
+    images,
+    models,
+    prometheus,
+    usage,
+)
+from imagegate.api.routes.docs import add_docs
 from imagegate.api.state import Gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.spec import CatalogError
@@ -343,7 +353,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         lifespan=lifespan,
         description="OpenAI-compatible Images API gateway.",
-        docs_url=None,  # served offline by api.docs_page, with no CDN
+        docs_url=None,  # served offline by api.routes.docs, with no CDN
         redoc_url=None,
     )
     app.add_middleware(
@@ -417,11 +427,11 @@ def _routes(app: FastAPI) -> None:
     route("/v1/images/generations", images.create_image, "POST", "images")
     route("/v1/images/edits", images.create_image_edit, "POST", "images")
     route("/v1/images/variations", images.create_image_variation, "POST", "images")
-    route("/v1/models", misc.list_models, "GET", "models")
-    route("/v1/models/{model_id:path}", misc.retrieve_model, "GET", "models")
-    route("/v1/files/{file_id}", misc.get_file, "GET", "files")
-    route("/healthz", misc.healthz, "GET", "health")
-    route("/readyz", ready.readyz, "GET", "health")
+    route("/v1/models", models.list_models, "GET", "models")
+    route("/v1/models/{model_id:path}", models.retrieve_model, "GET", "models")
+    route("/v1/files/{file_id}", files.get_file, "GET", "files")
+    route("/healthz", health.healthz, "GET", "health")
+    route("/readyz", health.readyz, "GET", "health")
     route("/metrics", prometheus.prometheus_metrics, "GET", "health")
     route("/v1/admin/keys", admin.create_key, "POST", "admin")
     route("/v1/admin/keys", admin.list_keys, "GET", "admin")

@@ -22,7 +22,6 @@ from gateway import RunningGateway, run_gateway
 from imagegate.catalog.catalog import Catalog, merge_providers
 from imagegate.catalog.rules import resolve_size
 from imagegate.core.errors import InvalidRequest
-from imagegate.core.types import ImageRequest
 from repo_root import REPO
 
 CONFIG = """
@@ -105,7 +104,7 @@ def _catalog(endpoint_type: str) -> Catalog:
 
 def _size(catalog: Catalog, size: str) -> tuple[int, int]:
     spec = catalog.resolve("acme/local")
-    return resolve_size(spec, ImageRequest(operation="generate", model=spec.id, size=size))
+    return resolve_size(spec, size)
 
 
 def test_local_model_accepts_multiples_of_8_within_bounds() -> None:
@@ -272,7 +271,7 @@ def test_readme_config_without_size_rules_takes_its_upstreams_sizes(tmp_path: Pa
 
     def size(model: str, value: str) -> tuple[int, int]:
         spec = catalog.resolve(model)
-        return resolve_size(spec, ImageRequest(operation="generate", model=spec.id, size=value))
+        return resolve_size(spec, value)
 
     assert size("acme/fast-image", "1536x1024") == (1536, 1024)  # gpt-image-1's sizes
     assert size("acme/sd-turbo", "512x768") == (512, 768)  # local: multiples of 8

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from gateway import RunningGateway, run_gateway
+from request_support import image_request
 from tiny_diffusion import build_tiny_pipeline
 
 pytest.importorskip("diffusers")
@@ -260,7 +261,7 @@ def test_disconnect_interrupts_a_running_batch_when_alone(gw: RunningGateway) ->
 
 async def test_stream_yields_partial_images_then_the_result(tiny_model: Path) -> None:
     from imagegate.core.provider_config import ProviderConfig
-    from imagegate.core.types import ImageRequest, ImageResult, PartialImage
+    from imagegate.core.types import ImageResult, PartialImage
     from imagegate.providers.base import ProviderContext
     from imagegate.providers.local import LocalProvider
 
@@ -273,7 +274,7 @@ async def test_stream_yields_partial_images_then_the_result(tiny_model: Path) ->
             ProviderConfig(id="unit", type="local", options=options),
             ProviderContext(http=client, fetch_url=no_fetch),
         )
-        request = ImageRequest(
+        request = image_request(
             operation="generate",
             model="local/unit",
             prompt="a fox",

@@ -19,6 +19,7 @@ from imagegate.core.types import ImageRequest, ImageResult, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.openai.azure import DEFAULT_API_VERSION, AzureOpenAIProvider
 from imagegate.upstream.fetch import SafeFetcher
+from request_support import image_request
 
 DEPLOYMENTS = {"gpt-image-1": "gpt-image-1", "img-prod": "gpt-image-1", "dall-e-3": "dall-e-3"}
 
@@ -59,7 +60,7 @@ async def run(
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:
     kwargs.setdefault("prompt", "a lighthouse")
-    return ImageRequest(operation=operation, model="m", **kwargs)  # type: ignore[arg-type]
+    return image_request(operation=operation, model="m", **kwargs)
 
 
 async def test_generate_on_a_deployment(fake: FakeAzureOpenAI) -> None:

@@ -23,6 +23,7 @@ from imagegate.core.types import ImageRequest, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.bfl import BFLProvider, snap_side
 from imagegate.upstream.fetch import SafeFetcher
+from request_support import image_request
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +72,12 @@ png = partial(adapter_support.png, mode="RGBA")
 
 def gen(**fields: Any) -> ImageRequest:
     fields.setdefault("prompt", "a red fox")
-    return ImageRequest(operation="generate", model="m", **fields)
+    return image_request(operation="generate", model="m", **fields)
 
 
 def edit(images: list[InputImage], **fields: Any) -> ImageRequest:
     fields.setdefault("prompt", "make it blue")
-    return ImageRequest(operation="edit", model="m", images=images, **fields)
+    return image_request(operation="edit", model="m", images=images, **fields)
 
 
 async def failure(fake: FakeBFL, request: ImageRequest, model: str = "flux-pro-1.1") -> Any:
@@ -246,7 +247,7 @@ async def test_text_to_image_models_do_not_edit(fake: FakeBFL) -> None:
 
 
 async def test_variation_is_not_supported(fake: FakeBFL) -> None:
-    request = ImageRequest(operation="variation", model="m", images=[png(64, 64)])
+    request = image_request(operation="variation", model="m", images=[png(64, 64)])
     error = await failure(fake, request)
     assert isinstance(error, InvalidRequest) and error.code == "unsupported_operation"
 

@@ -18,6 +18,7 @@ from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.fal import FalProvider
+from request_support import image_request
 
 SCHNELL = "fal-ai/flux/schnell"
 PRO = "fal-ai/flux-pro/v1.1"
@@ -57,11 +58,13 @@ png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
 
 
 def gen(prompt: str = "a red fox", **kwargs: Any) -> ImageRequest:
-    return ImageRequest(operation="generate", model="m", prompt=prompt, **kwargs)
+    return image_request(operation="generate", model="m", prompt=prompt, **kwargs)
 
 
 def edit(images: list[InputImage], **kwargs: Any) -> ImageRequest:
-    return ImageRequest(operation="edit", model="m", prompt="make it blue", images=images, **kwargs)
+    return image_request(
+        operation="edit", model="m", prompt="make it blue", images=images, **kwargs
+    )
 
 
 def sent_mask(fake: FakeFal) -> Image.Image:

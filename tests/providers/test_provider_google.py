@@ -16,6 +16,7 @@ from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.google import GoogleProvider
+from request_support import image_request
 
 FLASH = "gemini-3.1-flash-image"
 PRO = "gemini-3-pro-image"
@@ -44,7 +45,7 @@ def provider(fake: FakeGoogle, context: ProviderContext, **options: Any) -> Goog
 
 def request(operation: str = "generate", **fields: Any) -> ImageRequest:
     fields.setdefault("prompt", "a lighthouse at dusk")
-    return ImageRequest(operation=operation, model="google/x", **fields)  # type: ignore[arg-type]
+    return image_request(operation=operation, model="google/x", **fields)
 
 
 async def upstream_failure(

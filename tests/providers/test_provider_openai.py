@@ -18,6 +18,7 @@ from imagegate.core.types import ImageRequest, ImageResult, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.openai.provider import OpenAIProvider, upstream_size
 from imagegate.upstream.fetch import SafeFetcher
+from request_support import image_request
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +63,7 @@ async def run(
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:
     kwargs.setdefault("prompt", None if operation == "variation" else "a lighthouse")
-    return ImageRequest(operation=operation, model="m", **kwargs)  # type: ignore[arg-type]
+    return image_request(operation=operation, model="m", **kwargs)
 
 
 async def test_generate_gpt_image_sends_its_fields_and_reads_usage(

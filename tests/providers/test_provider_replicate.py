@@ -18,6 +18,7 @@ from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.replicate import ReplicateProvider
+from request_support import image_request
 
 SCHNELL = "black-forest-labs/flux-schnell"
 PRO = "black-forest-labs/flux-1.1-pro"
@@ -56,11 +57,13 @@ png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
 
 
 def gen(prompt: str = "a red fox", **kwargs: Any) -> ImageRequest:
-    return ImageRequest(operation="generate", model="m", prompt=prompt, **kwargs)
+    return image_request(operation="generate", model="m", prompt=prompt, **kwargs)
 
 
 def edit(images: list[InputImage], **kwargs: Any) -> ImageRequest:
-    return ImageRequest(operation="edit", model="m", prompt="make it blue", images=images, **kwargs)
+    return image_request(
+        operation="edit", model="m", prompt="make it blue", images=images, **kwargs
+    )
 
 
 # -- generate ---------------------------------------------------------------------------
@@ -383,7 +386,7 @@ async def test_too_many_input_images(fake: FakeReplicate, context: ProviderConte
 
 
 async def test_variations_are_not_offered(fake: FakeReplicate, context: ProviderContext) -> None:
-    request = ImageRequest(operation="variation", model="m", images=[png(64, 64)])
+    request = image_request(operation="variation", model="m", images=[png(64, 64)])
     with pytest.raises(InvalidRequest):
         await provider(fake, context).run(request, SCHNELL)
 

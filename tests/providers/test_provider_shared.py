@@ -12,7 +12,7 @@ from PIL import Image
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
+from imagegate.core.types import InputImage
 from imagegate.media.images import decode
 from imagegate.providers._shared.answers import (
     OpenAIStyleError,
@@ -31,6 +31,7 @@ from imagegate.providers._shared.inputs import (
 )
 from imagegate.providers._shared.tasks import poll_task
 from imagegate.providers.sandbox import SandboxProvider
+from request_support import image_request
 
 
 def answer(status: int, body: bytes, **headers: str) -> httpx.Response:
@@ -109,7 +110,7 @@ async def test_an_entry_without_an_image_raises_what_the_adapter_says() -> None:
 
 def test_edit_checks_name_the_field() -> None:
     image = png(8, 8)
-    request = ImageRequest(
+    request = image_request(
         operation="edit", model="m", prompt="x", images=[image, image], mask=image
     )
     with pytest.raises(InvalidRequest) as mask:

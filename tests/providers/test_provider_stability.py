@@ -20,6 +20,7 @@ from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.stability import StabilityProvider
+from request_support import image_request
 
 
 @pytest.fixture(scope="module")
@@ -54,12 +55,12 @@ png = partial(adapter_support.png, mode="RGBA")
 
 def gen(**fields: Any) -> ImageRequest:
     fields.setdefault("prompt", "a lighthouse at dusk")
-    return ImageRequest(operation="generate", model="m", **fields)
+    return image_request(operation="generate", model="m", **fields)
 
 
 def edit(images: list[InputImage], **fields: Any) -> ImageRequest:
     fields.setdefault("prompt", "paint it green")
-    return ImageRequest(operation="edit", model="m", images=images, **fields)
+    return image_request(operation="edit", model="m", images=images, **fields)
 
 
 async def failure(fake: FakeStability, request: ImageRequest, model: str = "core") -> Any:
@@ -209,7 +210,7 @@ async def test_edit_limits_are_the_callers_error(fake: FakeStability) -> None:
 
 
 async def test_variation_is_not_supported(fake: FakeStability) -> None:
-    request = ImageRequest(operation="variation", model="m", images=[png(64, 64)])
+    request = image_request(operation="variation", model="m", images=[png(64, 64)])
     error = await failure(fake, request)
     assert isinstance(error, InvalidRequest) and error.code == "unsupported_operation"
 

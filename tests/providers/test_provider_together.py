@@ -18,6 +18,7 @@ from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.together import TogetherProvider
 from imagegate.routing.router import upstream_errors
+from request_support import image_request
 
 SCHNELL = "black-forest-labs/FLUX.1-schnell"
 KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
@@ -45,7 +46,7 @@ def provider(
 
 def request(**fields: Any) -> ImageRequest:
     fields.setdefault("prompt", "a lighthouse at dusk")
-    return ImageRequest(operation=fields.pop("operation", "generate"), model="m", **fields)
+    return image_request(operation=fields.pop("operation", "generate"), model="m", **fields)
 
 
 async def test_generate_sends_documented_fields_and_decodes_base64(

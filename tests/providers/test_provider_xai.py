@@ -16,6 +16,7 @@ from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.xai import XAIProvider
+from request_support import image_request
 
 MODEL = "grok-imagine-image"
 
@@ -42,7 +43,7 @@ def provider(
 
 def request(**fields: Any) -> ImageRequest:
     fields.setdefault("prompt", "a fox in the snow")
-    return ImageRequest(operation=fields.pop("operation", "generate"), model="m", **fields)
+    return image_request(operation=fields.pop("operation", "generate"), model="m", **fields)
 
 
 async def test_generate_auto_size_sends_no_size_fields(

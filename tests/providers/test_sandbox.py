@@ -22,6 +22,7 @@ from imagegate.media.images import decode, probe_image
 from imagegate.media.sniff import sniff_format
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.sandbox import SandboxProvider
+from request_support import image_request
 
 UPSTREAM = "sandbox-v1"
 HOLE = (64, 80, 160, 200)
@@ -43,7 +44,7 @@ def request(
 ) -> ImageRequest:
     width, height = (1024, 1024) if size == "auto" else map(int, size.split("x"))
     fields.setdefault("prompt", None if operation == "variation" else "a red fox in the snow")
-    return ImageRequest(
+    return image_request(
         operation=operation,
         model="imagegate/sandbox",
         size=size,

@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from imagegate.api.fields import build_request
+from imagegate.api.fields import parse_fields
 from imagegate.api.schemas import SCHEMAS
 from imagegate.core.fields import FIELDS, INPUT_FIELDS, ROUTING_FIELDS, Field
-from imagegate.core.types import ImageRequest, Operation, RoutingPreferences
+from imagegate.core.types import Operation, RequestFields, RoutingPreferences
 from imagegate.tools import sdk_models
 from imagegate_client import (
     Attempt,
@@ -88,7 +88,7 @@ def test_what_a_model_sends_the_parser_reads_into_the_same_fields(operation: Ope
         "max_price": 0.5,
     }
 
-    req = build_request(operation, body)
+    req = parse_fields(operation, body)
 
     for name, value in values.items():
         assert getattr(req, name) == value, name
@@ -99,21 +99,21 @@ def test_what_a_model_sends_the_parser_reads_into_the_same_fields(operation: Ope
 
 
 def test_declared_defaults_are_the_parsed_requests_defaults() -> None:
-    """A field left out means its declared default, in ``ImageRequest`` and routing alike."""
-    bare = build_request("generate", {"model": "m"})
+    """A field left out means its declared default, in ``RequestFields`` and routing alike."""
+    bare = parse_fields("generate", {"model": "m"})
     for f in FIELDS:
         if f.default is not None:
             assert getattr(bare, f.name) == f.default, f.name
     for f in ROUTING_FIELDS:
         if f.default is not None:
             assert getattr(RoutingPreferences(), f.name) == f.default, f.name
-    assert isinstance(bare, ImageRequest)
+    assert isinstance(bare, RequestFields)
 
 
 def test_every_declared_field_is_an_image_request_attribute() -> None:
-    """The parser sets each declared field on ``ImageRequest`` (slots: a missing one is a
+    """The parser sets each declared field on ``RequestFields`` (slots: a missing one is a
     500), and each routing option on ``RoutingPreferences``."""
-    request_attrs = set(ImageRequest.__dataclass_fields__)
+    request_attrs = set(RequestFields.__dataclass_fields__)
     assert {f.name for f in FIELDS} <= request_attrs  # input images are resolved apart
     assert {f.name for f in ROUTING_FIELDS} == set(RoutingPreferences.__dataclass_fields__)
 

@@ -1,10 +1,11 @@
-"""Turn a JSON object or multipart fields into one validated ``ImageRequest``.
+"""Turn a JSON object or multipart fields into the caller's ``RequestFields``.
 
 Both encodings meet here as a plain dict, so each field has one coercion rule and one
 error message. Multipart values are strings, so numbers and booleans are parsed from
 text; bracket-encoded keys (``provider[order][]=a``, as openai-python sends
 ``extra_body``) are folded into nested values first. Which fields exist, of what kind and
-with what choices is declared once in ``core.fields``.
+with what choices is declared once in ``core.fields``. The model's rules and the fetched
+inputs complete the fields into an ``ImageRequest`` (``catalog.rules.resolve_request``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import orjson
 
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.fields import FIELDS, INPUT_FIELDS, ROUTING_FIELDS, Field
-from imagegate.core.types import ImageRequest, Operation, RoutingPreferences
+from imagegate.core.types import Operation, RequestFields, RoutingPreferences
 
 _STRINGS = tuple(f.name for f in FIELDS if f.kind == "string")
 _INTS = tuple(f.name for f in FIELDS if f.kind == "integer")
@@ -59,36 +60,36 @@ def _insert(target: dict[str, Any], path: list[str], value: str) -> None:
     _insert(child, rest, value)
 
 
-def build_request(
+def parse_fields(
     operation: Operation, raw: dict[str, Any], default_model: str | None = None
-) -> ImageRequest:
-    """Coerce and check the scalar fields; image inputs are resolved separately.
+) -> RequestFields:
+    """Coerce and type-check the scalar fields; image inputs are fetched separately.
 
     ``default_model`` (config ``defaults:``) stands in for a missing ``model``, as OpenAI
     defaults it; without one a missing model stays a 400."""
-    req = ImageRequest(operation=operation, model="")
+    parsed = RequestFields(operation=operation, model="")
     for name, value in raw.items():
         if value is None or name in _IMAGE_FIELDS:
             continue
         if name in _STRINGS:
-            setattr(req, name, _string(name, value))
+            setattr(parsed, name, _string(name, value))
         elif name in _INTS:
-            setattr(req, name, as_int(name, value))
+            setattr(parsed, name, as_int(name, value))
         elif name in _BOOLS:
-            setattr(req, name, as_bool(name, value))
+            setattr(parsed, name, as_bool(name, value))
         elif name == "provider":
-            req.provider = _routing(value)
+            parsed.provider = _routing(value)
         else:
-            req.extra[name] = value
-    if not req.model and default_model:
-        req.model = default_model
-    if not req.model:
+            parsed.extra[name] = value
+    if not parsed.model and default_model:
+        parsed.model = default_model
+    if not parsed.model:
         raise InvalidRequest(
             "Missing required parameter: 'model'.",
             param="model",
             code="missing_required_parameter",
         )
-    return req
+    return parsed
 
 
 def _string(name: str, value: Any) -> str:

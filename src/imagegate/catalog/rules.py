@@ -1,4 +1,5 @@
-"""Checks a request against what its model accepts, and resolves the output size.
+"""Checks a request against what its model accepts, and completes it: the one place where
+the caller's fields and fetched inputs become an ``ImageRequest``.
 
 Every failure is a 400 (or 413 for an oversized input) whose ``param`` names the field,
 so a caller can fix the request without reading our source.
@@ -6,37 +7,68 @@ so a caller can fix the request without reading our source.
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+
 from imagegate.catalog.spec import FreeSizeRule, ModelSpec
 from imagegate.core.errors import InvalidRequest, PayloadTooLarge
 from imagegate.core.fields import Field, declared
 from imagegate.core.size import Size
-from imagegate.core.types import ImageRequest
+from imagegate.core.types import (
+    ImageRequest,
+    InputImage,
+    Operation,
+    RequestFields,
+    ResponseFormat,
+)
+
+_CALLER_FIELDS = tuple(f.name for f in dataclasses.fields(RequestFields))
 
 
-def check_request(spec: ModelSpec, req: ImageRequest) -> None:
-    """Validate ``req`` for ``spec`` and set ``req.width``/``req.height``."""
-    if req.operation not in spec.operations:
+def resolve_request(
+    spec: ModelSpec,
+    fields: RequestFields,
+    images: Sequence[InputImage] = (),
+    mask: InputImage | None = None,
+) -> ImageRequest:
+    """The complete request: ``fields`` and the fetched inputs checked against ``spec``, the
+    output size resolved and the response format defaulted to the model's. Nothing after
+    this changes what the caller asked for."""
+    if fields.operation not in spec.operations:
         supported = ", ".join(sorted(spec.operations))
         raise InvalidRequest(
-            f"Model '{spec.id}' does not support {_op_name(req.operation)} "
+            f"Model '{spec.id}' does not support {_op_name(fields.operation)} "
             f"(it supports: {supported}).",
             param="model",
             code="unsupported_operation",
         )
-    _check_prompt(spec, req)
-    _check_n(spec, req)
-    _check_choices(spec, req)
-    _check_inputs(spec, req)
-    req.width, req.height = resolve_size(spec, req)
+    _check_prompt(spec, fields)
+    _check_n(spec, fields)
+    _check_choices(spec, fields)
+    _check_inputs(spec, fields.operation, images, mask)
+    width, height = resolve_size(spec, fields.size, images)
+    caller = {name: getattr(fields, name) for name in _CALLER_FIELDS}
+    caller["response_format"] = _response_format(spec, fields)
+    return ImageRequest(**caller, width=width, height=height, images=list(images), mask=mask)
 
 
-def resolve_size(spec: ModelSpec, req: ImageRequest) -> tuple[int, int]:
-    size = req.size
+def _response_format(spec: ModelSpec, fields: RequestFields) -> ResponseFormat:
+    """The caller's choice, else the model's default; streams carry ``b64_json`` only."""
+    if fields.response_format is not None:
+        return fields.response_format
+    if spec.default_response_format == "url" and not fields.stream:
+        return "url"
+    return "b64_json"
+
+
+def resolve_size(spec: ModelSpec, size: str, images: Sequence[InputImage] = ()) -> tuple[int, int]:
+    """The output's pixel size for the caller's ``size`` ("auto": the input's when the model
+    takes free sizes and it fits, else the model's default)."""
     if size == "auto":
         if not spec.auto_size:
             raise _size_error(spec, size)
-        if req.images and _free_fits(spec.free_size, req.images[0].width, req.images[0].height):
-            return req.images[0].width, req.images[0].height
+        if images and _free_fits(spec.free_size, images[0].width, images[0].height):
+            return images[0].width, images[0].height
         return parse_size(spec.default_size) or (1024, 1024)
     dims = parse_size(size)
     if dims is None:
@@ -97,7 +129,7 @@ def _size_error(spec: ModelSpec, size: str) -> InvalidRequest:
     )
 
 
-def _check_prompt(spec: ModelSpec, req: ImageRequest) -> None:
+def _check_prompt(spec: ModelSpec, req: RequestFields) -> None:
     if req.operation == "variation":
         return
     if not req.prompt or not req.prompt.strip():
@@ -115,7 +147,7 @@ def _check_prompt(spec: ModelSpec, req: ImageRequest) -> None:
         )
 
 
-def _check_n(spec: ModelSpec, req: ImageRequest) -> None:
+def _check_n(spec: ModelSpec, req: RequestFields) -> None:
     limit = spec.max_n(req.operation)
     if not 1 <= req.n <= limit:
         only = "only n=1 is supported" if limit == 1 else f"n must be between 1 and {limit}"
@@ -139,7 +171,7 @@ def _choice(
     )
 
 
-def _check_choices(spec: ModelSpec, req: ImageRequest) -> None:
+def _check_choices(spec: ModelSpec, req: RequestFields) -> None:
     _choice(req.quality, spec.qualities, "quality", spec)
     _choice(req.style, spec.styles, "style", spec)
     _choice(req.output_format, spec.output_formats, "output_format", spec)
@@ -169,44 +201,46 @@ def _check_range(value: int | None, field: Field) -> None:
         raise InvalidRequest(f"{field.name} must be between {low} and {high}.", param=field.name)
 
 
-def _check_inputs(spec: ModelSpec, req: ImageRequest) -> None:
-    if req.operation == "generate":
-        if req.images or req.mask:
+def _check_inputs(
+    spec: ModelSpec, operation: Operation, images: Sequence[InputImage], mask: InputImage | None
+) -> None:
+    if operation == "generate":
+        if images or mask:
             raise InvalidRequest(
                 "Image generation takes no input image; use /v1/images/edits.", param="image"
             )
         return
-    if not req.images:
+    if not images:
         raise InvalidRequest(
             "Missing required parameter: 'image'.",
             param="image",
             code="missing_required_parameter",
         )
-    limit = 1 if req.operation == "variation" else spec.max_input_images
-    if len(req.images) > limit:
+    limit = 1 if operation == "variation" else spec.max_input_images
+    if len(images) > limit:
         raise InvalidRequest(
-            f"Model '{spec.id}' accepts at most {limit} input image(s); got {len(req.images)}.",
+            f"Model '{spec.id}' accepts at most {limit} input image(s); got {len(images)}.",
             param="image",
             code="too_many_images",
         )
-    for image in req.images:
+    for image in images:
         _check_input_image(spec, image.format, len(image.data), image.width, image.height, "image")
-    if req.mask is not None:
-        if not spec.supports_mask or req.operation != "edit":
+    if mask is not None:
+        if not spec.supports_mask or operation != "edit":
             raise InvalidRequest(
                 f"Model '{spec.id}' does not accept a mask.",
                 param="mask",
                 code="unsupported_parameter",
             )
-        first = req.images[0]
-        if (req.mask.width, req.mask.height) != (first.width, first.height):
+        first = images[0]
+        if (mask.width, mask.height) != (first.width, first.height):
             raise InvalidRequest(
-                f"The mask is {req.mask.width}x{req.mask.height} but the image is "
+                f"The mask is {mask.width}x{mask.height} but the image is "
                 f"{first.width}x{first.height}; they must have the same dimensions.",
                 param="mask",
                 code="invalid_mask",
             )
-        _check_input_image(spec, req.mask.format, len(req.mask.data), 0, 0, "mask")
+        _check_input_image(spec, mask.format, len(mask.data), 0, 0, "mask")
 
 
 def _check_input_image(

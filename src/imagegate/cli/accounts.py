@@ -38,7 +38,7 @@ def usage(
     data_dir: DataDirOption = None,
 ) -> None:
     """Requests, images and cost over a period (default: the last 30 days)."""
-    from imagegate.api.usage import DEFAULT_WINDOW, parse_time
+    from imagegate.api.routes.usage import DEFAULT_WINDOW, parse_time
 
     if group_by not in GROUP_BY:
         fail(f"--group-by must be one of {', '.join(GROUP_BY)}", USAGE)

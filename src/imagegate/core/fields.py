@@ -3,7 +3,7 @@
 Everything that knows a request field reads it from here: the parser (``api.fields``), the
 OpenAPI document (``api.openapi``), the catalog's range checks (``catalog.rules``) and the
 SDK's request models, which ``python -m imagegate.tools.sdk_models`` generates from this
-table (the SDK cannot import the server). ``ImageRequest``'s defaults are checked against
+table (the SDK cannot import the server). ``RequestFields``' defaults are checked against
 ``default`` by the tests.
 """
 

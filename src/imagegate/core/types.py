@@ -49,13 +49,18 @@ class RoutingPreferences:
     require_parameters: bool = False
 
 
-@dataclass(slots=True)
-class ImageRequest:
-    """One validated request, whatever endpoint and encoding it arrived by.
+ResponseFormat = Literal["b64_json", "url"]
 
-    ``size`` is the caller's string ("auto" or "WxH"); ``width``/``height`` are the
-    resolved pixel size the output must have. ``extra`` keeps fields the gateway does
-    not know, for adapters that accept them.
+
+@dataclass(slots=True)
+class RequestFields:
+    """What the caller asked for, parsed and coerced (``api.fields``), not yet checked.
+
+    Enough to look up the model and count the inputs before any is fetched; the model's
+    rules and the fetched inputs complete it into an :class:`ImageRequest`
+    (``catalog.rules.resolve_request``). ``response_format`` is None when the caller left
+    it to the model; ``extra`` keeps fields the gateway does not know, for adapters that
+    accept them.
     """
 
     operation: Operation
@@ -63,11 +68,9 @@ class ImageRequest:
     prompt: str | None = None
     n: int = 1
     size: str = "auto"
-    width: int = 1024
-    height: int = 1024
     quality: str | None = None
     style: str | None = None
-    response_format: Literal["b64_json", "url"] = "b64_json"
+    response_format: ResponseFormat | None = None
     output_format: OutputFormat | None = None
     output_compression: int | None = None
     background: str | None = None
@@ -77,12 +80,28 @@ class ImageRequest:
     user: str | None = None
     seed: int | None = None
     input_fidelity: str | None = None
-    images: list[InputImage] = field(default_factory=list)
-    mask: InputImage | None = None
     provider: RoutingPreferences = field(default_factory=RoutingPreferences)
     meta: bool = False
     usage: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True, kw_only=True)
+class ImageRequest(RequestFields):
+    """One complete request, whatever endpoint and encoding it arrived by: checked against
+    its model, its inputs fetched. Only ``catalog.rules.resolve_request`` makes one from a
+    caller's request, and nothing after it changes what the caller asked for.
+
+    ``size`` is the caller's string ("auto" or "WxH"); ``width``/``height`` are the
+    resolved pixel size the output must have, ``response_format`` the caller's or the
+    model's default.
+    """
+
+    width: int
+    height: int
+    response_format: ResponseFormat
+    images: list[InputImage] = field(default_factory=list)
+    mask: InputImage | None = None
 
 
 class GeneratedImage:

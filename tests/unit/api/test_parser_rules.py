@@ -11,23 +11,23 @@ from imagegate.api.fields import (
     as_bool,
     as_int,
     as_str_list,
-    build_request,
     fold_form_fields,
+    parse_fields,
 )
 from imagegate.catalog.catalog import Catalog, merge_providers
-from imagegate.catalog.rules import check_request
+from imagegate.catalog.rules import resolve_request
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.fields import declared
 from imagegate.core.types import RoutingPreferences
 
 
 def parse(**raw: Any) -> Any:
-    return build_request("generate", {"model": "m", **raw})
+    return parse_fields("generate", {"model": "m", **raw})
 
 
 def refused(raw: dict[str, Any]) -> InvalidRequest:
     with pytest.raises(InvalidRequest) as info:
-        build_request("generate", raw)
+        parse_fields("generate", raw)
     assert info.value.status == 400
     return info.value
 
@@ -54,7 +54,7 @@ def test_json_and_multipart_give_the_same_request() -> None:
             ("seed", " -7 "),
         ]
     )
-    a, b = build_request("edit", json_body), build_request("edit", form)
+    a, b = parse_fields("edit", json_body), parse_fields("edit", form)
     assert a == b
     assert a.operation == "edit" and (a.model, a.prompt, a.n, a.stream, a.seed) == (
         "m",
@@ -145,7 +145,7 @@ def test_model_is_required() -> None:
 
 def test_nulls_and_image_fields_are_skipped_and_unknown_fields_kept_as_extra() -> None:
     req = parse(n=None, prompt=None, image="x", images=["y"], mask="z", aspect_ratio="16:9")
-    assert (req.n, req.prompt, req.images, req.mask) == (1, None, [], None)
+    assert (req.n, req.prompt) == (1, None)
     assert req.extra == {"aspect_ratio": "16:9"}
 
 
@@ -245,13 +245,13 @@ def test_rules_enforce_the_declared_limits(field: str, value: int, ok: bool) -> 
     """Limits every model shares come from the field declaration (``core.fields``)."""
     types = {p.id: p.type for p in merge_providers([])}
     spec = Catalog.load(None, types).resolve("imagegate/sandbox")
-    req = build_request("generate", {"model": spec.id, "prompt": "a", "output_format": "webp"})
+    req = parse_fields("generate", {"model": spec.id, "prompt": "a", "output_format": "webp"})
     setattr(req, field, value)
     limits = declared(field)
     if ok:
-        check_request(spec, req)
+        resolve_request(spec, req)
         return
     with pytest.raises(InvalidRequest) as info:
-        check_request(spec, req)
+        resolve_request(spec, req)
     assert info.value.param == field
     assert f"between {limits.minimum} and {limits.maximum}" in str(info.value)

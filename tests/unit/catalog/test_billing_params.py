@@ -14,6 +14,7 @@ from imagegate.catalog.priceable import priceable
 from imagegate.catalog.spec import EndpointSpec, ModelSpec, parse_model
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.types import GeneratedImage, ImageRequest, ImageResult, InputImage
+from request_support import image_request
 
 CATALOG = Catalog.load()
 
@@ -21,7 +22,7 @@ CATALOG = Catalog.load()
 def req(size: str = "1024x1024", **kw: Any) -> ImageRequest:
     width, height = map(int, size.split("x"))
     base: dict[str, Any] = {"operation": "generate", "model": "m", "prompt": "a cat"}
-    return ImageRequest(**{**base, "size": size, "width": width, "height": height, **kw})
+    return image_request(**{**base, "size": size, "width": width, "height": height, **kw})
 
 
 def produced(width: int, height: int, n: int = 1) -> ImageResult:

@@ -20,9 +20,9 @@ from books import assert_books_balance
 from imagegate.accounts.keys import ApiKey
 from imagegate.api.state import Gateway
 from imagegate.app import build_gateway, close_gateway
-from imagegate.catalog.rules import check_request
+from imagegate.catalog.rules import resolve_request
 from imagegate.config import load_settings
-from imagegate.core.types import ImageRequest
+from imagegate.core.types import RequestFields
 from imagegate.generation.pipeline import Collected, Generation
 
 MODEL = "test/priced"
@@ -52,8 +52,8 @@ async def gw(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[G
         await close_gateway(gateway)
 
 
-def _request(*, stream: bool, partial_images: int | None = None) -> ImageRequest:
-    return ImageRequest(
+def _request(*, stream: bool, partial_images: int | None = None) -> RequestFields:
+    return RequestFields(
         operation="generate",
         model=MODEL,
         prompt="a lighthouse at dusk",
@@ -70,9 +70,9 @@ async def _unguarded(work: Awaitable[Any]) -> Any:
     return await work
 
 
-async def _open(gw: Gateway, key: ApiKey, req: ImageRequest) -> Generation:
-    spec = gw.catalog.resolve(req.model)
-    check_request(spec, req)
+async def _open(gw: Gateway, key: ApiKey, fields: RequestFields) -> Generation:
+    spec = gw.catalog.resolve(fields.model)
+    req = resolve_request(spec, fields)
     return await Generation.open(gw, req, spec, key, None, guard=_unguarded, base_url="http://gw")
 
 

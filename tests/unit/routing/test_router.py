@@ -28,6 +28,7 @@ from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, BreakerState, HealthBook
 from imagegate.routing.router import Router, RouterSettings
 from manual_clock import Clock
+from request_support import image_request
 
 PRICES = {"a": 0.04, "b": 0.01, "c": 0.02}
 
@@ -80,7 +81,7 @@ MODEL = parse_model(
 
 
 def request(**prefs: Any) -> ImageRequest:
-    req = ImageRequest(
+    req = image_request(
         operation="generate", model="t/m", prompt="p", size="256x256", width=256, height=256
     )
     req.provider = RoutingPreferences(**prefs)

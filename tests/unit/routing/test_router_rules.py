@@ -30,6 +30,7 @@ from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, HealthBook
 from imagegate.routing.router import Attempt, Router, RouterSettings, caller_error
 from manual_clock import Clock
+from request_support import image_request
 
 PRICES: dict[str, Any] = {"a": 0.04, "b": 0.01, "c": 0.02}
 
@@ -87,7 +88,7 @@ def model(prices: dict[str, Any] | None = None) -> Any:
 
 
 def request(**prefs: Any) -> ImageRequest:
-    req = ImageRequest(
+    req = image_request(
         operation="generate", model="t/m", prompt="p", size="256x256", width=256, height=256
     )
     req.provider = RoutingPreferences(**prefs)

@@ -12,7 +12,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from swagger_ui_bundle import swagger_ui_path
 
-_INIT_JS = Path(__file__).with_name("static") / "docs-init.js"
+_INIT_JS = Path(__file__).parents[1] / "static" / "docs-init.js"
 _PAGE = """<!doctype html>
 <html lang="en">
 <head>

@@ -15,19 +15,17 @@ from imagegate.api.admission import admit, count_inputs
 from imagegate.api.auth import authorize_model
 from imagegate.api.body import content_kind
 from imagegate.api.disconnect import cancel_on_disconnect
-from imagegate.api.fields import build_request, fold_form_fields
+from imagegate.api.fields import fold_form_fields, parse_fields
 from imagegate.api.inputs import json_inputs, multipart_inputs
 from imagegate.api.replay import replay
 from imagegate.api.state import Gateway
 from imagegate.api.streaming import stream_response
 from imagegate.catalog import lifecycle
 from imagegate.catalog.priceable import priceable
-from imagegate.catalog.rules import check_request
+from imagegate.catalog.rules import resolve_request
 from imagegate.catalog.spec import ModelSpec
-from imagegate.core.errors import (
-    UnsupportedMediaType,
-)
-from imagegate.core.types import ImageRequest, Operation
+from imagegate.core.errors import UnsupportedMediaType
+from imagegate.core.types import ImageRequest, InputImage, Operation, RequestFields
 from imagegate.generation.pipeline import Collected, Generation
 from imagegate.generation.record import Record
 
@@ -42,9 +40,9 @@ async def create_image(request: Request) -> Response:
                 code="unsupported_content_type",
             )
         raw = await adm.read_json()
-        req, spec = _prepare(adm.gw, adm.key, "generate", raw)
+        fields, spec = _prepare(adm.gw, adm.key, "generate", raw)
         await adm.end_body_phase()
-        return await _execute(adm.gw, request, req, spec, raw)
+        return await _execute(adm.gw, request, fields, spec, raw)
     finally:
         await adm.close()
 
@@ -67,52 +65,53 @@ async def _with_images(request: Request, operation: Operation) -> Response:
         gw, files = adm.gw, []
         if kind == "json":
             raw = await adm.read_json()
-            req, spec = _prepare(gw, adm.key, operation, raw)
+            fields, spec = _prepare(gw, adm.key, operation, raw)
             await adm.charge_fetches(count_inputs(operation, spec, raw, []))
-            req.images, req.mask = await json_inputs(gw.resolver, raw)
+            images, mask = await json_inputs(gw.resolver, raw)
         elif kind == "form":
             raw = fold_form_fields(await adm.read_urlencoded())
-            req, spec = _prepare(gw, adm.key, operation, raw)
+            fields, spec = _prepare(gw, adm.key, operation, raw)
             await adm.charge_fetches(count_inputs(operation, spec, raw, []))
-            req.images, req.mask = await multipart_inputs(gw.resolver, [], raw)
+            images, mask = await multipart_inputs(gw.resolver, [], raw)
         else:
             form = await adm.read_multipart()
             raw = fold_form_fields(form.fields)
-            req, spec = _prepare(gw, adm.key, operation, raw)
+            fields, spec = _prepare(gw, adm.key, operation, raw)
             names = [part.name for part in form.files]
             await adm.charge_fetches(count_inputs(operation, spec, raw, names))
-            req.images, req.mask = await multipart_inputs(gw.resolver, form.files, raw)
+            images, mask = await multipart_inputs(gw.resolver, form.files, raw)
             files = [part.data for part in form.files]
         await adm.end_body_phase()
-        return await _execute(gw, request, req, spec, raw, files)
+        return await _execute(gw, request, fields, spec, raw, files, images, mask)
     finally:
         await adm.close()
 
 
 def _prepare(
     gw: Gateway, key: ApiKey, operation: Operation, raw: dict[str, Any]
-) -> tuple[ImageRequest, ModelSpec]:
+) -> tuple[RequestFields, ModelSpec]:
     """Scalar fields, model lookup and the key's model permission — before any fetch."""
-    req = build_request(operation, raw, gw.settings.defaults.get(operation))
-    spec = gw.catalog.resolve(req.model)
+    fields = parse_fields(operation, raw, gw.settings.defaults.get(operation))
+    spec = gw.catalog.resolve(fields.model)
     authorize_model(key, spec)
     lifecycle.refuse_if_retired(spec)  # before any input fetch or upstream call
-    spec = lifecycle.live_endpoints(spec)
-    if raw.get("response_format") is None and not req.stream:  # streams carry b64_json only
-        req.response_format = "url" if spec.default_response_format == "url" else "b64_json"
-    return req, spec
+    return fields, lifecycle.live_endpoints(spec)
 
 
 async def _execute(
     gw: Gateway,
     request: Request,
-    req: ImageRequest,
+    fields: RequestFields,
     spec: ModelSpec,
     raw: dict[str, Any],
     files: Sequence[bytes] = (),
+    images: Sequence[InputImage] = (),
+    mask: InputImage | None = None,
 ) -> Response:
+    """Complete the request (``catalog.rules.resolve_request``: from here on nothing changes
+    what the caller asked for), keep to endpoints that can price it, and answer it."""
     request.state.model = spec.id
-    check_request(spec, req)
+    req = resolve_request(spec, fields, images, mask)
     spec = priceable(spec, req)
     response = await _respond(gw, request, req, spec, raw, files)
     response.headers.update(lifecycle.headers(spec))

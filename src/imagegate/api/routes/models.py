@@ -1,4 +1,4 @@
-"""Models list, health check and signed file downloads."""
+"""``GET /v1/models`` and ``GET /v1/models/{id}``: the catalog as a caller may see it."""
 
 from __future__ import annotations
 
@@ -109,36 +109,3 @@ def _free_size(rule: Any) -> dict[str, Any] | None:
     if rule is None:
         return None
     return {k: getattr(rule, k) for k in rule.__dataclass_fields__}
-
-
-async def healthz(request: Request) -> Response:
-    gw = gateway(request)
-    providers = {
-        pid: {"available": p.available, "status": p.config.status, **p.stats()}
-        for pid, p in gw.providers.items()
-    }
-    return _json({"status": "ok", "providers": providers, "endpoints": gw.router.health.snapshot()})
-
-
-async def get_file(request: Request) -> Response:
-    """GET /v1/files/{id}?exp=&sig=: the link is the credential. Any failure looks alike."""
-    gw = gateway(request)
-    file_id = request.path_params["file_id"]
-    exp = request.query_params.get("exp", "")
-    sig = request.query_params.get("sig", "")
-    stored = None
-    if gw.signer.verify(file_id, exp, sig, time.time()):
-        stored = await gw.store.get(file_id)
-    if stored is None:
-        raise NotFound(
-            "File not found, or the link is invalid or has expired.", code="file_not_found"
-        )
-    remaining = max(0, int(exp) - int(time.time()))
-    return Response(
-        stored.data,
-        media_type=stored.content_type,
-        headers={
-            "cache-control": f"private, max-age={remaining}",
-            "x-content-type-options": "nosniff",
-        },
-    )

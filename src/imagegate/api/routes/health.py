@@ -1,7 +1,8 @@
-"""``GET /readyz``: whether this process should get traffic (a load balancer's probe).
+"""``GET /healthz`` and ``GET /readyz``: liveness and readiness probes.
 
-``/healthz`` stays liveness (the process answers). ``/readyz`` checks what a request
-needs: the database, Redis (when configured) and image storage, each with a short
+``/healthz`` is liveness (the process answers), with its providers' and endpoints' state.
+``/readyz`` says whether this process should get traffic (a load balancer's probe): it checks
+what a request needs: the database, Redis (when configured) and image storage, each with a short
 timeout, and turns 503 at once when the process starts draining (SIGTERM).
 """
 
@@ -21,6 +22,16 @@ from imagegate.api.state import Gateway, gateway
 
 log = logging.getLogger("imagegate.ready")
 RETRY_AFTER_S = 5
+
+
+async def healthz(request: Request) -> Response:
+    gw = gateway(request)
+    providers = {
+        pid: {"available": p.available, "status": p.config.status, **p.stats()}
+        for pid, p in gw.providers.items()
+    }
+    body = {"status": "ok", "providers": providers, "endpoints": gw.router.health.snapshot()}
+    return Response(orjson.dumps(body), media_type="application/json")
 
 
 async def readyz(request: Request) -> Response:

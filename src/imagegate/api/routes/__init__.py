@@ -1,0 +1,1 @@
+"""The HTTP routes, one module per resource; the machinery they share stays in ``api``."""
