@@ -1,13 +1,21 @@
-"""Test images as an adapter receives them (``InputImage``), shared by the adapter tests in
-``tests/providers/`` (their fixtures are in ``tests/providers/conftest.py``)."""
+"""What the adapter tests in ``tests/providers/`` share besides fixtures (those are in
+``tests/providers/conftest.py``): test images as an adapter receives them (``InputImage``),
+the requests it is given, the adapter built from a config entry, and the failure it raises."""
 
 from __future__ import annotations
 
 import io
+from typing import Any, TypeVar
 
+import pytest
 from PIL import Image
 
-from imagegate.core.types import InputImage, OutputFormat
+from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.provider_config import ProviderConfig
+from imagegate.core.types import ImageRequest, InputImage, OutputFormat
+from imagegate.providers.base import Provider, ProviderContext
+
+P = TypeVar("P", bound=Provider)
 
 
 def png(
@@ -33,3 +41,53 @@ def openai_mask(width: int, height: int) -> InputImage:
     """OpenAI's convention: opaque everywhere except a transparent right half (= edit)."""
     right_half = (width // 2, 0, width, height)
     return png(width, height, mode="RGBA", colour=(0, 0, 0, 255), hole=right_half)
+
+
+def gen(prompt: str = "a red fox", **fields: Any) -> ImageRequest:
+    """A generation request as the gateway hands it over (its public model id is not the
+    adapter's business, so it is a placeholder)."""
+    return ImageRequest(operation="generate", model="m", prompt=prompt, **fields)
+
+
+def edit(images: list[InputImage], prompt: str = "make it blue", **fields: Any) -> ImageRequest:
+    return ImageRequest(operation="edit", model="m", prompt=prompt, images=images, **fields)
+
+
+def adapter(
+    kind: type[P],
+    context: ProviderContext,
+    *,
+    base_url: str | None,
+    api_key: str | None,
+    timeout_s: float = 120.0,
+    **options: Any,
+) -> P:
+    """The adapter as the gateway builds it from a config entry named after its type."""
+    config = ProviderConfig(
+        id=kind.type_name,
+        type=kind.type_name,
+        base_url=base_url,
+        api_key=api_key,
+        timeout_s=timeout_s,
+        options=options,
+    )
+    return kind(config, context)
+
+
+async def no_fetch(url: str) -> bytes:
+    """The URL fetcher of an adapter that must never fetch a URL."""
+    raise AssertionError(f"the adapter fetched a URL: {url}")
+
+
+async def upstream_failure(provider: Provider, request: ImageRequest, model: str) -> UpstreamError:
+    """What the adapter raises when the upstream (or the way to it) fails."""
+    with pytest.raises(UpstreamError) as info:
+        await provider.run(request, model)
+    return info.value
+
+
+async def refusal(provider: Provider, request: ImageRequest, model: str) -> InvalidRequest:
+    """What the adapter raises for a request it cannot serve (the caller's error)."""
+    with pytest.raises(InvalidRequest) as info:
+        await provider.run(request, model)
+    return info.value

@@ -51,6 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.state import reset_fake
 
 PRESETS = {
     "square_hd": (1024, 1024),
@@ -101,10 +102,7 @@ class FakeFal:
     url: str = ""
 
     def reset(self) -> None:
-        """Back to a well-behaved upstream with no history (one server serves many tests)."""
-        url = self.url
-        self.__init__()  # type: ignore[misc]
-        self.url = url
+        reset_fake(self, "url")
 
     def app(self) -> Starlette:
         base = "/queue/{owner}/{alias}/requests/{rid}"

@@ -67,6 +67,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.state import reset_fake
 
 GENERATE_FIELDS = {
     "prompt",
@@ -167,6 +168,9 @@ class FakeOpenAIPlatform:
     retired: set[str] = field(default_factory=set)  # models answering 404 model_not_found
     url: str = ""
     _files: dict[str, bytes] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        reset_fake(self, "api_key", "url")
 
     def app(self) -> Starlette:
         return Starlette(
@@ -358,6 +362,9 @@ class FakeAzureOpenAI(FakeOpenAIPlatform):
     api_versions: set[str] = field(
         default_factory=lambda: {"2025-04-01-preview", "2024-10-21", "2025-03-01-preview"}
     )
+
+    def reset(self) -> None:
+        reset_fake(self, "api_key", "url", "deployments")
 
     def app(self) -> Starlette:
         return Starlette(

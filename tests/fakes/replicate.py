@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.state import reset_fake
 
 RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 MODELS: dict[str, dict[str, Any]] = {
@@ -135,10 +136,7 @@ class FakeReplicate:
     url: str = ""
 
     def reset(self) -> None:
-        """Back to a well-behaved upstream with no history (one server serves many tests)."""
-        url = self.url
-        self.__init__()  # type: ignore[misc]
-        self.url = url
+        reset_fake(self, "url")
 
     def app(self) -> Starlette:
         return Starlette(

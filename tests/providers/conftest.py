@@ -1,6 +1,7 @@
-"""The scaffold every adapter test shares: an httpx client, and the ``ProviderContext`` the
-gateway gives an adapter, whose URL fetcher trusts only the test module's fake upstream
-(its ``fake`` fixture). Test images: ``tests/adapter_support.py``."""
+"""The scaffold every adapter test shares: the module's fake upstream, reset for each test;
+an httpx client; and the ``ProviderContext`` the gateway gives an adapter, whose URL fetcher
+trusts only that fake upstream. Test images, requests and the adapter's config entry:
+``tests/adapter_support.py``."""
 
 from __future__ import annotations
 
@@ -13,6 +14,15 @@ import pytest
 
 from imagegate.providers.base import ProviderContext
 from imagegate.upstream.fetch import SafeFetcher
+
+
+@pytest.fixture
+def fake(server: Any) -> Any:
+    """The module's ``server`` fixture (a fake upstream started once per module), back to a
+    well-behaved upstream with no history. A module that starts a fake per test overrides
+    this fixture instead."""
+    server.reset()
+    return server
 
 
 @pytest.fixture

@@ -11,11 +11,10 @@ import pytest
 from PIL import Image
 
 import adapter_support
+from adapter_support import adapter, edit, gen
 from fakes.fal import FakeFal, decode_data_url, serve_fake
 from imagegate.catalog.catalog import Catalog
 from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.fal import FalProvider
 
@@ -32,36 +31,16 @@ def server() -> Iterator[FakeFal]:
         yield running
 
 
-@pytest.fixture
-def fake(server: FakeFal) -> FakeFal:
-    server.reset()
-    return server
-
-
 def provider(
     fake: FakeFal, context: ProviderContext, key: str = "fal-fake", **options: Any
 ) -> FalProvider:
     options = {"poll_interval_s": 0.02, "run_url": f"{fake.url}/run", **options}
-    config = ProviderConfig(
-        id="fal",
-        type="fal",
-        base_url=f"{fake.url}/queue",
-        api_key=key,
-        timeout_s=20,
-        options=options,
+    return adapter(
+        FalProvider, context, base_url=f"{fake.url}/queue", api_key=key, timeout_s=20, **options
     )
-    return FalProvider(config, context)
 
 
 png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
-
-
-def gen(prompt: str = "a red fox", **kwargs: Any) -> ImageRequest:
-    return ImageRequest(operation="generate", model="m", prompt=prompt, **kwargs)
-
-
-def edit(images: list[InputImage], **kwargs: Any) -> ImageRequest:
-    return ImageRequest(operation="edit", model="m", prompt="make it blue", images=images, **kwargs)
 
 
 def sent_mask(fake: FakeFal) -> Image.Image:

@@ -11,11 +11,11 @@ import pytest
 from PIL import Image
 
 import adapter_support
+from adapter_support import adapter, edit, gen
 from fakes.replicate import VERSIONED, FakeReplicate, decode_data_url, serve_fake
 from imagegate.catalog.catalog import Catalog
 from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
+from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.replicate import ReplicateProvider
 
@@ -31,36 +31,21 @@ def server() -> Iterator[FakeReplicate]:
         yield running
 
 
-@pytest.fixture
-def fake(server: FakeReplicate) -> FakeReplicate:
-    server.reset()
-    return server
-
-
 def provider(
     fake: FakeReplicate, context: ProviderContext, token: str = "r8_fake", **options: Any
 ) -> ReplicateProvider:
     options = {"poll_interval_s": 0.02, **options}
-    config = ProviderConfig(
-        id="replicate",
-        type="replicate",
+    return adapter(
+        ReplicateProvider,
+        context,
         base_url=f"{fake.url}/v1",
         api_key=token,
         timeout_s=20,
-        options=options,
+        **options,
     )
-    return ReplicateProvider(config, context)
 
 
 png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
-
-
-def gen(prompt: str = "a red fox", **kwargs: Any) -> ImageRequest:
-    return ImageRequest(operation="generate", model="m", prompt=prompt, **kwargs)
-
-
-def edit(images: list[InputImage], **kwargs: Any) -> ImageRequest:
-    return ImageRequest(operation="edit", model="m", prompt="make it blue", images=images, **kwargs)
 
 
 # -- generate ---------------------------------------------------------------------------
