@@ -15,26 +15,19 @@ import pytest
 from PIL import Image
 
 import adapter_support
-from adapter_support import openai_mask
+from adapter_support import adapter, edit, gen, openai_mask
 from fakes.bfl import FakeBFL, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
+from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.bfl import BFLProvider, snap_side
 from imagegate.upstream.fetch import SafeFetcher
 
 
 @pytest.fixture(scope="module")
-def running() -> Iterator[FakeBFL]:
-    with serve_fake(FakeBFL()) as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(running: FakeBFL) -> FakeBFL:
-    running.reset()
-    return running
+def server() -> Iterator[FakeBFL]:
+    with serve_fake(FakeBFL()) as running:
+        yield running
 
 
 def netloc(url: str) -> str:
@@ -53,7 +46,6 @@ async def bfl(
         "result_hosts": [netloc(fake.delivery_url)],
         **options,
     }
-    config = ProviderConfig(id="bfl", type="bfl", base_url=fake.url, api_key=key, options=options)
     allowed = [netloc(fake.url)] + ([netloc(fake.delivery_url)] if trust_delivery else [])
     async with (
         httpx.AsyncClient() as http,
@@ -63,20 +55,11 @@ async def bfl(
         async def fetch(url: str) -> bytes:
             return await fetcher.fetch(url, param="upstream")
 
-        yield BFLProvider(config, ProviderContext(http, fetch))
+        context = ProviderContext(http, fetch)
+        yield adapter(BFLProvider, context, base_url=fake.url, api_key=key, **options)
 
 
 png = partial(adapter_support.png, mode="RGBA")
-
-
-def gen(**fields: Any) -> ImageRequest:
-    fields.setdefault("prompt", "a red fox")
-    return ImageRequest(operation="generate", model="m", **fields)
-
-
-def edit(images: list[InputImage], **fields: Any) -> ImageRequest:
-    fields.setdefault("prompt", "make it blue")
-    return ImageRequest(operation="edit", model="m", images=images, **fields)
 
 
 async def failure(fake: FakeBFL, request: ImageRequest, model: str = "flux-pro-1.1") -> Any:
