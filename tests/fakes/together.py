@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.state import reset_fake
 
 KNOWN_FIELDS = frozenset(
     {
@@ -88,6 +89,9 @@ class FakeTogether:
     calls: list[Call] = field(default_factory=list)
     url: str = ""
     _files: dict[str, bytes] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        reset_fake(self, "url")
 
     def app(self) -> Starlette:
         return Starlette(

@@ -56,6 +56,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.state import reset_fake
 
 ASPECT_RATIOS = frozenset(
     {"1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9"}
@@ -94,6 +95,9 @@ class FakeXAI:
     calls: list[Call] = field(default_factory=list)
     url: str = ""
     _files: dict[str, bytes] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        reset_fake(self, "url")
 
     def app(self) -> Starlette:
         return Starlette(
