@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 import adapter_support
-from adapter_support import adapter, edit, gen, openai_mask
+from adapter_support import adapter, edit, gen, openai_mask, upstream_failure
 from fakes.bfl import FakeBFL, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import ImageRequest
@@ -258,9 +258,8 @@ async def test_failed_tasks_are_retryable(fake: FakeBFL, status: str) -> None:
 async def test_a_task_that_never_finishes_times_out(fake: FakeBFL) -> None:
     fake.outcome = "Pending"
     async with bfl(fake, poll_timeout_s=0.2) as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "flux-pro-1.1")
-    assert info.value.timeout and info.value.retryable and info.value.status == 504
+        error = await upstream_failure(provider, gen(), "flux-pro-1.1")
+    assert error.timeout and error.retryable and error.status == 504
     assert len(fake.poll_keys) >= 2
 
 
@@ -274,17 +273,15 @@ async def test_the_key_is_not_sent_to_a_foreign_polling_host(fake: FakeBFL) -> N
 
 async def test_sample_urls_must_come_from_the_result_hosts(fake: FakeBFL) -> None:
     async with bfl(fake, result_hosts=["delivery.example.com"]) as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "flux-pro-1.1")
-    assert info.value.retryable and "unexpected host" in info.value.message
+        error = await upstream_failure(provider, gen(), "flux-pro-1.1")
+    assert error.retryable and "unexpected host" in error.message
     assert fake.samples  # the sample existed; it was never fetched
 
 
 async def test_an_unfetchable_sample_fails_over(fake: FakeBFL) -> None:
     async with bfl(fake, trust_delivery=False) as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "flux-pro-1.1")
-    assert info.value.retryable and info.value.status == 502
+        error = await upstream_failure(provider, gen(), "flux-pro-1.1")
+    assert error.retryable and error.status == 502
 
 
 # --- HTTP errors -----------------------------------------------------------------------
@@ -292,10 +289,9 @@ async def test_an_unfetchable_sample_fails_over(fake: FakeBFL) -> None:
 
 async def test_a_bad_key_is_retryable(fake: FakeBFL) -> None:
     async with bfl(fake, key="wrong") as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "flux-pro-1.1")
-    assert info.value.retryable and info.value.status == 403
-    assert "Not authenticated" in info.value.message
+        error = await upstream_failure(provider, gen(), "flux-pro-1.1")
+    assert error.retryable and error.status == 403
+    assert "Not authenticated" in error.message
 
 
 @pytest.mark.parametrize("status", [401, 402, 404, 500, 503])

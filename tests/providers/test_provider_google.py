@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from adapter_support import adapter, png, upstream_failure
+from adapter_support import adapter, png, refusal, upstream_failure
 from fakes.google_genai import FakeGoogle, dims_for, serve_fake
 from imagegate.catalog.catalog import Catalog, builtin_providers
-from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.errors import InvalidRequest
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
@@ -161,9 +161,8 @@ async def test_edit_with_a_mask_is_refused_before_any_call(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     req = request("edit", images=[png(64, 64)], mask=png(64, 64))
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(req, FLASH)
-    assert (info.value.param, info.value.code) == ("mask", "unsupported_parameter")
+    error = await refusal(provider(fake, context), req, FLASH)
+    assert (error.param, error.code) == ("mask", "unsupported_parameter")
     assert fake.calls == []
 
 
@@ -171,18 +170,16 @@ async def test_too_many_input_images_names_the_limit(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     req = request("edit", images=[png(16, 16)] * 15)
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(req, FLASH)
-    assert (info.value.param, info.value.code) == ("image", "too_many_images")
-    assert "at most 14" in info.value.message
+    error = await refusal(provider(fake, context), req, FLASH)
+    assert (error.param, error.code) == ("image", "too_many_images")
+    assert "at most 14" in error.message
     assert fake.calls == []
 
 
 async def test_variation_is_not_offered(fake: FakeGoogle, context: ProviderContext) -> None:
     req = request("variation", prompt=None, images=[png(64, 64)])
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(req, FLASH)
-    assert info.value.code == "unsupported_operation"
+    error = await refusal(provider(fake, context), req, FLASH)
+    assert error.code == "unsupported_operation"
 
 
 # --- errors and refusals ----------------------------------------------------------------
@@ -239,9 +236,8 @@ async def test_invalid_argument_is_the_callers_error_with_the_upstream_message(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     gemini = provider(fake, context, models={FLASH: {"aspect_ratios": ["7:3"]}})
-    with pytest.raises(UpstreamError) as info:
-        await gemini.run(request(), FLASH)
-    error = info.value
+    error = await upstream_failure(gemini, request(), FLASH)
+    error = error
     assert not error.retryable
     assert isinstance(error.client_error, InvalidRequest)
     assert error.client_error.status == 400
@@ -338,9 +334,8 @@ async def test_imagen_filtered_images_are_content_policy_violations(
 
 async def test_imagen_does_not_edit(fake: FakeGoogle, context: ProviderContext) -> None:
     req = request("edit", images=[png(64, 64)])
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(req, "imagen-4.0-generate-001")
-    assert info.value.code == "unsupported_operation"
+    error = await refusal(provider(fake, context), req, "imagen-4.0-generate-001")
+    assert error.code == "unsupported_operation"
     assert fake.calls == []
 
 

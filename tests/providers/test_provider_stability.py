@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import adapter_support
-from adapter_support import adapter, no_fetch, openai_mask
+from adapter_support import adapter, no_fetch, openai_mask, upstream_failure
 from fakes.stability import FakeStability, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.types import ImageRequest, InputImage
@@ -214,9 +214,8 @@ async def test_a_filtered_output_is_a_content_policy_violation(fake: FakeStabili
 
 async def test_a_bad_key_is_retryable(fake: FakeStability) -> None:
     async with stability(fake, key="sk-wrong") as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "core")
-    assert info.value.retryable and info.value.status == 401
+        error = await upstream_failure(provider, gen(), "core")
+    assert error.retryable and error.status == 401
 
 
 @pytest.mark.parametrize(

@@ -50,8 +50,8 @@ def request(**fields: Any) -> ImageRequest:
 async def test_generate_sends_documented_fields_and_decodes_base64(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
-    adapter = provider(fake, context)
-    result = await adapter.run(
+    together = provider(fake, context)
+    result = await together.run(
         request(size="1024x768", width=1024, height=768, seed=7, extra={"steps": 4}), SCHNELL
     )
     [call] = fake.calls
@@ -74,11 +74,11 @@ async def test_generate_sends_documented_fields_and_decodes_base64(
 async def test_output_format_png_is_passed_and_webp_left_to_the_gateway(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
-    adapter = provider(fake, context)
-    result = await adapter.run(request(output_format="png"), SCHNELL)
+    together = provider(fake, context)
+    result = await together.run(request(output_format="png"), SCHNELL)
     assert fake.calls[0].body["output_format"] == "png"
     assert result.images[0].format == "png"
-    await adapter.run(request(output_format="webp"), SCHNELL)
+    await together.run(request(output_format="webp"), SCHNELL)
     assert "output_format" not in fake.calls[1].body
 
 
@@ -234,18 +234,18 @@ async def test_connection_refused_is_retryable(context: ProviderContext) -> None
     config = ProviderConfig(
         id="together", type="together", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k"
     )
-    adapter = TogetherProvider(config, context)
+    together = TogetherProvider(config, context)
     # The router turns transport failures into attempt errors for every adapter alike.
-    with pytest.raises(UpstreamError) as info, upstream_errors(adapter, "timed out"):
-        await adapter.run(request(), SCHNELL)
+    with pytest.raises(UpstreamError) as info, upstream_errors(together, "timed out"):
+        await together.run(request(), SCHNELL)
     assert info.value.retryable and "could not reach together" in info.value.message
 
 
 async def test_defaults_point_at_together() -> None:
     config = ProviderConfig(id="together", type="together", api_key_env="TOGETHER_API_KEY")
     async with httpx.AsyncClient() as http:
-        adapter = TogetherProvider(config, ProviderContext(http, no_fetch))
-        assert adapter.base_url == "https://api.together.xyz/v1"
+        together = TogetherProvider(config, ProviderContext(http, no_fetch))
+        assert together.base_url == "https://api.together.xyz/v1"
     assert TogetherProvider.type_name == "together"
 
 
