@@ -5,8 +5,12 @@ the requests it is given, the adapter built from a config entry, and the failure
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -14,6 +18,7 @@ from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage, OutputFormat
 from imagegate.providers.base import Provider, ProviderContext
+from imagegate.upstream.fetch import SafeFetcher
 
 P = TypeVar("P", bound=Provider)
 
@@ -72,6 +77,17 @@ def adapter(
         options=options,
     )
     return kind(config, context)
+
+
+@asynccontextmanager
+async def fetching_context(
+    http: httpx.AsyncClient, upstream_url: str
+) -> AsyncIterator[ProviderContext]:
+    """The ``ProviderContext`` the gateway gives an adapter: ``http`` for its calls, and a
+    URL fetcher that trusts only the fake upstream at ``upstream_url``."""
+    host = urlsplit(upstream_url).netloc
+    async with SafeFetcher(allow_hosts=[host], max_bytes=16 << 20, timeout_s=5) as fetcher:
+        yield ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
 
 
 async def no_fetch(url: str) -> bytes:

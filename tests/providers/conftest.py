@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from adapter_support import fetching_context
 from imagegate.providers.base import ProviderContext
-from imagegate.upstream.fetch import SafeFetcher
 
 
 @pytest.fixture
@@ -33,7 +32,6 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def context(fake: Any, http: httpx.AsyncClient) -> AsyncIterator[ProviderContext]:
-    """``fake`` is the module's own fixture: any fake upstream with a ``url``."""
-    host = urlsplit(fake.url).netloc
-    async with SafeFetcher(allow_hosts=[host], max_bytes=16 << 20, timeout_s=5) as fetcher:
-        yield ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
+    """``fake``: the module's fake upstream (anything with a ``url``)."""
+    async with fetching_context(http, fake.url) as provider_context:
+        yield provider_context

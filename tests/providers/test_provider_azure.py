@@ -10,15 +10,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from adapter_support import png
+from adapter_support import adapter, fetching_context, png
 from fakes.openai_platform import Failure, FakeAzureOpenAI, serve
 from imagegate.catalog.catalog import Catalog, builtin_providers
 from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, ImageResult, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.openai.azure import DEFAULT_API_VERSION, AzureOpenAIProvider
-from imagegate.upstream.fetch import SafeFetcher
 
 DEPLOYMENTS = {"gpt-image-1": "gpt-image-1", "img-prod": "gpt-image-1", "dall-e-3": "dall-e-3"}
 
@@ -29,32 +27,18 @@ def server() -> Iterator[FakeAzureOpenAI]:
         yield fake
 
 
-@pytest.fixture
-def fake(server: FakeAzureOpenAI) -> FakeAzureOpenAI:
-    server.calls.clear()
-    server.failures.clear()
-    return server
-
-
-def provider(
-    fake: FakeAzureOpenAI, http: httpx.AsyncClient, *, api_key: str = "az-key", **options: Any
-) -> AzureOpenAIProvider:
-    fetcher = SafeFetcher(
-        allow_hosts=[fake.url.removeprefix("http://")], max_bytes=1 << 24, client=http
-    )
-    config = ProviderConfig(
-        id="azure", type="azure", base_url=fake.url + "/", api_key=api_key, options=options
-    )
-    return AzureOpenAIProvider(
-        config, ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
-    )
-
-
 async def run(
-    fake: FakeAzureOpenAI, request: ImageRequest, model: str, **kwargs: Any
+    fake: FakeAzureOpenAI,
+    request: ImageRequest,
+    model: str,
+    *,
+    api_key: str = "az-key",
+    **options: Any,
 ) -> ImageResult:
-    async with httpx.AsyncClient() as http:
-        return await provider(fake, http, **kwargs).run(request, model)
+    async with httpx.AsyncClient() as http, fetching_context(http, fake.url) as context:
+        base_url = fake.url + "/"
+        azure = adapter(AzureOpenAIProvider, context, base_url=base_url, api_key=api_key, **options)
+        return await azure.run(request, model)
 
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:

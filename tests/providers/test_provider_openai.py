@@ -10,30 +10,19 @@ import httpx
 import pytest
 from PIL import Image
 
-from adapter_support import png
+from adapter_support import adapter, fetching_context, png
 from fakes.openai_platform import Failure, FakeOpenAIPlatform, serve
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, ImageResult, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.openai.provider import OpenAIProvider, upstream_size
-from imagegate.upstream.fetch import SafeFetcher
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[FakeOpenAIPlatform]:
     with serve(FakeOpenAIPlatform()) as fake:
         yield fake
-
-
-@pytest.fixture
-def fake(server: FakeOpenAIPlatform) -> FakeOpenAIPlatform:
-    server.calls.clear()
-    server.failures.clear()
-    server.urls_always = False
-    server.account = None
-    server.retired.clear()
-    return server
 
 
 async def run(
@@ -44,20 +33,10 @@ async def run(
     api_key: str = "sk-test",
     **options: Any,
 ) -> ImageResult:
-    host = fake.url.removeprefix("http://")
-    async with httpx.AsyncClient() as http:
-        fetcher = SafeFetcher(allow_hosts=[host], max_bytes=16 * 1024 * 1024, client=http)
-        provider = OpenAIProvider(
-            ProviderConfig(
-                id="openai",
-                type="openai",
-                base_url=f"{fake.url}/v1",
-                api_key=api_key,
-                options=options,
-            ),
-            ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream")),
-        )
-        return await provider.run(request, model)
+    async with httpx.AsyncClient() as http, fetching_context(http, fake.url) as context:
+        base_url = f"{fake.url}/v1"
+        openai = adapter(OpenAIProvider, context, base_url=base_url, api_key=api_key, **options)
+        return await openai.run(request, model)
 
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:
