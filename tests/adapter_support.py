@@ -16,7 +16,7 @@ from PIL import Image
 
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage, OutputFormat
+from imagegate.core.types import ImageRequest, ImageResult, InputImage, OutputFormat
 from imagegate.providers.base import Provider, ProviderContext
 from imagegate.upstream.fetch import SafeFetcher
 
@@ -88,6 +88,23 @@ async def fetching_context(
     host = urlsplit(upstream_url).netloc
     async with SafeFetcher(allow_hosts=[host], max_bytes=16 << 20, timeout_s=5) as fetcher:
         yield ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
+
+
+async def run_once(
+    kind: type[Provider],
+    upstream_url: str,
+    request: ImageRequest,
+    model: str,
+    *,
+    base_url: str,
+    api_key: str,
+    **options: Any,
+) -> ImageResult:
+    """One request through an adapter built for it (own client, ``fetching_context`` on the
+    fake upstream at ``upstream_url``), for tests that take no ``context`` fixture."""
+    async with httpx.AsyncClient() as http, fetching_context(http, upstream_url) as context:
+        built = adapter(kind, context, base_url=base_url, api_key=api_key, **options)
+        return await built.run(request, model)
 
 
 async def no_fetch(url: str) -> bytes:

@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from adapter_support import adapter, fetching_context, png
+from adapter_support import png, run_once
 from fakes.openai_platform import Failure, FakeAzureOpenAI, serve
 from imagegate.catalog.catalog import Catalog, builtin_providers
 from imagegate.core.errors import InvalidRequest, UpstreamError
@@ -35,10 +35,10 @@ async def run(
     api_key: str = "az-key",
     **options: Any,
 ) -> ImageResult:
-    async with httpx.AsyncClient() as http, fetching_context(http, fake.url) as context:
-        base_url = fake.url + "/"
-        azure = adapter(AzureOpenAIProvider, context, base_url=base_url, api_key=api_key, **options)
-        return await azure.run(request, model)
+    base_url = fake.url + "/"
+    return await run_once(
+        AzureOpenAIProvider, fake.url, request, model, base_url=base_url, api_key=api_key, **options
+    )
 
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:

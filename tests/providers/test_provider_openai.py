@@ -10,7 +10,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from adapter_support import adapter, fetching_context, png
+from adapter_support import png, run_once
 from fakes.openai_platform import Failure, FakeOpenAIPlatform, serve
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
@@ -33,10 +33,10 @@ async def run(
     api_key: str = "sk-test",
     **options: Any,
 ) -> ImageResult:
-    async with httpx.AsyncClient() as http, fetching_context(http, fake.url) as context:
-        base_url = f"{fake.url}/v1"
-        openai = adapter(OpenAIProvider, context, base_url=base_url, api_key=api_key, **options)
-        return await openai.run(request, model)
+    base_url = f"{fake.url}/v1"
+    return await run_once(
+        OpenAIProvider, fake.url, request, model, base_url=base_url, api_key=api_key, **options
+    )
 
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:

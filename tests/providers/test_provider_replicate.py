@@ -192,28 +192,22 @@ async def test_asynchronous_create_without_prefer_header(
     assert len(result.images) == 1
 
 
-async def test_failed_prediction_is_retryable(
-    fake: FakeReplicate, context: ProviderContext
+@pytest.mark.parametrize(
+    ("outcome", "said"), [("failed", "CUDA out of memory"), ("canceled", "canceled")]
+)
+async def test_failed_or_canceled_prediction_is_retryable(
+    fake: FakeReplicate, context: ProviderContext, outcome: str, said: str
 ) -> None:
-    fake.outcome = "failed"
+    fake.outcome = outcome
     error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
     assert error.retryable
-    assert "CUDA out of memory" in error.message
+    assert said in error.message
 
 
 async def test_failed_after_polling(fake: FakeReplicate, context: ProviderContext) -> None:
     fake.outcome, fake.polls_before_done = "failed", 1
     error = await upstream_failure(provider(fake, context, wait_s=1), gen(), SCHNELL)
     assert error.retryable and error.status == 502
-
-
-async def test_canceled_prediction_is_retryable(
-    fake: FakeReplicate, context: ProviderContext
-) -> None:
-    fake.outcome = "canceled"
-    error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
-    assert error.retryable
-    assert "canceled" in error.message
 
 
 async def test_nsfw_failure_is_a_content_policy_violation(
