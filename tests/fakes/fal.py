@@ -149,13 +149,20 @@ class FakeFal:
             }
         )
 
-    async def _status(self, request: Request) -> Response:
+    async def _queued(self, request: Request) -> dict[str, Any] | Response:
+        """The queued request a status, result or cancel call names, or the refusal."""
         call = await self._record(request)
         if (denied := self._auth(call)) is not None:
             return denied
         entry = self.requests.get(request.path_params["rid"])
         if entry is None:
             return JSONResponse({"detail": "Request not found"}, status_code=404)
+        return entry
+
+    async def _status(self, request: Request) -> Response:
+        entry = await self._queued(request)
+        if isinstance(entry, Response):
+            return entry
         entry["polls"] += 1
         polls = entry["polls"]
         response_url = str(request.url).removesuffix("/status")
@@ -174,21 +181,15 @@ class FakeFal:
         return JSONResponse(body)
 
     async def _result(self, request: Request) -> Response:
-        call = await self._record(request)
-        if (denied := self._auth(call)) is not None:
-            return denied
-        entry = self.requests.get(request.path_params["rid"])
-        if entry is None:
-            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        entry = await self._queued(request)
+        if isinstance(entry, Response):
+            return entry
         return self._output(entry["endpoint"], entry["input"])
 
     async def _cancel(self, request: Request) -> Response:
-        call = await self._record(request)
-        if (denied := self._auth(call)) is not None:
-            return denied
-        entry = self.requests.get(request.path_params["rid"])
-        if entry is None:
-            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        entry = await self._queued(request)
+        if isinstance(entry, Response):
+            return entry
         entry["cancelled"] = True
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 

@@ -227,14 +227,21 @@ class FakeReplicate:
         headers = {"Location": prediction["urls"]["get"]}
         return JSONResponse(_public(prediction), status_code=201, headers=headers)
 
-    async def _get(self, request: Request) -> Response:
-        call = Call("GET", request.url.path, request.headers.get("authorization"), None, {})
+    def _named(self, request: Request, method: str) -> dict[str, Any] | Response:
+        """The prediction a get or cancel call names (the call recorded), or the refusal."""
+        call = Call(method, request.url.path, request.headers.get("authorization"), None, {})
         self.calls.append(call)
         if (denied := self._auth(call)) is not None:
             return denied
         prediction = self.predictions.get(request.path_params["pid"])
         if prediction is None:
             return _problem(404, "The requested resource could not be found.")
+        return prediction
+
+    async def _get(self, request: Request) -> Response:
+        prediction = self._named(request, "GET")
+        if isinstance(prediction, Response):
+            return prediction
         if prediction["status"] not in ("succeeded", "failed", "canceled"):
             prediction["_polls"] += 1
             if self.outcome != "never" and prediction["_polls"] > self.polls_before_done:
@@ -244,13 +251,9 @@ class FakeReplicate:
         return JSONResponse(_public(prediction))
 
     async def _cancel(self, request: Request) -> Response:
-        call = Call("POST", request.url.path, request.headers.get("authorization"), None, {})
-        self.calls.append(call)
-        if (denied := self._auth(call)) is not None:
-            return denied
-        prediction = self.predictions.get(request.path_params["pid"])
-        if prediction is None:
-            return _problem(404, "The requested resource could not be found.")
+        prediction = self._named(request, "POST")
+        if isinstance(prediction, Response):
+            return prediction
         prediction["status"] = "canceled"
         return JSONResponse(_public(prediction))
 
