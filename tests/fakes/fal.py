@@ -51,6 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
 from fakes.state import reset_fake
 
 PRESETS = {
@@ -203,10 +204,7 @@ class FakeFal:
         return self._output(endpoint, call.body)
 
     async def _file(self, request: Request) -> Response:
-        data = self.files.get(request.path_params["name"])
-        if data is None:
-            return Response(status_code=404)
-        return Response(data, media_type="application/octet-stream")
+        return stored_file(self.files, request, "application/octet-stream")
 
     # -- behaviour ----------------------------------------------------------------------
 

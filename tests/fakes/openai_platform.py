@@ -67,6 +67,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
 from fakes.state import reset_fake
 
 GENERATE_FIELDS = {
@@ -219,8 +220,7 @@ class FakeOpenAIPlatform:
             )
 
     async def _file(self, request: Request) -> Response:
-        data = self._files.get(request.path_params["name"])
-        return Response(status_code=404) if data is None else Response(data, media_type="image/png")
+        return stored_file(self._files, request, "image/png")
 
     # -- the service's rules ---------------------------------------------------------------
 

@@ -40,6 +40,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
 from fakes.state import reset_fake
 
 RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
@@ -258,10 +259,7 @@ class FakeReplicate:
         return JSONResponse(_public(prediction))
 
     async def _file(self, request: Request) -> Response:
-        data = self.files.get(request.path_params["name"])
-        if data is None:
-            return Response(status_code=404)
-        return Response(data, media_type="application/octet-stream")
+        return stored_file(self.files, request, "application/octet-stream")
 
     # -- behaviour ----------------------------------------------------------------------
 

@@ -56,6 +56,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
 from fakes.state import reset_fake
 
 ASPECT_RATIOS = frozenset(
@@ -109,10 +110,7 @@ class FakeXAI:
         )
 
     async def _file(self, request: Request) -> Response:
-        data = self._files.get(request.path_params["name"])
-        if data is None:
-            return Response(status_code=404)
-        return Response(data, media_type="image/jpeg")
+        return stored_file(self._files, request, "image/jpeg")
 
     async def _generations(self, request: Request) -> Response:
         return await self._answer(request, "/v1/images/generations")
