@@ -19,6 +19,17 @@ from fault_support import freezable_proxy, private_redis
 from gateway import run_gateway
 
 SANDBOX = {"model": "sandbox", "prompt": "x", "size": "64x64", "response_format": "b64_json"}
+# One upstream that answers as slowly as its fake is told to; the gateway drains for drain_s.
+SLOW_UPSTREAM = """
+server: {{drain_s: {drain_s}}}
+providers:
+  - {{id: slowup, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
+models:
+  - id: test/slow
+    sizes: [256x256]
+    endpoints:
+      - {{provider: slowup, upstream_model: up, pricing: {{per_image: 0.25}}}}
+"""
 FAST_TIMEOUTS = """
 database: {connect_timeout_s: 1, statement_timeout_s: 1}
 redis: {connect_timeout_s: 1, timeout_s: 1}
@@ -150,22 +161,14 @@ def test_sigterm_drains_then_cuts_as_a_server_cancellation(tmp_path: Path) -> No
     from imagegate.accounts.ledger import Ledger
     from imagegate.db.session import Database
 
-    config = """
-server: {{drain_s: 4}}
-providers:
-  - {{id: slowup, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
-models:
-  - id: test/slow
-    sizes: [256x256]
-    endpoints:
-      - {{provider: slowup, upstream_model: up, pricing: {{per_image: 0.25}}}}
-"""
     fake = FakeOpenAI(delay_s=60)
     with (
         serve_fake(fake) as slow,
         private_redis(tmp_path) as (redis_url, _),
         run_gateway(
-            tmp_path, config.format(url=slow.url), env={"IMAGEGATE_REDIS_URL": redis_url}
+            tmp_path,
+            SLOW_UPSTREAM.format(url=slow.url, drain_s=4),
+            env={"IMAGEGATE_REDIS_URL": redis_url},
         ) as gw,
     ):
         key = _key(gw.url, gw.admin_key, credits=1, max_concurrent=1)
@@ -372,18 +375,11 @@ def test_sigterm_lets_a_request_within_drain_s_finish_normally(tmp_path: Path) -
 
     from fakes.openai_images import FakeOpenAI, serve_fake
 
-    config = """
-server: {{drain_s: 60}}
-providers:
-  - {{id: slowup, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
-models:
-  - id: test/slow
-    sizes: [256x256]
-    endpoints:
-      - {{provider: slowup, upstream_model: up, pricing: {{per_image: 0.25}}}}
-"""
     fake = FakeOpenAI(delay_s=12)  # longer than uvicorn's old fixed 10 s drain
-    with serve_fake(fake) as slow, run_gateway(tmp_path, config.format(url=slow.url)) as gw:
+    with (
+        serve_fake(fake) as slow,
+        run_gateway(tmp_path, SLOW_UPSTREAM.format(url=slow.url, drain_s=60)) as gw,
+    ):
         answers: list[httpx.Response] = []
         body = {"model": "test/slow", "prompt": "x", "size": "256x256"}
         auth = {"Authorization": f"Bearer {gw.admin_key}"}
