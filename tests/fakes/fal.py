@@ -129,16 +129,14 @@ class FakeFal:
     # -- endpoints ----------------------------------------------------------------------
 
     async def _submit(self, request: Request) -> Response:
-        call = await self._record(request)
-        if (denied := self._gate(call)) is not None:
-            return denied
-        endpoint = request.path_params["endpoint"]
-        if (invalid := self._validate(endpoint, call.body)) is not None:
-            return invalid
+        accepted = await self._accepted(request)
+        if isinstance(accepted, Response):
+            return accepted
+        endpoint, body = accepted
         owner, alias = endpoint.split("/")[:2]
         rid = str(uuid.uuid4())
         base = f"{self.url}/queue/{owner}/{alias}/requests/{rid}"
-        self.requests[rid] = {"endpoint": endpoint, "input": call.body, "polls": 0}
+        self.requests[rid] = {"endpoint": endpoint, "input": body, "polls": 0}
         return JSONResponse(
             {
                 "status": "IN_QUEUE",
@@ -149,6 +147,16 @@ class FakeFal:
                 "queue_position": 0,
             }
         )
+
+    async def _accepted(self, request: Request) -> tuple[str, dict[str, Any]] | Response:
+        """A queue submission's or a synchronous run's endpoint and input, or the refusal."""
+        call = await self._record(request)
+        if (denied := self._gate(call)) is not None:
+            return denied
+        endpoint = request.path_params["endpoint"]
+        if (invalid := self._validate(endpoint, call.body)) is not None:
+            return invalid
+        return endpoint, call.body
 
     async def _queued(self, request: Request) -> dict[str, Any] | Response:
         """The queued request a status, result or cancel call names, or the refusal."""
@@ -195,13 +203,11 @@ class FakeFal:
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 
     async def _run(self, request: Request) -> Response:
-        call = await self._record(request)
-        if (denied := self._gate(call)) is not None:
-            return denied
-        endpoint = request.path_params["endpoint"]
-        if (invalid := self._validate(endpoint, call.body)) is not None:
-            return invalid
-        return self._output(endpoint, call.body)
+        accepted = await self._accepted(request)
+        if isinstance(accepted, Response):
+            return accepted
+        endpoint, body = accepted
+        return self._output(endpoint, body)
 
     async def _file(self, request: Request) -> Response:
         return stored_file(self.files, request, "application/octet-stream")
