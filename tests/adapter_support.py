@@ -107,6 +107,13 @@ async def run_once(
         return await built.run(request, model)
 
 
+async def default_base_url(kind: type[Provider], api_key_env: str) -> str:
+    """The base URL of an adapter configured with no ``base_url`` (its provider's API)."""
+    config = ProviderConfig(id=kind.type_name, type=kind.type_name, api_key_env=api_key_env)
+    async with httpx.AsyncClient() as http:
+        return kind(config, ProviderContext(http, no_fetch)).base_url
+
+
 async def no_fetch(url: str) -> bytes:
     """The URL fetcher of an adapter that must never fetch a URL."""
     raise AssertionError(f"the adapter fetched a URL: {url}")

@@ -6,10 +6,9 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from adapter_support import adapter, no_fetch, png, refusal, upstream_failure
+from adapter_support import adapter, default_base_url, png, refusal, upstream_failure
 from fakes.http_server import free_port
 from fakes.together import KNOWN_FIELDS, FakeTogether, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
@@ -242,10 +241,8 @@ async def test_connection_refused_is_retryable(context: ProviderContext) -> None
 
 
 async def test_defaults_point_at_together() -> None:
-    config = ProviderConfig(id="together", type="together", api_key_env="TOGETHER_API_KEY")
-    async with httpx.AsyncClient() as http:
-        together = TogetherProvider(config, ProviderContext(http, no_fetch))
-        assert together.base_url == "https://api.together.xyz/v1"
+    base_url = await default_base_url(TogetherProvider, "TOGETHER_API_KEY")
+    assert base_url == "https://api.together.xyz/v1"
     assert TogetherProvider.type_name == "together"
 
 

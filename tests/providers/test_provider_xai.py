@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapter_support import adapter, no_fetch, png, refusal, upstream_failure
+from adapter_support import adapter, default_base_url, png, refusal, upstream_failure
 from fakes.xai import FakeXAI, serve_fake
 from imagegate.core.errors import InvalidRequest
 from imagegate.core.provider_config import ProviderConfig
@@ -258,11 +258,7 @@ async def test_openai_shaped_errors_are_read_too(fake: FakeXAI, context: Provide
 
 
 async def test_defaults_point_at_xai() -> None:
-    config = ProviderConfig(id="xai", type="xai", api_key_env="XAI_API_KEY")
-    async with httpx.AsyncClient() as http:
-        assert XAIProvider(config, ProviderContext(http, no_fetch)).base_url == (
-            "https://api.x.ai/v1"
-        )
+    assert await default_base_url(XAIProvider, "XAI_API_KEY") == "https://api.x.ai/v1"
     assert XAIProvider.type_name == "xai"
 
 
