@@ -48,6 +48,16 @@ def openai_mask(width: int, height: int) -> InputImage:
     return png(width, height, mode="RGBA", colour=(0, 0, 0, 255), hole=right_half)
 
 
+def white_mask(width: int, height: int, box: tuple[int, int, int, int]) -> InputImage:
+    """A greyscale mask in the other convention: white inside ``box`` (edit), black
+    elsewhere (keep)."""
+    img = Image.new("L", (width, height), 0)
+    img.paste(255, box)
+    buffer = io.BytesIO()
+    img.save(buffer, "PNG")
+    return InputImage(data=buffer.getvalue(), format="png", width=width, height=height)
+
+
 def gen(prompt: str = "a red fox", **fields: Any) -> ImageRequest:
     """A generation request as the gateway hands it over (its public model id is not the
     adapter's business, so it is a placeholder)."""

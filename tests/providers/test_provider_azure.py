@@ -10,11 +10,11 @@ import httpx
 import pytest
 from PIL import Image
 
-from adapter_support import png, run_once
+from adapter_support import png, run_once, white_mask
 from fakes.openai_platform import Failure, FakeAzureOpenAI, serve
 from imagegate.catalog.catalog import Catalog, builtin_providers
 from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.types import ImageRequest, ImageResult, InputImage
+from imagegate.core.types import ImageRequest, ImageResult
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.openai.azure import DEFAULT_API_VERSION, AzureOpenAIProvider
 
@@ -109,11 +109,7 @@ async def test_dalle3_fans_out(fake: FakeAzureOpenAI) -> None:
 
 async def test_edit_with_images_and_mask(fake: FakeAzureOpenAI) -> None:
     images = [png(64, 64), png(64, 64, colour=(200, 0, 0))]
-    mask_img = Image.new("L", (64, 64), 0)
-    mask_img.paste(255, (0, 0, 64, 16))  # top strip white: edit there
-    buffer = io.BytesIO()
-    mask_img.save(buffer, "PNG")
-    mask = InputImage(buffer.getvalue(), "png", 64, 64)
+    mask = white_mask(64, 64, (0, 0, 64, 16))  # top strip white: edit there
     req = request("edit", images=images, mask=mask, input_fidelity="high", n=3)
     result = await run(fake, req, "gpt-image-1")
     (call,) = fake.calls
