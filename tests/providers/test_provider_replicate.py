@@ -193,7 +193,9 @@ async def test_asynchronous_create_without_prefer_header(
 
 
 @pytest.mark.parametrize(
-    ("outcome", "said"), [("failed", "CUDA out of memory"), ("canceled", "canceled")]
+    ("outcome", "said"),
+    [("failed", "CUDA out of memory"), ("canceled", "canceled")],
+    ids=["failed", "canceled"],
 )
 async def test_failed_or_canceled_prediction_is_retryable(
     fake: FakeReplicate, context: ProviderContext, outcome: str, said: str
