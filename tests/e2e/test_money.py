@@ -56,17 +56,6 @@ def _break_the_image_store(gw: RunningGateway) -> None:
     images_dir.write_text("not a directory")
 
 
-def _new_key(gw: RunningGateway, **fields: object) -> str:
-    response = httpx.post(
-        f"{gw.v1}/admin/keys",
-        json={"name": "user", **fields},
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["key"])
-
-
 def _deadlocks(url: str) -> int:
     import psycopg
 
@@ -106,7 +95,7 @@ def test_two_workers_on_postgresql_never_deadlock(tmp_path: Path, pg_url: str) -
         with run_gateway(
             tmp_path, CONFIG.format(url=up.url, extra=""), env=env, serve_args=["--workers", "2"]
         ) as gw:
-            keys = [_new_key(gw, credits=100) for _ in range(8)]
+            keys = [gw.create_key(credits=100) for _ in range(8)]
             before = _deadlocks(pg_url)
             statuses = asyncio.run(_load(gw, keys, 600, 64))
         time.sleep(0.5)  # the workers exited: their statistics are flushed
@@ -163,7 +152,7 @@ def test_a_streamed_request_honours_its_idempotency_key(tmp_path: Path) -> None:
         serve_fake(FakeOpenAI()) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         first = _stream(gw, key, "same-stream")
         second = _stream(gw, key, "same-stream")
         assert first.status_code == second.status_code == 200
@@ -189,7 +178,7 @@ def test_idempotent_replays_keep_image_references_not_bytes(tmp_path: Path) -> N
         serve_fake(FakeOpenAI()) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "plain-1"}
         body = PRICED_B64
         first = httpx.post(f"{gw.v1}/images/generations", json=body, headers=headers)
@@ -208,7 +197,7 @@ def test_a_client_leaving_a_stream_before_its_end_is_not_charged(tmp_path: Path)
         serve_fake(FakeOpenAI(stream_delay_s=2.0)) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         body = {**STREAMED, "partial_images": 1}
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.stream(
@@ -249,7 +238,7 @@ def test_hosting_failure_after_the_upstream_keeps_provider_and_cost(tmp_path: Pa
         serve_fake(FakeOpenAI()) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         _break_the_image_store(gw)
         response = httpx.post(
             f"{gw.v1}/images/generations",
@@ -306,7 +295,7 @@ def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
                 env={"IMAGEGATE_REDIS_URL": redis_url},
             ) as gw,
         ):
-            key = _new_key(gw, credits=1, max_concurrent=2)
+            key = gw.create_key(credits=1, max_concurrent=2)
             headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "redis-dies"}
             body = PRICED_B64
             with ThreadPoolExecutor(1) as pool:
@@ -354,7 +343,7 @@ def test_storage_down_when_the_replay_is_kept_still_answers_and_charges_once(
         serve_fake(FakeOpenAI()) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         _break_the_image_store(gw)
         headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "store-down"}
         body = PRICED_B64
@@ -393,7 +382,7 @@ def test_database_lost_during_the_upstream_call_charges_at_most_once(
                 env={"IMAGEGATE_DATABASE_URL": via_proxy},
             ) as gw,
         ):
-            key = _new_key(gw, credits=1)
+            key = gw.create_key(credits=1)
             headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "db-lost"}
             body = {"model": "test/priced", "prompt": "a", "size": "256x256"}
             url = f"{gw.v1}/images/generations"
@@ -433,7 +422,7 @@ def test_a_stream_that_dies_after_a_partial_keeps_its_provider_and_call(tmp_path
         serve_fake(FakeOpenAI(stream_drop_after=1)) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         body = {**STREAMED, "partial_images": 1}
         response = httpx.post(
             f"{gw.v1}/images/generations",
