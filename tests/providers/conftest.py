@@ -17,9 +17,8 @@ from imagegate.providers.base import ProviderContext
 
 @pytest.fixture
 def fake(server: Any) -> Any:
-    """The module's ``server`` fixture (a fake upstream started once per module), back to a
-    well-behaved upstream with no history. A module that starts a fake per test overrides
-    this fixture instead."""
+    """The module's ``server`` fixture (its fake upstream, started once per module), back to
+    a well-behaved upstream with no history (every fake has ``reset``)."""
     server.reset()
     return server
 
