@@ -15,7 +15,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
@@ -71,13 +70,7 @@ class Console:
     artifacts: Path = field(default_factory=artifacts_dir)
 
     def create_key(self, name: str, **extra: object) -> str:
-        reply = httpx.post(
-            f"{self.gateway.v1}/admin/keys",
-            json={"name": name, **extra},
-            headers={"Authorization": f"Bearer {self.gateway.admin_key}"},
-        )
-        assert reply.status_code == 201, reply.text
-        return str(reply.json()["key"])
+        return self.gateway.create_key(name, **extra)
 
 
 @pytest.fixture(scope="module")

@@ -96,12 +96,15 @@ def freezable_proxy(host: str, port: int) -> Iterator[FreezableProxy]:
 
 
 @contextmanager
-def private_redis(tmp: Path) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A redis-server of this test's own on a spare port: (its URL, its process)."""
+def private_redis(
+    tmp: Path, port: int | None = None
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """A redis-server of this test's own on a spare port, or on ``port`` (to bring back one
+    that was killed): (its URL, its process)."""
     binary = shutil.which("redis-server")
     if binary is None:
         pytest.skip("redis-server is not installed")
-    port = free_port()
+    port = port or free_port()
     proc = subprocess.Popen(
         [
             binary,

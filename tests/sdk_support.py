@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from starlette.requests import Request
 from starlette.responses import Response
@@ -57,13 +56,7 @@ class SdkStack:
         return f"{self.images.url}/{name}"
 
     def create_key(self, **fields: Any) -> str:
-        response = httpx.post(
-            f"{self.v1}/admin/keys",
-            json={"name": "sdk-test", **fields},
-            headers={"Authorization": f"Bearer {self.gateway.admin_key}"},
-        )
-        assert response.status_code == 201, response.text
-        return str(response.json()["key"])
+        return self.gateway.create_key("sdk-test", **fields)
 
 
 CONFIG = """

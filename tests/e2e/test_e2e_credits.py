@@ -65,13 +65,6 @@ def _admin(gw: RunningGateway) -> httpx.Client:
     )
 
 
-def _new_key(gw: RunningGateway, **fields: object) -> str:
-    with _admin(gw) as admin:
-        response = admin.post("/admin/keys", json={"name": "user", **fields})
-    assert response.status_code == 201, response.text
-    return str(response.json()["key"])
-
-
 def _generate(gw: RunningGateway, key: str, n: int = 1, **extra: object) -> httpx.Response:
     headers = {"Authorization": f"Bearer {key}", **extra.pop("headers", {})}  # type: ignore[dict-item]
     body = {"model": "test/priced", "prompt": "a cat", "size": "256x256", "n": n, **extra}
@@ -89,8 +82,8 @@ def test_charges_top_up_usage_and_generation_records(
     tmp_path: Path, upstreams: tuple[FakeOpenAI, FakeOpenAI]
 ) -> None:
     with run_gateway(tmp_path, _config(*upstreams)) as gw:
-        key = _new_key(gw, credits=0.05)
-        other = _new_key(gw)
+        key = gw.create_key(credits=0.05)
+        other = gw.create_key()
         ok = _generate(gw, key, n=2)
         assert ok.status_code == 200, ok.text
         assert ok.headers["x-imagegate-cost-usd"] == "0.020000"
@@ -161,7 +154,7 @@ def test_failed_request_is_not_charged_but_recorded(
     tmp_path: Path, upstreams: tuple[FakeOpenAI, FakeOpenAI]
 ) -> None:
     with run_gateway(tmp_path, _config(*upstreams)) as gw:
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         failed = _generate(gw, key, model="test/broken")
         assert failed.status_code == 502
         assert _balance(gw, key) == 1.0
@@ -175,7 +168,7 @@ def test_idempotency_key_replays_and_charges_once(
 ) -> None:
     up, _ = upstreams
     with run_gateway(tmp_path, _config(*upstreams)) as gw:
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         headers = {"Idempotency-Key": "order-42"}
         first = _generate(gw, key, headers=headers)
         again = _generate(gw, key, headers=headers)
@@ -193,7 +186,7 @@ def test_idempotency_key_replays_and_charges_once(
         # Another key may use the same Idempotency-Key independently.
         assert (
             "x-imagegate-idempotent-replay"
-            not in _generate(gw, _new_key(gw), headers=headers).headers
+            not in _generate(gw, gw.create_key(), headers=headers).headers
         )
         assert_books_balance(gateway_database(gw), upstream_calls=_calls(upstreams))
 
@@ -202,7 +195,7 @@ def test_rate_limits_answer_429_with_openai_headers(
     tmp_path: Path, upstreams: tuple[FakeOpenAI, FakeOpenAI]
 ) -> None:
     with run_gateway(tmp_path, _config(*upstreams)) as gw:
-        key = _new_key(gw, rpm=2, ipm=10)
+        key = gw.create_key(rpm=2, ipm=10)
         first = _generate(gw, key)
         assert first.headers["x-ratelimit-limit-requests"] == "2"
         assert first.headers["x-ratelimit-remaining-requests"] == "1"
@@ -241,7 +234,7 @@ def test_parallel_requests_spend_exactly_the_balance(tmp_path: Path, database_ur
             tmp_path, _config(up, down), env={"IMAGEGATE_DATABASE_URL": database_url}
         ) as gw,
     ):
-        key = _new_key(gw, credits=round(k * PRICE, 2))
+        key = gw.create_key(credits=round(k * PRICE, 2))
         statuses = asyncio.run(_burst(gw, key, 220))
         assert statuses.count(200) == k
         assert statuses.count(402) == 220 - k
@@ -261,7 +254,7 @@ def test_crash_mid_load_leaves_no_hold_open(tmp_path: Path) -> None:
     ):
         config = _config(up, down, extra)
         with run_gateway(tmp_path, config) as gw:
-            key = _new_key(gw, credits=initial)
+            key = gw.create_key(credits=initial)
             assert gw.process is not None
 
             async def load_then_kill() -> None:
@@ -310,11 +303,11 @@ def test_two_servers_share_one_balance_and_one_rate_limit(
         run_gateway(tmp_path / "a", _config(up, down), env=env) as first,
         run_gateway(tmp_path / "b", _config(up, down), env=env) as second,
     ):
-        limited = _new_key(first, rpm=5)
+        limited = first.create_key(rpm=5)
         statuses = [_generate(gw, limited).status_code for gw in (first, second) * 5]
         assert statuses.count(200) == 5 and statuses.count(429) == 5
 
-        funded = _new_key(second, credits=0.03)
+        funded = second.create_key(credits=0.03)
 
         async def both() -> list[int]:
             results = await asyncio.gather(_burst(first, funded, 10), _burst(second, funded, 10))
@@ -332,7 +325,7 @@ def test_streams_are_charged_on_completion(
     from openai import OpenAI
 
     with run_gateway(tmp_path, _config(*upstreams)) as gw:
-        key = _new_key(gw, credits=0.015)
+        key = gw.create_key(credits=0.015)
         client = OpenAI(base_url=gw.v1, api_key=key, max_retries=0)
         events = list(
             client.images.generate(
@@ -364,9 +357,9 @@ def test_unreachable_redis_is_503_for_limited_keys_only(
 
     env = {"IMAGEGATE_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
     with run_gateway(tmp_path, _config(*upstreams), env=env) as gw:
-        limited = _generate(gw, _new_key(gw, rpm=10))
+        limited = _generate(gw, gw.create_key(rpm=10))
         assert limited.status_code == 503
         assert limited.json()["error"]["code"] == "service_unavailable"
         assert "Redis" in limited.json()["error"]["message"]
         assert limited.headers["retry-after"] == "5"
-        assert _generate(gw, _new_key(gw)).status_code == 200  # no limit to check
+        assert _generate(gw, gw.create_key()).status_code == 200  # no limit to check

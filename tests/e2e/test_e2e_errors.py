@@ -36,6 +36,17 @@ def assert_error(
     return error
 
 
+def post_raw(stack: Stack, path: str, body: bytes, content_type: str) -> httpx.Response:
+    """A body no client library would send as it is."""
+    headers = {"Authorization": f"Bearer {stack.gateway.admin_key}", "Content-Type": content_type}
+    return httpx.post(f"{stack.gateway.v1}{path}", content=body, headers=headers)
+
+
+def upload(stack: Stack, files: Any, model: str = "sandbox") -> httpx.Response:
+    """A multipart edit of the uploaded ``files`` (prompt "x")."""
+    return call(stack, "/images/edits", files=files, data={"model": model, "prompt": "x"})
+
+
 GEN = "/images/generations"
 
 
@@ -114,37 +125,22 @@ def test_400_names_the_field(stack: Stack, body: dict[str, Any], code: str, para
 
 
 def test_400_bad_json_and_edit_without_image(stack: Stack) -> None:
-    bad = httpx.post(
-        f"{stack.gateway.v1}{GEN}",
-        content=b"{nope",
-        headers={
-            "Authorization": f"Bearer {stack.gateway.admin_key}",
-            "Content-Type": "application/json",
-        },
-    )
+    bad = post_raw(stack, GEN, b"{nope", "application/json")
     assert_error(bad, 400, "invalid_request_error", "invalid_json", None)
     missing = call(stack, "/images/edits", json={"model": "sandbox", "prompt": "x"})
     assert_error(missing, 400, "invalid_request_error", "missing_required_parameter", "image")
 
 
 def test_400_mask_must_match_image(stack: Stack) -> None:
-    response = call(
-        stack,
-        "/images/edits",
-        files={"image": ("a.png", png_bytes(64, 64)), "mask": ("m.png", png_bytes(32, 32))},
-        data={"model": "sandbox", "prompt": "x"},
+    response = upload(
+        stack, {"image": ("a.png", png_bytes(64, 64)), "mask": ("m.png", png_bytes(32, 32))}
     )
     assert_error(response, 400, "invalid_request_error", "invalid_mask", "mask")
 
 
 def test_400_too_many_images_for_model(stack: Stack) -> None:
     files = [("image[]", (f"{i}.png", png_bytes(32, 32))) for i in range(2)]
-    response = call(
-        stack,
-        "/images/edits",
-        files=files,
-        data={"model": "stability-ai/sd3.5-large", "prompt": "x"},
-    )
+    response = upload(stack, files, model="stability-ai/sd3.5-large")
     assert_error(response, 400, "invalid_request_error", "too_many_images", "image")
 
 
@@ -199,22 +195,14 @@ def test_405_method(stack: Stack) -> None:
 
 def test_413_upload_over_global_cap_and_model_cap(stack: Stack) -> None:
     huge = b"\x89PNG\r\n\x1a\n" + b"\0" * (9 * 1024 * 1024)
-    response = call(
-        stack,
-        "/images/edits",
-        files={"image": ("a.png", huge)},
-        data={"model": "sandbox", "prompt": "x"},
-    )
+    response = upload(stack, {"image": ("a.png", huge)})
     assert_error(response, 413, "invalid_request_error", "payload_too_large", "image")
     noise = Image.effect_noise((1550, 1600), 100).convert("RGB")
     buffer = io.BytesIO()
     noise.save(buffer, "PNG", compress_level=0)
     assert 7 * 1024 * 1024 < len(buffer.getvalue()) < 8 * 1024 * 1024  # Gemini's cap: 7 MB
-    response = call(
-        stack,
-        "/images/edits",
-        files={"image": ("a.png", buffer.getvalue())},
-        data={"model": "google/gemini-3.1-flash-image", "prompt": "x"},
+    response = upload(
+        stack, {"image": ("a.png", buffer.getvalue())}, model="google/gemini-3.1-flash-image"
     )
     assert_error(response, 413, "invalid_request_error", "payload_too_large", "image")
 
@@ -222,40 +210,16 @@ def test_413_upload_over_global_cap_and_model_cap(stack: Stack) -> None:
 def test_413_decompression_bomb(stack: Stack) -> None:
     buffer = io.BytesIO()
     Image.new("1", (20000, 20000)).save(buffer, "PNG")
-    response = call(
-        stack,
-        "/images/edits",
-        files={"image": ("bomb.png", buffer.getvalue())},
-        data={"model": "sandbox", "prompt": "x"},
-    )
+    response = upload(stack, {"image": ("bomb.png", buffer.getvalue())})
     assert_error(response, 413, "invalid_request_error", "image_too_large", "image")
 
 
 def test_415_unsupported_types(stack: Stack) -> None:
-    text = httpx.post(
-        f"{stack.gateway.v1}{GEN}",
-        content=b"hello",
-        headers={
-            "Authorization": f"Bearer {stack.gateway.admin_key}",
-            "Content-Type": "text/plain",
-        },
-    )
+    text = post_raw(stack, GEN, b"hello", "text/plain")
     assert_error(text, 415, "invalid_request_error", "unsupported_content_type", None)
-    edit = httpx.post(
-        f"{stack.gateway.v1}/images/edits",
-        content=b"hello",
-        headers={
-            "Authorization": f"Bearer {stack.gateway.admin_key}",
-            "Content-Type": "text/plain",
-        },
-    )
+    edit = post_raw(stack, "/images/edits", b"hello", "text/plain")
     assert_error(edit, 415, "invalid_request_error", "unsupported_content_type", None)
-    gif = call(
-        stack,
-        "/images/edits",
-        files={"image": ("a.gif", b"GIF89a" + b"\0" * 64)},
-        data={"model": "sandbox", "prompt": "x"},
-    )
+    gif = upload(stack, {"image": ("a.gif", b"GIF89a" + b"\0" * 64)})
     assert_error(gif, 415, "invalid_request_error", "unsupported_media_type", "image")
 
 

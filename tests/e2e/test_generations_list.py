@@ -7,16 +7,6 @@ import httpx
 from e2e_support import Stack
 
 
-def _key(stack: Stack, name: str) -> str:
-    created = httpx.post(
-        f"{stack.gateway.v1}/admin/keys",
-        json={"name": name},
-        headers={"Authorization": f"Bearer {stack.gateway.admin_key}"},
-    )
-    assert created.status_code == 201
-    return str(created.json()["key"])
-
-
 def _generate(stack: Stack, key: str, prompt: str) -> str:
     reply = httpx.post(
         f"{stack.gateway.v1}/images/generations",
@@ -36,7 +26,7 @@ def _list(stack: Stack, key: str, **params: object) -> httpx.Response:
 
 
 def test_pages_newest_first_and_only_own(stack: Stack) -> None:
-    alice, bob = _key(stack, "alice"), _key(stack, "bob")
+    alice, bob = stack.gateway.create_key("alice"), stack.gateway.create_key("bob")
     made = [_generate(stack, alice, f"p{i}") for i in range(3)]
     bobs = _generate(stack, bob, "bob's")
     first = _list(stack, alice, limit=2).json()
@@ -53,7 +43,7 @@ def test_pages_newest_first_and_only_own(stack: Stack) -> None:
 
 
 def test_admin_sees_every_key(stack: Stack) -> None:
-    carol = _key(stack, "carol")
+    carol = stack.gateway.create_key("carol")
     mine = _generate(stack, carol, "carol's")
     listed = _list(stack, stack.gateway.admin_key, limit=100).json()
     assert mine in [g["id"] for g in listed["data"]]

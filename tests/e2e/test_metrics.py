@@ -128,11 +128,7 @@ def test_metrics_can_require_an_admin_key(upstreams: tuple[str, str], tmp_path: 
         assert anonymous.status_code == 401
         assert set(anonymous.json()["error"]) == {"message", "type", "param", "code"}
         assert "imagegate_requests_total" not in anonymous.text
-        user = httpx.post(
-            f"{gw.v1}/admin/keys",
-            headers={"Authorization": f"Bearer {gw.admin_key}"},
-            json={"name": "not-admin"},
-        ).json()["key"]
+        user = gw.create_key("not-admin")
         assert (
             httpx.get(f"{gw.url}/metrics", headers={"Authorization": f"Bearer {user}"}).status_code
             == 403

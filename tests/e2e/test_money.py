@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import subprocess
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -17,6 +16,7 @@ import pytest
 
 from books import assert_books_balance
 from fakes.openai_images import FakeOpenAI, serve_fake
+from fault_support import private_redis
 from gateway import ADMIN_KEY, RunningGateway, run_gateway
 
 CONFIG = """
@@ -36,16 +36,24 @@ models:
 {extra}
 """
 
+STREAMED = {"model": "test/streamed", "prompt": "a fox", "size": "256x256", "stream": True}
+PRICED_B64 = {
+    "model": "test/priced",
+    "prompt": "a",
+    "size": "256x256",
+    "response_format": "b64_json",
+}
 
-def _new_key(gw: RunningGateway, **fields: object) -> str:
-    response = httpx.post(
-        f"{gw.v1}/admin/keys",
-        json={"name": "user", **fields},
-        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
-        timeout=30,
-    )
-    assert response.status_code == 201, response.text
-    return str(response.json()["key"])
+
+def _books_balance_with_one_upstream_call(gw: RunningGateway) -> None:
+    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+
+
+def _break_the_image_store(gw: RunningGateway) -> None:
+    """Every write into the image store fails from now on."""
+    images_dir = gw.data_dir / "images"
+    shutil.rmtree(images_dir)
+    images_dir.write_text("not a directory")
 
 
 def _deadlocks(url: str) -> int:
@@ -87,7 +95,7 @@ def test_two_workers_on_postgresql_never_deadlock(tmp_path: Path, pg_url: str) -
         with run_gateway(
             tmp_path, CONFIG.format(url=up.url, extra=""), env=env, serve_args=["--workers", "2"]
         ) as gw:
-            keys = [_new_key(gw, credits=100) for _ in range(8)]
+            keys = [gw.create_key(credits=100) for _ in range(8)]
             before = _deadlocks(pg_url)
             statuses = asyncio.run(_load(gw, keys, 600, 64))
         time.sleep(0.5)  # the workers exited: their statistics are flushed
@@ -121,7 +129,7 @@ def _stream(gw: RunningGateway, key: str, idem: str | None = None) -> httpx.Resp
     headers = {"Authorization": f"Bearer {key}"}
     if idem is not None:
         headers["Idempotency-Key"] = idem
-    body = {"model": "test/streamed", "prompt": "a fox", "size": "256x256", "stream": True}
+    body = STREAMED
     return httpx.post(f"{gw.v1}/images/generations", json=body, headers=headers, timeout=30)
 
 
@@ -144,7 +152,7 @@ def test_a_streamed_request_honours_its_idempotency_key(tmp_path: Path) -> None:
         serve_fake(FakeOpenAI()) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         first = _stream(gw, key, "same-stream")
         second = _stream(gw, key, "same-stream")
         assert first.status_code == second.status_code == 200
@@ -154,7 +162,7 @@ def test_a_streamed_request_honours_its_idempotency_key(tmp_path: Path) -> None:
         assert _balance_micro(gw, key) == 990_000
         stored = _stored_bodies(gw)
         assert stored and all(b'b64_json"' not in body for body in stored)
-    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+    _books_balance_with_one_upstream_call(gw)
 
 
 def _stored_bodies(gw: RunningGateway) -> list[bytes]:
@@ -170,21 +178,16 @@ def test_idempotent_replays_keep_image_references_not_bytes(tmp_path: Path) -> N
         serve_fake(FakeOpenAI()) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
+        key = gw.create_key(credits=1)
         headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "plain-1"}
-        body = {
-            "model": "test/priced",
-            "prompt": "a",
-            "size": "256x256",
-            "response_format": "b64_json",
-        }
+        body = PRICED_B64
         first = httpx.post(f"{gw.v1}/images/generations", json=body, headers=headers)
         again = httpx.post(f"{gw.v1}/images/generations", json=body, headers=headers)
         assert first.status_code == again.status_code == 200
         assert again.json()["data"] == first.json()["data"]
         assert all(b'b64_json"' not in stored for stored in _stored_bodies(gw))
         assert _balance_micro(gw, key) == 990_000
-    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+    _books_balance_with_one_upstream_call(gw)
 
 
 def test_a_client_leaving_a_stream_before_its_end_is_not_charged(tmp_path: Path) -> None:
@@ -194,14 +197,8 @@ def test_a_client_leaving_a_stream_before_its_end_is_not_charged(tmp_path: Path)
         serve_fake(FakeOpenAI(stream_delay_s=2.0)) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
-        body = {
-            "model": "test/streamed",
-            "prompt": "a fox",
-            "size": "256x256",
-            "stream": True,
-            "partial_images": 1,
-        }
+        key = gw.create_key(credits=1)
+        body = {**STREAMED, "partial_images": 1}
         headers = {"Authorization": f"Bearer {key}"}
         with httpx.stream(
             "POST", f"{gw.v1}/images/generations", json=body, headers=headers, timeout=30
@@ -217,7 +214,7 @@ def test_a_client_leaving_a_stream_before_its_end_is_not_charged(tmp_path: Path)
         assert record["provider"] == "oa"
         (attempt,) = record["attempts"]
         assert attempt["status"] == "cancelled" and attempt["cost_micro"] == 10_000
-    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+    _books_balance_with_one_upstream_call(gw)
 
 
 def _wait_for_record(gw: RunningGateway, generation_id: str) -> dict[str, Any]:
@@ -241,12 +238,8 @@ def test_hosting_failure_after_the_upstream_keeps_provider_and_cost(tmp_path: Pa
         serve_fake(FakeOpenAI()) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
-        images_dir = gw.data_dir / "images"
-        import shutil
-
-        shutil.rmtree(images_dir)
-        images_dir.write_text("not a directory")  # every write into it fails
+        key = gw.create_key(credits=1)
+        _break_the_image_store(gw)
         response = httpx.post(
             f"{gw.v1}/images/generations",
             json={
@@ -275,7 +268,7 @@ def test_hosting_failure_after_the_upstream_keeps_provider_and_cost(tmp_path: Pa
         assert "upstream" not in own  # what upstreams bill is the operator's business
         scrape = httpx.get(f"{gw.url}/metrics", timeout=30).text
         assert 'imagegate_upstream_cost_usd_total{outcome="ok",provider="up"} 0.01' in scrape
-    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+    _books_balance_with_one_upstream_call(gw)
 
 
 def _only_generation(gw: RunningGateway) -> str:
@@ -286,41 +279,6 @@ def _only_generation(gw: RunningGateway) -> str:
     return str(row[0])
 
 
-def _own_redis(tmp_path: Path, port: int | None = None) -> tuple[subprocess.Popen[bytes], str]:
-    """A redis-server of this test's own, on a spare port (the shared one stays up)."""
-    from gateway import free_port
-
-    port = port or free_port()
-    proc = subprocess.Popen(
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(tmp_path),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    import redis
-
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            redis.Redis.from_url(url, socket_connect_timeout=1).ping()
-            return proc, url
-        except redis.RedisError:
-            assert time.monotonic() < deadline, "redis-server did not start"
-            time.sleep(0.05)
-
-
 def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
     tmp_path: Path,
 ) -> None:
@@ -328,10 +286,7 @@ def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
     its image and is charged once. A retry with the same Idempotency-Key while Redis is
     down is refused at admission (limits fail closed, before the body is read) and costs
     nothing; once Redis is back it is a replay of the first response."""
-    if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
-    redis_proc, redis_url = _own_redis(tmp_path)
-    try:
+    with private_redis(tmp_path) as (redis_url, redis_proc):
         with (
             serve_fake(FakeOpenAI(delay_s=1.0)) as up,
             run_gateway(
@@ -340,14 +295,9 @@ def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
                 env={"IMAGEGATE_REDIS_URL": redis_url},
             ) as gw,
         ):
-            key = _new_key(gw, credits=1, max_concurrent=2)
+            key = gw.create_key(credits=1, max_concurrent=2)
             headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "redis-dies"}
-            body = {
-                "model": "test/priced",
-                "prompt": "a",
-                "size": "256x256",
-                "response_format": "b64_json",
-            }
+            body = PRICED_B64
             with ThreadPoolExecutor(1) as pool:
                 pending = pool.submit(
                     httpx.post,
@@ -371,20 +321,17 @@ def test_redis_dying_after_the_upstream_call_still_answers_and_charges_once(
             assert refused.status_code == 503, refused.text
             assert refused.json()["error"]["code"] == "service_unavailable"
             assert _balance_micro(gw, key) == 990_000
-            redis_proc, _ = _own_redis(tmp_path, int(redis_url.rsplit(":", 1)[1].split("/")[0]))
-            retry = httpx.post(
-                f"{gw.v1}/images/generations", json=body, headers=headers, timeout=30
-            )
-            assert retry.status_code == 200, retry.text
-            assert retry.headers["x-imagegate-idempotent-replay"] == "true"
-            assert retry.json()["data"] == first.json()["data"]
-            assert len(up.calls) == 1
-            assert _balance_micro(gw, key) == 990_000
-        assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
-    finally:
-        if redis_proc.poll() is None:
-            redis_proc.kill()
-            redis_proc.wait()
+            port = int(redis_url.rsplit(":", 1)[1].split("/")[0])
+            with private_redis(tmp_path, port=port):  # Redis is back
+                retry = httpx.post(
+                    f"{gw.v1}/images/generations", json=body, headers=headers, timeout=30
+                )
+                assert retry.status_code == 200, retry.text
+                assert retry.headers["x-imagegate-idempotent-replay"] == "true"
+                assert retry.json()["data"] == first.json()["data"]
+                assert len(up.calls) == 1
+                assert _balance_micro(gw, key) == 990_000
+        _books_balance_with_one_upstream_call(gw)
 
 
 def test_storage_down_when_the_replay_is_kept_still_answers_and_charges_once(
@@ -396,17 +343,10 @@ def test_storage_down_when_the_replay_is_kept_still_answers_and_charges_once(
         serve_fake(FakeOpenAI()) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
-        images_dir = gw.data_dir / "images"
-        shutil.rmtree(images_dir)
-        images_dir.write_text("not a directory")  # every write into the store fails
+        key = gw.create_key(credits=1)
+        _break_the_image_store(gw)
         headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "store-down"}
-        body = {
-            "model": "test/priced",
-            "prompt": "a",
-            "size": "256x256",
-            "response_format": "b64_json",
-        }
+        body = PRICED_B64
         url = f"{gw.v1}/images/generations"
         first = httpx.post(url, json=body, headers=headers, timeout=30)
         assert first.status_code == 200, first.text
@@ -416,7 +356,7 @@ def test_storage_down_when_the_replay_is_kept_still_answers_and_charges_once(
         assert retry.json()["data"][0]["b64_json"] is None
         assert retry.json()["created"] == first.json()["created"]
         assert len(up.calls) == 1 and _balance_micro(gw, key) == 990_000
-    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+    _books_balance_with_one_upstream_call(gw)
 
 
 @pytest.mark.postgres
@@ -442,7 +382,7 @@ def test_database_lost_during_the_upstream_call_charges_at_most_once(
                 env={"IMAGEGATE_DATABASE_URL": via_proxy},
             ) as gw,
         ):
-            key = _new_key(gw, credits=1)
+            key = gw.create_key(credits=1)
             headers = {"Authorization": f"Bearer {key}", "Idempotency-Key": "db-lost"}
             body = {"model": "test/priced", "prompt": "a", "size": "256x256"}
             url = f"{gw.v1}/images/generations"
@@ -482,14 +422,8 @@ def test_a_stream_that_dies_after_a_partial_keeps_its_provider_and_call(tmp_path
         serve_fake(FakeOpenAI(stream_drop_after=1)) as up,
         run_gateway(tmp_path, CONFIG.format(url=up.url, extra="")) as gw,
     ):
-        key = _new_key(gw, credits=1)
-        body = {
-            "model": "test/streamed",
-            "prompt": "a fox",
-            "size": "256x256",
-            "stream": True,
-            "partial_images": 1,
-        }
+        key = gw.create_key(credits=1)
+        body = {**STREAMED, "partial_images": 1}
         response = httpx.post(
             f"{gw.v1}/images/generations",
             json=body,
@@ -503,4 +437,4 @@ def test_a_stream_that_dies_after_a_partial_keeps_its_provider_and_call(tmp_path
         (attempt,) = record["attempts"]
         assert attempt["provider"] == "oa" and attempt["status"] != 200
         assert _balance_micro(gw, key) == 1_000_000
-    assert_books_balance(f"sqlite:///{gw.data_dir / 'imagegate.db'}", upstream_calls=1)
+    _books_balance_with_one_upstream_call(gw)

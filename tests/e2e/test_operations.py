@@ -19,22 +19,21 @@ from fault_support import freezable_proxy, private_redis
 from gateway import run_gateway
 
 SANDBOX = {"model": "sandbox", "prompt": "x", "size": "64x64", "response_format": "b64_json"}
+# One upstream that answers as slowly as its fake is told to; the gateway drains for drain_s.
+SLOW_UPSTREAM = """
+server: {{drain_s: {drain_s}}}
+providers:
+  - {{id: slowup, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
+models:
+  - id: test/slow
+    sizes: [256x256]
+    endpoints:
+      - {{provider: slowup, upstream_model: up, pricing: {{per_image: 0.25}}}}
+"""
 FAST_TIMEOUTS = """
 database: {connect_timeout_s: 1, statement_timeout_s: 1}
 redis: {connect_timeout_s: 1, timeout_s: 1}
 """
-
-
-def _key(gw_url: str, admin: str, **limits: object) -> str:
-    created = httpx.post(
-        f"{gw_url}/v1/admin/keys",
-        json={"name": "ops", **limits},
-        headers={"Authorization": f"Bearer {admin}"},
-        timeout=30,
-    )
-    assert created.status_code in (200, 201), created.text
-    key: str = created.json()["key"]
-    return key
 
 
 def test_healthz_is_liveness_and_readyz_names_the_failed_dependency(tmp_path: Path) -> None:
@@ -80,7 +79,7 @@ def test_frozen_postgresql_fails_fast_with_503_and_recovers(tmp_path: Path, pg_u
     with freezable_proxy(url.host or "127.0.0.1", url.port or 5432) as proxy:
         proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
         with run_gateway(tmp_path, FAST_TIMEOUTS, env={"IMAGEGATE_DATABASE_URL": proxied}) as gw:
-            key = _key(gw.url, gw.admin_key, credits=5)
+            key = gw.create_key(credits=5)
             headers = {"Authorization": f"Bearer {key}"}
             generations = f"{gw.v1}/images/generations"
             assert httpx.post(generations, json=SANDBOX, headers=headers, timeout=30).is_success
@@ -118,7 +117,7 @@ def test_frozen_redis_fails_fast_with_503(tmp_path: Path) -> None:
         private_redis(tmp_path) as (redis_url, redis_proc),
         run_gateway(tmp_path, FAST_TIMEOUTS, env={"IMAGEGATE_REDIS_URL": redis_url}) as gw,
     ):
-        key = _key(gw.url, gw.admin_key, rpm=100)
+        key = gw.create_key(rpm=100)
         headers = {"Authorization": f"Bearer {key}"}
         generations = f"{gw.v1}/images/generations"
         assert httpx.post(generations, json=SANDBOX, headers=headers, timeout=30).is_success
@@ -150,25 +149,17 @@ def test_sigterm_drains_then_cuts_as_a_server_cancellation(tmp_path: Path) -> No
     from imagegate.accounts.ledger import Ledger
     from imagegate.db.session import Database
 
-    config = """
-server: {{drain_s: 4}}
-providers:
-  - {{id: slowup, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
-models:
-  - id: test/slow
-    sizes: [256x256]
-    endpoints:
-      - {{provider: slowup, upstream_model: up, pricing: {{per_image: 0.25}}}}
-"""
     fake = FakeOpenAI(delay_s=60)
     with (
         serve_fake(fake) as slow,
         private_redis(tmp_path) as (redis_url, _),
         run_gateway(
-            tmp_path, config.format(url=slow.url), env={"IMAGEGATE_REDIS_URL": redis_url}
+            tmp_path,
+            SLOW_UPSTREAM.format(url=slow.url, drain_s=4),
+            env={"IMAGEGATE_REDIS_URL": redis_url},
         ) as gw,
     ):
-        key = _key(gw.url, gw.admin_key, credits=1, max_concurrent=1)
+        key = gw.create_key(credits=1, max_concurrent=1)
         key_id = key.split("_")[1]
         answers: list[httpx.Response] = []
 
@@ -295,7 +286,7 @@ models:
 """
     fake = FakeOpenAI(stream_delay_s=60)
     with serve_fake(fake) as slow, run_gateway(tmp_path, config.format(url=slow.url)) as gw:
-        key = _key(gw.url, gw.admin_key, credits=1)
+        key = gw.create_key(credits=1)
         key_id = key.split("_")[1]
         body = {
             "model": "test/stream-slow",
@@ -372,18 +363,11 @@ def test_sigterm_lets_a_request_within_drain_s_finish_normally(tmp_path: Path) -
 
     from fakes.openai_images import FakeOpenAI, serve_fake
 
-    config = """
-server: {{drain_s: 60}}
-providers:
-  - {{id: slowup, type: openai_compatible, base_url: "{url}/v1", api_key: sk-fake}}
-models:
-  - id: test/slow
-    sizes: [256x256]
-    endpoints:
-      - {{provider: slowup, upstream_model: up, pricing: {{per_image: 0.25}}}}
-"""
     fake = FakeOpenAI(delay_s=12)  # longer than uvicorn's old fixed 10 s drain
-    with serve_fake(fake) as slow, run_gateway(tmp_path, config.format(url=slow.url)) as gw:
+    with (
+        serve_fake(fake) as slow,
+        run_gateway(tmp_path, SLOW_UPSTREAM.format(url=slow.url, drain_s=60)) as gw,
+    ):
         answers: list[httpx.Response] = []
         body = {"model": "test/slow", "prompt": "x", "size": "256x256"}
         auth = {"Authorization": f"Bearer {gw.admin_key}"}

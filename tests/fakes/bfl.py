@@ -42,6 +42,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.state import reset_fake
 
 SIZE_MODELS = ("flux-pro-1.1", "flux-dev", "flux-pro")
 # FLUX.2 [pro]: width/height multiples of 16, at least 64 (official SDK
@@ -82,9 +83,7 @@ class FakeBFL:
     _tasks: dict[str, _Task] = field(default_factory=dict)
 
     def reset(self) -> None:
-        """Back to defaults and empty records, keeping the servers (tests share them)."""
-        fresh = FakeBFL(api_key=self.api_key, url=self.url, delivery_url=self.delivery_url)
-        self.__dict__.update(fresh.__dict__)
+        reset_fake(self, "api_key", "url", "delivery_url")  # the API and the delivery server
 
     def app(self) -> Starlette:
         return Starlette(

@@ -51,6 +51,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
+from fakes.state import reset_fake
 
 PRESETS = {
     "square_hd": (1024, 1024),
@@ -101,10 +103,7 @@ class FakeFal:
     url: str = ""
 
     def reset(self) -> None:
-        """Back to a well-behaved upstream with no history (one server serves many tests)."""
-        url = self.url
-        self.__init__()  # type: ignore[misc]
-        self.url = url
+        reset_fake(self, "url")
 
     def app(self) -> Starlette:
         base = "/queue/{owner}/{alias}/requests/{rid}"
@@ -130,16 +129,14 @@ class FakeFal:
     # -- endpoints ----------------------------------------------------------------------
 
     async def _submit(self, request: Request) -> Response:
-        call = await self._record(request)
-        if (denied := self._gate(call)) is not None:
-            return denied
-        endpoint = request.path_params["endpoint"]
-        if (invalid := self._validate(endpoint, call.body)) is not None:
-            return invalid
+        accepted = await self._accepted(request)
+        if isinstance(accepted, Response):
+            return accepted
+        endpoint, body = accepted
         owner, alias = endpoint.split("/")[:2]
         rid = str(uuid.uuid4())
         base = f"{self.url}/queue/{owner}/{alias}/requests/{rid}"
-        self.requests[rid] = {"endpoint": endpoint, "input": call.body, "polls": 0}
+        self.requests[rid] = {"endpoint": endpoint, "input": body, "polls": 0}
         return JSONResponse(
             {
                 "status": "IN_QUEUE",
@@ -151,13 +148,30 @@ class FakeFal:
             }
         )
 
-    async def _status(self, request: Request) -> Response:
+    async def _accepted(self, request: Request) -> tuple[str, dict[str, Any]] | Response:
+        """A queue submission's or a synchronous run's endpoint and input, or the refusal."""
+        call = await self._record(request)
+        if (denied := self._gate(call)) is not None:
+            return denied
+        endpoint = request.path_params["endpoint"]
+        if (invalid := self._validate(endpoint, call.body)) is not None:
+            return invalid
+        return endpoint, call.body
+
+    async def _queued(self, request: Request) -> dict[str, Any] | Response:
+        """The queued request a status, result or cancel call names, or the refusal."""
         call = await self._record(request)
         if (denied := self._auth(call)) is not None:
             return denied
         entry = self.requests.get(request.path_params["rid"])
         if entry is None:
             return JSONResponse({"detail": "Request not found"}, status_code=404)
+        return entry
+
+    async def _status(self, request: Request) -> Response:
+        entry = await self._queued(request)
+        if isinstance(entry, Response):
+            return entry
         entry["polls"] += 1
         polls = entry["polls"]
         response_url = str(request.url).removesuffix("/status")
@@ -176,38 +190,27 @@ class FakeFal:
         return JSONResponse(body)
 
     async def _result(self, request: Request) -> Response:
-        call = await self._record(request)
-        if (denied := self._auth(call)) is not None:
-            return denied
-        entry = self.requests.get(request.path_params["rid"])
-        if entry is None:
-            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        entry = await self._queued(request)
+        if isinstance(entry, Response):
+            return entry
         return self._output(entry["endpoint"], entry["input"])
 
     async def _cancel(self, request: Request) -> Response:
-        call = await self._record(request)
-        if (denied := self._auth(call)) is not None:
-            return denied
-        entry = self.requests.get(request.path_params["rid"])
-        if entry is None:
-            return JSONResponse({"detail": "Request not found"}, status_code=404)
+        entry = await self._queued(request)
+        if isinstance(entry, Response):
+            return entry
         entry["cancelled"] = True
         return JSONResponse({"status": "CANCELLATION_REQUESTED"}, status_code=202)
 
     async def _run(self, request: Request) -> Response:
-        call = await self._record(request)
-        if (denied := self._gate(call)) is not None:
-            return denied
-        endpoint = request.path_params["endpoint"]
-        if (invalid := self._validate(endpoint, call.body)) is not None:
-            return invalid
-        return self._output(endpoint, call.body)
+        accepted = await self._accepted(request)
+        if isinstance(accepted, Response):
+            return accepted
+        endpoint, body = accepted
+        return self._output(endpoint, body)
 
     async def _file(self, request: Request) -> Response:
-        data = self.files.get(request.path_params["name"])
-        if data is None:
-            return Response(status_code=404)
-        return Response(data, media_type="application/octet-stream")
+        return stored_file(self.files, request, "application/octet-stream")
 
     # -- behaviour ----------------------------------------------------------------------
 

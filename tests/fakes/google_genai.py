@@ -51,6 +51,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.state import reset_fake
 
 GEMINI_RATIOS = {"1:1", "2:3", "3:2", "3:4", "4:3", "4:5", "5:4", "9:16", "16:9", "21:9"}
 EXTREME_RATIOS = {"1:4", "4:1", "1:8", "8:1"}
@@ -99,6 +100,9 @@ class FakeGoogle:
     prepay_depleted: bool = False  # 402 RESOURCE_EXHAUSTED, see the module docstring
     calls: list[Call] = field(default_factory=list)
     url: str = ""
+
+    def reset(self) -> None:
+        reset_fake(self, "url")
 
     def app(self) -> Starlette:
         return Starlette(routes=[Route("/v1beta/models/{target}", self._models, methods=["POST"])])

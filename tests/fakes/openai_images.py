@@ -45,6 +45,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
 
 
 @dataclass
@@ -100,10 +101,7 @@ class FakeOpenAI:
         return self._answer(request, "/v1/images/variations", fields, files)
 
     async def _file(self, request: Request) -> Response:
-        data = self._png_store.get(request.path_params["name"])
-        if data is None:
-            return Response(status_code=404)
-        return Response(data, media_type="image/png")
+        return stored_file(self._png_store, request, "image/png")
 
     def _answer(
         self, request: Request, path: str, fields: dict[str, Any], files: dict[str, list[bytes]]

@@ -67,6 +67,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
+from fakes.state import reset_fake
 
 GENERATE_FIELDS = {
     "prompt",
@@ -168,6 +170,9 @@ class FakeOpenAIPlatform:
     url: str = ""
     _files: dict[str, bytes] = field(default_factory=dict)
 
+    def reset(self) -> None:
+        reset_fake(self, "api_key", "url")
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
@@ -215,8 +220,7 @@ class FakeOpenAIPlatform:
             )
 
     async def _file(self, request: Request) -> Response:
-        data = self._files.get(request.path_params["name"])
-        return Response(status_code=404) if data is None else Response(data, media_type="image/png")
+        return stored_file(self._files, request, "image/png")
 
     # -- the service's rules ---------------------------------------------------------------
 
@@ -358,6 +362,9 @@ class FakeAzureOpenAI(FakeOpenAIPlatform):
     api_versions: set[str] = field(
         default_factory=lambda: {"2025-04-01-preview", "2024-10-21", "2025-03-01-preview"}
     )
+
+    def reset(self) -> None:
+        reset_fake(self, "api_key", "url", "deployments")
 
     def app(self) -> Starlette:
         return Starlette(

@@ -40,6 +40,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
+from fakes.state import reset_fake
 
 RATIOS = ("1:1", "16:9", "21:9", "3:2", "2:3", "4:5", "5:4", "3:4", "4:3", "9:16", "9:21")
 MODELS: dict[str, dict[str, Any]] = {
@@ -135,10 +137,7 @@ class FakeReplicate:
     url: str = ""
 
     def reset(self) -> None:
-        """Back to a well-behaved upstream with no history (one server serves many tests)."""
-        url = self.url
-        self.__init__()  # type: ignore[misc]
-        self.url = url
+        reset_fake(self, "url")
 
     def app(self) -> Starlette:
         return Starlette(
@@ -229,14 +228,21 @@ class FakeReplicate:
         headers = {"Location": prediction["urls"]["get"]}
         return JSONResponse(_public(prediction), status_code=201, headers=headers)
 
-    async def _get(self, request: Request) -> Response:
-        call = Call("GET", request.url.path, request.headers.get("authorization"), None, {})
+    def _named(self, request: Request, method: str) -> dict[str, Any] | Response:
+        """The prediction a get or cancel call names (the call recorded), or the refusal."""
+        call = Call(method, request.url.path, request.headers.get("authorization"), None, {})
         self.calls.append(call)
         if (denied := self._auth(call)) is not None:
             return denied
         prediction = self.predictions.get(request.path_params["pid"])
         if prediction is None:
             return _problem(404, "The requested resource could not be found.")
+        return prediction
+
+    async def _get(self, request: Request) -> Response:
+        prediction = self._named(request, "GET")
+        if isinstance(prediction, Response):
+            return prediction
         if prediction["status"] not in ("succeeded", "failed", "canceled"):
             prediction["_polls"] += 1
             if self.outcome != "never" and prediction["_polls"] > self.polls_before_done:
@@ -246,21 +252,14 @@ class FakeReplicate:
         return JSONResponse(_public(prediction))
 
     async def _cancel(self, request: Request) -> Response:
-        call = Call("POST", request.url.path, request.headers.get("authorization"), None, {})
-        self.calls.append(call)
-        if (denied := self._auth(call)) is not None:
-            return denied
-        prediction = self.predictions.get(request.path_params["pid"])
-        if prediction is None:
-            return _problem(404, "The requested resource could not be found.")
+        prediction = self._named(request, "POST")
+        if isinstance(prediction, Response):
+            return prediction
         prediction["status"] = "canceled"
         return JSONResponse(_public(prediction))
 
     async def _file(self, request: Request) -> Response:
-        data = self.files.get(request.path_params["name"])
-        if data is None:
-            return Response(status_code=404)
-        return Response(data, media_type="application/octet-stream")
+        return stored_file(self.files, request, "application/octet-stream")
 
     # -- behaviour ----------------------------------------------------------------------
 

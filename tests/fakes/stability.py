@@ -53,6 +53,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.state import reset_fake
 
 MAX_REQUEST_BYTES = 10 * 1024 * 1024  # [REF] 413
 ASPECT_RATIOS = ("16:9", "1:1", "21:9", "2:3", "3:2", "4:5", "5:4", "9:16", "9:21")
@@ -99,8 +100,7 @@ class FakeStability:
     calls: list[Call] = field(default_factory=list)
 
     def reset(self) -> None:
-        """Back to defaults and empty records, keeping the server (tests share it)."""
-        self.__dict__.update(FakeStability(api_key=self.api_key, url=self.url).__dict__)
+        reset_fake(self, "api_key", "url")
 
     def app(self) -> Starlette:
         return Starlette(

@@ -45,6 +45,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
+from fakes.state import reset_fake
 
 KNOWN_FIELDS = frozenset(
     {
@@ -89,6 +91,9 @@ class FakeTogether:
     url: str = ""
     _files: dict[str, bytes] = field(default_factory=dict)
 
+    def reset(self) -> None:
+        reset_fake(self, "url")
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
@@ -98,10 +103,7 @@ class FakeTogether:
         )
 
     async def _file(self, request: Request) -> Response:
-        data = self._files.get(request.path_params["name"])
-        if data is None:
-            return Response(status_code=404)
-        return Response(data, media_type="image/jpeg")
+        return stored_file(self._files, request, "image/jpeg")
 
     async def _generations(self, request: Request) -> Response:
         auth = request.headers.get("authorization")

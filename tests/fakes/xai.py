@@ -56,6 +56,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from fakes.asgi import serve_app
+from fakes.files import stored_file
+from fakes.state import reset_fake
 
 ASPECT_RATIOS = frozenset(
     {"1:1", "3:4", "4:3", "9:16", "16:9", "2:3", "3:2", "9:19.5", "19.5:9", "9:20", "20:9"}
@@ -95,6 +97,9 @@ class FakeXAI:
     url: str = ""
     _files: dict[str, bytes] = field(default_factory=dict)
 
+    def reset(self) -> None:
+        reset_fake(self, "url")
+
     def app(self) -> Starlette:
         return Starlette(
             routes=[
@@ -105,10 +110,7 @@ class FakeXAI:
         )
 
     async def _file(self, request: Request) -> Response:
-        data = self._files.get(request.path_params["name"])
-        if data is None:
-            return Response(status_code=404)
-        return Response(data, media_type="image/jpeg")
+        return stored_file(self._files, request, "image/jpeg")
 
     async def _generations(self, request: Request) -> Response:
         return await self._answer(request, "/v1/images/generations")

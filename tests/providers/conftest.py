@@ -1,18 +1,26 @@
-"""The scaffold every adapter test shares: an httpx client, and the ``ProviderContext`` the
-gateway gives an adapter, whose URL fetcher trusts only the test module's fake upstream
-(its ``fake`` fixture). Test images: ``tests/adapter_support.py``."""
+"""The scaffold every adapter test shares: the module's fake upstream, reset for each test;
+an httpx client; and the ``ProviderContext`` the gateway gives an adapter, whose URL fetcher
+trusts only that fake upstream. Test images, requests and the adapter's config entry:
+``tests/adapter_support.py``."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
+from adapter_support import fetching_context
 from imagegate.providers.base import ProviderContext
-from imagegate.upstream.fetch import SafeFetcher
+
+
+@pytest.fixture
+def fake(server: Any) -> Any:
+    """The module's ``server`` fixture (its fake upstream, started once per module), back to
+    a well-behaved upstream with no history (every fake has ``reset``)."""
+    server.reset()
+    return server
 
 
 @pytest.fixture
@@ -23,7 +31,6 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def context(fake: Any, http: httpx.AsyncClient) -> AsyncIterator[ProviderContext]:
-    """``fake`` is the module's own fixture: any fake upstream with a ``url``."""
-    host = urlsplit(fake.url).netloc
-    async with SafeFetcher(allow_hosts=[host], max_bytes=16 << 20, timeout_s=5) as fetcher:
-        yield ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
+    """``fake``: the module's fake upstream (anything with a ``url``)."""
+    async with fetching_context(http, fake.url) as provider_context:
+        yield provider_context

@@ -10,15 +10,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from adapter_support import png
+from adapter_support import png, run_once, white_mask
 from fakes.openai_platform import Failure, FakeAzureOpenAI, serve
 from imagegate.catalog.catalog import Catalog, builtin_providers
 from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, ImageResult, InputImage
+from imagegate.core.types import ImageRequest, ImageResult
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.openai.azure import DEFAULT_API_VERSION, AzureOpenAIProvider
-from imagegate.upstream.fetch import SafeFetcher
 from request_support import image_request
 
 DEPLOYMENTS = {"gpt-image-1": "gpt-image-1", "img-prod": "gpt-image-1", "dall-e-3": "dall-e-3"}
@@ -30,32 +28,18 @@ def server() -> Iterator[FakeAzureOpenAI]:
         yield fake
 
 
-@pytest.fixture
-def fake(server: FakeAzureOpenAI) -> FakeAzureOpenAI:
-    server.calls.clear()
-    server.failures.clear()
-    return server
-
-
-def provider(
-    fake: FakeAzureOpenAI, http: httpx.AsyncClient, *, api_key: str = "az-key", **options: Any
-) -> AzureOpenAIProvider:
-    fetcher = SafeFetcher(
-        allow_hosts=[fake.url.removeprefix("http://")], max_bytes=1 << 24, client=http
-    )
-    config = ProviderConfig(
-        id="azure", type="azure", base_url=fake.url + "/", api_key=api_key, options=options
-    )
-    return AzureOpenAIProvider(
-        config, ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream"))
-    )
-
-
 async def run(
-    fake: FakeAzureOpenAI, request: ImageRequest, model: str, **kwargs: Any
+    fake: FakeAzureOpenAI,
+    request: ImageRequest,
+    model: str,
+    *,
+    api_key: str = "az-key",
+    **options: Any,
 ) -> ImageResult:
-    async with httpx.AsyncClient() as http:
-        return await provider(fake, http, **kwargs).run(request, model)
+    base_url = fake.url + "/"
+    return await run_once(
+        AzureOpenAIProvider, fake.url, request, model, base_url=base_url, api_key=api_key, **options
+    )
 
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:
@@ -126,11 +110,7 @@ async def test_dalle3_fans_out(fake: FakeAzureOpenAI) -> None:
 
 async def test_edit_with_images_and_mask(fake: FakeAzureOpenAI) -> None:
     images = [png(64, 64), png(64, 64, colour=(200, 0, 0))]
-    mask_img = Image.new("L", (64, 64), 0)
-    mask_img.paste(255, (0, 0, 64, 16))  # top strip white: edit there
-    buffer = io.BytesIO()
-    mask_img.save(buffer, "PNG")
-    mask = InputImage(buffer.getvalue(), "png", 64, 64)
+    mask = white_mask(64, 64, (0, 0, 64, 16))  # top strip white: edit there
     req = request("edit", images=images, mask=mask, input_fidelity="high", n=3)
     result = await run(fake, req, "gpt-image-1")
     (call,) = fake.calls

@@ -15,11 +15,10 @@ import pytest
 from PIL import Image
 
 import adapter_support
-from adapter_support import openai_mask
+from adapter_support import adapter, edit, gen, openai_mask, upstream_failure
 from fakes.bfl import FakeBFL, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
+from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.bfl import BFLProvider, snap_side
 from imagegate.upstream.fetch import SafeFetcher
@@ -27,15 +26,9 @@ from request_support import image_request
 
 
 @pytest.fixture(scope="module")
-def running() -> Iterator[FakeBFL]:
-    with serve_fake(FakeBFL()) as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(running: FakeBFL) -> FakeBFL:
-    running.reset()
-    return running
+def server() -> Iterator[FakeBFL]:
+    with serve_fake(FakeBFL()) as running:
+        yield running
 
 
 def netloc(url: str) -> str:
@@ -54,7 +47,6 @@ async def bfl(
         "result_hosts": [netloc(fake.delivery_url)],
         **options,
     }
-    config = ProviderConfig(id="bfl", type="bfl", base_url=fake.url, api_key=key, options=options)
     allowed = [netloc(fake.url)] + ([netloc(fake.delivery_url)] if trust_delivery else [])
     async with (
         httpx.AsyncClient() as http,
@@ -64,20 +56,11 @@ async def bfl(
         async def fetch(url: str) -> bytes:
             return await fetcher.fetch(url, param="upstream")
 
-        yield BFLProvider(config, ProviderContext(http, fetch))
+        context = ProviderContext(http, fetch)
+        yield adapter(BFLProvider, context, base_url=fake.url, api_key=key, **options)
 
 
 png = partial(adapter_support.png, mode="RGBA")
-
-
-def gen(**fields: Any) -> ImageRequest:
-    fields.setdefault("prompt", "a red fox")
-    return image_request(operation="generate", model="m", **fields)
-
-
-def edit(images: list[InputImage], **fields: Any) -> ImageRequest:
-    fields.setdefault("prompt", "make it blue")
-    return image_request(operation="edit", model="m", images=images, **fields)
 
 
 async def failure(fake: FakeBFL, request: ImageRequest, model: str = "flux-pro-1.1") -> Any:
@@ -276,9 +259,8 @@ async def test_failed_tasks_are_retryable(fake: FakeBFL, status: str) -> None:
 async def test_a_task_that_never_finishes_times_out(fake: FakeBFL) -> None:
     fake.outcome = "Pending"
     async with bfl(fake, poll_timeout_s=0.2) as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "flux-pro-1.1")
-    assert info.value.timeout and info.value.retryable and info.value.status == 504
+        error = await upstream_failure(provider, gen(), "flux-pro-1.1")
+    assert error.timeout and error.retryable and error.status == 504
     assert len(fake.poll_keys) >= 2
 
 
@@ -292,17 +274,15 @@ async def test_the_key_is_not_sent_to_a_foreign_polling_host(fake: FakeBFL) -> N
 
 async def test_sample_urls_must_come_from_the_result_hosts(fake: FakeBFL) -> None:
     async with bfl(fake, result_hosts=["delivery.example.com"]) as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "flux-pro-1.1")
-    assert info.value.retryable and "unexpected host" in info.value.message
+        error = await upstream_failure(provider, gen(), "flux-pro-1.1")
+    assert error.retryable and "unexpected host" in error.message
     assert fake.samples  # the sample existed; it was never fetched
 
 
 async def test_an_unfetchable_sample_fails_over(fake: FakeBFL) -> None:
     async with bfl(fake, trust_delivery=False) as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "flux-pro-1.1")
-    assert info.value.retryable and info.value.status == 502
+        error = await upstream_failure(provider, gen(), "flux-pro-1.1")
+    assert error.retryable and error.status == 502
 
 
 # --- HTTP errors -----------------------------------------------------------------------
@@ -310,10 +290,9 @@ async def test_an_unfetchable_sample_fails_over(fake: FakeBFL) -> None:
 
 async def test_a_bad_key_is_retryable(fake: FakeBFL) -> None:
     async with bfl(fake, key="wrong") as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "flux-pro-1.1")
-    assert info.value.retryable and info.value.status == 403
-    assert "Not authenticated" in info.value.message
+        error = await upstream_failure(provider, gen(), "flux-pro-1.1")
+    assert error.retryable and error.status == 403
+    assert "Not authenticated" in error.message
 
 
 @pytest.mark.parametrize("status", [401, 402, 404, 500, 503])

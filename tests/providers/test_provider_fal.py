@@ -11,14 +11,12 @@ import pytest
 from PIL import Image
 
 import adapter_support
+from adapter_support import adapter, edit, gen, refusal, upstream_failure
 from fakes.fal import FakeFal, decode_data_url, serve_fake
 from imagegate.catalog.catalog import Catalog
-from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
+from imagegate.core.errors import InvalidRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.fal import FalProvider
-from request_support import image_request
 
 SCHNELL = "fal-ai/flux/schnell"
 PRO = "fal-ai/flux-pro/v1.1"
@@ -33,38 +31,16 @@ def server() -> Iterator[FakeFal]:
         yield running
 
 
-@pytest.fixture
-def fake(server: FakeFal) -> FakeFal:
-    server.reset()
-    return server
-
-
 def provider(
     fake: FakeFal, context: ProviderContext, key: str = "fal-fake", **options: Any
 ) -> FalProvider:
     options = {"poll_interval_s": 0.02, "run_url": f"{fake.url}/run", **options}
-    config = ProviderConfig(
-        id="fal",
-        type="fal",
-        base_url=f"{fake.url}/queue",
-        api_key=key,
-        timeout_s=20,
-        options=options,
+    return adapter(
+        FalProvider, context, base_url=f"{fake.url}/queue", api_key=key, timeout_s=20, **options
     )
-    return FalProvider(config, context)
 
 
 png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
-
-
-def gen(prompt: str = "a red fox", **kwargs: Any) -> ImageRequest:
-    return image_request(operation="generate", model="m", prompt=prompt, **kwargs)
-
-
-def edit(images: list[InputImage], **kwargs: Any) -> ImageRequest:
-    return image_request(
-        operation="edit", model="m", prompt="make it blue", images=images, **kwargs
-    )
 
 
 def sent_mask(fake: FakeFal) -> Image.Image:
@@ -225,15 +201,13 @@ async def test_mask_is_refused_by_models_without_one(
     fake: FakeFal, context: ProviderContext
 ) -> None:
     request = edit([png(64, 64)], mask=png(64, 64, hole=(0, 0, 8, 8)))
-    with pytest.raises(InvalidRequest) as caught:
-        await provider(fake, context).run(request, KONTEXT)
-    assert caught.value.param == "mask" and not fake.calls
+    error = await refusal(provider(fake, context), request, KONTEXT)
+    assert error.param == "mask" and not fake.calls
 
 
 async def test_too_many_input_images(fake: FakeFal, context: ProviderContext) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        await provider(fake, context).run(edit([png(64, 64)] * 3), IMG2IMG)
-    assert caught.value.code == "too_many_images" and "at most 1" in caught.value.message
+    error = await refusal(provider(fake, context), edit([png(64, 64)] * 3), IMG2IMG)
+    assert error.code == "too_many_images" and "at most 1" in error.message
 
 
 # -- safety -----------------------------------------------------------------------------
@@ -248,21 +222,21 @@ async def test_flagged_images_are_dropped(fake: FakeFal, context: ProviderContex
 async def test_all_images_flagged_is_a_content_policy_violation(
     fake: FakeFal, context: ProviderContext
 ) -> None:
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen("nsfw scene"), SCHNELL)
-    assert not caught.value.retryable
-    assert caught.value.client_error is not None
-    assert caught.value.client_error.code == "content_policy_violation"
+    error = await upstream_failure(provider(fake, context), gen("nsfw scene"), SCHNELL)
+    assert not error.retryable
+    assert error.client_error is not None
+    assert error.client_error.code == "content_policy_violation"
 
 
 @pytest.mark.parametrize("mode", ["queue", "sync"])
 async def test_content_checker_rejection(
     fake: FakeFal, context: ProviderContext, mode: str
 ) -> None:
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context, mode=mode).run(gen("forbidden thing"), SCHNELL)
-    client = caught.value.client_error
-    assert not caught.value.retryable and isinstance(client, InvalidRequest)
+    error = await upstream_failure(
+        provider(fake, context, mode=mode), gen("forbidden thing"), SCHNELL
+    )
+    client = error.client_error
+    assert not error.retryable and isinstance(client, InvalidRequest)
     assert client.code == "content_policy_violation"
     assert "flagged by a content checker" in client.message
 
@@ -271,17 +245,15 @@ async def test_content_checker_rejection(
 
 
 async def test_bad_key_is_retryable(fake: FakeFal, context: ProviderContext) -> None:
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context, key="nope").run(gen(), SCHNELL)
-    assert caught.value.status == 401 and caught.value.retryable
-    assert "Invalid key" in caught.value.message
+    error = await upstream_failure(provider(fake, context, key="nope"), gen(), SCHNELL)
+    assert error.status == 401 and error.retryable
+    assert "Invalid key" in error.message
 
 
 async def test_rate_limit_keeps_retry_after(fake: FakeFal, context: ProviderContext) -> None:
     fake.http_error = (429, "Too many concurrent requests", {"Retry-After": "3"})
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(), SCHNELL)
-    assert caught.value.retryable and caught.value.retry_after_s == 3.0
+    error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
+    assert error.retryable and error.retry_after_s == 3.0
 
 
 @pytest.mark.parametrize("mode", ["queue", "sync"])
@@ -289,25 +261,24 @@ async def test_server_error_is_retryable(
     fake: FakeFal, context: ProviderContext, mode: str
 ) -> None:
     fake.http_error = (500, "Internal server error", {})
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context, mode=mode).run(gen(), SCHNELL)
-    assert caught.value.retryable and caught.value.status == 500
+    error = await upstream_failure(provider(fake, context, mode=mode), gen(), SCHNELL)
+    assert error.retryable and error.status == 500
 
 
 async def test_a_retryable_marked_failure_is_never_the_callers(
     fake: FakeFal, context: ProviderContext
 ) -> None:
     fake.http_error = (400, "runner disconnected", {"X-Fal-Retryable": "true"})
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(), SCHNELL)
-    assert caught.value.retryable and caught.value.client_error is None
+    error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
+    assert error.retryable and error.client_error is None
 
 
 async def test_validation_error_is_the_callers(fake: FakeFal, context: ProviderContext) -> None:
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(extra={"num_inference_steps": 50}), SCHNELL)
-    client = caught.value.client_error
-    assert not caught.value.retryable and isinstance(client, InvalidRequest)
+    error = await upstream_failure(
+        provider(fake, context), gen(extra={"num_inference_steps": 50}), SCHNELL
+    )
+    client = error.client_error
+    assert not error.retryable and isinstance(client, InvalidRequest)
     assert "less than or equal to 12" in client.message
     assert client.param == "num_inference_steps"
 
@@ -323,9 +294,8 @@ async def test_dev_endpoints_take_fals_default_step_count(
 
 async def test_input_errors_name_the_openai_field(fake: FakeFal, context: ProviderContext) -> None:
     fake.image_too_large = True
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(edit([png(64, 64)]), KONTEXT)
-    client = caught.value.client_error
+    error = await upstream_failure(provider(fake, context), edit([png(64, 64)]), KONTEXT)
+    client = error.client_error
     assert isinstance(client, InvalidRequest) and client.param == "image"
     assert "too large" in client.message
 
@@ -334,16 +304,14 @@ async def test_images_on_unexpected_hosts_are_refused(
     fake: FakeFal, context: ProviderContext
 ) -> None:
     fake.foreign_output = True
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(), SCHNELL)
-    assert caught.value.retryable and "unexpected host" in caught.value.message
+    error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
+    assert error.retryable and "unexpected host" in error.message
 
 
 async def test_timeout_cancels_the_request(fake: FakeFal, context: ProviderContext) -> None:
     fake.never_complete = True
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context, poll_timeout_s=0.3).run(gen(), SCHNELL)
-    assert caught.value.timeout and caught.value.retryable and caught.value.status == 504
+    error = await upstream_failure(provider(fake, context, poll_timeout_s=0.3), gen(), SCHNELL)
+    assert error.timeout and error.retryable and error.status == 504
     assert fake.calls[-1].method == "PUT" and fake.calls[-1].path.endswith("/cancel")
     [entry] = fake.requests.values()
     assert entry["cancelled"]

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from adapter_support import png
+from adapter_support import adapter, png, refusal, upstream_failure
 from fakes.google_genai import FakeGoogle, dims_for, serve_fake
 from imagegate.catalog.catalog import Catalog, builtin_providers
-from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.errors import InvalidRequest
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
@@ -23,37 +23,18 @@ PRO = "gemini-3-pro-image"
 
 
 @pytest.fixture(scope="module")
-def fake() -> Iterator[FakeGoogle]:
+def server() -> Iterator[FakeGoogle]:
     with serve_fake(FakeGoogle()) as running:
         yield running
 
 
-@pytest.fixture(autouse=True)
-def _reset(fake: FakeGoogle) -> None:
-    fake.calls.clear()
-    fake.fail_status = fake.fail_status_name = fake.retry_delay = fake.retry_after = None
-    fake.thinking = fake.prepay_depleted = False
-    fake.api_key = "gk-fake"
-
-
 def provider(fake: FakeGoogle, context: ProviderContext, **options: Any) -> GoogleProvider:
-    config = ProviderConfig(
-        id="google", type="google", base_url=fake.url, api_key="gk-fake", options=options
-    )
-    return GoogleProvider(config, context)
+    return adapter(GoogleProvider, context, base_url=fake.url, api_key="gk-fake", **options)
 
 
 def request(operation: str = "generate", **fields: Any) -> ImageRequest:
     fields.setdefault("prompt", "a lighthouse at dusk")
     return image_request(operation=operation, model="google/x", **fields)
-
-
-async def upstream_failure(
-    fake: FakeGoogle, context: ProviderContext, req: ImageRequest, model: str = FLASH
-) -> UpstreamError:
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(req, model)
-    return info.value
 
 
 # --- Gemini generateContent --------------------------------------------------------------
@@ -181,9 +162,8 @@ async def test_edit_with_a_mask_is_refused_before_any_call(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     req = request("edit", images=[png(64, 64)], mask=png(64, 64))
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(req, FLASH)
-    assert (info.value.param, info.value.code) == ("mask", "unsupported_parameter")
+    error = await refusal(provider(fake, context), req, FLASH)
+    assert (error.param, error.code) == ("mask", "unsupported_parameter")
     assert fake.calls == []
 
 
@@ -191,18 +171,16 @@ async def test_too_many_input_images_names_the_limit(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     req = request("edit", images=[png(16, 16)] * 15)
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(req, FLASH)
-    assert (info.value.param, info.value.code) == ("image", "too_many_images")
-    assert "at most 14" in info.value.message
+    error = await refusal(provider(fake, context), req, FLASH)
+    assert (error.param, error.code) == ("image", "too_many_images")
+    assert "at most 14" in error.message
     assert fake.calls == []
 
 
 async def test_variation_is_not_offered(fake: FakeGoogle, context: ProviderContext) -> None:
     req = request("variation", prompt=None, images=[png(64, 64)])
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(req, FLASH)
-    assert info.value.code == "unsupported_operation"
+    error = await refusal(provider(fake, context), req, FLASH)
+    assert error.code == "unsupported_operation"
 
 
 # --- errors and refusals ----------------------------------------------------------------
@@ -210,7 +188,7 @@ async def test_variation_is_not_offered(fake: FakeGoogle, context: ProviderConte
 
 async def test_bad_key_fails_over_like_a_401(fake: FakeGoogle, context: ProviderContext) -> None:
     fake.api_key = "another-key"
-    error = await upstream_failure(fake, context, request())
+    error = await upstream_failure(provider(fake, context), request(), FLASH)
     assert error.retryable and error.status == 401
     assert "API key not valid" in error.message
 
@@ -228,7 +206,7 @@ async def test_server_and_account_errors_fail_over(
     fake: FakeGoogle, context: ProviderContext, status: int, name: str | None, retryable: bool
 ) -> None:
     fake.fail_status, fake.fail_status_name = status, name
-    error = await upstream_failure(fake, context, request())
+    error = await upstream_failure(provider(fake, context), request(), FLASH)
     assert error.retryable is retryable
     assert error.client_error is None
 
@@ -237,7 +215,7 @@ async def test_depleted_prepay_credits_are_ours_and_not_waited_out(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     fake.prepay_depleted, fake.retry_after = True, "30"
-    error = await upstream_failure(fake, context, request())
+    error = await upstream_failure(provider(fake, context), request(), FLASH)
     assert (error.status, error.retryable, error.ours) == (402, True, True)
     assert error.client_error is None and error.retry_after_s is None
 
@@ -246,12 +224,12 @@ async def test_429_takes_retry_info_or_retry_after(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     fake.fail_status, fake.retry_delay = 429, "7s"
-    error = await upstream_failure(fake, context, request())
+    error = await upstream_failure(provider(fake, context), request(), FLASH)
     assert (error.retryable, error.status, error.retry_after_s) == (True, 429, 7.0)
     assert "RESOURCE_EXHAUSTED" in error.message
 
     fake.retry_delay, fake.retry_after = None, "3"
-    error = await upstream_failure(fake, context, request())
+    error = await upstream_failure(provider(fake, context), request(), FLASH)
     assert error.retry_after_s == 3.0
 
 
@@ -259,9 +237,8 @@ async def test_invalid_argument_is_the_callers_error_with_the_upstream_message(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     gemini = provider(fake, context, models={FLASH: {"aspect_ratios": ["7:3"]}})
-    with pytest.raises(UpstreamError) as info:
-        await gemini.run(request(), FLASH)
-    error = info.value
+    error = await upstream_failure(gemini, request(), FLASH)
+    error = error
     assert not error.retryable
     assert isinstance(error.client_error, InvalidRequest)
     assert error.client_error.status == 400
@@ -274,7 +251,7 @@ async def test_unknown_upstream_model_fails_over(
 ) -> None:
     """The upstream model id comes from our catalog, not the caller: a 404 for it is a stale
     catalog entry, so another endpoint may still serve the request."""
-    error = await upstream_failure(fake, context, request(), model="gemini-0-image")
+    error = await upstream_failure(provider(fake, context), request(), "gemini-0-image")
     assert error.retryable and error.status == 404
     assert "gemini-0-image" in error.message
 
@@ -283,7 +260,7 @@ async def test_unknown_upstream_model_fails_over(
 async def test_safety_refusals_are_content_policy_violations(
     fake: FakeGoogle, context: ProviderContext, prompt: str
 ) -> None:
-    error = await upstream_failure(fake, context, request(prompt=prompt))
+    error = await upstream_failure(provider(fake, context), request(prompt=prompt), FLASH)
     assert not error.retryable
     assert error.client_error is not None
     assert (error.client_error.status, error.client_error.code) == (
@@ -298,7 +275,7 @@ async def test_safety_refusals_are_content_policy_violations(
 async def test_an_answer_without_an_image_fails_over(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
-    error = await upstream_failure(fake, context, request(prompt="chatty: a cat"))
+    error = await upstream_failure(provider(fake, context), request(prompt="chatty: a cat"), FLASH)
     assert error.retryable and error.status == 502
     assert "rather describe it in words" in error.message
 
@@ -349,7 +326,7 @@ async def test_imagen_filtered_images_are_content_policy_violations(
     fake: FakeGoogle, context: ProviderContext
 ) -> None:
     error = await upstream_failure(
-        fake, context, request(prompt="forbidden: x"), model="imagen-4.0-generate-001"
+        provider(fake, context), request(prompt="forbidden: x"), "imagen-4.0-generate-001"
     )
     assert error.client_error is not None
     assert error.client_error.code == "content_policy_violation"
@@ -358,9 +335,8 @@ async def test_imagen_filtered_images_are_content_policy_violations(
 
 async def test_imagen_does_not_edit(fake: FakeGoogle, context: ProviderContext) -> None:
     req = request("edit", images=[png(64, 64)])
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(req, "imagen-4.0-generate-001")
-    assert info.value.code == "unsupported_operation"
+    error = await refusal(provider(fake, context), req, "imagen-4.0-generate-001")
+    assert error.code == "unsupported_operation"
     assert fake.calls == []
 
 

@@ -10,14 +10,13 @@ import httpx
 import pytest
 from PIL import Image
 
-from adapter_support import png
+from adapter_support import png, run_once, white_mask
 from fakes.openai_platform import Failure, FakeOpenAIPlatform, serve
 from imagegate.core.errors import InvalidRequest, UpstreamError
 from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, ImageResult, InputImage
+from imagegate.core.types import ImageRequest, ImageResult
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.openai.provider import OpenAIProvider, upstream_size
-from imagegate.upstream.fetch import SafeFetcher
 from request_support import image_request
 
 
@@ -25,16 +24,6 @@ from request_support import image_request
 def server() -> Iterator[FakeOpenAIPlatform]:
     with serve(FakeOpenAIPlatform()) as fake:
         yield fake
-
-
-@pytest.fixture
-def fake(server: FakeOpenAIPlatform) -> FakeOpenAIPlatform:
-    server.calls.clear()
-    server.failures.clear()
-    server.urls_always = False
-    server.account = None
-    server.retired.clear()
-    return server
 
 
 async def run(
@@ -45,20 +34,10 @@ async def run(
     api_key: str = "sk-test",
     **options: Any,
 ) -> ImageResult:
-    host = fake.url.removeprefix("http://")
-    async with httpx.AsyncClient() as http:
-        fetcher = SafeFetcher(allow_hosts=[host], max_bytes=16 * 1024 * 1024, client=http)
-        provider = OpenAIProvider(
-            ProviderConfig(
-                id="openai",
-                type="openai",
-                base_url=f"{fake.url}/v1",
-                api_key=api_key,
-                options=options,
-            ),
-            ProviderContext(http, lambda url: fetcher.fetch(url, param="upstream")),
-        )
-        return await provider.run(request, model)
+    base_url = f"{fake.url}/v1"
+    return await run_once(
+        OpenAIProvider, fake.url, request, model, base_url=base_url, api_key=api_key, **options
+    )
 
 
 def request(operation: str = "generate", **kwargs: Any) -> ImageRequest:
@@ -235,11 +214,7 @@ def mask_alpha(call_mask: bytes) -> Image.Image:
 
 async def test_edit_with_white_means_edit_mask_is_converted(fake: FakeOpenAIPlatform) -> None:
     image = png(64, 64)
-    mask_img = Image.new("L", (64, 64), 0)
-    mask_img.paste(255, (0, 0, 32, 64))  # left half white: edit there
-    buffer = io.BytesIO()
-    mask_img.save(buffer, "PNG")
-    mask = InputImage(buffer.getvalue(), "png", 64, 64)
+    mask = white_mask(64, 64, (0, 0, 32, 64))  # left half white: edit there
     await run(fake, request("edit", images=[image], mask=mask), "gpt-image-1")
     (call,) = fake.calls
     assert [data for _, data in call.files["image"]] == [image.data]
@@ -248,11 +223,8 @@ async def test_edit_with_white_means_edit_mask_is_converted(fake: FakeOpenAIPlat
 
 
 async def test_edit_with_openai_mask_keeps_its_meaning(fake: FakeOpenAIPlatform) -> None:
-    mask_img = Image.new("RGBA", (64, 64), (0, 0, 0, 255))
-    mask_img.paste((0, 0, 0, 0), (0, 32, 64, 64))  # bottom half transparent: edit there
-    buffer = io.BytesIO()
-    mask_img.save(buffer, "PNG")
-    mask = InputImage(buffer.getvalue(), "png", 64, 64)
+    bottom_half = (0, 32, 64, 64)  # transparent: edit there
+    mask = png(64, 64, mode="RGBA", colour=(0, 0, 0, 255), hole=bottom_half)
     req = request("edit", images=[png(64, 64)], mask=mask, size="512x512", width=512, height=512)
     result = await run(fake, req, "dall-e-2")
     (call,) = fake.calls

@@ -11,11 +11,10 @@ import pytest
 from PIL import Image
 
 import adapter_support
+from adapter_support import adapter, edit, gen, refusal, upstream_failure
 from fakes.replicate import VERSIONED, FakeReplicate, decode_data_url, serve_fake
 from imagegate.catalog.catalog import Catalog
-from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, InputImage
+from imagegate.core.errors import InvalidRequest
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.replicate import ReplicateProvider
 from request_support import image_request
@@ -32,38 +31,21 @@ def server() -> Iterator[FakeReplicate]:
         yield running
 
 
-@pytest.fixture
-def fake(server: FakeReplicate) -> FakeReplicate:
-    server.reset()
-    return server
-
-
 def provider(
     fake: FakeReplicate, context: ProviderContext, token: str = "r8_fake", **options: Any
 ) -> ReplicateProvider:
     options = {"poll_interval_s": 0.02, **options}
-    config = ProviderConfig(
-        id="replicate",
-        type="replicate",
+    return adapter(
+        ReplicateProvider,
+        context,
         base_url=f"{fake.url}/v1",
         api_key=token,
         timeout_s=20,
-        options=options,
+        **options,
     )
-    return ReplicateProvider(config, context)
 
 
 png = partial(adapter_support.png, mode="RGBA", colour=(200, 100, 50, 255))
-
-
-def gen(prompt: str = "a red fox", **kwargs: Any) -> ImageRequest:
-    return image_request(operation="generate", model="m", prompt=prompt, **kwargs)
-
-
-def edit(images: list[InputImage], **kwargs: Any) -> ImageRequest:
-    return image_request(
-        operation="edit", model="m", prompt="make it blue", images=images, **kwargs
-    )
 
 
 # -- generate ---------------------------------------------------------------------------
@@ -210,40 +192,32 @@ async def test_asynchronous_create_without_prefer_header(
     assert len(result.images) == 1
 
 
-async def test_failed_prediction_is_retryable(
-    fake: FakeReplicate, context: ProviderContext
+@pytest.mark.parametrize(
+    ("outcome", "said"),
+    [("failed", "CUDA out of memory"), ("canceled", "canceled")],
+    ids=["failed", "canceled"],
+)
+async def test_failed_or_canceled_prediction_is_retryable(
+    fake: FakeReplicate, context: ProviderContext, outcome: str, said: str
 ) -> None:
-    fake.outcome = "failed"
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(), SCHNELL)
-    assert caught.value.retryable
-    assert "CUDA out of memory" in caught.value.message
+    fake.outcome = outcome
+    error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
+    assert error.retryable
+    assert said in error.message
 
 
 async def test_failed_after_polling(fake: FakeReplicate, context: ProviderContext) -> None:
     fake.outcome, fake.polls_before_done = "failed", 1
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context, wait_s=1).run(gen(), SCHNELL)
-    assert caught.value.retryable and caught.value.status == 502
-
-
-async def test_canceled_prediction_is_retryable(
-    fake: FakeReplicate, context: ProviderContext
-) -> None:
-    fake.outcome = "canceled"
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(), SCHNELL)
-    assert caught.value.retryable
-    assert "canceled" in caught.value.message
+    error = await upstream_failure(provider(fake, context, wait_s=1), gen(), SCHNELL)
+    assert error.retryable and error.status == 502
 
 
 async def test_nsfw_failure_is_a_content_policy_violation(
     fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen("nsfw please"), SCHNELL)
-    assert not caught.value.retryable
-    client = caught.value.client_error
+    error = await upstream_failure(provider(fake, context), gen("nsfw please"), SCHNELL)
+    assert not error.retryable
+    client = error.client_error
     assert isinstance(client, InvalidRequest)
     assert client.code == "content_policy_violation"
     assert "NSFW content detected" in client.message
@@ -253,10 +227,9 @@ async def test_timeout_cancels_the_prediction(
     fake: FakeReplicate, context: ProviderContext
 ) -> None:
     fake.outcome, fake.polls_before_done = "never", 1
-    adapter = provider(fake, context, wait_s=1, poll_timeout_s=0.3)
-    with pytest.raises(UpstreamError) as caught:
-        await adapter.run(gen(), SCHNELL)
-    assert caught.value.timeout and caught.value.retryable and caught.value.status == 504
+    slow = provider(fake, context, wait_s=1, poll_timeout_s=0.3)
+    error = await upstream_failure(slow, gen(), SCHNELL)
+    assert error.timeout and error.retryable and error.status == 504
     assert fake.calls[-1].method == "POST" and fake.calls[-1].path.endswith("/cancel")
     [prediction] = fake.predictions.values()
     assert prediction["status"] == "canceled"
@@ -266,9 +239,8 @@ async def test_timeout_cancels_the_prediction(
 
 
 async def test_bad_token_is_retryable(fake: FakeReplicate, context: ProviderContext) -> None:
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context, token="wrong").run(gen(), SCHNELL)
-    assert caught.value.status == 401 and caught.value.retryable
+    error = await upstream_failure(provider(fake, context, token="wrong"), gen(), SCHNELL)
+    assert error.status == 401 and error.retryable
 
 
 async def test_throttling_keeps_retry_after(fake: FakeReplicate, context: ProviderContext) -> None:
@@ -277,25 +249,22 @@ async def test_throttling_keeps_retry_after(fake: FakeReplicate, context: Provid
         "Request was throttled. Expected available in 7 seconds.",
         {"Retry-After": "7"},
     )
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(), SCHNELL)
-    assert caught.value.retryable and caught.value.retry_after_s == 7.0
+    error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
+    assert error.retryable and error.retry_after_s == 7.0
 
 
 async def test_server_error_is_retryable(fake: FakeReplicate, context: ProviderContext) -> None:
     fake.http_error = (500, "Internal server error", {})
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(), SCHNELL)
-    assert caught.value.retryable and caught.value.status == 500
+    error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
+    assert error.retryable and error.status == 500
 
 
 async def test_validation_error_is_the_callers_with_upstream_detail(
     fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(extra={"bogus": 1}), SCHNELL)
-    assert not caught.value.retryable
-    client = caught.value.client_error
+    error = await upstream_failure(provider(fake, context), gen(extra={"bogus": 1}), SCHNELL)
+    assert not error.retryable
+    client = error.client_error
     assert isinstance(client, InvalidRequest) and client.status == 400
     assert "Additional property bogus is not allowed" in client.message
 
@@ -304,9 +273,8 @@ async def test_outputs_on_unexpected_hosts_are_refused(
     fake: FakeReplicate, context: ProviderContext
 ) -> None:
     fake.foreign_output = True
-    with pytest.raises(UpstreamError) as caught:
-        await provider(fake, context).run(gen(), SCHNELL)
-    assert caught.value.retryable and "unexpected host" in caught.value.message
+    error = await upstream_failure(provider(fake, context), gen(), SCHNELL)
+    assert error.retryable and "unexpected host" in error.message
 
 
 # -- edits ------------------------------------------------------------------------------
@@ -336,11 +304,10 @@ async def test_instruction_edit_with_an_explicit_size_asks_for_its_ratio(
 async def test_mask_is_refused_by_instruction_models(
     fake: FakeReplicate, context: ProviderContext
 ) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        await provider(fake, context).run(
-            edit([png(64, 64)], mask=png(64, 64, hole=(0, 0, 8, 8))), KONTEXT
-        )
-    assert caught.value.param == "mask"
+    error = await refusal(
+        provider(fake, context), edit([png(64, 64)], mask=png(64, 64, hole=(0, 0, 8, 8))), KONTEXT
+    )
+    assert error.param == "mask"
     assert not fake.calls
 
 
@@ -379,10 +346,9 @@ async def test_masked_model_without_any_mask_edits_everywhere(
 
 
 async def test_too_many_input_images(fake: FakeReplicate, context: ProviderContext) -> None:
-    with pytest.raises(InvalidRequest) as caught:
-        await provider(fake, context).run(edit([png(64, 64), png(64, 64)]), KONTEXT)
-    assert caught.value.code == "too_many_images" and caught.value.param == "image"
-    assert "at most 1" in caught.value.message
+    error = await refusal(provider(fake, context), edit([png(64, 64), png(64, 64)]), KONTEXT)
+    assert error.code == "too_many_images" and error.param == "image"
+    assert "at most 1" in error.message
 
 
 async def test_variations_are_not_offered(fake: FakeReplicate, context: ProviderContext) -> None:

@@ -13,10 +13,9 @@ import pytest
 from PIL import Image
 
 import adapter_support
-from adapter_support import openai_mask
+from adapter_support import adapter, no_fetch, openai_mask, upstream_failure
 from fakes.stability import FakeStability, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
-from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest, InputImage
 from imagegate.providers.base import ProviderContext
 from imagegate.providers.stability import StabilityProvider
@@ -24,43 +23,23 @@ from request_support import image_request
 
 
 @pytest.fixture(scope="module")
-def running() -> Iterator[FakeStability]:
-    with serve_fake(FakeStability()) as fake:
-        yield fake
-
-
-@pytest.fixture
-def fake(running: FakeStability) -> FakeStability:
-    running.reset()
-    return running
-
-
-async def no_fetch(url: str) -> bytes:
-    raise AssertionError(f"the stability adapter fetched a URL: {url}")
+def server() -> Iterator[FakeStability]:
+    with serve_fake(FakeStability()) as running:
+        yield running
 
 
 @asynccontextmanager
 async def stability(
     fake: FakeStability, *, key: str = "sk-stability-fake", **options: Any
 ) -> AsyncIterator[StabilityProvider]:
-    config = ProviderConfig(
-        id="stability", type="stability", base_url=fake.url, api_key=key, options=options
-    )
     async with httpx.AsyncClient() as http:
-        yield StabilityProvider(config, ProviderContext(http, no_fetch))
+        context = ProviderContext(http, no_fetch)  # the adapter never fetches a URL
+        yield adapter(StabilityProvider, context, base_url=fake.url, api_key=key, **options)
 
 
 png = partial(adapter_support.png, mode="RGBA")
-
-
-def gen(**fields: Any) -> ImageRequest:
-    fields.setdefault("prompt", "a lighthouse at dusk")
-    return image_request(operation="generate", model="m", **fields)
-
-
-def edit(images: list[InputImage], **fields: Any) -> ImageRequest:
-    fields.setdefault("prompt", "paint it green")
-    return image_request(operation="edit", model="m", images=images, **fields)
+gen = partial(adapter_support.gen, prompt="a lighthouse at dusk")
+edit = partial(adapter_support.edit, prompt="paint it green")
 
 
 async def failure(fake: FakeStability, request: ImageRequest, model: str = "core") -> Any:
@@ -236,9 +215,8 @@ async def test_a_filtered_output_is_a_content_policy_violation(fake: FakeStabili
 
 async def test_a_bad_key_is_retryable(fake: FakeStability) -> None:
     async with stability(fake, key="sk-wrong") as provider:
-        with pytest.raises(UpstreamError) as info:
-            await provider.run(gen(), "core")
-    assert info.value.retryable and info.value.status == 401
+        error = await upstream_failure(provider, gen(), "core")
+    assert error.retryable and error.status == 401
 
 
 @pytest.mark.parametrize(

@@ -6,10 +6,9 @@ import base64
 from collections.abc import Iterator
 from typing import Any
 
-import httpx
 import pytest
 
-from adapter_support import png
+from adapter_support import adapter, default_base_url, png, refusal, upstream_failure
 from fakes.http_server import free_port
 from fakes.together import KNOWN_FIELDS, FakeTogether, serve_fake
 from imagegate.core.errors import InvalidRequest, UpstreamError
@@ -24,8 +23,8 @@ SCHNELL = "black-forest-labs/FLUX.1-schnell"
 KONTEXT = "black-forest-labs/FLUX.1-kontext-pro"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeTogether]:
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeTogether]:
     with serve_fake(FakeTogether()) as running:
         yield running
 
@@ -33,15 +32,14 @@ def fake() -> Iterator[FakeTogether]:
 def provider(
     fake: FakeTogether, context: ProviderContext, api_key: str | None = None, **options: Any
 ) -> TogetherProvider:
-    config = ProviderConfig(
-        id="together",
-        type="together",
+    return adapter(
+        TogetherProvider,
+        context,
         base_url=f"{fake.url}/v1",
         api_key=api_key or fake.api_key,
         timeout_s=10,
-        options=options,
+        **options,
     )
-    return TogetherProvider(config, context)
 
 
 def request(**fields: Any) -> ImageRequest:
@@ -52,8 +50,8 @@ def request(**fields: Any) -> ImageRequest:
 async def test_generate_sends_documented_fields_and_decodes_base64(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
-    adapter = provider(fake, context)
-    result = await adapter.run(
+    together = provider(fake, context)
+    result = await together.run(
         request(size="1024x768", width=1024, height=768, seed=7, extra={"steps": 4}), SCHNELL
     )
     [call] = fake.calls
@@ -76,11 +74,11 @@ async def test_generate_sends_documented_fields_and_decodes_base64(
 async def test_output_format_png_is_passed_and_webp_left_to_the_gateway(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
-    adapter = provider(fake, context)
-    result = await adapter.run(request(output_format="png"), SCHNELL)
+    together = provider(fake, context)
+    result = await together.run(request(output_format="png"), SCHNELL)
     assert fake.calls[0].body["output_format"] == "png"
     assert result.images[0].format == "png"
-    await adapter.run(request(output_format="webp"), SCHNELL)
+    await together.run(request(output_format="webp"), SCHNELL)
     assert "output_format" not in fake.calls[1].body
 
 
@@ -96,9 +94,10 @@ async def test_a_result_url_that_fails_is_retryable(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
     fake.break_urls = True
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context, response_format="url").run(request(), SCHNELL)
-    assert info.value.retryable
+    error = await upstream_failure(
+        provider(fake, context, response_format="url"), request(), SCHNELL
+    )
+    assert error.retryable
 
 
 @pytest.mark.parametrize(
@@ -158,23 +157,25 @@ async def test_kontext_edit_sends_the_image_as_a_data_url(
 async def test_edit_with_a_mask_is_refused_before_any_call(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(
-            request(operation="edit", images=[png(64, 64)], mask=png(64, 64)), KONTEXT
-        )
-    assert info.value.param == "mask"
+    error = await refusal(
+        provider(fake, context),
+        request(operation="edit", images=[png(64, 64)], mask=png(64, 64)),
+        KONTEXT,
+    )
+    assert error.param == "mask"
     assert fake.calls == []
 
 
 async def test_edit_with_two_images_names_the_limit(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(
-            request(operation="edit", images=[png(64, 64), png(64, 64)]), KONTEXT
-        )
-    assert (info.value.param, info.value.code) == ("image", "too_many_images")
-    assert "at most 1" in info.value.message
+    error = await refusal(
+        provider(fake, context),
+        request(operation="edit", images=[png(64, 64), png(64, 64)]),
+        KONTEXT,
+    )
+    assert (error.param, error.code) == ("image", "too_many_images")
+    assert "at most 1" in error.message
 
 
 async def test_variation_is_not_supported(fake: FakeTogether, context: ProviderContext) -> None:
@@ -185,9 +186,8 @@ async def test_variation_is_not_supported(fake: FakeTogether, context: ProviderC
 
 
 async def test_wrong_key_fails_over(fake: FakeTogether, context: ProviderContext) -> None:
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context, api_key="wrong").run(request(), SCHNELL)
-    assert (info.value.status, info.value.retryable) == (401, True)
+    error = await upstream_failure(provider(fake, context, api_key="wrong"), request(), SCHNELL)
+    assert (error.status, error.retryable) == (401, True)
 
 
 @pytest.mark.parametrize(
@@ -203,21 +203,19 @@ async def test_upstream_failures_are_retryable(
 ) -> None:
     fake.fail = (status, "The engine is currently overloaded", None)
     fake.retry_after = retry_after
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), SCHNELL)
-    assert info.value.retryable
-    assert info.value.status == status
-    assert info.value.retry_after_s == expected_wait
+    error = await upstream_failure(provider(fake, context), request(), SCHNELL)
+    assert error.retryable
+    assert error.status == status
+    assert error.retry_after_s == expected_wait
 
 
 async def test_bad_request_is_the_callers_and_keeps_the_message(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
     fake.fail = (400, "steps must be between 1 and 4 for this model", None)
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(extra={"steps": 50}), SCHNELL)
-    assert not info.value.retryable
-    client = info.value.client_error
+    error = await upstream_failure(provider(fake, context), request(extra={"steps": 50}), SCHNELL)
+    assert not error.retryable
+    client = error.client_error
     assert isinstance(client, InvalidRequest)
     assert "steps must be between 1 and 4" in client.message
 
@@ -226,34 +224,27 @@ async def test_nsfw_rejection_is_a_content_policy_violation(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
     fake.fail = (422, "NSFW content was detected in the prompt", None)
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), SCHNELL)
-    assert not info.value.retryable
-    assert info.value.client_error is not None
-    assert info.value.client_error.code == "content_policy_violation"
+    error = await upstream_failure(provider(fake, context), request(), SCHNELL)
+    assert not error.retryable
+    assert error.client_error is not None
+    assert error.client_error.code == "content_policy_violation"
 
 
 async def test_connection_refused_is_retryable(context: ProviderContext) -> None:
     config = ProviderConfig(
         id="together", type="together", base_url=f"http://127.0.0.1:{free_port()}/v1", api_key="k"
     )
-    adapter = TogetherProvider(config, context)
+    together = TogetherProvider(config, context)
     # The router turns transport failures into attempt errors for every adapter alike.
-    with pytest.raises(UpstreamError) as info, upstream_errors(adapter, "timed out"):
-        await adapter.run(request(), SCHNELL)
+    with pytest.raises(UpstreamError) as info, upstream_errors(together, "timed out"):
+        await together.run(request(), SCHNELL)
     assert info.value.retryable and "could not reach together" in info.value.message
 
 
 async def test_defaults_point_at_together() -> None:
-    config = ProviderConfig(id="together", type="together", api_key_env="TOGETHER_API_KEY")
-    async with httpx.AsyncClient() as http:
-        adapter = TogetherProvider(config, ProviderContext(http, _no_fetch))
-        assert adapter.base_url == "https://api.together.xyz/v1"
+    base_url = await default_base_url(TogetherProvider, "TOGETHER_API_KEY")
+    assert base_url == "https://api.together.xyz/v1"
     assert TogetherProvider.type_name == "together"
-
-
-async def _no_fetch(url: str) -> bytes:
-    raise AssertionError(url)
 
 
 async def test_a_caller_cannot_disable_the_safety_checker(
@@ -269,14 +260,12 @@ async def test_account_failures_are_ours_and_a_retired_model_is_gone(
     fake: FakeTogether, context: ProviderContext
 ) -> None:
     fake.account = "spending_limit"
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), SCHNELL)
-    assert info.value.status == 402 and info.value.retryable and info.value.ours
+    error = await upstream_failure(provider(fake, context), request(), SCHNELL)
+    assert error.status == 402 and error.retryable and error.ours
     fake.account = None
     fake.retired.add(SCHNELL)
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), SCHNELL)
-    assert info.value.model_gone and info.value.client_error is None
+    error = await upstream_failure(provider(fake, context), request(), SCHNELL)
+    assert error.model_gone and error.client_error is None
 
 
 async def test_only_the_sdks_fields_are_sent(fake: FakeTogether, context: ProviderContext) -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adapter_support import png
+from adapter_support import adapter, default_base_url, png, refusal, upstream_failure
 from fakes.xai import FakeXAI, serve_fake
-from imagegate.core.errors import InvalidRequest, UpstreamError
+from imagegate.core.errors import InvalidRequest
 from imagegate.core.provider_config import ProviderConfig
 from imagegate.core.types import ImageRequest
 from imagegate.providers.base import ProviderContext
@@ -21,8 +21,8 @@ from request_support import image_request
 MODEL = "grok-imagine-image"
 
 
-@pytest.fixture
-def fake() -> Iterator[FakeXAI]:
+@pytest.fixture(scope="module")
+def server() -> Iterator[FakeXAI]:
     with serve_fake(FakeXAI()) as running:
         yield running
 
@@ -30,15 +30,14 @@ def fake() -> Iterator[FakeXAI]:
 def provider(
     fake: FakeXAI, context: ProviderContext, api_key: str | None = None, **options: Any
 ) -> XAIProvider:
-    config = ProviderConfig(
-        id="xai",
-        type="xai",
+    return adapter(
+        XAIProvider,
+        context,
         base_url=f"{fake.url}/v1",
         api_key=api_key or fake.api_key,
         timeout_s=10,
-        options=options,
+        **options,
     )
-    return XAIProvider(config, context)
 
 
 def request(**fields: Any) -> ImageRequest:
@@ -125,9 +124,8 @@ async def test_a_result_url_that_fails_is_retryable(
     fake: FakeXAI, context: ProviderContext
 ) -> None:
     fake.break_urls = True
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context, response_format="url").run(request(), MODEL)
-    assert info.value.retryable
+    error = await upstream_failure(provider(fake, context, response_format="url"), request(), MODEL)
+    assert error.retryable
 
 
 async def test_single_image_edit_keeps_the_input_ratio(
@@ -163,21 +161,21 @@ async def test_multi_image_edit_sends_images_and_ratio(
 
 
 async def test_edit_with_a_mask_is_refused(fake: FakeXAI, context: ProviderContext) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(
-            request(operation="edit", images=[png(64, 64)], mask=png(64, 64)), MODEL
-        )
-    assert info.value.param == "mask"
+    error = await refusal(
+        provider(fake, context),
+        request(operation="edit", images=[png(64, 64)], mask=png(64, 64)),
+        MODEL,
+    )
+    assert error.param == "mask"
     assert fake.calls == []
 
 
 async def test_four_images_name_the_limit(fake: FakeXAI, context: ProviderContext) -> None:
-    with pytest.raises(InvalidRequest) as info:
-        await provider(fake, context).run(
-            request(operation="edit", images=[png(32, 32)] * 4), MODEL
-        )
-    assert (info.value.param, info.value.code) == ("image", "too_many_images")
-    assert "at most 3" in info.value.message
+    error = await refusal(
+        provider(fake, context), request(operation="edit", images=[png(32, 32)] * 4), MODEL
+    )
+    assert (error.param, error.code) == ("image", "too_many_images")
+    assert "at most 3" in error.message
 
 
 async def test_variation_is_not_supported(fake: FakeXAI, context: ProviderContext) -> None:
@@ -188,18 +186,16 @@ async def test_variation_is_not_supported(fake: FakeXAI, context: ProviderContex
 
 
 async def test_incorrect_key_400_fails_over_as_401(fake: FakeXAI, context: ProviderContext) -> None:
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context, api_key="wrong").run(request(), MODEL)
-    assert info.value.retryable
-    assert info.value.status == 400
-    assert info.value.client_error is None
+    error = await upstream_failure(provider(fake, context, api_key="wrong"), request(), MODEL)
+    assert error.retryable
+    assert error.status == 400
+    assert error.client_error is None
 
 
 async def test_missing_key_401_fails_over(fake: FakeXAI, context: ProviderContext) -> None:
     config = ProviderConfig(id="xai", type="xai", base_url=f"{fake.url}/v1")
-    with pytest.raises(UpstreamError) as info:
-        await XAIProvider(config, context).run(request(), MODEL)
-    assert (info.value.status, info.value.retryable) == (401, True)
+    error = await upstream_failure(XAIProvider(config, context), request(), MODEL)
+    assert (error.status, error.retryable) == (401, True)
 
 
 @pytest.mark.parametrize(
@@ -215,21 +211,19 @@ async def test_upstream_failures_are_retryable(
 ) -> None:
     fake.fail = (status, "Service temporarily unavailable")
     fake.retry_after = retry_after
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), MODEL)
-    assert info.value.retryable
-    assert info.value.status == status
-    assert info.value.retry_after_s == expected_wait
+    error = await upstream_failure(provider(fake, context), request(), MODEL)
+    assert error.retryable
+    assert error.status == status
+    assert error.retry_after_s == expected_wait
 
 
 async def test_invalid_argument_is_the_callers_and_keeps_the_message(
     fake: FakeXAI, context: ProviderContext
 ) -> None:
     fake.fail = (400, "Prompt is too long: at most 8000 characters")
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), MODEL)
-    assert not info.value.retryable
-    client = info.value.client_error
+    error = await upstream_failure(provider(fake, context), request(), MODEL)
+    assert not error.retryable
+    client = error.client_error
     assert isinstance(client, InvalidRequest)
     assert "Prompt is too long" in client.message
     assert client.code == "upstream_rejected"  # the flat shape's sentence-code is not kept
@@ -239,45 +233,34 @@ async def test_moderation_rejection_is_a_content_policy_violation(
     fake: FakeXAI, context: ProviderContext
 ) -> None:
     fake.fail = (400, "Generated image rejected by content moderation.")
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), MODEL)
-    assert info.value.client_error is not None
-    assert info.value.client_error.code == "content_policy_violation"
+    error = await upstream_failure(provider(fake, context), request(), MODEL)
+    assert error.client_error is not None
+    assert error.client_error.code == "content_policy_violation"
 
 
 async def test_withheld_image_is_a_content_policy_violation(
     fake: FakeXAI, context: ProviderContext
 ) -> None:
     fake.withhold = True
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context, response_format="url").run(request(), MODEL)
-    assert not info.value.retryable
-    assert info.value.client_error is not None
-    assert info.value.client_error.code == "content_policy_violation"
+    error = await upstream_failure(provider(fake, context, response_format="url"), request(), MODEL)
+    assert not error.retryable
+    assert error.client_error is not None
+    assert error.client_error.code == "content_policy_violation"
 
 
 async def test_openai_shaped_errors_are_read_too(fake: FakeXAI, context: ProviderContext) -> None:
     fake.error_shape = "nested"
     fake.fail = (422, "Invalid value for aspect_ratio: 5:1")
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), MODEL)
-    client = info.value.client_error
+    error = await upstream_failure(provider(fake, context), request(), MODEL)
+    client = error.client_error
     assert client is not None
     assert client.message == "Upstream xai: Invalid value for aspect_ratio: 5:1"
     assert client.code == "invalid_value"
 
 
 async def test_defaults_point_at_xai() -> None:
-    config = ProviderConfig(id="xai", type="xai", api_key_env="XAI_API_KEY")
-    async with httpx.AsyncClient() as http:
-        assert XAIProvider(config, ProviderContext(http, _no_fetch)).base_url == (
-            "https://api.x.ai/v1"
-        )
+    assert await default_base_url(XAIProvider, "XAI_API_KEY") == "https://api.x.ai/v1"
     assert XAIProvider.type_name == "xai"
-
-
-async def _no_fetch(url: str) -> bytes:
-    raise AssertionError(url)
 
 
 # --- account-level failures and strictness (fakes/xai.py cites the pages) --------------
@@ -289,11 +272,10 @@ async def test_exhausted_credits_are_ours_and_not_waited_out(
 ) -> None:
     fake.out_of_credits = status
     fake.retry_after = "30"
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), MODEL)
-    assert info.value.retryable and info.value.ours
-    assert info.value.client_error is None
-    assert info.value.retry_after_s is None  # waiting does not buy credits
+    error = await upstream_failure(provider(fake, context), request(), MODEL)
+    assert error.retryable and error.ours
+    assert error.client_error is None
+    assert error.retry_after_s is None  # waiting does not buy credits
 
 
 async def test_a_plain_rate_limit_is_waited_out_and_not_ours(
@@ -301,26 +283,23 @@ async def test_a_plain_rate_limit_is_waited_out_and_not_ours(
 ) -> None:
     fake.fail = (429, "You have reached your rate limit")
     fake.retry_after = "2"
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), MODEL)
-    assert info.value.retryable and not info.value.ours
-    assert info.value.retry_after_s == 2.0
+    error = await upstream_failure(provider(fake, context), request(), MODEL)
+    assert error.retryable and not error.ours
+    assert error.retry_after_s == 2.0
 
 
 async def test_a_retired_model_is_gone_and_ours(fake: FakeXAI, context: ProviderContext) -> None:
     fake.retired = {MODEL}
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), MODEL)
-    assert (info.value.status, info.value.retryable) == (404, True)
-    assert info.value.model_gone and info.value.client_error is None
+    error = await upstream_failure(provider(fake, context), request(), MODEL)
+    assert (error.status, error.retryable) == (404, True)
+    assert error.model_gone and error.client_error is None
 
 
 async def test_a_blocked_team_is_ours(fake: FakeXAI, context: ProviderContext) -> None:
     fake.blocked = True
-    with pytest.raises(UpstreamError) as info:
-        await provider(fake, context).run(request(), MODEL)
-    assert (info.value.status, info.value.retryable) == (403, True)
-    assert info.value.client_error is None
+    error = await upstream_failure(provider(fake, context), request(), MODEL)
+    assert (error.status, error.retryable) == (403, True)
+    assert error.client_error is None
 
 
 async def test_the_fake_refuses_what_xai_refuses(fake: FakeXAI) -> None:

@@ -10,7 +10,6 @@ import socket
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx
 import orjson
 
 
@@ -59,18 +58,6 @@ def send_partial(
                 break
             rest += chunk
         return RawReply(int(lines[0].split()[1]), rest[:length], reply_headers)
-
-
-def create_key(v1: str, admin_key: str, **fields: object) -> str:
-    reply = httpx.post(
-        f"{v1}/admin/keys",
-        json={"name": "attacker", **fields},
-        headers={"Authorization": f"Bearer {admin_key}"},
-        timeout=30,
-    )
-    assert reply.status_code == 201, reply.text
-    key: str = reply.json()["key"]
-    return key
 
 
 def auth(key: str) -> dict[str, str]:

@@ -18,7 +18,7 @@ import pytest
 from e2e_support import b64, png_bytes
 from fakes.http_server import FakeHTTPServer, Reply, serve_http
 from gateway import RunningGateway, run_gateway
-from security.support import auth, create_key, send_partial
+from security.support import auth, send_partial
 
 MB = 1024 * 1024
 CONFIG = """
@@ -66,7 +66,7 @@ def _first_part() -> bytes:
 def test_rate_limited_key_upload_is_refused_after_a_few_hundred_bytes(
     gw: RunningGateway,
 ) -> None:
-    key = create_key(gw.v1, gw.admin_key, rpm=1)
+    key = gw.create_key(rpm=1)
     first = httpx.post(
         f"{gw.v1}/images/generations",
         json={"model": "sandbox", "prompt": "x", "size": "64x64"},
@@ -83,13 +83,13 @@ def test_rate_limited_key_upload_is_refused_after_a_few_hundred_bytes(
 
 
 def test_key_without_credit_is_refused_before_its_body(gw: RunningGateway) -> None:
-    key = create_key(gw.v1, gw.admin_key, credits=0, models=["openai/gpt-image-1"])
+    key = gw.create_key(credits=0, models=["openai/gpt-image-1"])
     reply = send_partial(gw.url, "/v1/images/edits", _multipart_head(45 * MB, key), _first_part())
     assert reply.status == 402
 
 
 def test_oversized_json_is_refused_unparsed(gw: RunningGateway) -> None:
-    key = create_key(gw.v1, gw.admin_key)
+    key = gw.create_key()
     head = {**auth(key), "Content-Type": "application/json", "Content-Length": str(60 * MB)}
     reply = send_partial(gw.url, "/v1/images/generations", head, b'{"junk": [' + b"1," * 100)
     assert reply.status == 413
@@ -98,7 +98,7 @@ def test_oversized_json_is_refused_unparsed(gw: RunningGateway) -> None:
 
 def test_chunked_json_is_cut_at_the_derived_limit(gw: RunningGateway) -> None:
     """No Content-Length: a generation body (no images) stops at about a megabyte."""
-    key = create_key(gw.v1, gw.admin_key)
+    key = gw.create_key()
 
     def body() -> Iterator[bytes]:
         yield b'{"prompt": "x", "junk": ['
@@ -116,7 +116,7 @@ def test_chunked_json_is_cut_at_the_derived_limit(gw: RunningGateway) -> None:
 
 def test_whole_multipart_body_is_capped(gw: RunningGateway) -> None:
     """Six 45 MB parts (270 MB) are refused from the declared length, not buffered."""
-    key = create_key(gw.v1, gw.admin_key)
+    key = gw.create_key()
     reply = send_partial(
         gw.url, "/v1/images/edits", _multipart_head(6 * 45 * MB, key), _first_part()
     )
@@ -131,7 +131,7 @@ def _body_bytes_in_flight(gw: RunningGateway) -> float:
 
 def test_bytes_in_flight_are_capped_for_the_process(gw: RunningGateway) -> None:
     """With limits.max_inflight_mb: 8, a second 6 MB upload waits its turn (503)."""
-    key = create_key(gw.v1, gw.admin_key)
+    key = gw.create_key()
     import socket
 
     host, port = gw.url.removeprefix("http://").split(":")
@@ -145,7 +145,7 @@ def test_bytes_in_flight_are_capped_for_the_process(gw: RunningGateway) -> None:
         while _body_bytes_in_flight(gw) < 6 * MB:
             assert time.monotonic() < deadline, "the first upload never reserved its bytes"
             time.sleep(0.05)
-        other = create_key(gw.v1, gw.admin_key)
+        other = gw.create_key()
         reply = send_partial(
             gw.url, "/v1/images/edits", _multipart_head(6 * MB, other), _first_part()
         )
@@ -163,7 +163,7 @@ def test_bytes_in_flight_are_capped_for_the_process(gw: RunningGateway) -> None:
 def test_inputs_are_counted_together_before_any_fetch(
     gw: RunningGateway, images: FakeHTTPServer
 ) -> None:
-    key = create_key(gw.v1, gw.admin_key)
+    key = gw.create_key()
     url = f"{images.url}/a.png"
     before = len(images.requests)
     reply = httpx.post(
@@ -193,7 +193,7 @@ def test_inputs_are_counted_together_before_any_fetch(
 def test_fetches_count_toward_the_keys_request_limit(
     gw: RunningGateway, images: FakeHTTPServer
 ) -> None:
-    key = create_key(gw.v1, gw.admin_key, rpm=2)
+    key = gw.create_key(rpm=2)
     url = f"{images.url}/a.png"
     before = len(images.requests)
     reply = httpx.post(

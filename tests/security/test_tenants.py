@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway import RunningGateway
-from security.support import auth, create_key
+from security.support import auth
 
 
 @pytest.fixture
@@ -54,7 +54,7 @@ def _shape(reply: httpx.Response, file_id: str) -> tuple[int, str]:
 
 
 def test_another_keys_file_id_is_the_same_404_as_a_missing_one(gw: RunningGateway) -> None:
-    owner, other = create_key(gw.v1, gw.admin_key), create_key(gw.v1, gw.admin_key)
+    owner, other = gw.create_key(), gw.create_key()
     file_id, _, _ = _generate(gw, owner)
     assert _edit_with(gw, owner, file_id).status_code == 200
     assert _edit_with(gw, gw.admin_key, file_id).status_code == 200
@@ -66,7 +66,7 @@ def test_another_keys_file_id_is_the_same_404_as_a_missing_one(gw: RunningGatewa
 
 
 def test_file_ids_are_not_written_to_the_log(gw: RunningGateway) -> None:
-    key = create_key(gw.v1, gw.admin_key)
+    key = gw.create_key()
     file_id, url, _ = _generate(gw, key)
     assert httpx.get(url, timeout=30).status_code == 200
     stem = file_id.split(".")[0]
@@ -74,7 +74,7 @@ def test_file_ids_are_not_written_to_the_log(gw: RunningGateway) -> None:
 
 
 def test_generation_usage_and_ledger_routes_are_per_key(gw: RunningGateway) -> None:
-    owner, other = create_key(gw.v1, gw.admin_key), create_key(gw.v1, gw.admin_key)
+    owner, other = gw.create_key(), gw.create_key()
     _, _, generation_id = _generate(gw, owner)
     mine = httpx.get(f"{gw.v1}/generations/{generation_id}", headers=auth(owner), timeout=30)
     assert mine.status_code == 200

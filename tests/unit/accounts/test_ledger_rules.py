@@ -70,6 +70,19 @@ def _hold_status(db: Database, hold_id: str) -> tuple[str, int | None]:
     return row[0], row[1]
 
 
+def _recorded_cost(db: Database, generation_id: str) -> int:
+    """The cost on a generation's usage record (which must exist)."""
+    record = UsageBook(db).get(generation_id)
+    assert record is not None, generation_id
+    return record.cost_micro
+
+
+def _granted(hold: Hold | None) -> Hold:
+    """A hold the ledger must have granted (a limited key with enough credits)."""
+    assert hold is not None
+    return hold
+
+
 def _expires_at(db: Database, hold_id: str) -> datetime:
     with db.engine.connect() as conn:
         value = conn.execute(
@@ -157,16 +170,14 @@ def test_hold_and_settle_rows_name_the_hold_the_generation_and_the_charge(db: Da
         ("settle", 180_000, 880_000, hold.id, "gen_1", "charged $0.120000 of $0.300000"),
     ]
     assert _hold_status(db, hold.id) == ("settled", 120_000)
-    record = UsageBook(db).get("gen_1")
-    assert record is not None and record.cost_micro == 120_000
+    assert _recorded_cost(db, "gen_1") == 120_000
     _assert_invariant(ledger, key_id, 1_000_000)
 
 
 def test_a_release_is_a_release_row_returning_the_whole_hold(db: Database) -> None:
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
-    hold = ledger.hold(key_id, 400_000, "gen_r")
-    assert hold is not None
+    hold = _granted(ledger.hold(key_id, 400_000, "gen_r"))
     usage = _usage(key_id, "gen_r")
     usage.cost_micro = 999  # a release charges nothing, whatever the record said
     ledger.release(hold, usage)
@@ -179,8 +190,7 @@ def test_a_release_is_a_release_row_returning_the_whole_hold(db: Database) -> No
         "charged $0.000000 of $0.400000",
     )
     assert _hold_status(db, hold.id) == ("released", 0)
-    record = UsageBook(db).get("gen_r")
-    assert record is not None and record.cost_micro == 0
+    assert _recorded_cost(db, "gen_r") == 0
     _assert_invariant(ledger, key_id, 1_000_000)
 
 
@@ -207,8 +217,7 @@ def test_a_cost_above_the_hold_is_charged_whole_by_an_adjust_row_and_logged(
     by an ``adjust`` row naming both, with an error in the log."""
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
-    hold = ledger.hold(key_id, 100_000, "gen_over")
-    assert hold is not None
+    hold = _granted(ledger.hold(key_id, 100_000, "gen_over"))
     usage = _usage(key_id, "gen_over")
     with caplog.at_level(logging.WARNING, logger="imagegate.ledger"):
         ledger.settle(hold, 100_001, usage)
@@ -243,8 +252,7 @@ def test_a_cost_above_the_hold_is_charged_whole_by_an_adjust_row_and_logged(
         ),
     ]
     assert _hold_status(db, hold.id) == ("settled", 100_001)
-    record = UsageBook(db).get("gen_over")
-    assert record is not None and record.cost_micro == 100_001
+    assert _recorded_cost(db, "gen_over") == 100_001
     _assert_invariant(ledger, key_id, 1_000_000)
 
 
@@ -360,8 +368,7 @@ def test_usd_formats_micro_usd_with_six_decimals_and_a_sign() -> None:
 def test_a_hold_is_good_up_to_its_expiry_instant(db: Database) -> None:
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
-    hold = ledger.hold(key_id, 100_000, "gen_t")
-    assert hold is not None
+    hold = _granted(ledger.hold(key_id, 100_000, "gen_t"))
     expires = _expires_at(db, hold.id)
     assert ledger.expire_stale(now=expires) == 0
     assert ledger.open_holds(key_id) == 1
@@ -374,8 +381,7 @@ def test_the_hold_ttl_sets_the_expiry(db: Database) -> None:
     ledger = Ledger(db, hold_ttl_s=90)
     key_id = _key(db, 1.0)
     before = datetime.now(UTC)
-    hold = ledger.hold(key_id, 100_000, "gen_ttl")
-    assert hold is not None
+    hold = _granted(ledger.hold(key_id, 100_000, "gen_ttl"))
     expires = _expires_at(db, hold.id)
     assert before + timedelta(seconds=90) <= expires <= datetime.now(UTC) + timedelta(seconds=90)
 
@@ -454,10 +460,8 @@ def test_a_hold_settled_during_a_sweep_is_skipped_and_the_sweep_goes_on(db: Data
 def test_a_late_settlement_after_expiry_charges_directly(db: Database) -> None:
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
-    hold = ledger.hold(key_id, 400_000, "gen_late")
-    assert hold is not None
-    other = ledger.hold(key_id, 50_000, "gen_other")
-    assert other is not None
+    hold = _granted(ledger.hold(key_id, 400_000, "gen_late"))
+    other = _granted(ledger.hold(key_id, 50_000, "gen_other"))
     _age(db, hold, other)
     assert ledger.expire_stale() == 2
     ledger.settle(hold, 30_000, _usage(key_id, "gen_late"))
@@ -472,8 +476,7 @@ def test_a_late_settlement_after_expiry_charges_directly(db: Database) -> None:
     )
     assert _hold_status(db, hold.id) == ("settled", 30_000)
     # A late release (nothing to charge) of another expired hold writes no row at all.
-    gone = ledger.hold(key_id, 100_000, "gen_gone")
-    assert gone is not None
+    gone = _granted(ledger.hold(key_id, 100_000, "gen_gone"))
     _age(db, gone)
     assert ledger.expire_stale() == 1
     count = len(ledger.entries(key_id))

@@ -12,7 +12,6 @@ import httpx
 import pytest
 
 from fakes.openai_images import FakeOpenAI
-from imagegate.catalog.spec import parse_model
 from imagegate.core.errors import (
     GatewayError,
     InsufficientCredits,
@@ -21,16 +20,12 @@ from imagegate.core.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from imagegate.core.provider_config import ProviderConfig
-from imagegate.core.types import ImageRequest, RoutingPreferences
-from imagegate.providers.base import Capabilities, Provider, ProviderContext
+from imagegate.providers.base import Capabilities
 from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, BreakerState, HealthBook
-from imagegate.routing.router import Router, RouterSettings
+from imagegate.routing.router import Router
 from manual_clock import Clock
-from request_support import image_request
-
-PRICES = {"a": 0.04, "b": 0.01, "c": 0.02}
+from router_support import build_router, model, request
 
 
 class NoSeedProvider(OpenAICompatibleProvider):
@@ -48,44 +43,16 @@ def build(
     no_seed: tuple[str, ...] = (),
     **settings: Any,
 ) -> Router:
-    async def no_fetch(url: str) -> bytes:
-        raise AssertionError("no URL fetch expected")
-
-    context = ProviderContext(http, no_fetch)
-    providers: dict[str, Provider] = {}
-    for name, fake in fakes.items():
-        cls = NoSeedProvider if name in no_seed else OpenAICompatibleProvider
-        config = ProviderConfig(
-            id=name,
-            type="openai_compatible",
-            base_url=f"{fake.url}/v1",
-            api_key="sk-fake",
-            status="alpha" if name in alpha else "stable",
-            timeout_s=settings.pop(f"timeout_{name}", 30.0),
-        )
-        providers[name] = cls(config, context)
+    """A router over a, b, c (each with a 30 s timeout unless ``timeout_<name>`` says)."""
+    timeouts = {name: settings.pop(f"timeout_{name}", 30.0) for name in fakes}
     health = HealthBook(BreakerSettings(failure_threshold=2, cooldown_s=30), clock or Clock())
-    return Router(providers, RouterSettings(**settings), health)
-
-
-MODEL = parse_model(
-    {
-        "id": "t/m",
-        "sizes": ["256x256"],
-        "endpoints": [
-            {"provider": p, "upstream_model": f"up-{p}", "pricing": {"per_image": price}}
-            for p, price in PRICES.items()
-        ],
-    }
-)
-
-
-def request(**prefs: Any) -> ImageRequest:
-    req = image_request(
-        operation="generate", model="t/m", prompt="p", size="256x256", width=256, height=256
+    kinds = dict.fromkeys(no_seed, NoSeedProvider)
+    return build_router(
+        fakes, http, health, kinds=kinds, in_alpha=alpha, timeouts=timeouts, **settings
     )
-    req.provider = RoutingPreferences(**prefs)
-    return req
+
+
+MODEL = model()
 
 
 def providers_tried(routed: Any) -> list[str]:
@@ -235,14 +202,19 @@ async def test_deadline_bounds_the_whole_request(fakes: dict[str, FakeOpenAI], h
     assert [a.provider for a in info.value.attempts] == ["a"]
 
 
-async def test_hedging_starts_a_second_endpoint_after_p95(
-    fakes: dict[str, FakeOpenAI], http: Any
-) -> None:
+async def hedged_past_a_slow_a(fakes: dict[str, FakeOpenAI], http: httpx.AsyncClient) -> Any:
+    """A hedging router whose p95 for a is 20 ms routes a request while a takes 1.5 s."""
     router = build(fakes, http, hedge=True, hedge_min_samples=5)
     for _ in range(5):
         router.health.record_success("a", "up-a", 20, images=1)
     fakes["a"].delay_s = 1.5
-    routed = await router.route(MODEL, request())
+    return await router.route(MODEL, request())
+
+
+async def test_hedging_starts_a_second_endpoint_after_p95(
+    fakes: dict[str, FakeOpenAI], http: Any
+) -> None:
+    routed = await hedged_past_a_slow_a(fakes, http)
     assert routed.provider.id == "b"
     assert len(fakes["a"].calls) == 1 and len(fakes["b"].calls) == 1
 
@@ -259,11 +231,7 @@ async def test_a_hedge_loser_is_recorded_with_what_it_may_cost(
     fakes: dict[str, FakeOpenAI], http: Any
 ) -> None:
     """The cancelled first call was sent (and may be billed): it stays in the attempts."""
-    router = build(fakes, http, hedge=True, hedge_min_samples=5)
-    for _ in range(5):
-        router.health.record_success("a", "up-a", 20, images=1)
-    fakes["a"].delay_s = 1.5
-    routed = await router.route(MODEL, request())
+    routed = await hedged_past_a_slow_a(fakes, http)
     assert routed.provider.id == "b"
     by_provider = {a.provider: a for a in routed.attempts}
     assert set(by_provider) == {"a", "b"}

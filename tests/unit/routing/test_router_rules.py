@@ -14,7 +14,6 @@ import httpx
 import pytest
 
 from fakes.openai_images import FakeOpenAI
-from imagegate.catalog.spec import parse_model
 from imagegate.core.errors import (
     InsufficientCredits,
     InvalidRequest,
@@ -23,16 +22,14 @@ from imagegate.core.errors import (
     UpstreamFailed,
     UpstreamTimeout,
 )
-from imagegate.core.types import ImageRequest, RoutingPreferences
+from imagegate.core.types import ImageRequest
 from imagegate.obs.metrics import render
-from imagegate.providers.base import Capabilities, Provider, ProviderConfig, ProviderContext
+from imagegate.providers.base import Capabilities
 from imagegate.providers.openai.compatible import OpenAICompatibleProvider
 from imagegate.routing.health import BreakerSettings, HealthBook
-from imagegate.routing.router import Attempt, Router, RouterSettings, caller_error
+from imagegate.routing.router import Attempt, Router, caller_error
 from manual_clock import Clock
-from request_support import image_request
-
-PRICES: dict[str, Any] = {"a": 0.04, "b": 0.01, "c": 0.02}
+from router_support import build_router, model, request
 
 
 class GenerateOnly(OpenAICompatibleProvider):
@@ -51,48 +48,8 @@ def build(
     **settings: Any,
 ) -> Router:
     """A router over a, b, c; one failure halves an endpoint's success EWMA (alpha 0.5)."""
-
-    async def no_fetch(url: str) -> bytes:
-        raise AssertionError("no URL fetch expected")
-
-    context = ProviderContext(http, no_fetch)
-    providers: dict[str, Provider] = {}
-    for name, fake in fakes.items():
-        config = ProviderConfig(
-            id=name,
-            type="openai_compatible",
-            base_url=f"{fake.url}/v1",
-            api_key=None if name in unavailable else "sk-fake",
-            # its key comes from a variable that is not set: no credentials, not available
-            api_key_env="IMAGEGATE_TEST_UNSET_KEY" if name in unavailable else None,
-        )
-        providers[name] = OpenAICompatibleProvider(config, context)
     health = HealthBook(BreakerSettings(failure_threshold=threshold, cooldown_s=30), Clock(), alpha)
-    return Router(providers, RouterSettings(**settings), health)
-
-
-def model(prices: dict[str, Any] | None = None) -> Any:
-    return parse_model(
-        {
-            "id": "t/m",
-            "sizes": ["256x256"],
-            "endpoints": [
-                {"provider": p, "upstream_model": f"up-{p}", "pricing": pricing}
-                for p, pricing in (
-                    (p, {"per_image": price} if price is not None else None)
-                    for p, price in (prices or PRICES).items()
-                )
-            ],
-        }
-    )
-
-
-def request(**prefs: Any) -> ImageRequest:
-    req = image_request(
-        operation="generate", model="t/m", prompt="p", size="256x256", width=256, height=256
-    )
-    req.provider = RoutingPreferences(**prefs)
-    return req
+    return build_router(fakes, http, health, unavailable=unavailable, **settings)
 
 
 def planned(router: Router, req: ImageRequest | None = None, **prices: Any) -> list[str]:

@@ -8,10 +8,7 @@ loopback server that must see nothing. No test ever connects beyond loopback.
 from __future__ import annotations
 
 import ipaddress
-import shutil
 import socket
-import ssl
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -23,6 +20,7 @@ import pytest
 from fakes.http_server import FakeHTTPServer, Reply, free_port, serve_http
 from imagegate.core.errors import InvalidRequest, PayloadTooLarge
 from imagegate.upstream.fetch import SafeFetcher, disallowed_address_class
+from tls_support import localhost_tls
 
 PARAM = "image_url"
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
@@ -206,25 +204,8 @@ async def test_connects_to_the_address_it_checked_not_a_fresh_lookup(
     assert rebound.paths == []
 
 
-def _self_signed_localhost(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 async def test_https_pins_the_address_but_verifies_the_name(tmp_path: Path) -> None:
-    cert, key = _self_signed_localhost(tmp_path)
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
-    client_tls = ssl.create_default_context(cafile=str(cert))
+    server_tls, client_tls = localhost_tls(tmp_path)
     with serve_http({"/img": Reply(body=PNG)}, ssl_context=server_tls) as srv:
         async with httpx.AsyncClient(verify=client_tls, trust_env=False) as client:
             fetcher = SafeFetcher(

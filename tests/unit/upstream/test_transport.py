@@ -10,10 +10,7 @@ import ast
 import asyncio
 import gzip
 import hashlib
-import shutil
 import socket
-import ssl
-import subprocess
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -30,6 +27,7 @@ from fakes.http_server import Reply, free_port, serve_http
 from imagegate.upstream import client as client_module
 from imagegate.upstream.client import UpstreamClient
 from imagegate.upstream.transport import AiohttpTransport
+from tls_support import localhost_tls
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -382,25 +380,8 @@ async def test_unsupported_scheme(client: httpx.AsyncClient) -> None:
         await client.get("ftp://127.0.0.1/echo")
 
 
-def _self_signed_localhost(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl is needed to make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
-         "-nodes", "-keyout", str(key), "-out", str(cert), "-days", "1",
-         "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost"],
-        check=True, capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
 async def test_tls_is_verified(tmp_path: Path) -> None:
-    cert, key = _self_signed_localhost(tmp_path)
-    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server_tls.load_cert_chain(cert, key)
-    trusting = ssl.create_default_context(cafile=str(cert))
+    server_tls, trusting = localhost_tls(tmp_path)
     with serve_http({"/ok": Reply(body=b"ok")}, ssl_context=server_tls) as server:
         async with httpx.AsyncClient(transport=AiohttpTransport()) as http:
             with pytest.raises(httpx.ConnectError):  # not in certifi's bundle
