@@ -208,8 +208,7 @@ def refund(conn: Connection, hold: Hold, usage: UsageRecord) -> int:
     """Give back a lease-settled charge whose response was not delivered, once; returns
     the amount refunded."""
     assert hold.lease_id is not None
-    refunded = usage.cost_micro
-    usage.cost_micro = 0
+    refunded = usage.cost_micro  # zeroed by the caller once committed: a rerun reads it again
     reset = conn.execute(
         update(UsageRow)
         .where(UsageRow.generation_id == usage.generation_id, UsageRow.cost_micro > 0)

@@ -113,6 +113,7 @@ class Ledger:
         """A settled request could not be delivered: give its charge back."""
         with self._db.write() as conn:
             _refund(conn, hold, usage)
+        usage.cost_micro = 0
 
     async def hold_async(self, key_id: str, amount_micro: int, generation_id: str) -> Hold | None:
         """:meth:`hold`, from this worker's credit lease when leases are on, else
@@ -163,11 +164,13 @@ class Ledger:
         """:meth:`refund`, committed with whatever other writes are waiting."""
         if hold is None or hold.lease_id is None:
             await self.batcher.run(lambda conn: _refund(conn, hold, usage), order=usage.key_id)
+            usage.cost_micro = 0
             return
         lease_hold = hold
         refunded = await self.batcher.run(
             lambda conn: leases.refund(conn, lease_hold, usage), order=usage.key_id
         )
+        usage.cost_micro = 0
         if self.leases is not None:
             self.leases.refunded(hold, refunded)
 
@@ -363,8 +366,7 @@ def _release(conn: Connection, hold: Hold | None, usage: UsageRecord) -> None:
 
 def _refund(conn: Connection, hold: Hold | None, usage: UsageRecord) -> None:
     """Reverse a settlement whose response could not be delivered (``refund`` row)."""
-    refunded = usage.cost_micro
-    usage.cost_micro = 0
+    refunded = usage.cost_micro  # zeroed by the caller once committed: a rerun reads it again
     conn.execute(
         update(UsageRow)
         .where(UsageRow.generation_id == usage.generation_id)

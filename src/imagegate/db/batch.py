@@ -21,7 +21,9 @@ different orders would deadlock. Jobs therefore carry an ``order`` (the key id t
 and a batch runs them sorted by it: every batch takes key locks in one global order. A job
 that still loses a deadlock or serialization check (SQLSTATE 40P01 / 40001, e.g. against a
 sweeper) is rolled back to its savepoint and run again in a fresh transaction right after
-the batch commits, so the caller never sees a spurious failure.
+the batch commits, so the caller never sees a spurious failure. A job may therefore run
+more than once: it must leave the objects it was given as it found them (what it changes in
+memory, its caller changes once ``run`` returns).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from sqlalchemy import event, select
 
 from books import assert_books_balance
 from imagegate.accounts.keys import KeyStore
+from imagegate.accounts.leases import refund as lease_refund
 from imagegate.accounts.ledger import Hold, Ledger
 from imagegate.accounts.usage import UsageRecord
 from imagegate.config import ConfigError, load_settings
@@ -568,3 +569,36 @@ def test_the_books_catch_a_lease_whose_money_does_not_add_up(
     with pytest.raises(BooksUnbalanced, match=named):
         verify_books(db)
     ledger.batcher.close()
+
+
+class _Undone(Exception):
+    """Stands for the deadlock that rolls a write-batch job back before it is run again."""
+
+
+def test_a_lease_refund_run_again_after_its_transaction_was_undone_gives_the_charge_back(
+    db: Database,
+) -> None:
+    """A write-batch job may run twice (its first run undone by a lost deadlock): the
+    second run of a lease refund must still give the charge back to the lease."""
+    key_id = _key(db, 1)
+    ledger = Ledger(db, hold_ttl_s=60, lease_micro=5 * PRICE, lease_s=600)
+    usage = _usage(key_id, "gen_u")
+
+    async def settle() -> Hold | None:
+        hold = await ledger.hold_async(key_id, PRICE, "gen_u")
+        await ledger.settle_async(hold, 7_000, usage)
+        return hold
+
+    hold = asyncio.run(settle())
+    assert hold is not None and hold.lease_id is not None
+    usage.status, usage.error_code = 503, "storage_unavailable"
+    with pytest.raises(_Undone), db.write() as conn:
+        lease_refund(conn, hold, usage)  # the first run, rolled back
+        raise _Undone
+    asyncio.run(ledger.refund_async(hold, usage))  # the run that commits
+    (lease,) = _rows(db, CreditLeaseRow)
+    assert lease.charged_micro == 0 and usage.cost_micro == 0
+    ledger.close()
+    assert ledger.balance(key_id) == 1_000_000
+    assert {u.generation_id: u.cost_micro for u in _rows(db, UsageRow)} == {"gen_u": 0}
+    assert_books_balance(db)

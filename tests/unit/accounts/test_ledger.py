@@ -14,6 +14,7 @@ from imagegate.accounts.audit import BooksUnbalanced, verify_books
 from imagegate.accounts.idempotency import IdempotencyStore, StoredResponse, request_hash
 from imagegate.accounts.keys import KeyStore
 from imagegate.accounts.ledger import HoldClosed, Ledger
+from imagegate.accounts.ledger import _refund as refund_job
 from imagegate.accounts.usage import UsageBook, UsageRecord
 from imagegate.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound
 from imagegate.db.models import ApiKeyRow, CreditHoldRow
@@ -294,3 +295,31 @@ def test_migration_0003_opens_the_ledger_of_existing_keys(database_url: str) -> 
         assert_books_balance(db)
     finally:
         db.dispose()
+
+
+class _Undone(Exception):
+    """Stands for the deadlock that rolls a write-batch job back before it is run again."""
+
+
+def test_a_refund_run_again_after_its_transaction_was_undone_gives_the_whole_charge_back(
+    db: Database,
+) -> None:
+    """The write batcher runs a job again when its savepoint was undone (a lost deadlock):
+    the second run must refund the charge, not find it already zeroed by the first."""
+    ledger = Ledger(db, hold_ttl_s=60)
+    key_id = _key(db, 1.0)
+    hold = ledger.hold(key_id, 200_000, "gen_u")
+    usage = _usage(key_id, "gen_u")
+    ledger.settle(hold, 50_000, usage)
+    usage.status, usage.error_code = 503, "response_not_delivered"
+    with pytest.raises(_Undone), db.write() as conn:
+        refund_job(conn, hold, usage)  # the first run, rolled back
+        raise _Undone
+    assert ledger.balance(key_id) == 950_000
+    ledger.refund(hold, usage)  # the run that commits
+    assert ledger.balance(key_id) == 1_000_000
+    assert usage.cost_micro == 0
+    record = UsageBook(db).get("gen_u")
+    assert record is not None and (record.status, record.cost_micro) == (503, 0)
+    assert [e.kind for e in ledger.entries(key_id)][-1] == "refund"
+    assert_books_balance(db)
