@@ -59,6 +59,11 @@ THREADS = [
     ("log writer (QueueListener)", re.compile(r"logging/handlers\.py")),
     ("thread pool (run_in_threadpool)", re.compile(r"(anyio/|concurrent/futures/thread)")),
 ]
+# Frames every sample of a thread passes through (CLI, server start, thread start).
+DRIVERS = re.compile(
+    r"\((typer|_click|click)/|^(<module>|serve|run|main|asyncio_run) \(|^Server\.(run|serve) "
+    r"|^Runner\.run |^Thread\.(_bootstrap|_bootstrap_inner|run) "
+)
 _COMPILED = [(name, re.compile(pattern)) for name, pattern in GROUPS]
 _LINE = re.compile(r"^(.*) (\d+)$")
 
@@ -122,7 +127,7 @@ def _table(stacks: list[tuple[list[str], int]], total: int, top: int) -> list[st
     for frames, n in stacks:
         self_group[group_of(frames[-1])] += n
         self_func[function_of(frames[-1])] += n
-        for name in {group_of(f) for f in frames}:
+        for name in {group_of(f) for f in frames} - {"other"}:
             incl_group[name] += n
         for name in {function_of(f) for f in frames}:
             incl_func[name] += n
@@ -134,7 +139,11 @@ def _table(stacks: list[tuple[list[str], int]], total: int, top: int) -> list[st
     for name, n in sorted(incl_group.items(), key=lambda kv: -kv[1]):
         out.append(f"| {name} | {pct(n)} | {pct(self_group[name])} |")
     # Frames under nearly every sample (the loop, the server's run) say nothing: left out.
-    useful = [(name, n) for name, n in incl_func.most_common() if n < 0.9 * total]
+    useful = [
+        (name, n)
+        for name, n in incl_func.most_common()
+        if n < 0.9 * total and not DRIVERS.search(name)
+    ]
     out += ["", f"Top {top} functions by inclusive share:", ""]
     out += [f"  {pct(n)}  {name}" for name, n in useful[:top]]
     out += ["", f"Top {top} functions by self share:", ""]
@@ -163,6 +172,10 @@ def summarize(stacks: list[tuple[list[str], int]], top: int) -> str:
     loop_n = sum(n for _, n in loop) or 1
     out += ["", f"Event loop thread only, active samples ({loop_n}; shares of them):", ""]
     out += _table(loop, loop_n, top)
+    writer = [(f, n) for f, n in active if thread_of(f) == "db writer (WriteBatcher)"]
+    writer_n = sum(n for _, n in writer) or 1
+    out += ["", f"DB writer thread only, active samples ({writer_n}; shares of them):", ""]
+    out += _table(writer, writer_n, top)
     return "\n".join(out)
 
 
