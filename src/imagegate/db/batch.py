@@ -202,8 +202,12 @@ def _savepoint_sql(conn: Connection, sql: str) -> None:
     of a request's eleven statements. A driver error sends it again through SQLAlchemy, so
     that what the caller gets (the wrapped error, a dead connection invalidated) is as
     before; if it then succeeds, the statement simply ran."""
+    driver = conn.connection.driver_connection
+    if driver is None:  # no live connection: SQLAlchemy says so its own way
+        conn.exec_driver_sql(sql)
+        return
     try:
-        conn.connection.driver_connection.execute(sql)
+        driver.execute(sql)
     except conn.dialect.loaded_dbapi.Error:
         conn.exec_driver_sql(sql)
 
