@@ -11,7 +11,10 @@ transaction that inserts the record, so they never disagree with the records.
 Rows with ``key_id = ""`` (``ALL_KEYS``) sum every key, for an admin's usage over all
 keys. Every request updates them, so in a write batch they are deferred to the end of the
 batch (db/batch.py ``DEFERRED``) and written in sorted order, after every per-key lock:
-concurrent batches then take locks in one global order and cannot deadlock on them.
+concurrent batches then take locks in one global order and cannot deadlock on them. A
+key's own rows are deferred the same way and written just before them (sorted, after
+every ``api_keys`` lock of the batch): the jobs of a batch that share a key, hour and
+model add up to one upsert instead of one each (a busy key's requests mostly do).
 
 ``usage_key_daily`` sums each key per UTC day (no ALL_KEYS rows, no model): an admin's
 usage grouped by key pages through it, at most one row per key and day.
@@ -43,6 +46,10 @@ _DAILY_KEY = ("key_id", "day")
 _COUNTS = ("requests", "succeeded", "images", "cost_micro")
 _CALLS = ("calls", "succeeded", "cost_micro")
 _STATEMENTS: dict[str, tuple[Insert, Insert, Insert]] = {}
+# Names of the deferred sums in a write batch; the batch flushes them in sorted name order.
+KEY_ROWS = "usage_keys"
+TOTAL_ROWS = "usage_totals"
+assert KEY_ROWS < TOTAL_ROWS
 
 
 def floor_hour(value: datetime) -> datetime:
@@ -159,12 +166,13 @@ class Rollup:
         for ukey, uvalues in self.upstream.items():
             (everyone if ukey[0] == ALL_KEYS else mine).upstream[ukey] = uvalues
         mine.daily = self.daily
-        mine.flush(conn)
         deferred = conn.info.get(DEFERRED)
         if deferred is None:
+            mine.flush(conn)
             everyone.flush(conn)
-        else:
-            deferred.setdefault("usage_totals", Rollup()).merge(everyone)
+        else:  # the batch flushes in name order: every key's rows, then the ALL_KEYS rows
+            deferred.setdefault(KEY_ROWS, Rollup()).merge(mine)
+            deferred.setdefault(TOTAL_ROWS, Rollup()).merge(everyone)
 
     def flush(self, conn: Connection) -> None:
         """Upsert every sum, in key order (one lock order for every writer)."""

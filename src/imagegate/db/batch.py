@@ -186,16 +186,32 @@ def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def _run_in_savepoint(conn: Connection, job: _Job[Any]) -> None:
-    conn.exec_driver_sql("SAVEPOINT imagegate_job")
+    _savepoint_sql(conn, "SAVEPOINT imagegate_job")
     try:
         job.value = job.func(conn)
     except Exception as exc:
-        conn.exec_driver_sql("ROLLBACK TO SAVEPOINT imagegate_job")
+        _savepoint_sql(conn, "ROLLBACK TO SAVEPOINT imagegate_job")
         job.error = exc
         job.retry = _retryable(exc)
     else:
         job.ok = True
-    conn.exec_driver_sql("RELEASE SAVEPOINT imagegate_job")
+    _savepoint_sql(conn, "RELEASE SAVEPOINT imagegate_job")
+
+
+def _savepoint_sql(conn: Connection, sql: str) -> None:
+    """Send a savepoint statement straight to the driver's connection: through SQLAlchemy's
+    execution path each costs ~50 µs of Python (GIL time), and there are two per job, four
+    of a request's eleven statements. A driver error sends it again through SQLAlchemy, so
+    that what the caller gets (the wrapped error, a dead connection invalidated) is as
+    before; if it then succeeds, the statement simply ran."""
+    driver = conn.connection.driver_connection
+    if driver is None:  # no live connection: SQLAlchemy says so its own way
+        conn.exec_driver_sql(sql)
+        return
+    try:
+        driver.execute(sql)
+    except conn.dialect.loaded_dbapi.Error:
+        conn.exec_driver_sql(sql)
 
 
 def _order(job: _Job[Any]) -> str:

@@ -303,7 +303,7 @@ class Generation:
         assert source is not None
         also = None
         if self.record is not None:  # stored by the settlement's own transaction
-            kept = orjson.loads(orjson.dumps(done.payloads[-1]))  # the record strips images
+            kept = done.payloads[-1]  # the record copies what it strips, not the images
             headers = dict(self.headers)
             if self.req.stream:
                 headers[EVENT_HEADER] = str(kept["type"])
