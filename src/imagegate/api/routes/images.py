@@ -1,4 +1,5 @@
-"""The three Images API routes and the pipeline they share."""
+"""The three Images API routes: admit, read and resolve the request, then hand it to the
+generation pipeline (JSON) or its event stream (SSE)."""
 
 from __future__ import annotations
 
