@@ -25,10 +25,10 @@ from typing import Any
 from sqlalchemy import event
 
 sys.path.insert(0, str(Path(__file__).parent))
-import scale  # noqa: E402
+import scale
 
-from imagegate.accounts.usage import UsageBook  # noqa: E402
-from imagegate.db.session import Database  # noqa: E402
+from imagegate.accounts.usage import UsageBook
+from imagegate.db.session import Database
 
 
 def reads(usage: UsageBook, now: datetime) -> dict[str, Callable[[], Any]]:
@@ -103,7 +103,9 @@ def main() -> None:
             t0 = time.thread_time()
             fn()
             cpu.append((time.thread_time() - t0) * 1000)
-        print(f"{name:22} {statements:4d} stmts {steps:7d}k VM steps {statistics.median(cpu):8.1f} ms")
+        print(
+            f"{name:22} {statements:4d} stmts {steps:7d}k VM steps {statistics.median(cpu):8.1f} ms"
+        )
         if args.profile:
             prof = cProfile.Profile()
             prof.runcall(fn)
