@@ -15,13 +15,14 @@ routing/plan.py writes it: ``provider`` a name, ``status`` an HTTP status or a w
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     BigInteger,
     Connection,
     Integer,
     Numeric,
+    bindparam,
     case,
     cast,
     func,
@@ -34,34 +35,61 @@ from sqlalchemy.dialects import postgresql
 
 from imagegate.db.models import UsageRow
 
-
-def usage_sums(conn: Connection, column: Any, where: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Per value of ``column`` (one row without it): requests, succeeded, images, cost."""
-    r = UsageRow
-    succeeded = func.sum(case((r.status == 200, 1), else_=0))
-    sums = (func.count(), succeeded, func.sum(r.images), func.sum(r.cost_micro))
-    if column is None:
-        return [tuple(row) for row in conn.execute(select(*sums).where(*where))]
-    query = select(column, *sums).where(*where).group_by(column)
-    return [tuple(row) for row in conn.execute(query)]
+Filter = Literal["all", "key", "keys"]  # every key, ``key_id``, or the list ``keys``
+_BUILT: dict[tuple[str, str, str | None, Filter], Any] = {}
 
 
-def upstream_sums(conn: Connection, where: Sequence[Any]) -> list[tuple[str, int, int, int]]:
+def usage_sums(
+    conn: Connection, column: str | None, where: Filter, params: dict[str, Any]
+) -> list[tuple[Any, ...]]:
+    """Per value of ``column`` (one row without it): requests, succeeded, images, cost,
+    of the records in ``[lo, hi)`` (``params``: ``lo``, ``hi``, ``key_id`` or ``keys``)."""
+    return [tuple(row) for row in conn.execute(_built(conn, "usage", column, where), params)]
+
+
+def upstream_sums(
+    conn: Connection, where: Filter, params: dict[str, Any]
+) -> list[tuple[str, int, int, int]]:
     """Per provider (``"unknown"`` when an attempt names none): calls, succeeded, cost."""
-    calls = (_postgresql if conn.dialect.name == "postgresql" else _sqlite)(where).subquery()
-    query = select(
-        calls.c.provider,
-        func.count(),
-        func.sum(calls.c.succeeded),
-        func.sum(calls.c.cost_micro),
-    ).group_by(calls.c.provider)
     sums: dict[str, list[int]] = {}
-    for provider, *values in conn.execute(query):
+    for provider, *values in conn.execute(_built(conn, "upstream", None, where), params):
         name = str(provider or "unknown")  # as Rollup.add: "" or none -> unknown
         acc = sums.setdefault(name, [0, 0, 0])
         for i, value in enumerate(values):
             acc[i] += int(value or 0)
     return [(name, *acc) for name, acc in sums.items()]  # type: ignore[misc]
+
+
+def _built(conn: Connection, kind: str, column: str | None, where: Filter) -> Any:
+    """The statement, built once per shape (building one costs more than running it)."""
+    shape = (conn.dialect.name, kind, column, where)
+    if shape not in _BUILT:
+        r = UsageRow
+        clauses = [r.created_at >= bindparam("lo"), r.created_at < bindparam("hi")]
+        if where == "key":
+            clauses.append(r.key_id == bindparam("key_id"))
+        elif where == "keys":
+            clauses.append(r.key_id.in_(bindparam("keys", expanding=True)))
+        if kind == "usage":
+            _BUILT[shape] = _usage(None if column is None else r.__table__.c[column], clauses)
+        else:
+            calls = (_postgresql if shape[0] == "postgresql" else _sqlite)(clauses).subquery()
+            _BUILT[shape] = select(
+                calls.c.provider,
+                func.count(),
+                func.sum(calls.c.succeeded),
+                func.sum(calls.c.cost_micro),
+            ).group_by(calls.c.provider)
+    return _BUILT[shape]
+
+
+def _usage(column: Any, where: Sequence[Any]) -> Any:
+    r = UsageRow
+    succeeded = func.sum(case((r.status == 200, 1), else_=0))
+    sums = (func.count(), succeeded, func.sum(r.images), func.sum(r.cost_micro))
+    if column is None:
+        return select(*sums).where(*where)
+    return select(column, *sums).where(*where).group_by(column)
 
 
 def _sqlite(where: Sequence[Any]) -> Any:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, func, insert, select
 
-from imagegate.accounts.edges import upstream_sums, usage_sums
+from imagegate.accounts.edges import Filter, upstream_sums, usage_sums
 from imagegate.accounts.rollup import ALL_KEYS, Rollup, ceil_day, ceil_hour, floor_day, floor_hour
 from imagegate.db.models import KeyDailyRow, UpstreamHourlyRow, UsageHourlyRow, UsageRow, utcnow
 from imagegate.db.session import Database
@@ -243,19 +243,20 @@ def _edge_sums(
 ) -> tuple[dict[Any, list[int]], dict[str, list[int]]]:
     """Sums of the records in the partial hours (each edge inside one hour), summed by
     the database; the upstream calls only for a whole window (a page of keys has none)."""
-    r = UsageRow
-    column = {"model": r.model, "provider": r.provider, "key": r.key_id}.get(group_by or "")
+    column = {"model": "model", "provider": "provider", "key": "key_id"}.get(group_by or "")
+    where: Filter = "all"
+    params: dict[str, Any] = {}
+    if key_id is not None:
+        where, params = "key", {"key_id": key_id}
+    if keys is not None:
+        where, params = "keys", {"keys": list(keys)}
     groups: dict[Any, list[int]] = {}
     upstream: dict[str, list[int]] = {}
     for lo, hi in edges:
         if lo >= hi:
             continue
-        where = [r.created_at >= lo, r.created_at < hi]
-        if key_id is not None:
-            where.append(r.key_id == key_id)
-        if keys is not None:
-            where.append(r.key_id.in_(keys))
-        for row in usage_sums(conn, column, where):
+        span = {"lo": lo, "hi": hi, **params}
+        for row in usage_sums(conn, column, where, span):
             if not row[-4]:
                 continue  # no record (the one row of an ungrouped sum)
             group = row[0] if column is not None else None
@@ -265,7 +266,7 @@ def _edge_sums(
                 group = group or None
             _add(groups.setdefault(group, [0, 0, 0, 0]), row[-4:])
         if keys is None:
-            for provider, *calls in upstream_sums(conn, where):
+            for provider, *calls in upstream_sums(conn, where, span):
                 _add(upstream.setdefault(provider, [0, 0, 0]), calls)
     return groups, upstream
 
