@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 from sqlalchemy import Connection, func, insert, select
 
+from imagegate.accounts.edges import Filter, upstream_sums, usage_sums
 from imagegate.accounts.rollup import ALL_KEYS, Rollup, ceil_day, ceil_hour, floor_day, floor_hour
 from imagegate.db.models import KeyDailyRow, UpstreamHourlyRow, UsageHourlyRow, UsageRow, utcnow
 from imagegate.db.session import Database
@@ -54,16 +55,6 @@ def caller_attempts(attempts: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 _INSERT = insert(UsageRow)  # built once: building it per request costs more than running it
-_EDGE_COLUMNS = (
-    UsageRow.key_id,
-    UsageRow.model,
-    UsageRow.provider,
-    UsageRow.status,
-    UsageRow.images,
-    UsageRow.cost_micro,
-    UsageRow.attempts,
-    UsageRow.created_at,
-)
 
 
 def insert_usage(conn: Connection, record: UsageRecord, lease_id: str | None = None) -> None:
@@ -193,7 +184,7 @@ def _window_sums(
 ) -> tuple[dict[Any, list[int]], dict[str, list[int]]]:
     """Sums over ``[start, end)``: whole hours from the rollups, the rest from records."""
     lo, hi = ceil_hour(start), floor_hour(end)
-    edges = [(start, lo), (hi, end)] if lo < hi else [(start, end)]
+    edges = [(start, lo), (hi, end)] if lo <= hi else [(start, end)]  # each inside an hour
     groups, upstream = _edge_sums(conn, edges, group_by, key_id, keys)
     if lo < hi:
         _rollup_sums(conn, groups, upstream, lo, hi, group_by, key_id, keys)
@@ -238,16 +229,6 @@ def _key_page(
     return groups, has_more, keys[-1]
 
 
-def _group_of(
-    group_by: GroupBy | None, key_id: str, bucket: datetime, model: str, provider: str
-) -> Any:
-    if group_by is None:
-        return None
-    if group_by == "day":
-        return _utc(bucket).strftime("%Y-%m-%d")
-    return {"model": model, "provider": provider or None, "key": key_id}[group_by]
-
-
 def _add(acc: list[int], values: Sequence[int]) -> None:
     for i, value in enumerate(values):
         acc[i] += int(value or 0)
@@ -260,25 +241,33 @@ def _edge_sums(
     key_id: str | None,
     keys: Sequence[str] | None = None,
 ) -> tuple[dict[Any, list[int]], dict[str, list[int]]]:
-    """Sums of the records in the partial hours (at most two hours of records)."""
-    rollup = Rollup(totals=False)
+    """Sums of the records in the partial hours (each edge inside one hour), summed by
+    the database; the upstream calls only for a whole window (a page of keys has none)."""
+    column = {"model": "model", "provider": "provider", "key": "key_id"}.get(group_by or "")
+    where: Filter = "all"
+    params: dict[str, Any] = {}
+    if key_id is not None:
+        where, params = "key", {"key_id": key_id}
+    if keys is not None:
+        where, params = "keys", {"keys": list(keys)}
+    groups: dict[Any, list[int]] = {}
+    upstream: dict[str, list[int]] = {}
     for lo, hi in edges:
         if lo >= hi:
             continue
-        where = [UsageRow.created_at >= lo, UsageRow.created_at < hi]
-        if key_id is not None:
-            where.append(UsageRow.key_id == key_id)
-        if keys is not None:
-            where.append(UsageRow.key_id.in_(keys))
-        for row in conn.execute(select(*_EDGE_COLUMNS).where(*where)):
-            rollup.add_row(row)
-    groups: dict[Any, list[int]] = {}
-    for (kid, bucket, model, provider), values in rollup.usage.items():
-        group = _group_of(group_by, kid, bucket, model, provider)
-        _add(groups.setdefault(group, [0, 0, 0, 0]), values)
-    upstream: dict[str, list[int]] = {}
-    for (_, _, provider), values in rollup.upstream.items():
-        _add(upstream.setdefault(provider, [0, 0, 0]), values)
+        span = {"lo": lo, "hi": hi, **params}
+        for row in usage_sums(conn, column, where, span):
+            if not row[-4]:
+                continue  # no record (the one row of an ungrouped sum)
+            group = row[0] if column is not None else None
+            if group_by == "day":
+                group = floor_day(lo).strftime("%Y-%m-%d")  # an edge lies inside one hour
+            elif group_by == "provider":
+                group = group or None
+            _add(groups.setdefault(group, [0, 0, 0, 0]), row[-4:])
+        if keys is None:
+            for provider, *calls in upstream_sums(conn, where, span):
+                _add(upstream.setdefault(provider, [0, 0, 0]), calls)
     return groups, upstream
 
 

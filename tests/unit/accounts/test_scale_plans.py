@@ -148,6 +148,18 @@ def test_usage_by_key_pages_through_the_daily_rollups_by_keyset(db: Database) ->
     _check(db, lambda: usage.summary(start, end, "key", None, limit=10, after="key0150"))
 
 
+def test_usage_over_every_key_reads_rollups_and_edge_records_by_index(db: Database) -> None:
+    """An admin's usage over every key: the every-key rollup rows, and the records of the
+    two partial hours summed by the database (attempts expanded as JSON), by index."""
+    now = datetime.now(UTC).replace(minute=30)
+    _fill(db, now)
+    usage = UsageBook(db)
+    start, end = now - timedelta(days=30, minutes=13), now + timedelta(minutes=5)
+    for group_by in (None, "day", "model", "provider"):
+        _check(db, lambda g=group_by: usage.summary(start, end, g, None))  # type: ignore[misc]
+    _check(db, lambda: usage.summary(now - timedelta(minutes=20), now, "model", None))
+
+
 def test_usage_by_key_pages_sum_like_a_count_of_the_records(db: Database) -> None:
     """Pages of keys (whole days from the daily rollups, partial days from the hourly ones
     and the records) add up to a count of the records per key; totals are every key's."""
