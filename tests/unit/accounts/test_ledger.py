@@ -13,7 +13,7 @@ from books import assert_books_balance
 from imagegate.accounts.audit import BooksUnbalanced, verify_books
 from imagegate.accounts.idempotency import IdempotencyStore, StoredResponse, request_hash
 from imagegate.accounts.keys import KeyStore
-from imagegate.accounts.ledger import HoldClosed, Ledger
+from imagegate.accounts.ledger import Hold, HoldClosed, Ledger
 from imagegate.accounts.ledger import _refund as refund_job
 from imagegate.accounts.usage import UsageBook, UsageRecord
 from imagegate.core.errors import Conflict, InsufficientCredits, InvalidRequest, NotFound
@@ -117,13 +117,19 @@ def test_settling_twice_charges_once(db: Database) -> None:
     assert_books_balance(db)
 
 
-def test_an_undelivered_response_is_refunded(db: Database) -> None:
+def _undelivered(db: Database, gen: str) -> tuple[Ledger, str, Hold | None, UsageRecord]:
+    """A request charged 0.05 of its 0.20 hold whose response was then not delivered."""
     ledger = Ledger(db, hold_ttl_s=60)
     key_id = _key(db, 1.0)
-    hold = ledger.hold(key_id, 200_000, "gen_r")
-    usage = _usage(key_id, "gen_r")
+    hold = ledger.hold(key_id, 200_000, gen)
+    usage = _usage(key_id, gen)
     ledger.settle(hold, 50_000, usage)
     usage.status, usage.error_code = 503, "response_not_delivered"
+    return ledger, key_id, hold, usage
+
+
+def test_an_undelivered_response_is_refunded(db: Database) -> None:
+    ledger, key_id, hold, usage = _undelivered(db, "gen_r")
     ledger.refund(hold, usage)
     ledger.refund(hold, usage)  # once only
     assert ledger.balance(key_id) == 1_000_000
@@ -306,12 +312,7 @@ def test_a_refund_run_again_after_its_transaction_was_undone_gives_the_whole_cha
 ) -> None:
     """The write batcher runs a job again when its savepoint was undone (a lost deadlock):
     the second run must refund the charge, not find it already zeroed by the first."""
-    ledger = Ledger(db, hold_ttl_s=60)
-    key_id = _key(db, 1.0)
-    hold = ledger.hold(key_id, 200_000, "gen_u")
-    usage = _usage(key_id, "gen_u")
-    ledger.settle(hold, 50_000, usage)
-    usage.status, usage.error_code = 503, "response_not_delivered"
+    ledger, key_id, hold, usage = _undelivered(db, "gen_u")
     with pytest.raises(_Undone), db.write() as conn:
         refund_job(conn, hold, usage)  # the first run, rolled back
         raise _Undone
