@@ -160,27 +160,44 @@ def test_usage_over_every_key_reads_rollups_and_edge_records_by_index(db: Databa
     _check(db, lambda: usage.summary(now - timedelta(minutes=20), now, "model", None))
 
 
+def _recorded(
+    book: UsageBook, n: int, fields: Callable[[int], dict[str, Any]], rng: random.Random
+) -> list[UsageRecord]:
+    """``n`` records of two models, one in three failed, one upstream call of 7 micro-USD
+    each; ``fields(i)`` gives the rest (id, key, provider, images, time). Each is written
+    as a request's would be, with its rollups."""
+    records = []
+    for i in range(n):
+        record = UsageRecord(
+            **fields(i),
+            model=rng.choice(("m1", "m2")),
+            operation="generate",
+            status=rng.choice((200, 200, 502)),
+            attempts=[{"provider": "p1", "status": 200, "cost_micro": 7}],
+            cost_micro=rng.randrange(100),
+        )
+        book.record(record)
+        records.append(record)
+    return records
+
+
 def test_usage_by_key_pages_sum_like_a_count_of_the_records(db: Database) -> None:
     """Pages of keys (whole days from the daily rollups, partial days from the hourly ones
     and the records) add up to a count of the records per key; totals are every key's."""
     book, rng = UsageBook(db), random.Random(9)
     now = datetime.now(UTC)
-    records = []
-    for i in range(150):
-        record = UsageRecord(
-            generation_id=f"gen_p{i}",
-            key_id=f"k{rng.randrange(7)}",
-            model=rng.choice(("m1", "m2")),
-            operation="generate",
-            provider="p1",
-            status=rng.choice((200, 200, 502)),
-            attempts=[{"provider": "p1", "status": 200, "cost_micro": 7}],
-            images=rng.randrange(3),
-            cost_micro=rng.randrange(100),
-            created_at=now - timedelta(minutes=rng.randrange(60 * 24 * 5)),
-        )
-        book.record(record)
-        records.append(record)
+    records = _recorded(
+        book,
+        150,
+        lambda i: {
+            "generation_id": f"gen_p{i}",
+            "key_id": f"k{rng.randrange(7)}",
+            "provider": "p1",
+            "images": rng.randrange(3),
+            "created_at": now - timedelta(minutes=rng.randrange(60 * 24 * 5)),
+        },
+        rng,
+    )
     start, end = now - timedelta(days=3, hours=7, minutes=13), now - timedelta(minutes=17)
     inside = [r for r in records if start <= r.created_at < end]
     expected = {
@@ -210,22 +227,18 @@ def test_usage_from_rollups_matches_the_records(db: Database) -> None:
     """Whole hours come from the rollups, partial ones from records: same sums as a count."""
     book, rng = UsageBook(db), random.Random(5)
     now = datetime.now(UTC)
-    records = []
-    for i in range(120):
-        record = UsageRecord(
-            generation_id=f"gen_r{i}",
-            key_id=rng.choice(("ka", "kb")),
-            model=rng.choice(("m1", "m2")),
-            operation="generate",
-            provider=rng.choice(("p1", None)),
-            status=rng.choice((200, 200, 502)),
-            attempts=[{"provider": "p1", "status": 200, "cost_micro": 7}],
-            images=1,
-            cost_micro=rng.randrange(100),
-            created_at=now - timedelta(minutes=rng.randrange(60 * 50)),
-        )
-        book.record(record)
-        records.append(record)
+    records = _recorded(
+        book,
+        120,
+        lambda i: {
+            "generation_id": f"gen_r{i}",
+            "key_id": rng.choice(("ka", "kb")),
+            "provider": rng.choice(("p1", None)),
+            "images": 1,
+            "created_at": now - timedelta(minutes=rng.randrange(60 * 50)),
+        },
+        rng,
+    )
     start, end = now - timedelta(hours=37, minutes=13), now - timedelta(minutes=17)
     inside = [r for r in records if start <= r.created_at < end and r.key_id == "ka"]
     summary = book.summary(start, end, "model", "ka")
